@@ -1,0 +1,37 @@
+# DeFeat for Detectron2 -- developer entry points.
+# `make demo` and `make test` set up the virtual environment on first use (idempotent).
+
+PYTHON_VERSION ?= 3.10.13
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+.PHONY: setup test demo bench-accuracy bench-speed clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	@test -x $(PY) || { \
+	  base=$$(PYENV_VERSION=$(PYTHON_VERSION) pyenv which python 2>/dev/null || command -v python3.10); \
+	  test -n "$$base" || { echo "Python 3.10 not found (install it with pyenv: pyenv install $(PYTHON_VERSION))"; exit 1; }; \
+	  $$base -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m defeat.demo
+
+bench-accuracy: setup
+	$(PY) benchmarks/accuracy.py
+
+bench-speed: setup
+	$(PY) benchmarks/step_time.py
+
+clean:
+	rm -rf output

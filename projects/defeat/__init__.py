@@ -1,0 +1,30 @@
+"""DeFeat: Distilling Object Detectors via Decoupled Features (CVPR 2021) for Detectron2.
+
+Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``.
+"""
+from .config import add_defeat_config
+from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
+from .masks import gt_masks
+from .schedule import kd_weight
+from .adapters import build_adapter, build_adapters
+from .teacher import TeacherLoadError, build_teacher
+from .distiller import DeFeatConfigError, DeFeatDistiller
+from .meta_arch import DeFeatRCNN
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "add_defeat_config",
+    "gt_masks",
+    "decoupled_feature_loss",
+    "decoupled_kl_loss",
+    "decoupled_sigmoid_kl_loss",
+    "kd_weight",
+    "build_adapter",
+    "build_adapters",
+    "build_teacher",
+    "TeacherLoadError",
+    "DeFeatConfigError",
+    "DeFeatDistiller",
+    "DeFeatRCNN",
+]

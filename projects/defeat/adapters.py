@@ -1,0 +1,33 @@
+"""Per-level adapters that map student neck features to the teacher's channel count."""
+from typing import Dict
+
+import torch.nn as nn
+
+__all__ = ["ADAPTERS", "build_adapter", "build_adapters"]
+
+ADAPTERS = ("conv3x3", "conv1x1", "none")
+
+
+def build_adapter(kind: str, in_channels: int, out_channels: int) -> nn.Module:
+    """One adapter: ``conv3x3`` / ``conv1x1`` (near-zero init, no activation) or ``none`` (identity)."""
+    if kind == "none":
+        if in_channels != out_channels:
+            raise ValueError(
+                f"MODEL.DEFEAT.NECK.ADAPTER is 'none' but student features have {in_channels} channels "
+                f"and teacher features {out_channels}; use 'conv1x1' or 'conv3x3' to map them"
+            )
+        return nn.Identity()
+    if kind not in ("conv3x3", "conv1x1"):
+        raise ValueError(f"unknown MODEL.DEFEAT.NECK.ADAPTER {kind!r}; expected one of {ADAPTERS}")
+    k = 3 if kind == "conv3x3" else 1
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2)
+    nn.init.trunc_normal_(conv.weight, std=1e-4, a=-2e-4, b=2e-4)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def build_adapters(kind: str, student_channels: Dict[str, int], teacher_channels: Dict[str, int]) -> nn.ModuleDict:
+    """A ``ModuleDict`` of adapters keyed by feature name (e.g. ``"p2"``)."""
+    return nn.ModuleDict(
+        {name: build_adapter(kind, c, teacher_channels[name]) for name, c in student_channels.items()}
+    )

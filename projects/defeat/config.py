@@ -1,0 +1,35 @@
+"""Detectron2 config keys of DeFeat (spec section 5)."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_defeat_config"]
+
+
+def add_defeat_config(cfg):
+    """Add ``MODEL.DEFEAT`` with its defaults to a Detectron2 config (in place)."""
+    cfg.MODEL.DEFEAT = CN()
+    cfg.MODEL.DEFEAT.TEACHER = CN()
+    # Any Detectron2 YAML config (``_BASE_`` chains allowed) and its weights.
+    cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE = ""
+    cfg.MODEL.DEFEAT.TEACHER.WEIGHTS = ""
+
+    cfg.MODEL.DEFEAT.NECK = CN()
+    cfg.MODEL.DEFEAT.NECK.ENABLED = True
+    cfg.MODEL.DEFEAT.NECK.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT = 4.0
+    cfg.MODEL.DEFEAT.NECK.BG_WEIGHT = 16.0
+    cfg.MODEL.DEFEAT.NECK.ADAPTER = "conv3x3"  # "conv3x3", "conv1x1" or "none"
+    cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"  # "scale" or "all"
+    cfg.MODEL.DEFEAT.NECK.SCALE_BASE = 56.0
+
+    cfg.MODEL.DEFEAT.HEAD = CN()
+    cfg.MODEL.DEFEAT.HEAD.ENABLED = True
+    cfg.MODEL.DEFEAT.HEAD.PROPOSALS = "teacher"  # "teacher" or "student"
+    cfg.MODEL.DEFEAT.HEAD.OBJ_WEIGHT = 2.0
+    cfg.MODEL.DEFEAT.HEAD.BG_WEIGHT = 2.0
+    cfg.MODEL.DEFEAT.HEAD.TEMPERATURE = 1.0
+
+    # "constant", "linear" or "cosine": the last two decay the KD weight to 0 at SOLVER.MAX_ITER.
+    cfg.MODEL.DEFEAT.LOSS_SCHEDULE = "constant"
+    # The KD weight ramps linearly from 0 to 1 over these many iterations.
+    cfg.MODEL.DEFEAT.WARMUP_ITERS = 0
+    return cfg

@@ -1,0 +1,184 @@
+"""The piece that turns student/teacher features and logits into DeFeat's weighted losses.
+
+It is independent of the detector family: meta-architectures hand it feature dicts, GT boxes
+and per-RoI (or per-anchor) logits; it owns the adapters, masks, losses, weights and schedule.
+"""
+import logging
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.utils.events import get_event_storage, has_event_storage
+
+from .adapters import ADAPTERS, build_adapters
+from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
+from .masks import gt_masks
+from .schedule import SCHEDULES, kd_weight
+
+__all__ = ["DeFeatDistiller", "DeFeatConfigError"]
+
+logger = logging.getLogger(__name__)
+
+
+class DeFeatConfigError(ValueError):
+    """A ``MODEL.DEFEAT`` setting is invalid or does not fit the student/teacher pair."""
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise DeFeatConfigError(f"{key} = {value!r} is not supported; choose one of {list(choices)}")
+
+
+def _check_non_negative(key: str, value: float) -> None:
+    if not value >= 0:  # also rejects NaN
+        raise DeFeatConfigError(f"{key} = {value} must be >= 0 (0 disables that part)")
+
+
+class DeFeatDistiller(nn.Module):
+    """Adapters + decoupled neck and head losses, weighted and scheduled.
+
+    State: only the adapters (``adapters.<feature>``); everything else is configuration.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        student_shapes: Dict[str, ShapeSpec],
+        teacher_shapes: Dict[str, ShapeSpec],
+        neck_enabled: bool = True,
+        in_features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
+        neck_obj_weight: float = 4.0,
+        neck_bg_weight: float = 16.0,
+        adapter: str = "conv3x3",
+        mask_assign: str = "scale",
+        scale_base: float = 56.0,
+        head_enabled: bool = True,
+        head_obj_weight: float = 2.0,
+        head_bg_weight: float = 2.0,
+        temperature: float = 1.0,
+        schedule: str = "constant",
+        warmup_iters: int = 0,
+        max_iter: int = 0,
+    ):
+        """
+        Args:
+            student_shapes, teacher_shapes: backbone ``output_shape()`` of each model.
+            Others: the ``MODEL.DEFEAT`` settings of spec section 5 (``max_iter`` = SOLVER.MAX_ITER).
+        """
+        super().__init__()
+        _check_choice("MODEL.DEFEAT.NECK.ADAPTER", adapter, ADAPTERS)
+        _check_choice("MODEL.DEFEAT.NECK.MASK_ASSIGN", mask_assign, ("scale", "all"))
+        _check_choice("MODEL.DEFEAT.LOSS_SCHEDULE", schedule, SCHEDULES)
+        for key, value in (
+            ("MODEL.DEFEAT.NECK.OBJ_WEIGHT", neck_obj_weight),
+            ("MODEL.DEFEAT.NECK.BG_WEIGHT", neck_bg_weight),
+            ("MODEL.DEFEAT.HEAD.OBJ_WEIGHT", head_obj_weight),
+            ("MODEL.DEFEAT.HEAD.BG_WEIGHT", head_bg_weight),
+            ("MODEL.DEFEAT.WARMUP_ITERS", warmup_iters),
+        ):
+            _check_non_negative(key, value)
+        if not temperature > 0:
+            raise DeFeatConfigError(f"MODEL.DEFEAT.HEAD.TEMPERATURE = {temperature} must be > 0")
+        if not scale_base > 0:
+            raise DeFeatConfigError(f"MODEL.DEFEAT.NECK.SCALE_BASE = {scale_base} must be > 0")
+
+        self.neck_enabled = bool(neck_enabled)
+        self.head_enabled = bool(head_enabled)
+        self.in_features = list(in_features)
+        if self.neck_enabled:
+            self._check_levels(student_shapes, teacher_shapes)
+        self.strides = [student_shapes[f].stride for f in self.in_features] if self.neck_enabled else []
+        self.adapters = build_adapters(
+            adapter,
+            {f: student_shapes[f].channels for f in self.in_features},
+            {f: teacher_shapes[f].channels for f in self.in_features},
+        ) if self.neck_enabled else nn.ModuleDict()
+        self.neck_weights = (float(neck_obj_weight), float(neck_bg_weight))
+        self.head_weights = (float(head_obj_weight), float(head_bg_weight))
+        self.mask_assign = mask_assign
+        self.scale_base = float(scale_base)
+        self.temperature = float(temperature)
+        self.schedule = schedule
+        self.warmup_iters = int(warmup_iters)
+        self.max_iter = int(max_iter)
+
+    def _check_levels(self, student_shapes, teacher_shapes) -> None:
+        if not self.in_features:
+            raise DeFeatConfigError("MODEL.DEFEAT.NECK.IN_FEATURES is empty while the neck loss is enabled")
+        for who, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
+            missing = [f for f in self.in_features if f not in shapes]
+            if missing:
+                raise DeFeatConfigError(
+                    f"MODEL.DEFEAT.NECK.IN_FEATURES {missing} are not produced by the {who}'s backbone "
+                    f"(it has {sorted(shapes)}); list only levels both models produce"
+                )
+        for f in self.in_features:
+            if student_shapes[f].stride != teacher_shapes[f].stride:
+                raise DeFeatConfigError(
+                    f"feature {f!r} has stride {student_shapes[f].stride} in the student but "
+                    f"{teacher_shapes[f].stride} in the teacher; imitation needs aligned maps"
+                )
+
+    @classmethod
+    def from_config(cls, cfg, student_shapes, teacher_shapes):
+        d = cfg.MODEL.DEFEAT
+        return {
+            "student_shapes": student_shapes,
+            "teacher_shapes": teacher_shapes,
+            "neck_enabled": d.NECK.ENABLED,
+            "in_features": d.NECK.IN_FEATURES,
+            "neck_obj_weight": d.NECK.OBJ_WEIGHT,
+            "neck_bg_weight": d.NECK.BG_WEIGHT,
+            "adapter": d.NECK.ADAPTER,
+            "mask_assign": d.NECK.MASK_ASSIGN,
+            "scale_base": d.NECK.SCALE_BASE,
+            "head_enabled": d.HEAD.ENABLED,
+            "head_obj_weight": d.HEAD.OBJ_WEIGHT,
+            "head_bg_weight": d.HEAD.BG_WEIGHT,
+            "temperature": d.HEAD.TEMPERATURE,
+            "schedule": d.LOSS_SCHEDULE,
+            "warmup_iters": d.WARMUP_ITERS,
+            "max_iter": cfg.SOLVER.MAX_ITER,
+        }
+
+    def masks(self, gt_boxes: Sequence[torch.Tensor], features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
+        """Object masks ``[N, H_l, W_l]`` of ``in_features`` from per-image GT boxes ``[K_i, 4]``."""
+        shapes = [tuple(features[f].shape[-2:]) for f in self.in_features]
+        return gt_masks(gt_boxes, shapes, self.strides, self.mask_assign, self.scale_base)
+
+    def neck_losses(
+        self,
+        student_feats: Dict[str, torch.Tensor],
+        teacher_feats: Dict[str, torch.Tensor],
+        gt_boxes: Sequence[torch.Tensor],
+    ) -> Dict[str, torch.Tensor]:
+        """Weighted ``loss_defeat_neck_{obj,bg}`` (before the schedule)."""
+        masks = self.masks(gt_boxes, student_feats)
+        adapted = [self.adapters[f](student_feats[f]) for f in self.in_features]
+        obj, bg = decoupled_feature_loss(adapted, [teacher_feats[f] for f in self.in_features], masks)
+        return {
+            "loss_defeat_neck_obj": obj * self.neck_weights[0],
+            "loss_defeat_neck_bg": bg * self.neck_weights[1],
+        }
+
+    def head_losses(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, is_object: torch.Tensor, sigmoid: bool = False
+    ) -> Dict[str, torch.Tensor]:
+        """Weighted ``loss_defeat_head_{obj,bg}`` (before the schedule) from ``[R, K(+1)]`` logits."""
+        fn = decoupled_sigmoid_kl_loss if sigmoid else decoupled_kl_loss
+        obj, bg = fn(student_logits, teacher_logits, is_object, self.temperature)
+        return {
+            "loss_defeat_head_obj": obj * self.head_weights[0],
+            "loss_defeat_head_bg": bg * self.head_weights[1],
+        }
+
+    def scheduled(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Multiply KD losses by the schedule's weight at the current iteration and log it."""
+        iteration = get_event_storage().iter if has_event_storage() else 0
+        w = kd_weight(iteration, self.max_iter, self.schedule, self.warmup_iters)
+        if has_event_storage():
+            get_event_storage().put_scalar("defeat/kd_weight", w, smoothing_hint=False)
+        return {k: v * w for k, v in losses.items()}

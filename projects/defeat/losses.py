@@ -1,0 +1,103 @@
+"""Decoupled distillation losses (spec sections 2-3). Pure functions, computed in fp32.
+
+Each returns an ``(obj, bg)`` pair of scalar tensors, unweighted; the caller applies weights.
+Teacher inputs are always detached; every normaliser is clamped with ``max(1, .)`` on device
+(no host synchronisation).
+"""
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["decoupled_feature_loss", "decoupled_kl_loss", "decoupled_sigmoid_kl_loss"]
+
+
+def _split_mean(values: torch.Tensor, is_object: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sum of ``values [R]`` over object and over background entries, each / max(1, count)."""
+    obj = is_object.to(values.dtype)
+    bg = 1.0 - obj
+    return (
+        (values * obj).sum() / obj.sum().clamp(min=1.0),
+        (values * bg).sum() / bg.sum().clamp(min=1.0),
+    )
+
+
+def decoupled_feature_loss(
+    student_feats: Sequence[torch.Tensor],
+    teacher_feats: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Feature imitation split into object (inside GT boxes) and background parts.
+
+    Args:
+        student_feats: per level ``[N, C, H_l, W_l]`` (after the adapter).
+        teacher_feats: per level ``[N, C, H_l, W_l]``; detached here.
+        masks: per level ``[N, H_l, W_l]`` with 1 on object cells.
+    Returns:
+        ``(obj, bg)``: means over levels of ``sum(M (S-T)^2) / max(1, 2 C sum(M))`` and the
+        same with ``1 - M``.
+    """
+    if not (len(student_feats) == len(teacher_feats) == len(masks)) or not student_feats:
+        raise ValueError("student_feats, teacher_feats and masks must be non-empty lists of equal length")
+    obj_terms, bg_terms = [], []
+    for s, t, m in zip(student_feats, teacher_feats, masks):
+        if s.shape != t.shape:
+            raise ValueError(f"student feature {tuple(s.shape)} and teacher feature {tuple(t.shape)} differ")
+        c = s.shape[1]
+        sq = (s.float() - t.detach().float()).pow(2).sum(dim=1)  # [N, H, W]
+        m = m.to(sq.dtype)
+        obj_terms.append((sq * m).sum() / (2.0 * c * m.sum()).clamp(min=1.0))
+        bg_terms.append((sq * (1.0 - m)).sum() / (2.0 * c * (1.0 - m).sum()).clamp(min=1.0))
+    return torch.stack(obj_terms).mean(), torch.stack(bg_terms).mean()
+
+
+def decoupled_kl_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    is_object: torch.Tensor,
+    temperature: float = 1.0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Softmax KL(teacher || student) per RoI, averaged separately over object and background RoIs.
+
+    Args:
+        student_logits, teacher_logits: ``[R, K+1]`` classification logits (last = background).
+        is_object: bool ``[R]``, True for RoIs labelled with a foreground class.
+        temperature: softmax temperature ``T``; the result is scaled by ``T^2``.
+    Returns:
+        ``(obj, bg)`` scalar tensors.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    t = float(temperature)
+    log_ps = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_pt = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1)
+    obj, bg = _split_mean(kl, is_object)
+    return obj * t * t, bg * t * t
+
+
+def decoupled_sigmoid_kl_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    is_object: torch.Tensor,
+    temperature: float = 1.0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-class binary KL(teacher || student) for sigmoid classifiers (one-stage detectors).
+
+    Args:
+        student_logits, teacher_logits: ``[A, K]`` per-anchor class logits.
+        is_object: bool ``[A]``, True for anchors matched to a GT box. Leave ignored anchors out.
+        temperature: ``T``; the result is scaled by ``T^2``.
+    Returns:
+        ``(obj, bg)`` scalar tensors: sum over classes of the binary KL, mean per group.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    t = float(temperature)
+    s = student_logits.float() / t
+    tt = teacher_logits.detach().float() / t
+    log_pt, log_qt = F.logsigmoid(tt), F.logsigmoid(-tt)  # log p, log (1-p) of the teacher
+    log_ps, log_qs = F.logsigmoid(s), F.logsigmoid(-s)
+    kl = (log_pt.exp() * (log_pt - log_ps) + log_qt.exp() * (log_qt - log_qs)).sum(dim=-1)
+    obj, bg = _split_mean(kl, is_object)
+    return obj * t * t, bg * t * t

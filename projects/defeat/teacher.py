@@ -1,0 +1,129 @@
+"""Build the frozen teacher detector from its own config file and weights, loudly."""
+import logging
+import os
+
+import torch
+import torch.nn as nn
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["TeacherLoadError", "load_teacher_config", "build_teacher", "freeze"]
+
+logger = logging.getLogger(__name__)
+
+# ``MODEL.DEFEAT.TEACHER.CONFIG_FILE: "model_zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"``
+# names a config bundled with Detectron2 (see ``detectron2.model_zoo.get_config_file``).
+MODEL_ZOO_PREFIX = "model_zoo:"
+
+
+class TeacherLoadError(RuntimeError):
+    """The teacher's config or weights are missing, unreadable or incomplete."""
+
+
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """A ``DetectionCheckpointer`` that keeps what ``_load_model`` found incompatible.
+
+    Detectron2 only logs a warning for missing keys or mismatched shapes and leaves those
+    parameters at their random initialisation; for a teacher that is a silent disaster.
+    """
+
+    incompatible = None
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def load_teacher_config(config_file: str, device: str = "cpu"):
+    """The teacher's Detectron2 config (``_BASE_`` chains resolved), frozen, on ``device``."""
+    if not config_file:
+        raise TeacherLoadError(
+            "MODEL.DEFEAT.TEACHER.CONFIG_FILE is empty: set it to the teacher's Detectron2 config file"
+        )
+    if config_file.startswith(MODEL_ZOO_PREFIX):
+        from detectron2 import model_zoo
+
+        try:
+            config_file = model_zoo.get_config_file(config_file[len(MODEL_ZOO_PREFIX):])
+        except RuntimeError as e:
+            raise TeacherLoadError(f"unknown model-zoo teacher config: {e}") from e
+    if not PathManager.exists(config_file):
+        raise TeacherLoadError(
+            f"teacher config file not found: {config_file!r} (MODEL.DEFEAT.TEACHER.CONFIG_FILE)"
+        )
+    # Local import: the teacher may itself be a DeFeat config (keys must be known to parse it).
+    from .config import add_defeat_config
+
+    cfg = get_cfg()
+    add_defeat_config(cfg)
+    cfg.set_new_allowed(True)
+    try:
+        cfg.merge_from_file(config_file)
+    except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
+        raise TeacherLoadError(f"cannot parse teacher config {config_file!r}: {e}") from e
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""
+    cfg.freeze()
+    return cfg
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and ``requires_grad=False`` for every parameter; returns ``model``."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Module:
+    """Build the teacher with Detectron2's builders and load every parameter and buffer.
+
+    Raises:
+        TeacherLoadError: missing/unreadable config or weights, or a checkpoint that leaves
+            any teacher parameter or buffer unloaded or with the wrong shape.
+    """
+    cfg = load_teacher_config(config_file, device)
+    if cfg.MODEL.META_ARCHITECTURE.startswith("DeFeat"):
+        raise TeacherLoadError(
+            f"teacher config {config_file!r} is itself a DeFeat config "
+            f"({cfg.MODEL.META_ARCHITECTURE}); point MODEL.DEFEAT.TEACHER.CONFIG_FILE at a plain detector"
+        )
+    if not weights:
+        raise TeacherLoadError(
+            "MODEL.DEFEAT.TEACHER.WEIGHTS is empty: a teacher needs trained weights "
+            "(a model_final.pth of the teacher config)"
+        )
+    local = weights if "://" in weights else os.path.expanduser(weights)
+    if "://" not in local and not os.path.isfile(local):
+        raise TeacherLoadError(f"teacher weights not found: {weights!r} (MODEL.DEFEAT.TEACHER.WEIGHTS)")
+    model = build_model(cfg)
+    checkpointer = _RecordingCheckpointer(model)
+    try:
+        checkpointer.load(weights)
+    except Exception as e:
+        raise TeacherLoadError(f"cannot read teacher weights {weights!r}: {type(e).__name__}: {e}") from e
+    found = checkpointer.incompatible
+    problems = []
+    if found is None:
+        problems.append("the file holds no model weights")
+    else:
+        if found.incorrect_shapes:
+            problems.append(
+                "shape mismatch (key, checkpoint, model): "
+                + ", ".join(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in found.incorrect_shapes[:10])
+            )
+        shaped = {k for k, _, _ in found.incorrect_shapes}
+        missing = [k for k in found.missing_keys if k not in shaped]
+        if missing:
+            problems.append(f"{len(missing)} keys missing from the checkpoint: " + ", ".join(missing[:10]))
+    if problems:
+        raise TeacherLoadError(
+            f"teacher weights {weights!r} do not fit teacher config {config_file!r}; "
+            + "; ".join(problems)
+            + ". Check that the config (depth, widths, NUM_CLASSES) is the one the weights were trained with."
+        )
+    logger.info("Loaded DeFeat teacher %s from %s", cfg.MODEL.META_ARCHITECTURE, weights)
+    model.teacher_cfg = cfg
+    return freeze(model).to(torch.device(device))

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Train or evaluate a DeFeat student (or any plain Detectron2 model) with Detectron2's trainer.
+
+    python train_net.py --config-file configs/demo/defeat_R18_from_R50.yaml
+    python train_net.py --config-file configs/demo/student_R18.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python train_net.py --config-file ... --num-gpus 8 --resume
+"""
+import os
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator, verify_results
+
+import defeat  # noqa: F401  (registers DeFeatRCNN)
+from defeat import add_defeat_config
+from defeat.data import register_datasets_of
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` with Detectron2's COCO evaluator for every test set."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_defeat_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    register_datasets_of(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
