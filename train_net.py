@@ -15,7 +15,7 @@ from detectron2.evaluation import COCOEvaluator, verify_results
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
-from defeat.data import register_datasets_of
+from defeat.data import DEMO_PREFIX, register_demo_dataset
 
 
 class Trainer(DefaultTrainer):
@@ -27,6 +27,16 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, output_dir=output_folder)
 
 
+def register_demo_datasets(cfg):
+    """Generate (main process first) and register the embedded demo dataset if cfg uses it."""
+    if not any(n.startswith(DEMO_PREFIX) for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)):
+        return
+    if comm.is_main_process():
+        register_demo_dataset()
+    comm.synchronize()
+    register_demo_dataset()
+
+
 def setup(args):
     cfg = get_cfg()
     add_defeat_config(cfg)
@@ -34,7 +44,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
-    register_datasets_of(cfg)
+    register_demo_datasets(cfg)
     return cfg
 
 

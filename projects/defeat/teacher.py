@@ -58,7 +58,6 @@ def load_teacher_config(config_file: str, device: str = "cpu"):
 
     cfg = get_cfg()
     add_defeat_config(cfg)
-    cfg.set_new_allowed(True)
     try:
         cfg.merge_from_file(config_file)
     except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths

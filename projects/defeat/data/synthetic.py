@@ -1,0 +1,424 @@
+"""Procedural shape-detection dataset written in COCO format (numpy + OpenCV only).
+
+Every image is ``image_size x image_size`` RGB (stored as lossless PNG) and holds 1-8
+objects from up to 10 classes that differ only in *shape*; object colours are random
+per instance, so colour carries no class information.  Backgrounds are cluttered:
+a two-colour gradient, low-frequency texture, thin random lines and curves, and
+amorphous blobs that belong to no class, plus per-pixel sensor noise on top.
+
+Annotation conventions (fixed, documented):
+
+* Objects are painted in order, later ones over earlier ones.  A placement that would
+  leave any earlier object less than ``1 - max_occlusion`` visible (or that would
+  itself be smaller than ``MIN_VISIBLE_PIXELS``) is rejected and retried elsewhere,
+  so every painted object is annotated and no annotation is more than
+  ``max_occlusion`` occluded.
+* ``bbox`` is ``[x, y, w, h]`` in integer pixels, tight around the *visible* pixels
+  (alpha >= 0.5) of the object, like COCO's boxes; it is always inside the image.
+* ``area`` is the bbox area ``w * h`` in pixels^2 (there are no masks), so COCO's
+  small / medium / large ranges (< 32^2, 32^2..96^2, > 96^2) apply to the box.
+* Category ids are 1-based (``1..num_classes``) in ``CLASS_NAMES`` order; image ids
+  are 1-based; file names are ``{index:06d}.png`` relative to the split folder.
+
+Each image draws from its own RNG seeded with ``(seed, split, index)``, so output is
+bit-identical for a seed (given the same numpy / OpenCV builds) and a smaller dataset
+is a prefix of a larger one.
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+
+CLASS_NAMES = (
+    "circle", "ring", "square", "diamond", "triangle",
+    "plus", "star", "hexagon", "bar", "ell",
+)
+DEFAULT_NUM_TRAIN = 3000
+DEFAULT_NUM_VAL = 500
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_NUM_CLASSES = len(CLASS_NAMES)
+DEFAULT_SEED = 0
+
+MIN_OBJECT_SIZE = 8.0    # smallest object scale sqrt(w*h) of the full shape's box, px
+SMALL_MAX = 32.0         # COCO small/medium boundary on sqrt(area), px
+MEDIUM_MAX = 96.0        # COCO medium/large boundary on sqrt(area), px
+LARGE_PROB = 0.25        # chance that an image starts with a large object
+SMALL_PROB = 0.55        # chance that any other object is small (else medium)
+MAX_OBJECTS = 8
+MAX_OCCLUSION = 0.6
+MIN_VISIBLE_PIXELS = 10
+PLACEMENT_TRIES = 12
+_SPLITS = {"train": 0, "val": 1}
+_SHIFT = 4               # sub-pixel bits for cv2.fillPoly
+_MIN_CONTRAST = 90.0     # L1 RGB distance wanted between an object and what it covers
+
+
+# ----------------------------------------------------------------------------- shapes
+def _regular(n, phase=0.0):
+    """(n, 2) vertices of a regular n-gon with circumradius 1."""
+    a = phase + 2 * np.pi * np.arange(n) / n
+    return np.stack([np.cos(a), np.sin(a)], axis=1)
+
+
+def _rot(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def _shape(name, rng):
+    """Return (outer polygons, hole polygons, rotation in rad) in unit-ish coordinates.
+
+    Polygons are (N, 2) float arrays (x, y) centred near the origin; the caller rotates,
+    scales and translates them.
+    """
+    holes = []
+    deg = np.pi / 180
+    if name == "circle":
+        p = _regular(48) * [1.0, rng.uniform(0.9, 1.1)]
+        theta = rng.uniform(0, np.pi)
+    elif name == "ring":
+        inner = rng.uniform(0.55, 0.7)
+        p = _regular(48)
+        holes = [_regular(48) * inner]
+        theta = 0.0
+    elif name == "square":
+        p = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [1.0, rng.uniform(0.85, 1.15)]
+        theta = rng.uniform(-15, 15) * deg
+    elif name == "diamond":
+        p = np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]]) * [rng.uniform(0.9, 1.15), 1.0]
+        theta = rng.uniform(-20, 20) * deg
+    elif name == "triangle":
+        p = _regular(3, -np.pi / 2) + rng.uniform(-0.08, 0.08, (3, 2))
+        theta = rng.uniform(0, 2 * np.pi)
+    elif name == "plus":
+        t = rng.uniform(0.22, 0.32)
+        p = np.array([[-t, -1], [t, -1], [t, -t], [1, -t], [1, t], [t, t],
+                      [t, 1], [-t, 1], [-t, t], [-1, t], [-1, -t], [-t, -t]])
+        theta = rng.uniform(0, np.pi / 2)
+    elif name == "star":
+        inner = rng.uniform(0.38, 0.48)
+        p = _regular(10, -np.pi / 2) * np.where(np.arange(10) % 2 == 0, 1.0, inner)[:, None]
+        theta = rng.uniform(0, 2 * np.pi)
+    elif name == "hexagon":
+        p = _regular(6)
+        theta = rng.uniform(0, np.pi / 3)
+    elif name == "bar":
+        p = _regular(40) * [1.0, 1.0 / rng.uniform(2.5, 4.0)]
+        theta = rng.uniform(0, np.pi)
+    elif name == "ell":
+        t = rng.uniform(0.3, 0.42)
+        p = np.array([[0, 0], [1, 0], [1, t], [t, t], [t, 1], [0, 1]], float) - 0.5
+        p *= [rng.uniform(0.8, 1.2), 1.0]
+        if rng.random() < 0.5:
+            p[:, 0] *= -1
+        theta = rng.uniform(0, 2 * np.pi)
+    else:
+        raise ValueError(f"unknown shape {name!r}")
+    return [np.asarray(p, float)], [np.asarray(h, float) for h in holes], theta
+
+
+def _fill(polys, shape):
+    """Anti-aliased coverage (h, w) float32 in [0, 1] of polygons in pixel coords."""
+    canvas = np.zeros(shape, np.uint8)
+    pts = [np.round(p * (1 << _SHIFT)).astype(np.int32) for p in polys]
+    cv2.fillPoly(canvas, pts, 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+    return canvas.astype(np.float32) / 255.0
+
+
+# ------------------------------------------------------------------------- background
+def _smooth_noise(rng, shape, cells):
+    """Low-frequency noise in [0, 1] of (h, w) from a (cells, cells) grid upsampled."""
+    g = rng.random((cells, cells)).astype(np.float32)
+    return cv2.resize(g, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def _rand_color(rng):
+    return rng.uniform(0, 255, 3).astype(np.float32)
+
+
+def _background(rng, size):
+    """Cluttered (size, size, 3) float32 background in [0, 255]."""
+    ramp = np.arange(size, dtype=np.float32) / (size - 1)
+    a = rng.uniform(0, 2 * np.pi)
+    t = np.float32(np.cos(a)) * ramp[None, :] + np.float32(np.sin(a)) * ramp[:, None]
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    c0, c1 = _rand_color(rng), _rand_color(rng)
+    img = c0 + (c1 - c0) * t[..., None]
+    tex = _smooth_noise(rng, (size, size), int(rng.integers(3, 9))) - 0.5
+    img += tex[..., None] * rng.uniform(20, 80) * rng.uniform(0.5, 1.0, 3).astype(np.float32)
+
+    # ragged, semi-transparent blobs (thresholded noise): never a class shape
+    for _ in range(int(rng.integers(0, 5))):
+        bw, bh = (int(v) for v in rng.integers(8, max(9, size // 3), 2))
+        field = _smooth_noise(rng, (bh, bw), int(rng.integers(4, 8)))
+        alpha = (field > np.quantile(field, rng.uniform(0.5, 0.7))).astype(np.float32)
+        alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * rng.uniform(0.35, 0.85)
+        x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
+        patch = img[y0:y0 + bh, x0:x0 + bw]
+        patch += (_rand_color(rng) - patch) * alpha[..., None]
+
+    # thin straight lines and wiggly curves
+    canvas = np.ascontiguousarray(img)
+    for _ in range(int(rng.integers(0, 7))):
+        color = tuple(float(v) for v in _rand_color(rng))
+        thick = int(rng.integers(1, 3))
+        if rng.random() < 0.5:
+            p0, p1 = rng.uniform(-0.2 * size, 1.2 * size, (2, 2)).astype(int)
+            cv2.line(canvas, tuple(int(v) for v in p0), tuple(int(v) for v in p1),
+                     color, thick, cv2.LINE_AA)
+        else:
+            n = int(rng.integers(4, 10))
+            steps = rng.normal(0, size / 10, (n, 2)).cumsum(axis=0)
+            pts = (steps + rng.uniform(0, size, 2)).astype(np.int32)
+            cv2.polylines(canvas, [pts], False, color, thick, cv2.LINE_AA)
+    return canvas
+
+
+# ---------------------------------------------------------------------------- objects
+def _sample_scales(rng, n, size):
+    """n target object scales sqrt(w*h) in px, largest-bucket first."""
+    hi = 0.95 * size
+    scales = []
+    if rng.random() < LARGE_PROB and hi > MEDIUM_MAX:
+        scales.append(rng.uniform(MEDIUM_MAX + 2, hi))
+    while len(scales) < n:
+        lo, up = (MIN_OBJECT_SIZE, SMALL_MAX) if rng.random() < SMALL_PROB else (SMALL_MAX, MEDIUM_MAX)
+        up = min(up, hi)
+        lo = min(lo, up)
+        scales.append(float(np.exp(rng.uniform(np.log(lo), np.log(up)))))
+    return scales
+
+
+def _place(rng, name, scale, size):
+    """Random pose of one shape inside the image.
+
+    Returns ``(alpha, x0, y0)``: coverage (h, w) float32 in [0, 1] of the crop whose
+    top-left pixel is (x0, y0) in the image.
+    """
+    outer, holes, theta = _shape(name, rng)
+    r = _rot(theta)
+    outer = [p @ r.T for p in outer]
+    holes = [p @ r.T for p in holes]
+    pts = np.concatenate(outer)
+    lo, hi = pts.min(0), pts.max(0)
+    ext = hi - lo
+    s = min(scale / np.sqrt(ext[0] * ext[1]), (size - 2) / ext.max())
+    room = np.maximum(size - 1 - s * ext, 0)
+    corner = rng.uniform(0, room) + 0.5              # top-left of the shape in px
+    x0, y0 = (int(v) for v in np.clip(np.floor(corner) - 1, 0, size - 1))
+    x1, y1 = (int(v) for v in np.clip(np.ceil(corner + s * ext) + 2, 1, size))
+    off = corner - s * lo - [x0, y0]
+    shape = (y1 - y0, x1 - x0)
+    alpha = _fill([p * s + off for p in outer], shape)
+    if holes:
+        alpha *= 1.0 - _fill([p * s + off for p in holes], shape)
+    return alpha, x0, y0
+
+
+def _object_color(rng, canvas, mask):
+    """Colour (3,) float32 contrasting with what the object covers (best of a few)."""
+    under = canvas[mask].mean(0) if mask.any() else canvas.reshape(-1, 3).mean(0)
+    best, best_d = None, -1.0
+    for _ in range(8):
+        c = _rand_color(rng)
+        d = float(np.abs(c - under).sum())
+        if d > best_d:
+            best, best_d = c, d
+        if d >= _MIN_CONTRAST:
+            break
+    return best
+
+
+def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION):
+    """Render one image.
+
+    Returns ``(image, objects)`` where image is (size, size, 3) uint8 RGB and objects is
+    a list of ``(class_index, [x, y, w, h])`` with integer pixel boxes of the visible part.
+    """
+    canvas = _background(rng, size)
+    owner = np.full((size, size), -1, np.int16)      # index of the object on top, -1: none
+    full_px, visible, labels = [], [], []
+    n = int(rng.integers(1, MAX_OBJECTS + 1))
+    for scale in _sample_scales(rng, n, size):
+        cls = int(rng.integers(len(class_names)))
+        for _ in range(PLACEMENT_TRIES):
+            alpha, x0, y0 = _place(rng, class_names[cls], scale, size)
+            h, w = alpha.shape
+            hard = alpha >= 0.5
+            npx = int(hard.sum())
+            if npx < MIN_VISIBLE_PIXELS:
+                continue
+            under = owner[y0:y0 + h, x0:x0 + w]
+            lost = np.bincount(under[hard] + 1, minlength=len(labels) + 1)[1:]
+            left = np.asarray(visible, np.int64) - lost
+            if len(labels) and np.any(left < (1 - max_occlusion) * np.asarray(full_px)):
+                continue
+            region = canvas[y0:y0 + h, x0:x0 + w]
+            color = _object_color(rng, region, hard)
+            ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
+            xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
+            yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
+            fill = color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]
+            region += (fill.clip(0, 255) - region) * alpha[..., None]
+            under[hard] = len(labels)
+            visible = list(left) + [npx]
+            full_px.append(npx)
+            labels.append(cls)
+            break
+
+    if rng.random() < 0.3:
+        canvas = cv2.GaussianBlur(canvas, (3, 3), 0)
+    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * rng.uniform(2, 10)
+    image = np.round(canvas).clip(0, 255).astype(np.uint8)
+
+    objects = []
+    for k, cls in enumerate(labels):
+        ys, xs = np.nonzero(owner == k)
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+        objects.append((cls, [x0, y0, x1 - x0 + 1, y1 - y0 + 1]))
+    return image, objects
+
+
+# ---------------------------------------------------------------------------- dataset
+def _config(num_train, num_val, image_size, seed, num_classes):
+    return {
+        "version": GENERATOR_VERSION,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "num_classes": int(num_classes),
+    }
+
+
+def _paths(root):
+    root = Path(root)
+    return {
+        "root": str(root),
+        "meta": str(root / "meta.json"),
+        "train_images": str(root / "train"),
+        "val_images": str(root / "val"),
+        "train_json": str(root / "annotations" / "train.json"),
+        "val_json": str(root / "annotations" / "val.json"),
+    }
+
+
+def _read_meta(root):
+    try:
+        with open(Path(root) / "meta.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_split(out, split, count, cfg):
+    """Write images of one split into out/<split>/ and its COCO dict; returns the dict."""
+    img_dir = out / split
+    img_dir.mkdir(parents=True)
+    names = CLASS_NAMES[:cfg["num_classes"]]
+    images, anns = [], []
+    for i in range(count):
+        rng = np.random.default_rng([cfg["seed"], _SPLITS[split], i])
+        image, objects = render_image(rng, cfg["image_size"], names)
+        file_name = f"{i:06d}.png"
+        ok = cv2.imwrite(str(img_dir / file_name), image[..., ::-1])
+        if not ok:
+            raise OSError(f"failed to write {img_dir / file_name}")
+        images.append({"id": i + 1, "file_name": file_name,
+                       "width": cfg["image_size"], "height": cfg["image_size"]})
+        for cls, box in objects:
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1,
+                         "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+    return {
+        "info": {"description": "DeFeat synthetic shapes demo", "version": str(GENERATOR_VERSION)},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(names)],
+    }
+
+
+def _dump_json(obj, path):
+    with open(path, "w") as f:
+        json.dump(obj, f, sort_keys=True, separators=(",", ":"))
+
+
+def generate_dataset(root, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
+                     image_size=DEFAULT_IMAGE_SIZE, seed=DEFAULT_SEED,
+                     num_classes=DEFAULT_NUM_CLASSES, force=False):
+    """Generate (if needed) the demo dataset under ``root``; return a dict of paths.
+
+    Layout: ``root/{train,val}/NNNNNN.png``, ``root/annotations/{train,val}.json`` and
+    ``root/meta.json`` (the stamp: generator version, seed and sizes).  When the stamp
+    matches, nothing is written; otherwise the dataset is built in a sibling temp folder
+    and renamed into place, so ``root`` is never seen half-written.
+
+    Returns keys ``root, meta, train_images, val_images, train_json, val_json`` (str).
+    """
+    if not 1 <= num_classes <= len(CLASS_NAMES):
+        raise ValueError(f"num_classes must be in [1, {len(CLASS_NAMES)}], got {num_classes}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"image counts must be >= 0, got {num_train}, {num_val}")
+    root = Path(root).expanduser().absolute()
+    paths = _paths(root)
+    cfg = _config(num_train, num_val, image_size, seed, num_classes)
+    complete = all(os.path.exists(paths[k]) for k in ("train_json", "val_json"))
+    if not force and complete and _read_meta(root) == cfg:
+        logger.debug("dataset at %s is up to date", root)
+        return paths
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is a normal folder
+        logger.info("generating %d train + %d val images (%dpx, seed %d) in %s",
+                    num_train, num_val, image_size, seed, root)
+        (tmp / "annotations").mkdir()
+        for split, count in (("train", num_train), ("val", num_val)):
+            _dump_json(_write_split(tmp, split, count, cfg), tmp / "annotations" / f"{split}.json")
+        _dump_json(cfg, tmp / "meta.json")  # the stamp is written last
+        if root.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # another process finished first; keep its copy if it is what we wanted
+            if _read_meta(root) != cfg:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths
+
+
+def size_range(area):
+    """COCO size range name of a box area in px^2: 'small', 'medium' or 'large'."""
+    if area < SMALL_MAX ** 2:
+        return "small"
+    return "medium" if area <= MEDIUM_MAX ** 2 else "large"
+
+
+def dataset_stats(json_file):
+    """Summary of a COCO json: images, annotations, per-class and per-size-range counts."""
+    with open(json_file) as f:
+        coco = json.load(f)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    per_class = {n: 0 for n in names.values()}
+    per_size = {"small": 0, "medium": 0, "large": 0}
+    for a in coco["annotations"]:
+        per_class[names[a["category_id"]]] += 1
+        per_size[size_range(a["area"])] += 1
+    return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
+            "per_class": per_class, "per_size": per_size}

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny configs, a saved random teacher, synthetic batches."""
+import os
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "tests", "configs")
+sys.path.insert(0, REPO)  # for `import train_net`
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    """Config paths inside configs are relative to the repository root, as for users."""
+    monkeypatch.chdir(REPO)
+
+
+def make_cfg(config_file, *opts):
+    """A Detectron2 config with DeFeat keys, merged from ``config_file`` and ``opts``."""
+    from detectron2.config import get_cfg
+
+    from defeat import add_defeat_config
+
+    cfg = get_cfg()
+    add_defeat_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list([str(o) for o in opts])
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def teacher_weights(tmp_path_factory):
+    """Path of a randomly initialised tiny teacher saved with DetectionCheckpointer."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(make_cfg(os.path.join(CONFIGS, "tiny_teacher.yaml")))
+    # Non-trivial BN statistics, so that "teacher BN never updates" is a meaningful check.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    out = tmp_path_factory.mktemp("teacher")
+    DetectionCheckpointer(model, str(out)).save("model_final")
+    return str(out / "model_final.pth")
+
+
+def defeat_cfg(teacher_weights, *opts):
+    return make_cfg(
+        os.path.join(CONFIGS, "tiny_defeat.yaml"), "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, *opts
+    )
+
+
+def synthetic_batch(n=2, size=64, boxes_per_image=(3, 0), num_classes=10, seed=0):
+    """Detectron2 training inputs: random images with random boxes (an image may have none)."""
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        k = boxes_per_image[i % len(boxes_per_image)]
+        xy = torch.rand(k, 2, generator=g) * (size * 0.7)
+        wh = torch.rand(k, 2, generator=g) * (size * 0.5) + 4
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.cat([xy, (xy + wh).clamp(max=size)], dim=1))
+        inst.gt_classes = torch.randint(0, num_classes, (k,), generator=g)
+        image = torch.rand(3, size, size, generator=g) * 255
+        out.append({"image": image, "instances": inst, "height": size, "width": size})
+    return out
