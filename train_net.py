@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate a DeFeat student (or any plain Detectron2 model) with Detectron2's trainer.
 
-    python train_net.py --config-file configs/demo/defeat_R18_from_R50.yaml
+    python train_net.py --config-file configs/demo/defeat_R18_from_R34.yaml
     python train_net.py --config-file configs/demo/student_R18.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file ... --num-gpus 8 --resume
 """
