@@ -22,7 +22,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: setup
 	$(PY) -m defeat.demo

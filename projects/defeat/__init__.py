@@ -10,6 +10,7 @@ from .adapters import build_adapter, build_adapters
 from .teacher import TeacherLoadError, build_teacher
 from .distiller import DeFeatConfigError, DeFeatDistiller
 from .meta_arch import DeFeatRCNN
+from . import backbone  # noqa: F401  (registers build_slim_resnet_fpn_backbone)
 
 __version__ = "0.1.0"
 

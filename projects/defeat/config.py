@@ -18,7 +18,8 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT = 4.0
     cfg.MODEL.DEFEAT.NECK.BG_WEIGHT = 16.0
     cfg.MODEL.DEFEAT.NECK.ADAPTER = "conv3x3"  # "conv3x3", "conv1x1" or "none"
-    cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"  # "scale" or "all"
+    # "scale" or "all" (spec); "coupled" = no object/background split (ablation baseline).
+    cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"
     cfg.MODEL.DEFEAT.NECK.SCALE_BASE = 56.0
 
     cfg.MODEL.DEFEAT.HEAD = CN()

@@ -17,7 +17,11 @@ from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid
 from .masks import gt_masks
 from .schedule import SCHEDULES, kd_weight
 
-__all__ = ["DeFeatDistiller", "DeFeatConfigError"]
+__all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES"]
+
+# "scale"/"all" place GT boxes on levels (spec section 1); "coupled" is the ablation without
+# decoupling: one region covering every cell, reported as the object term (background term 0).
+MASK_MODES = ("scale", "all", "coupled")
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class DeFeatDistiller(nn.Module):
         """
         super().__init__()
         _check_choice("MODEL.DEFEAT.NECK.ADAPTER", adapter, ADAPTERS)
-        _check_choice("MODEL.DEFEAT.NECK.MASK_ASSIGN", mask_assign, ("scale", "all"))
+        _check_choice("MODEL.DEFEAT.NECK.MASK_ASSIGN", mask_assign, MASK_MODES)
         _check_choice("MODEL.DEFEAT.LOSS_SCHEDULE", schedule, SCHEDULES)
         for key, value in (
             ("MODEL.DEFEAT.NECK.OBJ_WEIGHT", neck_obj_weight),
@@ -147,6 +151,9 @@ class DeFeatDistiller(nn.Module):
     def masks(self, gt_boxes: Sequence[torch.Tensor], features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """Object masks ``[N, H_l, W_l]`` of ``in_features`` from per-image GT boxes ``[K_i, 4]``."""
         shapes = [tuple(features[f].shape[-2:]) for f in self.in_features]
+        if self.mask_assign == "coupled":
+            n = features[self.in_features[0]].shape[0]
+            return [features[f].new_ones((n, *hw), dtype=torch.float32) for f, hw in zip(self.in_features, shapes)]
         return gt_masks(gt_boxes, shapes, self.strides, self.mask_assign, self.scale_base)
 
     def neck_losses(

@@ -45,12 +45,22 @@ __all__ = [
     "generate_dataset",
     "register_demo_dataset",
     "render_image",
+    "settings_from_env",
 ]
 
 
 def default_root():
     """``$DEFEAT_DATASETS/defeat_demo``, or ``./datasets/defeat_demo`` when unset."""
     return os.path.join(os.environ.get(DATASETS_ENV, "datasets"), DEMO_PREFIX)
+
+
+def settings_from_env():
+    """Generator overrides from ``DEFEAT_DEMO_NUM_TRAIN`` / ``DEFEAT_DEMO_NUM_VAL`` (for smoke runs)."""
+    out = {}
+    for key, env in (("num_train", "DEFEAT_DEMO_NUM_TRAIN"), ("num_val", "DEFEAT_DEMO_NUM_VAL")):
+        if os.environ.get(env):
+            out[key] = int(os.environ[env])
+    return out
 
 
 def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):

@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Accuracy benchmark: baseline vs DeFeat variants over several seeds, mean +- std box AP.
+
+    python benchmarks/accuracy.py                       # demo data, 3 seeds, all variants
+    python benchmarks/accuracy.py --variants baseline defeat --seeds 0 1 --iters 300
+    python benchmarks/accuracy.py --train-set my_train --test-set my_val \
+        --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
+
+Every run is a ``train_net.py`` subprocess; finished runs are reused (delete their folder to
+redo). Results go to ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from defeat.experiments import METRICS, elapsed, read_box_metrics, run_job
+
+# name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
+VARIANTS = {
+    "baseline": ("student", []),
+    "defeat": ("defeat", []),
+    "neck": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False"]),
+    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False"]),
+    "coupled": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.MASK_ASSIGN", "coupled"]),
+}
+
+
+def _coupled_weights(defeat_cfg, opts):
+    """OBJ_WEIGHT = obj + bg of the decoupled config, BG_WEIGHT = 0 (same total weight)."""
+    from detectron2.config import get_cfg
+
+    from defeat import add_defeat_config
+
+    c = get_cfg()
+    add_defeat_config(c)
+    c.merge_from_file(defeat_cfg)
+    c.merge_from_list(opts)
+    total = c.MODEL.DEFEAT.NECK.OBJ_WEIGHT + c.MODEL.DEFEAT.NECK.BG_WEIGHT
+    return ["MODEL.DEFEAT.NECK.OBJ_WEIGHT", str(total), "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--student", default="configs/demo/student_slimR18.yaml")
+    p.add_argument("--defeat", default="configs/demo/defeat_slimR18_from_R18.yaml")
+    p.add_argument("--teacher-config", default="configs/demo/teacher_R18.yaml")
+    p.add_argument("--teacher-weights", default="output/demo/teacher_R18/model_final.pth",
+                   help="trained teacher; trained with --teacher-config first if missing")
+    p.add_argument("--train-set", default=None, help="registered dataset name (default: the configs')")
+    p.add_argument("--test-set", default=None)
+    p.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER of the students")
+    p.add_argument("--output", default="output/bench_accuracy")
+    p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.time()
+    common = list(args.opts)
+    if args.train_set:
+        common += ["DATASETS.TRAIN", f"('{args.train_set}',)"]
+    if args.test_set:
+        common += ["DATASETS.TEST", f"('{args.test_set}',)"]
+    teacher_ap = None
+    if not os.path.isfile(args.teacher_weights):
+        print(f"training the teacher: {args.teacher_config}", flush=True)
+        teacher_ap = run_job(args.teacher_config, os.path.dirname(args.teacher_weights), common)["AP"]
+    else:
+        try:
+            teacher_ap = read_box_metrics(os.path.dirname(args.teacher_weights))["AP"]
+        except (OSError, RuntimeError):
+            pass
+    if args.iters:
+        n = args.iters
+        common += ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", f"({int(n * 0.75)},{int(n * 0.9)})"]
+    runs = {}
+    for seed in args.seeds:
+        for name in args.variants:
+            which, extra = VARIANTS[name]
+            cfg = args.student if which == "student" else args.defeat
+            opts = common + extra + ["SEED", str(seed)]
+            if which == "defeat":
+                opts += ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights]
+            if name == "coupled":
+                opts += _coupled_weights(cfg, opts)
+            out = os.path.join(args.output, f"{name}{args.tag}_seed{seed}")
+            try:
+                metrics = read_box_metrics(out)
+                print(f"[{name} seed {seed}] reused {out}: AP {metrics['AP']:.2f}", flush=True)
+            except (OSError, RuntimeError):
+                print(f"[{name} seed {seed}] training ({elapsed(t0)} so far)", flush=True)
+                metrics = run_job(cfg, out, opts)
+                print(f"[{name} seed {seed}] AP {metrics['AP']:.2f}", flush=True)
+            runs.setdefault(name, []).append(metrics)
+    summary = {}
+    for name, ms in runs.items():
+        ap = [m["AP"] for m in ms]
+        summary[name] = {
+            "mean": {k: statistics.mean(m[k] for m in ms) for k in METRICS},
+            "std_AP": statistics.stdev(ap) if len(ap) > 1 else 0.0,
+            "AP_per_seed": ap,
+        }
+    base = summary.get("baseline", {}).get("mean", {}).get("AP")
+    lines = [f"seeds {args.seeds}; teacher AP {teacher_ap if teacher_ap is None else round(teacher_ap, 2)}", "",
+             "| variant | AP (mean +- std) | AP50 | AP75 | gain | gap closed | per seed |", "|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        m = s["mean"]
+        gain = "" if base is None or name == "baseline" else f"{m['AP'] - base:+.2f}"
+        closed = ""
+        if base is not None and teacher_ap is not None and name != "baseline" and teacher_ap > base:
+            closed = f"{100 * (m['AP'] - base) / (teacher_ap - base):.0f}%"
+        lines.append(f"| {name} | {m['AP']:.2f} +- {s['std_AP']:.2f} | {m['AP50']:.2f} | {m['AP75']:.2f} | {gain} | {closed} | "
+                     + ", ".join(f"{a:.1f}" for a in s["AP_per_seed"]) + " |")
+    table = "\n".join(lines)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "accuracy.json"), "w") as f:
+        json.dump({"teacher_AP": teacher_ap, "summary": summary, "args": vars(args)}, f, indent=2)
+    with open(os.path.join(args.output, "accuracy.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,46 @@
+"""Slim ResNet-FPN backbones for CPU-sized demos (widths below Detectron2's R18/R34 minimum).
+
+Detectron2's ``build_resnet_backbone`` requires 64 channels in res2 for R18/R34; this builder
+honours ``MODEL.RESNETS.STEM_OUT_CHANNELS`` and ``RES2_OUT_CHANNELS`` for basic-block ResNets,
+doubling the width at each stage, and puts Detectron2's standard FPN on top.
+"""
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
+
+__all__ = ["build_slim_resnet_fpn_backbone"]
+
+_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+
+
+def _slim_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH not in _BLOCKS:
+        raise ValueError(f"slim ResNet supports MODEL.RESNETS.DEPTH 18 or 34, got {r.DEPTH}")
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stages, in_ch, out_ch = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
+    for i, n in enumerate(_BLOCKS[r.DEPTH]):
+        stride = 1 if i == 0 else 2
+        stages.append(
+            ResNet.make_stage(
+                BasicBlock, n, stride_per_block=[stride] + [1] * (n - 1),
+                in_channels=in_ch, out_channels=out_ch, norm=r.NORM,
+            )
+        )
+        in_ch, out_ch = out_ch, out_ch * 2
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+@BACKBONE_REGISTRY.register()
+def build_slim_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """Basic-block ResNet of any width + FPN (P2-P6 with the default FPN.IN_FEATURES)."""
+    return FPN(
+        bottom_up=_slim_resnet(cfg, input_shape),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

@@ -1,0 +1,96 @@
+"""Run ``train_net.py`` jobs as subprocesses and collect their COCO box metrics.
+
+Shared by ``python -m defeat.demo`` and ``benchmarks/accuracy.py``. Progress (iteration and ETA)
+is parsed from Detectron2's own log lines, so any ``train_net.py``-style script works.
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+__all__ = ["METRICS", "run_job", "read_box_metrics", "config_digest", "format_table"]
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+_ITER = re.compile(r"eta: (\S+)\s+iter: (\d+)")
+
+
+def read_box_metrics(output_dir: str) -> Dict[str, float]:
+    """The last ``bbox/*`` metrics that Detectron2's ``EvalHook`` wrote to ``metrics.json``."""
+    path = os.path.join(output_dir, "metrics.json")
+    last = None
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            if "bbox/AP" in row:
+                last = row
+    if last is None:
+        raise RuntimeError(f"{path} has no bbox metrics: did the run finish its final evaluation?")
+    return {k: float(last[f"bbox/{k}"]) for k in METRICS}
+
+
+def config_digest(config_file: str, opts: Sequence[str]) -> str:
+    """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides: a cache key."""
+    from detectron2.config import get_cfg
+
+    from .config import add_defeat_config
+
+    cfg = get_cfg()
+    add_defeat_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.OUTPUT_DIR = ""
+    return hashlib.sha1(cfg.dump().encode()).hexdigest()[:16]
+
+
+def run_job(
+    config_file: str,
+    output_dir: str,
+    opts: Sequence[str] = (),
+    train_script: str = "train_net.py",
+    on_progress: Optional[Callable[[int, str], None]] = None,
+    log_name: str = "log_stdout.txt",
+) -> Dict[str, float]:
+    """Train (and evaluate) one config in a subprocess; return its final box metrics.
+
+    ``on_progress(iteration, eta)`` is called for every Detectron2 progress line. The full
+    output goes to ``<output_dir>/<log_name>``; on failure its tail is in the raised error.
+    """
+    if not os.path.isfile(train_script):
+        raise FileNotFoundError(f"{train_script} not found; run from the repository root")
+    os.makedirs(output_dir, exist_ok=True)
+    cmd: List[str] = [sys.executable, train_script, "--config-file", config_file, "OUTPUT_DIR", output_dir, *opts]
+    log_path = os.path.join(output_dir, log_name)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    tail: List[str] = []
+    with open(log_path, "w") as log, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    ) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            tail = (tail + [line])[-40:]
+            m = _ITER.search(line)
+            if m and on_progress is not None:
+                on_progress(int(m.group(2)), m.group(1))
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log_path}\n" + "".join(tail))
+    return read_box_metrics(output_dir)
+
+
+def format_table(rows: Dict[str, Dict[str, float]], title: str = "") -> str:
+    """A model-zoo style Markdown table of ``{name: {metric: value}}``."""
+    head = "| model | " + " | ".join(METRICS) + " |"
+    sep = "|" + "---|" * (len(METRICS) + 1)
+    lines = ([f"### {title}", ""] if title else []) + [head, sep]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:+.2f}" if name.startswith("gain") else f"{m[k]:.2f}" for k in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def elapsed(t0: float) -> str:
+    s = int(time.time() - t0)
+    return f"{s // 60}:{s % 60:02d}"

@@ -1,0 +1,98 @@
+"""Atomic checkpoints, and resuming a SIGKILLed DeFeat run at the right iteration and KD weight."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import CONFIGS, REPO
+from defeat.checkpoint import AtomicDetectionCheckpointer, atomic_write
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("old")
+
+    def broken(f):
+        f.write("partial")
+        raise KeyboardInterrupt  # as if the process were interrupted mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(path), broken, mode="w")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_checkpointer_failure_during_save_leaves_last_checkpoint_loadable(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    ckpt = AtomicDetectionCheckpointer(model, str(tmp_path))
+    ckpt.save("model_0000001")
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+    def dying_save(obj, f, *a, **k):
+        f.write(b"\x00" * 100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError):
+        ckpt.save("model_0000002")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    fresh = torch.nn.Linear(3, 2)
+    AtomicDetectionCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
+    assert all(torch.equal(fresh.state_dict()[k], good[k]) for k in good)
+
+
+def _train_cmd(out, teacher_weights, data, max_iter, resume=False):
+    return [
+        sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", f"{CONFIGS}/tiny_defeat.yaml",
+        *(["--resume"] if resume else []),
+        "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, "MODEL.DEFEAT.WARMUP_ITERS", "10",
+        "DATASETS.TRAIN", f"('{data[0]}',)", "DATASETS.TEST", "()", "OUTPUT_DIR", out,
+        "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "2",
+    ]
+
+
+def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights, tmp_path, monkeypatch):
+    data_root = tmp_path / "data"
+    monkeypatch.setenv("DEFEAT_DATASETS", str(data_root))
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "8")
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "2")
+    data = ("defeat_demo_train", "defeat_demo_val")  # registered by train_net from the env above
+    out = str(tmp_path / "run")
+    proc = subprocess.Popen(_train_cmd(out, teacher_weights, data, 1000), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tag = os.path.join(out, "last_checkpoint")
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if os.path.exists(tag) and open(tag).read() == "model_0000003.pth":
+                break
+            assert proc.poll() is None, "training exited before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoint at iteration 3 within 240 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    last = open(tag).read()
+    step = int(last[len("model_"):-len(".pth")])
+    assert step >= 3
+    saved = torch.load(os.path.join(out, last), map_location="cpu", weights_only=False)
+    assert saved["iteration"] == step and not any(k.startswith("teacher") for k in saved["model"])
+
+    subprocess.run(_train_cmd(out, teacher_weights, data, step + 3, resume=True), cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert f"Starting training from iteration {step + 1}" in open(os.path.join(out, "log.txt")).read()
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    last = rows[-1]  # Detectron2 writes metrics every 20 iterations and at the end
+    assert last["iteration"] == step + 2
+    # The KD warm-up continues from the checkpoint's iteration: weight (it + 1) / 10.
+    assert last["defeat/kd_weight"] == pytest.approx((step + 3) / 10)

@@ -1,0 +1,43 @@
+"""`python -m defeat.demo` end to end on a tiny dataset, and the teacher cache on a second run."""
+import json
+import os
+
+from defeat import demo
+from defeat.experiments import METRICS, format_table, read_box_metrics
+
+
+def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "6")
+    out = tmp_path / "demo"
+    args = ["--output", str(out), "--teacher-iters", "2", "--student-iters", "2"]
+    results = demo.main(args)
+    names = [n for n in results if not n.startswith("gain")]
+    assert len(names) == 3 and all(set(results[n]) == set(METRICS) for n in names)
+    gain = results["gain (DeFeat - alone)"]
+    student, kd = (results[n] for n in names[1:])
+    assert gain["AP"] == kd["AP"] - student["AP"]
+    saved = json.load(open(out / "results.json"))
+    assert saved["results"].keys() == results.keys()
+    assert "| model | AP | AP50 | AP75 | APs | APm | APl |" in (out / "results.md").read_text()
+    printed = capsys.readouterr().out
+    assert "total eta" in printed and "[3/3] defeat" in printed
+
+    teacher_file = out / "teacher_R18" / "model_final.pth"
+    mtime = os.path.getmtime(teacher_file)
+    demo.main(args)
+    assert "[teacher] reusing" in capsys.readouterr().out
+    assert os.path.getmtime(teacher_file) == mtime
+
+
+def test_read_box_metrics_takes_the_last_evaluation(tmp_path):
+    rows = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, **{f"bbox/{k}": 1.0 for k in METRICS}},
+            {"iteration": 3, **{f"bbox/{k}": float(i) for i, k in enumerate(METRICS)}}]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows))
+    assert read_box_metrics(str(tmp_path)) == {k: float(i) for i, k in enumerate(METRICS)}
+
+
+def test_format_table_signs_gains():
+    table = format_table({"a": dict.fromkeys(METRICS, 10.0), "gain (x)": dict.fromkeys(METRICS, 1.5)})
+    assert "| a | 10.00 |" in table and "| gain (x) | +1.50 |" in table
