@@ -5,7 +5,6 @@ PYTHON_VERSION ?= 3.10.13
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-JOBS ?= 2
 
 .PHONY: setup test demo bench-accuracy bench-speed clean
 
@@ -16,7 +15,6 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	  base=$$(PYENV_VERSION=$(PYTHON_VERSION) pyenv which python 2>/dev/null || command -v python3.10); \
 	  test -n "$$base" || { echo "Python 3.10 not found (install it with pyenv: pyenv install $(PYTHON_VERSION))"; exit 1; }; \
 	  $$base -m venv $(VENV); }
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)

@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Step-time and memory benchmark of DeFeat against its floor, measured side by side.
+
+    python benchmarks/step_time.py                      # CPU-sized demo models
+    python benchmarks/step_time.py --preset coco --device cuda [--amp]
+
+On the same batches, after warm-up, the median over ``--steps`` of:
+  (a) the student's plain training step (forward + backward),
+  (b) the teacher's no-grad work that DeFeat needs (backbone, RPN, RoI sampling, box head),
+  (c) the DeFeat training step (neck + head),
+  (d) the GT masks and KD losses alone (forward + backward on fixed features),
+at each ``--boxes`` count per image; prints ``c/(a+b)`` and ``d/c`` and peak memory of (a), (c),
+and writes JSON (``--json``).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+PRESETS = {
+    # student config, DeFeat config overrides, teacher config, image size
+    "demo": ("configs/demo/student_slimR18.yaml", "configs/demo/defeat_slimR18_from_R18.yaml",
+             "configs/demo/teacher_R18.yaml", 128, 8),
+    "coco": ("configs/COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
+             "configs/COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml",
+             "model_zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", (800, 1333), 2),
+    "tiny": ("tests/configs/tiny_base.yaml", "tests/configs/tiny_defeat.yaml", "tests/configs/tiny_teacher.yaml", 64, 2),
+}
+
+
+def _cfg(path, opts):
+    from detectron2.config import get_cfg
+
+    from defeat import add_defeat_config
+
+    cfg = get_cfg()
+    add_defeat_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(opts)
+    return cfg
+
+
+def _batch(n, size, boxes, num_classes, seed):
+    from detectron2.structures import Boxes, Instances
+
+    h, w = (size, size) if isinstance(size, int) else size
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        xy = torch.rand(boxes, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+        wh = (torch.rand(boxes, 2, generator=g) * 0.3 + 0.02) * torch.tensor([w, h])
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.cat([xy, torch.minimum(xy + wh, torch.tensor([w, h]))], 1))
+        inst.gt_classes = torch.randint(0, num_classes, (boxes,), generator=g)
+        out.append({"image": torch.rand(3, h, w, generator=g) * 255, "instances": inst, "height": h, "width": w})
+    return out
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device):
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set size (VmHWM)
+    except OSError:
+        pass
+    return _rss("VmRSS")
+
+
+def _rss(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _peak(device, base):
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() - base
+    return _rss("VmHWM") - base
+
+
+def _time(fn, steps, warmup, device):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    import defeat  # noqa: F401
+    from defeat.meta_arch.rcnn import box_head_logits
+
+    student_cfg, defeat_cfg, teacher_cfg, size, n = PRESETS[preset]
+    dev = ["MODEL.DEVICE", device]
+    if teacher_weights is None:  # random teacher weights: timing does not depend on their values
+        tcfg = _cfg(teacher_cfg if not teacher_cfg.startswith("model_zoo:") else _zoo(teacher_cfg), dev)
+        tcfg.MODEL.WEIGHTS = ""
+        teacher = build_model(tcfg)
+        path = os.path.join("output", "bench_speed", f"teacher_{preset}")
+        os.makedirs(path, exist_ok=True)
+        DetectionCheckpointer(teacher, path).save("random")
+        teacher_weights = os.path.join(path, "random.pth")
+        del teacher
+    torch.manual_seed(0)
+    student = build_model(_cfg(student_cfg, dev + ["MODEL.WEIGHTS", ""])).train()
+    model = build_model(_cfg(defeat_cfg, dev + ["MODEL.WEIGHTS", "", "MODEL.DEFEAT.TEACHER.CONFIG_FILE", teacher_cfg,
+                                                "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights])).train()
+    model.load_state_dict(student.state_dict(), strict=False)
+    autocast = torch.autocast(device.split(":")[0], enabled=amp)
+
+    def step(m, batch):
+        with autocast:
+            losses = m(batch)
+        sum(losses.values()).backward()
+        m.zero_grad(set_to_none=True)
+        return losses
+
+    results = {"preset": preset, "device": device, "amp": amp, "steps": steps, "per_boxes": {}}
+    with EventStorage(0):
+        for boxes in boxes_list:
+            batch = _batch(n, size, boxes, model.roi_heads.num_classes, seed=boxes)
+
+            def teacher_work():
+                with torch.no_grad(), autocast:
+                    images = model.preprocess_image(batch)
+                    gt = [x["instances"].to(model.device) for x in batch]
+                    t_images = model._teacher_images(batch, images)
+                    feats = model.teacher.backbone(t_images.tensor)
+                    rois = model._teacher_rois(t_images, feats, gt)
+                    box_head_logits(model.teacher.roi_heads, feats, [r.proposal_boxes for r in rois])
+
+            with torch.no_grad():
+                images = model.preprocess_image(batch)
+                gt = [x["instances"].to(model.device) for x in batch]
+                s_feats = model.backbone(images.tensor)
+                t_feats = model.teacher.backbone(images.tensor)
+            leaf = {k: v.detach().float().requires_grad_(True) for k, v in s_feats.items()}
+            r = 512 * n
+            logits = torch.randn(r, model.roi_heads.num_classes + 1, device=model.device, requires_grad=True)
+            t_logits = torch.randn_like(logits)
+            is_obj = torch.rand(r, device=model.device) < 0.25
+
+            def kd_only():
+                d = model.distiller
+                losses = d.neck_losses(leaf, t_feats, [g.gt_boxes.tensor for g in gt])
+                losses.update(d.head_losses(logits, t_logits, is_obj))
+                sum(losses.values()).backward()
+
+            row = {}
+            base = _reset_peak(device)
+            row["a_student_step_s"] = _time(lambda: step(student, batch), steps, warmup, device)
+            row["a_peak_mem_bytes"] = _peak(device, base)
+            row["b_teacher_forward_s"] = _time(teacher_work, steps, warmup, device)
+            base = _reset_peak(device)
+            row["c_defeat_step_s"] = _time(lambda: step(model, batch), steps, warmup, device)
+            row["c_peak_mem_bytes"] = _peak(device, base)
+            row["d_masks_and_losses_s"] = _time(kd_only, steps, warmup, device)
+            row["c_over_a_plus_b"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
+            row["d_over_c"] = row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
+            results["per_boxes"][boxes] = row
+            print(f"boxes/img {boxes:4d}: a {row['a_student_step_s']:.3f}s  b {row['b_teacher_forward_s']:.3f}s  "
+                  f"c {row['c_defeat_step_s']:.3f}s  d {row['d_masks_and_losses_s'] * 1e3:.1f}ms  "
+                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  d/c {row['d_over_c']:.4f}  "
+                  f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} MiB  c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB", flush=True)
+    return results
+
+
+def _zoo(name):
+    from detectron2 import model_zoo
+
+    return model_zoo.get_config_file(name[len("model_zoo:"):])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=list(PRESETS), default="demo")
+    p.add_argument("--boxes", type=int, nargs="+", default=[10, 100, 500])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
+    p.add_argument("--json", default="output/bench_speed/step_time.json")
+    args = p.parse_args(argv)
+    res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights)
+    res["torch"] = torch.__version__
+    res["threads"] = torch.get_num_threads()
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(res, f, indent=2)
+    print(f"wrote {args.json}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
