@@ -166,3 +166,14 @@ def test_all_empty_batch_trains_without_nan(teacher_weights):
     losses, _ = _losses(m, synthetic_batch(boxes_per_image=(0,)))
     assert all(math.isfinite(v.item()) for v in losses.values())
     assert losses["loss_defeat_neck_obj"].item() == 0.0
+
+
+def test_kd_losses_are_fp32_under_autocast(teacher_weights):
+    """Mixed precision (bf16 autocast on CPU here; fp16 on GPU): DeFeat losses stay fp32 and finite."""
+    m = build_model(defeat_cfg(teacher_weights)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses, _ = _losses(m, synthetic_batch())
+    for key in DEFEAT_KEYS:
+        assert losses[key].dtype == torch.float32 and torch.isfinite(losses[key]), key
+    sum(losses.values()).backward()
+    assert torch.isfinite(m.distiller.adapters["p2"].weight.grad).all()
