@@ -5,28 +5,54 @@
     python train_net.py --config-file configs/demo/student_slimR18.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file ... --num-gpus 8 --resume
 """
+import contextlib
 import os
 import weakref
 
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+import detectron2.engine.defaults as trainer_defaults
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.utils.logger import setup_logger
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
+from defeat.data_checks import check_dataset_boxes
+
+
+@contextlib.contextmanager
+def _ddp_on_cpu():
+    """Let DefaultTrainer wrap a CPU model in DDP (gloo): Detectron2 passes ``device_ids=[rank]``,
+    which DDP rejects for CPU modules, and has no hook for it; patched only while constructing."""
+    original = trainer_defaults.create_ddp_model
+
+    def create(model, **kwargs):
+        if all(p.device.type == "cpu" for p in model.parameters()):
+            kwargs["device_ids"] = None
+        return original(model, **kwargs)
+
+    trainer_defaults.create_ddp_model = create
+    try:
+        yield
+    finally:
+        trainer_defaults.create_ddp_model = original
 
 
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` with the COCO evaluator and checkpoints that a kill cannot corrupt."""
+    """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, and
+    multi-process training on CPU (gloo) as well as on GPUs."""
+
+    def __init__(self, cfg):
+        with _ddp_on_cpu():
+            super().__init__(cfg)
 
     def build_hooks(self):
         # Called from DefaultTrainer.__init__ before the checkpoint hook is made: swap in ours.
-        self.checkpointer = AtomicDetectionCheckpointer(
-            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        self.checkpointer = AtomicDetectionCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         return super().build_hooks()
 
     @classmethod
@@ -53,6 +79,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="defeat")
     register_demo_datasets(cfg)
     return cfg
 
@@ -66,6 +93,9 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
+    if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
+        for name in cfg.DATASETS.TRAIN:
+            check_dataset_boxes(DatasetCatalog.get(name), name)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

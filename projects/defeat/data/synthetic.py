@@ -1,8 +1,10 @@
 """Procedural shape-detection dataset written in COCO format (numpy + OpenCV only).
 
-Every image is ``image_size x image_size`` RGB (stored as lossless PNG) and holds 1-8
-objects from up to 10 classes that differ only in *shape*; object colours are random
-per instance, so colour carries no class information.  Backgrounds are cluttered:
+Every image is ``image_size x image_size`` RGB (stored as lossless PNG) and holds 1-6
+objects from up to 10 classes that differ in *shape*; each class also has a hue
+(``360 * k / K`` degrees, +- ``HUE_JITTER``), and neighbouring classes' hues overlap, so
+colour narrows the class to two or three candidates and shape decides (a problem that a
+small detector learns in minutes on a CPU, with room for a bigger one to do better).  Backgrounds are cluttered:
 a two-colour gradient, low-frequency texture, thin random lines and curves, and
 amorphous blobs that belong to no class, plus per-pixel sensor noise on top.
 
@@ -24,6 +26,7 @@ Each image draws from its own RNG seeded with ``(seed, split, index)``, so outpu
 bit-identical for a seed (given the same numpy / OpenCV builds) and a smaller dataset
 is a prefix of a larger one.
 """
+import colorsys
 import json
 import logging
 import os
@@ -36,7 +39,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 
 CLASS_NAMES = (
     "circle", "ring", "square", "diamond", "triangle",
@@ -48,17 +51,18 @@ DEFAULT_IMAGE_SIZE = 128
 DEFAULT_NUM_CLASSES = len(CLASS_NAMES)
 DEFAULT_SEED = 0
 
-MIN_OBJECT_SIZE = 8.0    # smallest object scale sqrt(w*h) of the full shape's box, px
+MIN_OBJECT_SIZE = 12.0   # smallest object scale sqrt(w*h) of the full shape's box, px
 SMALL_MAX = 32.0         # COCO small/medium boundary on sqrt(area), px
 MEDIUM_MAX = 96.0        # COCO medium/large boundary on sqrt(area), px
 LARGE_PROB = 0.25        # chance that an image starts with a large object
-SMALL_PROB = 0.55        # chance that any other object is small (else medium)
-MAX_OBJECTS = 8
-MAX_OCCLUSION = 0.6
+SMALL_PROB = 0.35        # chance that any other object is small (else medium)
+MAX_OBJECTS = 6
+MAX_OCCLUSION = 0.4
 MIN_VISIBLE_PIXELS = 10
 PLACEMENT_TRIES = 12
 _SPLITS = {"train": 0, "val": 1}
 _SHIFT = 4               # sub-pixel bits for cv2.fillPoly
+HUE_JITTER = 30.0        # degrees of hue noise around a class's hue (classes are 36 deg apart)
 _MIN_CONTRAST = 90.0     # L1 RGB distance wanted between an object and what it covers
 
 
@@ -157,7 +161,7 @@ def _background(rng, size):
     img += tex[..., None] * rng.uniform(20, 80) * rng.uniform(0.5, 1.0, 3).astype(np.float32)
 
     # ragged, semi-transparent blobs (thresholded noise): never a class shape
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(int(rng.integers(0, 3))):
         bw, bh = (int(v) for v in rng.integers(8, max(9, size // 3), 2))
         field = _smooth_noise(rng, (bh, bw), int(rng.integers(4, 8)))
         alpha = (field > np.quantile(field, rng.uniform(0.5, 0.7))).astype(np.float32)
@@ -168,7 +172,7 @@ def _background(rng, size):
 
     # thin straight lines and wiggly curves
     canvas = np.ascontiguousarray(img)
-    for _ in range(int(rng.integers(0, 7))):
+    for _ in range(int(rng.integers(0, 4))):
         color = tuple(float(v) for v in _rand_color(rng))
         thick = int(rng.integers(1, 3))
         if rng.random() < 0.5:
@@ -224,12 +228,23 @@ def _place(rng, name, scale, size):
     return alpha, x0, y0
 
 
-def _object_color(rng, canvas, mask):
-    """Colour (3,) float32 contrasting with what the object covers (best of a few)."""
+def _class_color(rng, cls, num_classes):
+    """A colour whose hue is tied to the class: ``360 * cls / K`` +- ``HUE_JITTER`` degrees.
+
+    Neighbouring classes' hue ranges overlap, so colour narrows the class down to two or
+    three candidates and shape has to decide; saturation and value are random.
+    """
+    hue = (cls / num_classes + rng.uniform(-HUE_JITTER, HUE_JITTER) / 360.0) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
+    return np.array(rgb, np.float32) * 255.0
+
+
+def _object_color(rng, canvas, mask, cls, num_classes):
+    """Class-tied colour (3,) float32 contrasting with what the object covers (best of a few)."""
     under = canvas[mask].mean(0) if mask.any() else canvas.reshape(-1, 3).mean(0)
     best, best_d = None, -1.0
     for _ in range(8):
-        c = _rand_color(rng)
+        c = _class_color(rng, cls, num_classes)
         d = float(np.abs(c - under).sum())
         if d > best_d:
             best, best_d = c, d
@@ -263,7 +278,7 @@ def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION
             if len(labels) and np.any(left < (1 - max_occlusion) * np.asarray(full_px)):
                 continue
             region = canvas[y0:y0 + h, x0:x0 + w]
-            color = _object_color(rng, region, hard)
+            color = _object_color(rng, region, hard, cls, len(class_names))
             ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
             xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
             yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
