@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from defeat.experiments import METRICS, elapsed, read_box_metrics, run_job
+from defeat.experiments import METRICS, elapsed, read_box_metrics, run_job, run_parallel
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -56,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER of the students")
     p.add_argument("--output", default="output/bench_accuracy")
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
+    p.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
     return p.parse_args(argv)
 
@@ -80,7 +81,7 @@ def main(argv=None):
     if args.iters:
         n = args.iters
         common += ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", f"({int(n * 0.75)},{int(n * 0.9)})"]
-    runs = {}
+    planned, todo = [], []
     for seed in args.seeds:
         for name in args.variants:
             which, extra = VARIANTS[name]
@@ -91,14 +92,17 @@ def main(argv=None):
             if name == "coupled":
                 opts += _coupled_weights(cfg, opts)
             out = os.path.join(args.output, f"{name}{args.tag}_seed{seed}")
+            planned.append((name, out))
             try:
-                metrics = read_box_metrics(out)
-                print(f"[{name} seed {seed}] reused {out}: AP {metrics['AP']:.2f}", flush=True)
+                read_box_metrics(out)
+                print(f"[{name} seed {seed}] reusing {out}", flush=True)
             except (OSError, RuntimeError):
-                print(f"[{name} seed {seed}] training ({elapsed(t0)} so far)", flush=True)
-                metrics = run_job(cfg, out, opts)
-                print(f"[{name} seed {seed}] AP {metrics['AP']:.2f}", flush=True)
-            runs.setdefault(name, []).append(metrics)
+                todo.append(dict(config_file=cfg, output_dir=out, opts=opts))
+    print(f"{len(todo)} runs to train, {args.jobs} at a time ({elapsed(t0)} so far)", flush=True)
+    run_parallel(todo, workers=args.jobs)
+    runs = {}
+    for name, out in planned:
+        runs.setdefault(name, []).append(read_box_metrics(out))
     summary = {}
     for name, ms in runs.items():
         ap = [m["AP"] for m in ms]

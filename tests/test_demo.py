@@ -22,7 +22,7 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert saved["results"].keys() == results.keys()
     assert "| model | AP | AP50 | AP75 | APs | APm | APl |" in (out / "results.md").read_text()
     printed = capsys.readouterr().out
-    assert "total eta" in printed and "[3/3] defeat" in printed
+    assert "total eta" in printed and "[2/2] students side by side" in printed
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
     mtime = os.path.getmtime(teacher_file)

@@ -12,10 +12,10 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-__all__ = ["METRICS", "run_job", "read_box_metrics", "config_digest", "format_table"]
+__all__ = ["METRICS", "run_job", "run_parallel", "read_box_metrics", "config_digest", "format_table"]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-_ITER = re.compile(r"eta: (\S+)\s+iter: (\d+)")
+_ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
 
 
 def read_box_metrics(output_dir: str) -> Dict[str, float]:
@@ -53,11 +53,14 @@ def run_job(
     train_script: str = "train_net.py",
     on_progress: Optional[Callable[[int, str], None]] = None,
     log_name: str = "log_stdout.txt",
+    threads: Optional[int] = None,
 ) -> Dict[str, float]:
     """Train (and evaluate) one config in a subprocess; return its final box metrics.
 
     ``on_progress(iteration, eta)`` is called for every Detectron2 progress line. The full
     output goes to ``<output_dir>/<log_name>``; on failure its tail is in the raised error.
+    ``threads`` sets the job's intra-op threads (``OMP_NUM_THREADS``): on a 2-core machine two
+    1-thread jobs side by side train about twice as fast in total as one 2-thread job.
     """
     if not os.path.isfile(train_script):
         raise FileNotFoundError(f"{train_script} not found; run from the repository root")
@@ -65,6 +68,8 @@ def run_job(
     cmd: List[str] = [sys.executable, train_script, "--config-file", config_file, "OUTPUT_DIR", output_dir, *opts]
     log_path = os.path.join(output_dir, log_name)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     tail: List[str] = []
     with open(log_path, "w") as log, subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -74,11 +79,20 @@ def run_job(
             tail = (tail + [line])[-40:]
             m = _ITER.search(line)
             if m and on_progress is not None:
-                on_progress(int(m.group(2)), m.group(1))
+                on_progress(int(m.group(2)), m.group(1) or "?")
         code = proc.wait()
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log_path}\n" + "".join(tail))
     return read_box_metrics(output_dir)
+
+
+def run_parallel(jobs: Sequence[Dict], workers: int = 2) -> List[Dict[str, float]]:
+    """Run ``run_job(**job)`` for each job, ``workers`` at a time with one thread each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_job, **dict({"threads": 1 if workers > 1 else None}, **job)) for job in jobs]
+        return [f.result() for f in futures]
 
 
 def format_table(rows: Dict[str, Dict[str, float]], title: str = "") -> str:
