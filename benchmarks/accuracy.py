@@ -45,7 +45,10 @@ def _coupled_weights(defeat_cfg, opts):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                   help=f"from {list(VARIANTS)} and names given with --define")
+    p.add_argument("--define", nargs="+", default=[], metavar="NAME:BASE:KEY=VAL,...",
+                   help="extra variants, e.g. defeat_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2")
     p.add_argument("--student", default="configs/demo/student_slimR18.yaml")
     p.add_argument("--defeat", default="configs/demo/defeat_slimR18_from_R18.yaml")
     p.add_argument("--teacher-config", default="configs/demo/teacher_R18.yaml")
@@ -58,7 +61,15 @@ def parse_args(argv=None):
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for spec in args.define:
+        name, base, pairs = spec.split(":", 2)
+        extra = [x for kv in pairs.split(",") if kv for x in kv.split("=", 1)]
+        VARIANTS[name] = (VARIANTS[base][0], VARIANTS[base][1] + extra)
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    return args
 
 
 def main(argv=None):

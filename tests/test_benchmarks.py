@@ -30,3 +30,10 @@ def test_accuracy_benchmark_arguments():
     args = acc.parse_args(["--variants", "baseline", "coupled", "--seeds", "0", "--opts", "SOLVER.BASE_LR", "0.01"])
     assert args.variants == ["baseline", "coupled"] and args.opts == ["SOLVER.BASE_LR", "0.01"]
     assert set(acc.VARIANTS) == {"baseline", "defeat", "neck", "head", "coupled"}
+
+
+def test_accuracy_benchmark_defines_variants():
+    acc = _load("accuracy")
+    args = acc.parse_args(["--define", "kd_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2,MODEL.DEFEAT.HEAD.OBJ_WEIGHT=0.5",
+                           "--variants", "kd_T2"])
+    assert acc.VARIANTS["kd_T2"] == ("defeat", ["MODEL.DEFEAT.HEAD.TEMPERATURE", "2", "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", "0.5"])
