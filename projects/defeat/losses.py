@@ -22,6 +22,14 @@ def _split_mean(values: torch.Tensor, is_object: torch.Tensor) -> Tuple[torch.Te
     )
 
 
+def _tempered(student_logits, teacher_logits, temperature):
+    """fp32 logits divided by ``T`` (teacher detached) and the ``T^2`` gradient-scale factor."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    t = float(temperature)
+    return student_logits.float() / t, teacher_logits.detach().float() / t, t * t
+
+
 def decoupled_feature_loss(
     student_feats: Sequence[torch.Tensor],
     teacher_feats: Sequence[torch.Tensor],
@@ -66,14 +74,11 @@ def decoupled_kl_loss(
     Returns:
         ``(obj, bg)`` scalar tensors.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
-    t = float(temperature)
-    log_ps = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_pt = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
+    s, t, scale = _tempered(student_logits, teacher_logits, temperature)
+    log_ps, log_pt = F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1)
     obj, bg = _split_mean(kl, is_object)
-    return obj * t * t, bg * t * t
+    return obj * scale, bg * scale
 
 
 def decoupled_sigmoid_kl_loss(
@@ -91,13 +96,9 @@ def decoupled_sigmoid_kl_loss(
     Returns:
         ``(obj, bg)`` scalar tensors: sum over classes of the binary KL, mean per group.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
-    t = float(temperature)
-    s = student_logits.float() / t
-    tt = teacher_logits.detach().float() / t
+    s, tt, scale = _tempered(student_logits, teacher_logits, temperature)
     log_pt, log_qt = F.logsigmoid(tt), F.logsigmoid(-tt)  # log p, log (1-p) of the teacher
     log_ps, log_qs = F.logsigmoid(s), F.logsigmoid(-s)
     kl = (log_pt.exp() * (log_pt - log_ps) + log_qt.exp() * (log_qt - log_qs)).sum(dim=-1)
     obj, bg = _split_mean(kl, is_object)
-    return obj * t * t, bg * t * t
+    return obj * scale, bg * scale
