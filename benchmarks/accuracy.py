@@ -21,9 +21,9 @@ from defeat.experiments import METRICS, elapsed, read_box_metrics, run_job, run_
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
     "baseline": ("student", []),
-    "defeat": ("defeat", []),
+    "defeat": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "True"]),
     "neck": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False"]),
-    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False"]),
+    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False", "MODEL.DEFEAT.HEAD.ENABLED", "True"]),
     "coupled": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.MASK_ASSIGN", "coupled"]),
 }
 
@@ -100,7 +100,7 @@ def main(argv=None):
             opts = common + extra + ["SEED", str(seed)]
             if which == "defeat":
                 opts += ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights]
-            if name == "coupled":
+            if "coupled" in extra:  # the coupled ablation or a variant defined on top of it
                 opts += _coupled_weights(cfg, opts)
             out = os.path.join(args.output, f"{name}{args.tag}_seed{seed}")
             planned.append((name, out))

@@ -99,10 +99,11 @@ def test_weights_and_warmup_scale_the_losses(teacher_weights):
     scaled.load_state_dict(state)
     got, storage = _losses(scaled, synthetic_batch(), iteration=4)  # warm-up factor 5/10
     assert storage.history("defeat/kd_weight").latest() == pytest.approx(0.5)
+    d = base.distiller
     for key, factor in (
-        ("loss_defeat_neck_obj", 8.0 / 4.0),
-        ("loss_defeat_neck_bg", 4.0 / 16.0),
-        ("loss_defeat_head_obj", 1.0 / 2.0),
+        ("loss_defeat_neck_obj", 8.0 / d.neck_weights[0]),
+        ("loss_defeat_neck_bg", 4.0 / d.neck_weights[1]),
+        ("loss_defeat_head_obj", 1.0 / d.head_weights[0]),
         ("loss_defeat_head_bg", 0.0),
     ):
         assert got[key].item() == pytest.approx(0.5 * factor * ref[key].item(), rel=1e-5), key
@@ -141,8 +142,9 @@ def test_head_loss_matches_independent_kl(teacher_weights):
         kl = float((pt * (pt.log() - ps.log())).sum()) * 4.0
         (obj_terms if labels[r] < 10 else bg_terms).append(kl)
     assert obj_terms and bg_terms
-    assert losses["loss_defeat_head_obj"].item() == pytest.approx(2.0 * sum(obj_terms) / len(obj_terms), rel=1e-4)
-    assert losses["loss_defeat_head_bg"].item() == pytest.approx(2.0 * sum(bg_terms) / len(bg_terms), rel=1e-4)
+    w_obj, w_bg = m.distiller.head_weights
+    assert losses["loss_defeat_head_obj"].item() == pytest.approx(w_obj * sum(obj_terms) / len(obj_terms), rel=1e-4)
+    assert losses["loss_defeat_head_bg"].item() == pytest.approx(w_bg * sum(bg_terms) / len(bg_terms), rel=1e-4)
 
 
 def test_eval_mode_is_the_plain_student(teacher_weights):

@@ -15,18 +15,25 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.NECK = CN()
     cfg.MODEL.DEFEAT.NECK.ENABLED = True
     cfg.MODEL.DEFEAT.NECK.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-    cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT = 4.0
-    cfg.MODEL.DEFEAT.NECK.BG_WEIGHT = 16.0
+    # Defaults from benchmarks/RESULTS.md (demo data, from-scratch students): 1/4 beat the paper's
+    # COCO values 4/16 by +3.6 AP, which also diverge without gradient clipping there. The COCO
+    # recipes in configs/ set the paper's 4/16 explicitly.
+    cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT = 1.0
+    cfg.MODEL.DEFEAT.NECK.BG_WEIGHT = 4.0
     cfg.MODEL.DEFEAT.NECK.ADAPTER = "conv3x3"  # "conv3x3", "conv1x1" or "none"
     # "scale" or "all" (spec); "coupled" = no object/background split (ablation baseline).
     cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"
     cfg.MODEL.DEFEAT.NECK.SCALE_BASE = 56.0
 
     cfg.MODEL.DEFEAT.HEAD = CN()
-    cfg.MODEL.DEFEAT.HEAD.ENABLED = True
+    # Off by default (as in the original COCO release): it added nothing on top of the neck loss
+    # in our benchmark. At the paper's 2/2 it hurt: per-group normalisation gives each object
+    # RoI ~14x the weight the CE loss gives it (object RoIs are ~15 % of the sampled RoIs), so
+    # the KL gradient on the logits was 6x the CE's. 0.25/1 keeps it at or below the CE's.
+    cfg.MODEL.DEFEAT.HEAD.ENABLED = False
     cfg.MODEL.DEFEAT.HEAD.PROPOSALS = "teacher"  # "teacher" or "student"
-    cfg.MODEL.DEFEAT.HEAD.OBJ_WEIGHT = 2.0
-    cfg.MODEL.DEFEAT.HEAD.BG_WEIGHT = 2.0
+    cfg.MODEL.DEFEAT.HEAD.OBJ_WEIGHT = 0.25
+    cfg.MODEL.DEFEAT.HEAD.BG_WEIGHT = 1.0
     cfg.MODEL.DEFEAT.HEAD.TEMPERATURE = 1.0
 
     # "constant", "linear" or "cosine": the last two decay the KD weight to 0 at SOLVER.MAX_ITER.
