@@ -179,3 +179,30 @@ def test_kd_losses_are_fp32_under_autocast(teacher_weights):
         assert losses[key].dtype == torch.float32 and torch.isfinite(losses[key]), key
     sum(losses.values()).backward()
     assert torch.isfinite(m.distiller.adapters["p2"].weight.grad).all()
+
+
+def test_one_box_head_pass_equals_two(teacher_weights, monkeypatch):
+    """Teacher-RoI mode runs the teacher's RoIs through the student's normal box-head call;
+    the losses and gradients equal those of a separate second pass."""
+    from defeat.meta_arch import box_tap
+
+    def run(merge):
+        monkeypatch.setattr(box_tap, "rows_independent", lambda head: merge)
+        torch.manual_seed(4)
+        m = build_model(defeat_cfg(teacher_weights)).train()
+        calls = []
+        m.roi_heads.box_pooler.register_forward_hook(lambda *a: calls.append(1))
+        losses, _ = _losses(m, synthetic_batch(boxes_per_image=(4, 1)), seed=9)
+        assert len(calls) == (1 if merge else 2)  # student box-head passes per step
+        sum(losses.values()).backward()
+        grads = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+        return losses, grads
+
+    merged, g1 = run(True)
+    separate, g2 = run(False)
+    assert merged.keys() == separate.keys()
+    for k in merged:
+        assert merged[k].item() == pytest.approx(separate[k].item(), rel=1e-5, abs=1e-7), k
+    assert g1.keys() == g2.keys()
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], rtol=1e-4, atol=1e-6), k

@@ -8,6 +8,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage, get_event_storage
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
+from .box_tap import BoxHeadTap
 from .common import TeacherMixin, teacher_from_config
 
 __all__ = ["DeFeatRCNN", "box_head_logits"]
@@ -93,44 +94,53 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
         features = self.backbone(images.tensor)
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
 
-        captured = []
-        want_own_logits = self.distiller.head_enabled and self.head_proposals == "student"
-        hook = (
-            self.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: captured.append(o[0]))
-            if want_own_logits else None
-        )
-        try:
+        teacher = self._run_teacher(batched_inputs, images, gt_instances)
+        head, on_teacher_rois = self.distiller.head_enabled, self.head_proposals == "teacher"
+        extra = [r.proposal_boxes for r in teacher["rois"]] if head and on_teacher_rois else None
+        with BoxHeadTap(self.roi_heads, extra, capture_own=head and not on_teacher_rois) as tap:
             sampled, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
-        finally:
-            if hook is not None:
-                hook.remove()
         if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)
 
         losses = {**detector_losses, **proposal_losses}
-        losses.update(self._distill(batched_inputs, images, features, gt_instances, sampled, captured))
+        losses.update(self._distill(features, gt_instances, sampled, teacher, tap))
         return losses
 
-    def _distill(self, batched_inputs, images, features, gt_instances, sampled, captured):
-        """The weighted, scheduled DeFeat losses for one batch."""
+    def _run_teacher(self, batched_inputs, images, gt_instances) -> Dict:
+        """Everything the teacher contributes, computed once and without autograd.
+
+        Returns ``features`` (dict of FPN maps) and, for the head loss on teacher RoIs, ``rois``
+        (sampled, labelled proposals) and their classification ``logits`` ``[R, K+1]``.
+        """
         t, d = self.teacher, self.distiller
-        losses = {}
+        out = {"rois": None, "logits": None}
         with torch.no_grad():
             t_images = self._teacher_images(batched_inputs, images)
-            t_features = t.backbone(t_images.tensor)
+            out["features"] = t.backbone(t_images.tensor)
+            if d.head_enabled and self.head_proposals == "teacher":
+                out["rois"] = self._teacher_rois(t_images, out["features"], gt_instances)
+                boxes = [r.proposal_boxes for r in out["rois"]]
+                out["logits"] = box_head_logits(t.roi_heads, out["features"], boxes)
+        return out
+
+    def _distill(self, features, gt_instances, sampled, teacher, tap):
+        """The weighted, scheduled DeFeat losses for one batch."""
+        d = self.distiller
+        losses = {}
         if d.neck_enabled:
             boxes = [g.gt_boxes.tensor for g in gt_instances]
-            losses.update(d.neck_losses(features, t_features, boxes))
+            losses.update(d.neck_losses(features, teacher["features"], boxes))
         if d.head_enabled:
             if self.head_proposals == "teacher":
-                with torch.no_grad():
-                    rois = self._teacher_rois(t_images, t_features, gt_instances)
-                    t_logits = box_head_logits(t.roi_heads, t_features, [r.proposal_boxes for r in rois])
-                s_logits = box_head_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
+                rois, t_logits = teacher["rois"], teacher["logits"]
+                s_logits = tap.extra
+                if s_logits is None:  # box head not row-independent: a separate pass
+                    s_logits = box_head_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
             else:
-                rois, s_logits = sampled, captured[0]
+                rois, s_logits = sampled, tap.own
                 with torch.no_grad():
-                    t_logits = box_head_logits(t.roi_heads, t_features, [r.proposal_boxes for r in rois])
+                    boxes = [r.proposal_boxes for r in rois]
+                    t_logits = box_head_logits(self.teacher.roi_heads, teacher["features"], boxes)
             labels = torch.cat([r.gt_classes for r in rois])
             is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)
             losses.update(d.head_losses(s_logits, t_logits, is_object))
