@@ -126,7 +126,8 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None):
     torch.manual_seed(0)
     student = build_model(_cfg(student_cfg, dev + ["MODEL.WEIGHTS", ""])).train()
     model = build_model(_cfg(defeat_cfg, dev + ["MODEL.WEIGHTS", "", "MODEL.DEFEAT.TEACHER.CONFIG_FILE", teacher_cfg,
-                                                "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights])).train()
+                                                "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
+                                                "MODEL.DEFEAT.NECK.ENABLED", "True", "MODEL.DEFEAT.HEAD.ENABLED", "True"])).train()
     model.load_state_dict(student.state_dict(), strict=False)
     autocast = torch.autocast(device.split(":")[0], enabled=amp)
 
