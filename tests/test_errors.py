@@ -65,9 +65,10 @@ def test_teacher_weights_with_missing_keys(teacher_weights, tmp_path):
         _build(defeat_cfg(str(path)))
 
 
-def test_class_count_mismatch(teacher_weights):
+@pytest.mark.parametrize("head", [True, False])
+def test_class_count_mismatch(teacher_weights, head):
     with pytest.raises(DeFeatConfigError, match="teacher has 10 classes but the student 5"):
-        _build(defeat_cfg(teacher_weights, "MODEL.ROI_HEADS.NUM_CLASSES", 5))
+        _build(defeat_cfg(teacher_weights, "MODEL.ROI_HEADS.NUM_CLASSES", 5, "MODEL.DEFEAT.HEAD.ENABLED", head))
 
 
 def test_neck_level_missing_in_student(teacher_weights):

@@ -16,6 +16,13 @@ __all__ = ["DeFeatRCNN", "box_head_logits"]
 PROPOSAL_MODES = ("teacher", "student")
 
 
+def _check_proposal_mode(mode: str) -> None:
+    if mode not in PROPOSAL_MODES:
+        raise DeFeatConfigError(
+            f"MODEL.DEFEAT.HEAD.PROPOSALS = {mode!r} is not supported; choose one of {list(PROPOSAL_MODES)}"
+        )
+
+
 def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
     """Classification logits ``[R, K+1]`` of a ``StandardROIHeads`` box head on given boxes."""
     x = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
@@ -50,31 +57,24 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
             kwargs: arguments of ``GeneralizedRCNN``.
         """
         super().__init__(**kwargs)
-        if head_proposals not in PROPOSAL_MODES:
-            raise DeFeatConfigError(
-                f"MODEL.DEFEAT.HEAD.PROPOSALS = {head_proposals!r} is not supported; choose one of {list(PROPOSAL_MODES)}"
-            )
+        _check_proposal_mode(head_proposals)
         self._set_teacher(teacher)
         self.distiller = distiller
         self.head_proposals = head_proposals
+        if teacher.roi_heads.num_classes != self.roi_heads.num_classes:
+            raise DeFeatConfigError(
+                f"teacher has {teacher.roi_heads.num_classes} classes but the student "
+                f"{self.roi_heads.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES); a teacher must be trained "
+                "on the student's classes"
+            )
         if distiller.head_enabled:
             _check_box_heads(self.roi_heads, teacher.roi_heads)
-            if teacher.roi_heads.num_classes != self.roi_heads.num_classes:
-                raise DeFeatConfigError(
-                    f"teacher has {teacher.roi_heads.num_classes} classes but the student "
-                    f"{self.roi_heads.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES); the head loss compares "
-                    "class distributions, so both must be trained on the same classes"
-                )
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        # Check our own settings before paying for the teacher build.
         mode = cfg.MODEL.DEFEAT.HEAD.PROPOSALS
-        if mode not in PROPOSAL_MODES:
-            raise DeFeatConfigError(
-                f"MODEL.DEFEAT.HEAD.PROPOSALS = {mode!r} is not supported; choose one of {list(PROPOSAL_MODES)}"
-            )
+        _check_proposal_mode(mode)  # before paying for the teacher build
         teacher = teacher_from_config(cfg)
         if not isinstance(teacher, GeneralizedRCNN):
             raise DeFeatConfigError(
