@@ -34,6 +34,8 @@ def test_accuracy_benchmark_arguments():
 
 def test_accuracy_benchmark_defines_variants():
     acc = _load("accuracy")
-    args = acc.parse_args(["--define", "kd_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2,MODEL.DEFEAT.HEAD.OBJ_WEIGHT=0.5",
-                           "--variants", "kd_T2"])
-    assert acc.VARIANTS["kd_T2"] == ("defeat", ["MODEL.DEFEAT.HEAD.TEMPERATURE", "2", "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", "0.5"])
+    base = list(acc.VARIANTS["defeat"][1])
+    acc.parse_args(["--define", "kd_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2,MODEL.DEFEAT.HEAD.OBJ_WEIGHT=0.5",
+                    "--variants", "kd_T2"])
+    extra = ["MODEL.DEFEAT.HEAD.TEMPERATURE", "2", "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", "0.5"]
+    assert acc.VARIANTS["kd_T2"] == ("defeat", base + extra)
