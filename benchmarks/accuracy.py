@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from defeat.experiments import METRICS, elapsed, read_box_metrics, run_job, run_parallel
+from defeat.experiments import METRICS, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -30,14 +30,7 @@ VARIANTS = {
 
 def _coupled_weights(defeat_cfg, opts):
     """OBJ_WEIGHT = obj + bg of the decoupled config, BG_WEIGHT = 0 (same total weight)."""
-    from detectron2.config import get_cfg
-
-    from defeat import add_defeat_config
-
-    c = get_cfg()
-    add_defeat_config(c)
-    c.merge_from_file(defeat_cfg)
-    c.merge_from_list(opts)
+    c = load_config(defeat_cfg, opts)
     total = c.MODEL.DEFEAT.NECK.OBJ_WEIGHT + c.MODEL.DEFEAT.NECK.BG_WEIGHT
     return ["MODEL.DEFEAT.NECK.OBJ_WEIGHT", str(total), "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]
 
@@ -89,9 +82,7 @@ def main(argv=None):
             teacher_ap = read_box_metrics(os.path.dirname(args.teacher_weights))["AP"]
         except (OSError, RuntimeError):
             pass
-    if args.iters:
-        n = args.iters
-        common += ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", f"({int(n * 0.75)},{int(n * 0.9)})"]
+    common += iters_opts(args.iters)
     planned, todo = [], []
     for seed in args.seeds:
         for name in args.variants:

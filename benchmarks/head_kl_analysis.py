@@ -27,19 +27,16 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
     import defeat
     from defeat.data import register_demo_dataset
+    from defeat.experiments import load_config
     from defeat.meta_arch.rcnn import box_head_logits
 
-    cfg = get_cfg()
-    defeat.add_defeat_config(cfg)
-    cfg.merge_from_file(args.defeat_config)
-    cfg.merge_from_list(["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0"])
+    cfg = load_config(args.defeat_config, ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0"])
     register_demo_dataset()
     model = build_model(cfg).train()
     DetectionCheckpointer(model).load(args.student_weights)

@@ -33,15 +33,9 @@ PRESETS = {
 
 
 def _cfg(path, opts):
-    from detectron2.config import get_cfg
+    from defeat.experiments import load_config
 
-    from defeat import add_defeat_config
-
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.merge_from_list(opts)
-    return cfg
+    return load_config(path, opts)
 
 
 def _batch(n, size, boxes, num_classes, seed):

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from .experiments import config_digest, elapsed, format_table, run_job, run_parallel
+from .experiments import config_digest, elapsed, format_table, iters_opts, load_config, run_job, run_parallel
 
 CONFIGS = "configs/demo"
 TEACHER = ("teacher R18-FPN", f"{CONFIGS}/teacher_R18.yaml", "teacher_R18")
@@ -26,22 +26,7 @@ PRIOR_S_PER_ITER = {"teacher": 1.3, "students": 0.95}
 
 
 def _max_iter(config_file, opts):
-    from detectron2.config import get_cfg
-
-    from .config import add_defeat_config
-
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    return cfg.SOLVER.MAX_ITER
-
-
-def _iters_opts(n):
-    if not n:
-        return []
-    steps = sorted({s for s in (int(n * 0.75), int(n * 0.9)) if 0 < s < n})
-    return ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")"]
+    return load_config(config_file, opts).SOLVER.MAX_ITER
 
 
 class _Progress:
@@ -70,7 +55,7 @@ def main(argv=None):
     p.add_argument("--fresh-teacher", action="store_true", help="retrain the teacher even if cached")
     args = p.parse_args(argv)
     t_start = time.time()
-    teacher_opts, student_opts = _iters_opts(args.teacher_iters), _iters_opts(args.student_iters)
+    teacher_opts, student_opts = iters_opts(args.teacher_iters), iters_opts(args.student_iters)
     teacher_out = os.path.join(args.output, TEACHER[2])
     weights = os.path.join(teacher_out, "model_final.pth")
     stamp = os.path.join(teacher_out, "defeat_demo_teacher.json")

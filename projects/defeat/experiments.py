@@ -12,7 +12,10 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-__all__ = ["METRICS", "run_job", "run_parallel", "read_box_metrics", "config_digest", "format_table"]
+__all__ = [
+    "METRICS", "load_config", "iters_opts", "run_job", "run_parallel", "read_box_metrics", "config_digest",
+    "format_table",
+]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 _ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
@@ -32,8 +35,8 @@ def read_box_metrics(output_dir: str) -> Dict[str, float]:
     return {k: float(last[f"bbox/{k}"]) for k in METRICS}
 
 
-def config_digest(config_file: str, opts: Sequence[str]) -> str:
-    """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides: a cache key."""
+def load_config(config_file: str, opts: Sequence[str] = ()):
+    """A Detectron2 config with the DeFeat keys, merged from a file (``_BASE_`` chain) and overrides."""
     from detectron2.config import get_cfg
 
     from .config import add_defeat_config
@@ -41,7 +44,21 @@ def config_digest(config_file: str, opts: Sequence[str]) -> str:
     cfg = get_cfg()
     add_defeat_config(cfg)
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg.merge_from_list([str(o) for o in opts])
+    return cfg
+
+
+def iters_opts(n: Optional[int]) -> List[str]:
+    """Overrides for an ``n``-iteration schedule (LR steps at 75 % and 90 %); ``[]`` for no change."""
+    if not n:
+        return []
+    steps = sorted({s for s in (int(n * 0.75), int(n * 0.9)) if 0 < s < n})
+    return ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")"]
+
+
+def config_digest(config_file: str, opts: Sequence[str]) -> str:
+    """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides: a cache key."""
+    cfg = load_config(config_file, opts)
     cfg.OUTPUT_DIR = ""
     return hashlib.sha1(cfg.dump().encode()).hexdigest()[:16]
 
