@@ -9,8 +9,8 @@ from .schedule import kd_weight
 from .adapters import build_adapter, build_adapters
 from .teacher import TeacherLoadError, build_teacher
 from .distiller import DeFeatConfigError, DeFeatDistiller
-from .meta_arch import DeFeatRCNN
-from . import backbone  # noqa: F401  (registers build_slim_resnet_fpn_backbone)
+from .meta_arch import DeFeatRCNN, DeFeatRetinaNet
+from . import backbone  # noqa: F401  (registers the slim ResNet-FPN backbones)
 
 __version__ = "0.1.0"
 
@@ -28,4 +28,5 @@ __all__ = [
     "DeFeatConfigError",
     "DeFeatDistiller",
     "DeFeatRCNN",
+    "DeFeatRetinaNet",
 ]

@@ -7,10 +7,10 @@ doubling the width at each stage, and puts Detectron2's standard FPN on top.
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
 
-__all__ = ["build_slim_resnet_fpn_backbone"]
+__all__ = ["build_slim_resnet_fpn_backbone", "build_slim_retinanet_resnet_fpn_backbone"]
 
 _BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 
@@ -33,14 +33,26 @@ def _slim_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
-@BACKBONE_REGISTRY.register()
-def build_slim_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """Basic-block ResNet of any width + FPN (P2-P6 with the default FPN.IN_FEATURES)."""
+def _slim_fpn(cfg, input_shape: ShapeSpec, top_block) -> FPN:
     return FPN(
         bottom_up=_slim_resnet(cfg, input_shape),
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
+        top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_slim_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """Basic-block ResNet of any width + FPN (P2-P6 with the default FPN.IN_FEATURES)."""
+    return _slim_fpn(cfg, input_shape, LastLevelMaxPool())
+
+
+@BACKBONE_REGISTRY.register()
+def build_slim_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """Basic-block ResNet of any width + RetinaNet's FPN: P3-P7 from ``FPN.IN_FEATURES``
+    ``res3``-``res5``, with P6/P7 computed from P5 (cheaper than from C5 at slim widths)."""
+    c = cfg.MODEL.FPN.OUT_CHANNELS
+    return _slim_fpn(cfg, input_shape, LastLevelP6P7(c, c, in_feature="p5"))

@@ -17,7 +17,7 @@ from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid
 from .masks import gt_masks
 from .schedule import SCHEDULES, kd_weight
 
-__all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES"]
+__all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels"]
 
 # "scale"/"all" place GT boxes on levels (spec section 1); "coupled" is the ablation without
 # decoupling: one region covering every cell, reported as the object term (background term 0).
@@ -38,6 +38,25 @@ def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
 def _check_non_negative(key: str, value: float) -> None:
     if not value >= 0:  # also rejects NaN
         raise DeFeatConfigError(f"{key} = {value} must be >= 0 (0 disables that part)")
+
+
+def shared_levels(
+    in_features: Sequence[str], student_shapes: Dict[str, ShapeSpec], teacher_shapes: Dict[str, ShapeSpec]
+) -> List[str]:
+    """The levels of ``in_features`` that both backbones produce with the same stride."""
+    shared = [
+        f for f in in_features
+        if f in student_shapes and f in teacher_shapes and student_shapes[f].stride == teacher_shapes[f].stride
+    ]
+    if not shared:
+        raise DeFeatConfigError(
+            f"no level of MODEL.DEFEAT.NECK.IN_FEATURES {list(in_features)} is produced with the same "
+            f"stride by the student (levels {sorted(student_shapes)}) and the teacher "
+            f"(levels {sorted(teacher_shapes)}); list levels both models produce"
+        )
+    if len(shared) < len(in_features):
+        logger.info("DeFeat neck loss on the levels both models share: %s (of %s)", shared, list(in_features))
+    return shared
 
 
 class DeFeatDistiller(nn.Module):
@@ -127,13 +146,18 @@ class DeFeatDistiller(nn.Module):
                 )
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
+    def from_config(cls, cfg, student_shapes, teacher_shapes, shared_levels_only: bool = False):
+        """``shared_levels_only``: imitate only the ``IN_FEATURES`` levels that both backbones
+        produce with equal strides (teachers of another family, e.g. P2-P6 vs P3-P7)."""
         d = cfg.MODEL.DEFEAT
+        in_features = list(d.NECK.IN_FEATURES)
+        if shared_levels_only and d.NECK.ENABLED:
+            in_features = shared_levels(in_features, student_shapes, teacher_shapes)
         return {
             "student_shapes": student_shapes,
             "teacher_shapes": teacher_shapes,
             "neck_enabled": d.NECK.ENABLED,
-            "in_features": d.NECK.IN_FEATURES,
+            "in_features": in_features,
             "neck_obj_weight": d.NECK.OBJ_WEIGHT,
             "neck_bg_weight": d.NECK.BG_WEIGHT,
             "adapter": d.NECK.ADAPTER,

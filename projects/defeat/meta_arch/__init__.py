@@ -1,4 +1,5 @@
 """DeFeat meta-architectures (importing this module registers them)."""
 from .rcnn import DeFeatRCNN
+from .retinanet import DeFeatRetinaNet
 
-__all__ = ["DeFeatRCNN"]
+__all__ = ["DeFeatRCNN", "DeFeatRetinaNet"]

@@ -1,5 +1,6 @@
 """Teacher handling shared by the DeFeat meta-architectures: hidden, frozen, on the right device."""
-from typing import Dict, List
+import logging
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -8,7 +9,33 @@ from detectron2.structures import ImageList
 from ..distiller import DeFeatConfigError
 from ..teacher import build_teacher
 
-__all__ = ["TeacherMixin", "teacher_from_config"]
+__all__ = ["TeacherMixin", "teacher_from_config", "detector_num_classes", "check_teacher_family"]
+
+logger = logging.getLogger(__name__)
+
+
+def detector_num_classes(model: nn.Module) -> Optional[int]:
+    """Foreground classes of a two-stage (``roi_heads.num_classes``) or dense detector, else None."""
+    heads = getattr(model, "roi_heads", None)
+    return getattr(heads, "num_classes", None) if heads is not None else getattr(model, "num_classes", None)
+
+
+def check_teacher_family(student_family: type, teacher: nn.Module, head_enabled: bool) -> bool:
+    """Whether the teacher is of another detector family than ``student_family``.
+
+    Across families only the neck loss applies (on the FPN levels both models share); a head
+    loss across families is a :class:`DeFeatConfigError`.
+    """
+    cross = not isinstance(teacher, student_family)
+    if cross and head_enabled:
+        raise DeFeatConfigError(
+            f"the head loss compares classifier outputs of the same family, but the student is a "
+            f"{student_family.__name__} and the teacher a {type(teacher).__name__}; set "
+            "MODEL.DEFEAT.HEAD.ENABLED False to distil the neck only across families"
+        )
+    if cross and not hasattr(teacher, "backbone"):
+        raise DeFeatConfigError(f"the teacher {type(teacher).__name__} has no `backbone` to imitate")
+    return cross
 
 
 def teacher_from_config(cfg) -> nn.Module:
@@ -31,6 +58,13 @@ class TeacherMixin:
     """
 
     def _set_teacher(self, teacher: nn.Module) -> None:
+        """Hide and freeze ``teacher``; it must detect the student's classes."""
+        theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
+        if theirs is not None and theirs != ours:
+            raise DeFeatConfigError(
+                f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
+                "MODEL.RETINANET.NUM_CLASSES); a teacher must be trained on the student's classes"
+            )
         object.__setattr__(self, "teacher", teacher)
         teacher.eval()
 
@@ -45,6 +79,12 @@ class TeacherMixin:
         if "teacher" in self.__dict__:
             self.teacher.eval()
         return self
+
+    def _teacher_features(self, batched_inputs: List[Dict], images: ImageList):
+        """``(teacher ImageList, teacher backbone features)``, computed without autograd."""
+        with torch.no_grad():
+            t_images = self._teacher_images(batched_inputs, images)
+            return t_images, self.teacher.backbone(t_images.tensor)
 
     def _teacher_images(self, batched_inputs: List[Dict], images: ImageList) -> ImageList:
         """The teacher's normalised batch: the student's when preprocessing is identical."""

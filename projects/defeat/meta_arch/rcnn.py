@@ -9,7 +9,7 @@ from detectron2.utils.events import EventStorage, get_event_storage
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
 from .box_tap import BoxHeadTap
-from .common import TeacherMixin, teacher_from_config
+from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
 __all__ = ["DeFeatRCNN", "box_head_logits"]
 
@@ -51,7 +51,8 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
     def __init__(self, *, teacher, distiller: DeFeatDistiller, head_proposals: str = "teacher", **kwargs):
         """
         Args:
-            teacher: a trained ``GeneralizedRCNN``; kept frozen and out of ``state_dict``.
+            teacher: a trained detector, kept frozen and out of ``state_dict``: a ``GeneralizedRCNN``,
+                or any detector with an FPN ``backbone`` for the neck loss alone (e.g. RetinaNet).
             distiller: owns adapters, losses and schedule.
             head_proposals: RoIs of the head loss, ``"teacher"`` or ``"student"``.
             kwargs: arguments of ``GeneralizedRCNN``.
@@ -61,12 +62,7 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
         self._set_teacher(teacher)
         self.distiller = distiller
         self.head_proposals = head_proposals
-        if teacher.roi_heads.num_classes != self.roi_heads.num_classes:
-            raise DeFeatConfigError(
-                f"teacher has {teacher.roi_heads.num_classes} classes but the student "
-                f"{self.roi_heads.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES); a teacher must be trained "
-                "on the student's classes"
-            )
+        check_teacher_family(GeneralizedRCNN, teacher, distiller.head_enabled)
         if distiller.head_enabled:
             _check_box_heads(self.roi_heads, teacher.roi_heads)
 
@@ -76,13 +72,11 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
         mode = cfg.MODEL.DEFEAT.HEAD.PROPOSALS
         _check_proposal_mode(mode)  # before paying for the teacher build
         teacher = teacher_from_config(cfg)
-        if not isinstance(teacher, GeneralizedRCNN):
-            raise DeFeatConfigError(
-                f"DeFeatRCNN needs a GeneralizedRCNN teacher, got {type(teacher).__name__} "
-                f"({cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE})"
-            )
+        cross = check_teacher_family(GeneralizedRCNN, teacher, cfg.MODEL.DEFEAT.HEAD.ENABLED)
         ret["teacher"] = teacher
-        ret["distiller"] = DeFeatDistiller(cfg, ret["backbone"].output_shape(), teacher.backbone.output_shape())
+        ret["distiller"] = DeFeatDistiller(
+            cfg, ret["backbone"].output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
+        )
         ret["head_proposals"] = mode
         return ret
 
@@ -114,9 +108,8 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
         """
         t, d = self.teacher, self.distiller
         out = {"rois": None, "logits": None}
+        t_images, out["features"] = self._teacher_features(batched_inputs, images)
         with torch.no_grad():
-            t_images = self._teacher_images(batched_inputs, images)
-            out["features"] = t.backbone(t_images.tensor)
             if d.head_enabled and self.head_proposals == "teacher":
                 out["rois"] = self._teacher_rois(t_images, out["features"], gt_instances)
                 boxes = [r.proposal_boxes for r in out["rois"]]
