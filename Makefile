@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench-accuracy bench-speed clean
+.PHONY: setup test demo demo-retinanet bench-accuracy bench-speed clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ test: setup
 
 demo: setup
 	$(PY) -m defeat.demo
+
+demo-retinanet: setup
+	$(PY) -m defeat.demo --family retinanet
 
 bench-accuracy: setup
 	$(PY) benchmarks/accuracy.py

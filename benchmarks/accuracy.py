@@ -2,6 +2,7 @@
 """Accuracy benchmark: baseline vs DeFeat variants over several seeds, mean +- std box AP.
 
     python benchmarks/accuracy.py                       # demo data, 3 seeds, all variants
+    python benchmarks/accuracy.py --family retinanet    # the same for the demo RetinaNets
     python benchmarks/accuracy.py --variants baseline defeat --seeds 0 1 --iters 300
     python benchmarks/accuracy.py --train-set my_train --test-set my_val \
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
@@ -28,6 +29,16 @@ VARIANTS = {
 }
 
 
+# --family: default student, DeFeat student and teacher (config, weights) on the demo data.
+FAMILIES = {
+    "rcnn": ("configs/demo/student_slimR18.yaml", "configs/demo/defeat_slimR18_from_R18.yaml",
+             "configs/demo/teacher_R18.yaml", "output/demo/teacher_R18/model_final.pth"),
+    "retinanet": ("configs/demo/retinanet_student_slimR18.yaml", "configs/demo/defeat_retinanet_slimR18_from_R18.yaml",
+                  "configs/demo/retinanet_teacher_R18.yaml", "output/demo/retinanet_teacher_R18/model_final.pth"),
+}
+FAMILY_ARGS = ("student", "defeat", "teacher_config", "teacher_weights")
+
+
 def _coupled_weights(defeat_cfg, opts):
     """OBJ_WEIGHT = obj + bg of the decoupled config, BG_WEIGHT = 0 (same total weight)."""
     c = load_config(defeat_cfg, opts)
@@ -42,10 +53,12 @@ def parse_args(argv=None):
                    help=f"from {list(VARIANTS)} and names given with --define")
     p.add_argument("--define", nargs="+", default=[], metavar="NAME:BASE:KEY=VAL,...",
                    help="extra variants, e.g. defeat_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2")
-    p.add_argument("--student", default="configs/demo/student_slimR18.yaml")
-    p.add_argument("--defeat", default="configs/demo/defeat_slimR18_from_R18.yaml")
-    p.add_argument("--teacher-config", default="configs/demo/teacher_R18.yaml")
-    p.add_argument("--teacher-weights", default="output/demo/teacher_R18/model_final.pth",
+    p.add_argument("--family", choices=sorted(FAMILIES), default="rcnn",
+                   help="demo configs whose defaults the next four options take")
+    p.add_argument("--student", default=None)
+    p.add_argument("--defeat", default=None)
+    p.add_argument("--teacher-config", default=None)
+    p.add_argument("--teacher-weights", default=None,
                    help="trained teacher; trained with --teacher-config first if missing")
     p.add_argument("--train-set", default=None, help="registered dataset name (default: the configs')")
     p.add_argument("--test-set", default=None)
@@ -55,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
     args = p.parse_args(argv)
+    for name, default in zip(FAMILY_ARGS, FAMILIES[args.family]):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     for spec in args.define:
         name, base, pairs = spec.split(":", 2)
         extra = [x for kv in pairs.split(",") if kv for x in kv.split("=", 1)]
@@ -88,9 +104,8 @@ def main(argv=None):
         for name in args.variants:
             which, extra = VARIANTS[name]
             cfg = args.student if which == "student" else args.defeat
-            opts = common + extra + ["SEED", str(seed)]
-            if which == "defeat":
-                opts += ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights]
+            teacher = ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights] if which == "defeat" else []
+            opts = common + teacher + extra + ["SEED", str(seed)]  # a variant may name another teacher
             if "coupled" in extra:  # the coupled ablation or a variant defined on top of it
                 opts += _coupled_weights(cfg, opts)
             out = os.path.join(args.output, f"{name}{args.tag}_seed{seed}")

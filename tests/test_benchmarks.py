@@ -39,3 +39,48 @@ def test_accuracy_benchmark_defines_variants():
                     "--variants", "kd_T2"])
     extra = ["MODEL.DEFEAT.HEAD.TEMPERATURE", "2", "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", "0.5"]
     assert acc.VARIANTS["kd_T2"] == ("defeat", base + extra)
+
+
+def test_accuracy_benchmark_family_defaults_and_configs_load():
+    from defeat.experiments import load_config
+
+    acc = _load("accuracy")
+    args = acc.parse_args(["--family", "retinanet"])
+    assert (args.student, args.defeat, args.teacher_config, args.teacher_weights) == acc.FAMILIES["retinanet"]
+    assert acc.parse_args(["--family", "retinanet", "--student", "s.yaml"]).student == "s.yaml"
+    archs = {"student": "RetinaNet", "defeat": "DeFeatRetinaNet", "teacher_config": "RetinaNet"}
+    for name, arch in archs.items():
+        assert load_config(getattr(args, name)).MODEL.META_ARCHITECTURE == arch
+
+
+class _Planned(Exception):
+    pass
+
+
+def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
+    """Variant overrides come after the default teacher weights, so a variant can swap the teacher."""
+    acc = _load("accuracy")
+    planned = []
+
+    def fake_run_parallel(todo, workers):
+        planned.extend(todo)
+        raise _Planned
+
+    monkeypatch.setattr(acc, "run_parallel", fake_run_parallel)
+    teacher = tmp_path / "t.pth"
+    teacher.write_bytes(b"")
+    try:
+        acc.main(["--family", "retinanet", "--teacher-weights", str(teacher), "--seeds", "0", "--output",
+                  str(tmp_path / "out"), "--define", "cross:neck:MODEL.DEFEAT.TEACHER.WEIGHTS=other.pth",
+                  "--variants", "neck", "cross"])
+    except _Planned:
+        pass
+    opts = {os.path.basename(job["output_dir"]): job["opts"] for job in planned}
+    assert set(opts) == {"neck_seed0", "cross_seed0"}
+
+    def last(o, key):
+        return o[len(o) - 1 - o[::-1].index(key) + 1]
+
+    assert last(opts["neck_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == str(teacher)
+    assert last(opts["cross_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == "other.pth"
+    assert all(job["config_file"] == acc.FAMILIES["retinanet"][1] for job in planned)

@@ -31,6 +31,20 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert os.path.getmtime(teacher_file) == mtime
 
 
+def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "6")
+    out = tmp_path / "demo"
+    results = demo.main(["--family", "retinanet", "--output", str(out), "--teacher-iters", "2", "--student-iters", "2"])
+    assert list(results)[:3] == [run[0] for run in demo.SUITES["retinanet"]]
+    assert (out / "retinanet_teacher_R18" / "model_final.pth").is_file()
+    assert (out / "defeat_retinanet_slimR18_from_R18" / "model_final.pth").is_file()
+    saved = json.load(open(out / "results_retinanet.json"))
+    assert saved["results"].keys() == results.keys()
+    assert "DeFeat demo (RetinaNet)" in (out / "results_retinanet.md").read_text()
+
+
 def test_read_box_metrics_takes_the_last_evaluation(tmp_path):
     rows = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, **{f"bbox/{k}": 1.0 for k in METRICS}},
             {"iteration": 3, **{f"bbox/{k}": float(i) for i, k in enumerate(METRICS)}}]

@@ -1,11 +1,13 @@
 """``make demo``: teacher, student alone and DeFeat student on the embedded dataset, side by side.
 
-    python -m defeat.demo [--output output/demo] [--fresh-teacher] [--student-iters N] [--teacher-iters N]
+    python -m defeat.demo [--family rcnn|retinanet] [--output output/demo] [--fresh-teacher]
+                          [--student-iters N] [--teacher-iters N]
 
-Runs ``train_net.py`` (from the current directory) with the configs in ``configs/demo``: the
-teacher first (reused when a finished run of the same config exists), then both students side by
-side, one CPU thread each. Writes ``results.json`` and ``results.md`` under the output folder and
-prints a model-zoo style table.
+Runs ``train_net.py`` (from the current directory) with the configs in ``configs/demo`` (Faster
+R-CNN by default, RetinaNet with ``--family retinanet``): the teacher first (reused when a
+finished run of the same config exists), then both students side by side, one CPU thread each.
+Writes ``results.json`` and ``results.md`` (``results_retinanet.*`` for RetinaNet) under the
+output folder and prints a model-zoo style table.
 """
 import argparse
 import json
@@ -17,12 +19,29 @@ import time
 from .experiments import config_digest, elapsed, format_table, iters_opts, load_config, run_job, run_parallel
 
 CONFIGS = "configs/demo"
-TEACHER = ("teacher R18-FPN", f"{CONFIGS}/teacher_R18.yaml", "teacher_R18")
-BASELINE = ("student slim-R18-FPN (alone)", f"{CONFIGS}/student_slimR18.yaml", "student_slimR18")
-DEFEAT = ("student slim-R18-FPN + DeFeat", f"{CONFIGS}/defeat_slimR18_from_R18.yaml", "defeat_slimR18_from_R18")
+
+
+def _run(label, name):
+    """(table row label, config file, output folder name) of one demo run."""
+    return (label, f"{CONFIGS}/{name}.yaml", name)
+
+
+# family -> (teacher, student alone, DeFeat student)
+SUITES = {
+    "rcnn": (
+        _run("teacher R18-FPN", "teacher_R18"),
+        _run("student slim-R18-FPN (alone)", "student_slimR18"),
+        _run("student slim-R18-FPN + DeFeat", "defeat_slimR18_from_R18"),
+    ),
+    "retinanet": (
+        _run("RetinaNet teacher R18-FPN", "retinanet_teacher_R18"),
+        _run("RetinaNet student slim-R18-FPN (alone)", "retinanet_student_slimR18"),
+        _run("RetinaNet student slim-R18-FPN + DeFeat", "defeat_retinanet_slimR18_from_R18"),
+    ),
+}
 # Seconds per iteration on 2 CPU cores (students: each on one core, side by side). Only used to
 # estimate the total ETA of stages that have not started yet.
-PRIOR_S_PER_ITER = {"teacher": 1.3, "students": 0.95}
+PRIOR_S_PER_ITER = {"rcnn": {"teacher": 1.3, "students": 0.95}, "retinanet": {"teacher": 0.6, "students": 0.5}}
 
 
 def _max_iter(config_file, opts):
@@ -49,11 +68,14 @@ class _Progress:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", choices=sorted(SUITES), default="rcnn", help="detector family of the demo")
     p.add_argument("--output", default="output/demo")
     p.add_argument("--teacher-iters", type=int, default=None, help="override SOLVER.MAX_ITER of the teacher")
     p.add_argument("--student-iters", type=int, default=None, help="override SOLVER.MAX_ITER of both students")
     p.add_argument("--fresh-teacher", action="store_true", help="retrain the teacher even if cached")
     args = p.parse_args(argv)
+    TEACHER, BASELINE, DEFEAT = SUITES[args.family]
+    prior = PRIOR_S_PER_ITER[args.family]
     t_start = time.time()
     teacher_opts, student_opts = iters_opts(args.teacher_iters), iters_opts(args.student_iters)
     teacher_out = os.path.join(args.output, TEACHER[2])
@@ -62,7 +84,7 @@ def main(argv=None):
     digest = config_digest(TEACHER[1], teacher_opts)
     cached = not args.fresh_teacher and os.path.isfile(stamp) and json.load(open(stamp)).get("digest") == digest
     student_iters = _max_iter(BASELINE[1], student_opts)
-    students_s = student_iters * PRIOR_S_PER_ITER["students"]
+    students_s = student_iters * prior["students"]
     results = {}
 
     if cached:
@@ -94,12 +116,14 @@ def main(argv=None):
     results["gain (DeFeat - alone)"] = {k: kd[k] - base[k] for k in kd}
     gap = results[TEACHER[0]]["AP"] - base["AP"]
     closed = 100.0 * (kd["AP"] - base["AP"]) / gap if gap > 0 else float("nan")
-    table = format_table(results, "DeFeat demo: COCO box AP on defeat_demo_val")
+    title = "DeFeat demo" + (" (RetinaNet)" if args.family == "retinanet" else "") + ": COCO box AP on defeat_demo_val"
+    table = format_table(results, title)
     table += f"\n\nTeacher-baseline AP gap closed by DeFeat: {closed:.0f}%  (demo wall time {elapsed(t_start)})\n"
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "results.md"), "w") as f:
+    suffix = "" if args.family == "rcnn" else f"_{args.family}"
+    with open(os.path.join(args.output, f"results{suffix}.md"), "w") as f:
         f.write(table)
-    with open(os.path.join(args.output, "results.json"), "w") as f:
+    with open(os.path.join(args.output, f"results{suffix}.json"), "w") as f:
         json.dump({"results": results, "gap_closed_percent": closed}, f, indent=2)
     print("\n" + table, flush=True)
     return results
