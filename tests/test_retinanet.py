@@ -101,6 +101,14 @@ def test_head_loss_matches_independent_sigmoid_kl_without_ignored_anchors(retina
     assert losses["loss_defeat_head_bg"].item() == pytest.approx(0.5 * kl[bg].mean().item(), rel=1e-4)
 
 
+def test_batch_without_boxes_gives_zero_object_terms(retina_teacher):
+    m = build_model(retina_cfg(retina_teacher)).train()
+    losses = _losses(m, synthetic_batch(boxes_per_image=(0,)))
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    assert losses["loss_defeat_neck_obj"].item() == 0.0 and losses["loss_defeat_head_obj"].item() == 0.0
+    assert losses["loss_defeat_neck_bg"].item() > 0 and losses["loss_defeat_head_bg"].item() > 0
+
+
 def test_eval_mode_is_plain_retinanet_and_teacher_not_run(retina_teacher):
     torch.manual_seed(2)
     low = ("MODEL.RETINANET.SCORE_THRESH_TEST", 0.0)  # untrained: keep low-score detections
