@@ -12,16 +12,9 @@ __all__ = ["TeacherMixin", "teacher_from_config"]
 
 
 def teacher_from_config(cfg) -> nn.Module:
-    """The frozen teacher named by ``MODEL.DEFEAT.TEACHER``, checked against the student config."""
+    """The frozen teacher named by ``MODEL.DEFEAT.TEACHER`` of a YAML config."""
     t = cfg.MODEL.DEFEAT.TEACHER
-    teacher = build_teacher(t.CONFIG_FILE, t.WEIGHTS, cfg.MODEL.DEVICE)
-    formats = {teacher.teacher_cfg.INPUT.FORMAT, cfg.INPUT.FORMAT}
-    if len(formats) > 1 and formats != {"RGB", "BGR"}:
-        raise DeFeatConfigError(
-            f"teacher INPUT.FORMAT {teacher.teacher_cfg.INPUT.FORMAT!r} differs from the student's "
-            f"{cfg.INPUT.FORMAT!r}; only RGB<->BGR can be converted, so set the same format"
-        )
-    return teacher
+    return build_teacher(t.CONFIG_FILE, t.WEIGHTS, cfg.MODEL.DEVICE)
 
 
 class TeacherMixin:
@@ -31,6 +24,14 @@ class TeacherMixin:
     """
 
     def _set_teacher(self, teacher: nn.Module) -> None:
+        """Hide ``teacher`` (after checking that its input format can be served from the student's)."""
+        formats = {teacher.input_format, self.input_format}
+        if len(formats) > 1 and formats != {"RGB", "BGR"}:
+            raise DeFeatConfigError(
+                f"teacher input format {teacher.input_format!r} differs from the student's "
+                f"{self.input_format!r} (INPUT.FORMAT / input_format); only RGB<->BGR can be converted, "
+                "so set the same format"
+            )
         object.__setattr__(self, "teacher", teacher)
         teacher.eval()
 
@@ -49,7 +50,7 @@ class TeacherMixin:
     def _teacher_images(self, batched_inputs: List[Dict], images: ImageList) -> ImageList:
         """The teacher's normalised batch: the student's when preprocessing is identical."""
         t = self.teacher
-        flip = t.input_format != self.input_format  # RGB <-> BGR, checked in teacher_from_config
+        flip = t.input_format != self.input_format  # RGB <-> BGR, checked in _set_teacher
         same = (
             not flip
             and torch.equal(t.pixel_mean, self.pixel_mean)
