@@ -88,10 +88,10 @@ train.seed = 0
 # From-scratch training at this LR can spike early (lazy_train_net.py applies this).
 train.clip_gradients = dict(enabled=True, clip_type="norm", clip_value=10.0, norm_type=2.0)
 
+# Steps at 220 and 270 of 300 iterations, warm-up over 100: fractions of training, so a
+# train.max_iter override scales the whole schedule.
 lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(
-        values=[1.0, 0.1, 0.01], milestones=[220, 270], num_updates="${train.max_iter}"
-    ),
-    warmup_length=100 / 300,  # a fraction of train.max_iter
+    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01], milestones=[220, 270], num_updates=300),
+    warmup_length=100 / 300,
     warmup_factor=0.001,
 )
