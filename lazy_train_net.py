@@ -82,14 +82,15 @@ def do_train(args, cfg):
     model = _ddp(model, cfg)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    main_process = comm.is_main_process()
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
-            if comm.is_main_process()
+            if main_process
             else None,
         ]
     )
@@ -105,7 +106,9 @@ def setup(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
-    names = _names(cfg.dataloader.train.dataset) + (_names(cfg.dataloader.test.dataset) if "test" in cfg.dataloader else [])
+    names = _names(cfg.dataloader.train.dataset)
+    if "test" in cfg.dataloader:
+        names += _names(cfg.dataloader.test.dataset)
     register_demo_dataset_if_used(names)
     return cfg
 

@@ -149,7 +149,7 @@ def test_teacher_errors_are_the_same_for_both_config_kinds(teacher_weights, kind
 def test_lazy_teacher_config_errors(teacher_weights, tmp_path):
     no_model = tmp_path / "no_model.py"
     no_model.write_text("train = dict(max_iter=1)\n")
-    with pytest.raises(TeacherLoadError, match="has no `model` to build"):
+    with pytest.raises(TeacherLoadError, match="has no 'model' entry to build"):
         build_teacher(str(no_model), teacher_weights)
     broken = tmp_path / "broken.py"
     broken.write_text("from nowhere_at_all import model\n")

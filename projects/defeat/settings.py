@@ -52,9 +52,7 @@ def _to_dict(settings) -> Dict[str, Any]:
 def _merge(base: Dict[str, Any], given: Mapping, prefix: str) -> None:
     for key, value in given.items():
         if key not in base:
-            raise DeFeatConfigError(
-                f"unknown DeFeat setting {prefix}{key!s}; known at this level: {sorted(base)}"
-            )
+            raise DeFeatConfigError(f"unknown DeFeat setting {prefix}{key}; known at this level: {sorted(base)}")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise DeFeatConfigError(f"DeFeat setting {prefix}{key} must be a mapping, got {value!r}")

@@ -4,6 +4,7 @@ The config is a Detectron2 YAML file (``_BASE_`` chains allowed) or a LazyConfig
 with a ``model`` node, either by path or as ``model_zoo:<name>``; both go through the same
 checks, strict weight loading and freezing.
 """
+import functools
 import logging
 import os
 
@@ -91,7 +92,7 @@ def load_teacher_lazy_config(config_file: str):
     except Exception as e:  # syntax errors, failing imports
         raise TeacherLoadError(f"cannot load teacher LazyConfig {config_file!r}: {type(e).__name__}: {e}") from e
     if "model" not in cfg:
-        raise TeacherLoadError(f"teacher LazyConfig {config_file!r} has no `model` to build")
+        raise TeacherLoadError(f"teacher LazyConfig {config_file!r} has no 'model' entry to build")
     return cfg
 
 
@@ -106,11 +107,11 @@ def _build_untrained(config_file: str, device: str):
     if _is_lazy(config_file):
         cfg = load_teacher_lazy_config(config_file)
         arch = _target_name(cfg.model).rsplit(".", 1)[-1]
-        build = lambda: instantiate(cfg.model)  # noqa: E731
+        build = functools.partial(instantiate, cfg.model)
     else:
         cfg = load_teacher_config(config_file, device)
         arch = cfg.MODEL.META_ARCHITECTURE
-        build = lambda: build_model(cfg)  # noqa: E731
+        build = functools.partial(build_model, cfg)
     if arch.startswith("DeFeat"):
         raise TeacherLoadError(
             f"teacher config {config_file!r} is itself a DeFeat config "
