@@ -101,7 +101,7 @@ def _target_name(model_cfg) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
-def _build_untrained(config_file: str, device: str):
+def _teacher_builder(config_file: str, device: str):
     """``(build, config, architecture name)`` of a YAML or LazyConfig teacher config; ``build()``
     returns the randomly initialised model (deferred until the weights file has been checked)."""
     if _is_lazy(config_file):
@@ -139,7 +139,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
         TeacherLoadError: missing/unreadable config or weights, or a checkpoint that leaves
             any teacher parameter or buffer unloaded or with the wrong shape.
     """
-    build, cfg, arch = _build_untrained(config_file, device)
+    build, cfg, arch = _teacher_builder(config_file, device)
     if not weights:
         raise TeacherLoadError(
             "MODEL.DEFEAT.TEACHER.WEIGHTS is empty: a teacher needs trained weights "
