@@ -8,6 +8,8 @@ of the ``linear``/``cosine`` KD schedules).
 import copy
 from typing import Any, Dict, Mapping, Optional
 
+from omegaconf import DictConfig, OmegaConf
+
 __all__ = ["DeFeatConfigError", "settings_from_cfg", "default_settings", "resolve_settings", "distiller_kwargs"]
 
 
@@ -38,14 +40,11 @@ def default_settings() -> Dict[str, Any]:
     return settings_from_cfg(add_defeat_config(get_cfg()))
 
 
-def _to_dict(settings) -> Dict[str, Any]:
-    try:  # an OmegaConf node of a LazyConfig: resolve ``${train.max_iter}`` and friends
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(settings, DictConfig):
-            return OmegaConf.to_container(settings, resolve=True)
-    except ImportError:  # pragma: no cover  (omegaconf ships with detectron2)
-        pass
+def _to_dict(settings: Mapping) -> Dict[str, Any]:
+    """A plain nested copy; an OmegaConf node (a LazyConfig's ``model.defeat``) has its
+    interpolations such as ``${train.max_iter}`` resolved."""
+    if isinstance(settings, DictConfig):
+        return OmegaConf.to_container(settings, resolve=True)
     return copy.deepcopy(dict(settings))
 
 
