@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer
-from defeat.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
+from defeat.data import register_demo_dataset_if_used
 from defeat.data_checks import check_dataset_boxes
 
 
@@ -63,13 +63,7 @@ class Trainer(DefaultTrainer):
 
 def register_demo_datasets(cfg):
     """Generate (main process first) and register the embedded demo dataset if cfg uses it."""
-    if not any(n.startswith(DEMO_PREFIX) for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)):
-        return
-    settings = settings_from_env()
-    if comm.is_main_process():
-        register_demo_dataset(**settings)
-    comm.synchronize()
-    register_demo_dataset(**settings)
+    register_demo_dataset_if_used((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST))
 
 
 def setup(args):

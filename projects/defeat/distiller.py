@@ -16,6 +16,7 @@ from .adapters import ADAPTERS, build_adapters
 from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
 from .masks import gt_masks
 from .schedule import SCHEDULES, kd_weight
+from .settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg
 
 __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels"]
 
@@ -24,10 +25,6 @@ __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels"
 MASK_MODES = ("scale", "all", "coupled")
 
 logger = logging.getLogger(__name__)
-
-
-class DeFeatConfigError(ValueError):
-    """A ``MODEL.DEFEAT`` setting is invalid or does not fit the student/teacher pair."""
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -89,7 +86,8 @@ class DeFeatDistiller(nn.Module):
         """
         Args:
             student_shapes, teacher_shapes: backbone ``output_shape()`` of each model.
-            Others: the ``MODEL.DEFEAT`` settings of spec section 5 (``max_iter`` = SOLVER.MAX_ITER).
+            Others: the ``MODEL.DEFEAT`` settings of spec section 5 (``max_iter`` = SOLVER.MAX_ITER);
+                ``defeat.settings.distiller_kwargs`` maps the nested lowercase form to these names.
         """
         super().__init__()
         _check_choice("MODEL.DEFEAT.NECK.ADAPTER", adapter, ADAPTERS)
@@ -146,31 +144,24 @@ class DeFeatDistiller(nn.Module):
                 )
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes, shared_levels_only: bool = False):
-        """``shared_levels_only``: imitate only the ``IN_FEATURES`` levels that both backbones
-        produce with equal strides (teachers of another family, e.g. P2-P6 vs P3-P7)."""
-        d = cfg.MODEL.DEFEAT
-        in_features = list(d.NECK.IN_FEATURES)
-        if shared_levels_only and d.NECK.ENABLED:
-            in_features = shared_levels(in_features, student_shapes, teacher_shapes)
-        return {
-            "student_shapes": student_shapes,
-            "teacher_shapes": teacher_shapes,
-            "neck_enabled": d.NECK.ENABLED,
-            "in_features": in_features,
-            "neck_obj_weight": d.NECK.OBJ_WEIGHT,
-            "neck_bg_weight": d.NECK.BG_WEIGHT,
-            "adapter": d.NECK.ADAPTER,
-            "mask_assign": d.NECK.MASK_ASSIGN,
-            "scale_base": d.NECK.SCALE_BASE,
-            "head_enabled": d.HEAD.ENABLED,
-            "head_obj_weight": d.HEAD.OBJ_WEIGHT,
-            "head_bg_weight": d.HEAD.BG_WEIGHT,
-            "temperature": d.HEAD.TEMPERATURE,
-            "schedule": d.LOSS_SCHEDULE,
-            "warmup_iters": d.WARMUP_ITERS,
-            "max_iter": cfg.SOLVER.MAX_ITER,
-        }
+    def from_config(cls, cfg, student_shapes, teacher_shapes):
+        return cls._kwargs(settings_from_cfg(cfg), student_shapes, teacher_shapes, False)
+
+    @classmethod
+    def from_settings(cls, settings, student_shapes, teacher_shapes, shared_levels_only: bool = False):
+        """Build from complete lowercase settings (:func:`defeat.settings.resolve_settings`).
+
+        ``shared_levels_only``: imitate only the ``in_features`` levels that both backbones
+        produce with equal strides (teachers of another family, e.g. P2-P6 vs P3-P7).
+        """
+        return cls(**cls._kwargs(settings, student_shapes, teacher_shapes, shared_levels_only))
+
+    @staticmethod
+    def _kwargs(settings, student_shapes, teacher_shapes, shared_levels_only: bool) -> Dict:
+        kwargs = distiller_kwargs(settings)
+        if shared_levels_only and kwargs["neck_enabled"]:
+            kwargs["in_features"] = shared_levels(kwargs["in_features"], student_shapes, teacher_shapes)
+        return {"student_shapes": student_shapes, "teacher_shapes": teacher_shapes, **kwargs}
 
     def masks(self, gt_boxes: Sequence[torch.Tensor], features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """Object masks ``[N, H_l, W_l]`` of ``in_features`` from per-image GT boxes ``[K_i, 4]``."""

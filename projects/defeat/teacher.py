@@ -1,15 +1,21 @@
-"""Build the frozen teacher detector from its own config file and weights, loudly."""
+"""Build the frozen teacher detector from its own config file and weights, loudly.
+
+The config is a Detectron2 YAML file (``_BASE_`` chains allowed) or a LazyConfig ``.py`` file
+with a ``model`` node, either by path or as ``model_zoo:<name>``; both go through the same
+checks, strict weight loading and freezing.
+"""
+import functools
 import logging
 import os
 
 import torch
 import torch.nn as nn
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
+from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["TeacherLoadError", "load_teacher_config", "build_teacher", "freeze"]
+__all__ = ["TeacherLoadError", "load_teacher_config", "load_teacher_lazy_config", "build_teacher", "freeze"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +42,8 @@ class _RecordingCheckpointer(DetectionCheckpointer):
         return self.incompatible
 
 
-def load_teacher_config(config_file: str, device: str = "cpu"):
-    """The teacher's Detectron2 config (``_BASE_`` chains resolved), frozen, on ``device``."""
+def _resolve_config_path(config_file: str) -> str:
+    """A local path for ``config_file`` (``model_zoo:`` names resolved); raises if it is missing."""
     if not config_file:
         raise TeacherLoadError(
             "MODEL.DEFEAT.TEACHER.CONFIG_FILE is empty: set it to the teacher's Detectron2 config file"
@@ -53,6 +59,16 @@ def load_teacher_config(config_file: str, device: str = "cpu"):
         raise TeacherLoadError(
             f"teacher config file not found: {config_file!r} (MODEL.DEFEAT.TEACHER.CONFIG_FILE)"
         )
+    return config_file
+
+
+def _is_lazy(config_file: str) -> bool:
+    return config_file.endswith(".py")
+
+
+def load_teacher_config(config_file: str, device: str = "cpu"):
+    """The teacher's Detectron2 YAML config (``_BASE_`` chains resolved), frozen, on ``device``."""
+    config_file = _resolve_config_path(config_file)
     # Local import: the teacher may itself be a DeFeat config (keys must be known to parse it).
     from .config import add_defeat_config
 
@@ -68,6 +84,42 @@ def load_teacher_config(config_file: str, device: str = "cpu"):
     return cfg
 
 
+def load_teacher_lazy_config(config_file: str):
+    """The teacher's LazyConfig (a ``.py`` file with a ``model`` node)."""
+    config_file = _resolve_config_path(config_file)
+    try:
+        cfg = LazyConfig.load(config_file)
+    except Exception as e:  # syntax errors, failing imports
+        raise TeacherLoadError(f"cannot load teacher LazyConfig {config_file!r}: {type(e).__name__}: {e}") from e
+    if "model" not in cfg:
+        raise TeacherLoadError(f"teacher LazyConfig {config_file!r} has no 'model' entry to build")
+    return cfg
+
+
+def _target_name(model_cfg) -> str:
+    target = model_cfg.get("_target_", "")
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+def _teacher_builder(config_file: str, device: str):
+    """``(build, config, architecture name)`` of a YAML or LazyConfig teacher config; ``build()``
+    returns the randomly initialised model (deferred until the weights file has been checked)."""
+    if _is_lazy(config_file):
+        cfg = load_teacher_lazy_config(config_file)
+        arch = _target_name(cfg.model).rsplit(".", 1)[-1]
+        build = functools.partial(instantiate, cfg.model)
+    else:
+        cfg = load_teacher_config(config_file, device)
+        arch = cfg.MODEL.META_ARCHITECTURE
+        build = functools.partial(build_model, cfg)
+    if arch.startswith("DeFeat"):
+        raise TeacherLoadError(
+            f"teacher config {config_file!r} is itself a DeFeat config "
+            f"({arch}); point MODEL.DEFEAT.TEACHER.CONFIG_FILE at a plain detector"
+        )
+    return build, cfg, arch
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Eval mode and ``requires_grad=False`` for every parameter; returns ``model``."""
     model.eval()
@@ -79,16 +131,15 @@ def freeze(model: nn.Module) -> nn.Module:
 def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Module:
     """Build the teacher with Detectron2's builders and load every parameter and buffer.
 
+    Args:
+        config_file: the teacher's YAML or LazyConfig (``.py``) file, or ``model_zoo:<name>``.
+        weights: its trained weights (path or URL understood by ``DetectionCheckpointer``).
+        device: where the frozen teacher is put (``.to()`` of a DeFeat model moves it later).
     Raises:
         TeacherLoadError: missing/unreadable config or weights, or a checkpoint that leaves
             any teacher parameter or buffer unloaded or with the wrong shape.
     """
-    cfg = load_teacher_config(config_file, device)
-    if cfg.MODEL.META_ARCHITECTURE.startswith("DeFeat"):
-        raise TeacherLoadError(
-            f"teacher config {config_file!r} is itself a DeFeat config "
-            f"({cfg.MODEL.META_ARCHITECTURE}); point MODEL.DEFEAT.TEACHER.CONFIG_FILE at a plain detector"
-        )
+    build, cfg, arch = _teacher_builder(config_file, device)
     if not weights:
         raise TeacherLoadError(
             "MODEL.DEFEAT.TEACHER.WEIGHTS is empty: a teacher needs trained weights "
@@ -97,7 +148,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
     local = weights if "://" in weights else os.path.expanduser(weights)
     if "://" not in local and not os.path.isfile(local):
         raise TeacherLoadError(f"teacher weights not found: {weights!r} (MODEL.DEFEAT.TEACHER.WEIGHTS)")
-    model = build_model(cfg)
+    model = build()
     checkpointer = _RecordingCheckpointer(model)
     try:
         checkpointer.load(weights)
@@ -123,6 +174,6 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
             + "; ".join(problems)
             + ". Check that the config (depth, widths, NUM_CLASSES) is the one the weights were trained with."
         )
-    logger.info("Loaded DeFeat teacher %s from %s", cfg.MODEL.META_ARCHITECTURE, weights)
+    logger.info("Loaded DeFeat teacher %s from %s", arch, weights)
     model.teacher_cfg = cfg
     return freeze(model).to(torch.device(device))

@@ -44,6 +44,7 @@ __all__ = [
     "default_root",
     "generate_dataset",
     "register_demo_dataset",
+    "register_demo_dataset_if_used",
     "render_image",
     "settings_from_env",
 ]
@@ -90,3 +91,17 @@ def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):
             logger.info("registered %s (%s)", name, json_file)
         names.append(name)
     return tuple(names)
+
+
+def register_demo_dataset_if_used(names) -> None:
+    """Generate (main process first, others wait) and register the demo dataset if any of the
+    dataset ``names`` is one of its splits; generator overrides come from the environment."""
+    from detectron2.utils import comm
+
+    if not any(str(n).startswith(DEMO_PREFIX) for n in names):
+        return
+    settings = settings_from_env()
+    if comm.is_main_process():
+        register_demo_dataset(**settings)
+    comm.synchronize()
+    register_demo_dataset(**settings)

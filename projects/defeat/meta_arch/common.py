@@ -39,16 +39,9 @@ def check_teacher_family(student_family: type, teacher: nn.Module, head_enabled:
 
 
 def teacher_from_config(cfg) -> nn.Module:
-    """The frozen teacher named by ``MODEL.DEFEAT.TEACHER``, checked against the student config."""
+    """The frozen teacher named by ``MODEL.DEFEAT.TEACHER`` of a YAML config."""
     t = cfg.MODEL.DEFEAT.TEACHER
-    teacher = build_teacher(t.CONFIG_FILE, t.WEIGHTS, cfg.MODEL.DEVICE)
-    formats = {teacher.teacher_cfg.INPUT.FORMAT, cfg.INPUT.FORMAT}
-    if len(formats) > 1 and formats != {"RGB", "BGR"}:
-        raise DeFeatConfigError(
-            f"teacher INPUT.FORMAT {teacher.teacher_cfg.INPUT.FORMAT!r} differs from the student's "
-            f"{cfg.INPUT.FORMAT!r}; only RGB<->BGR can be converted, so set the same format"
-        )
-    return teacher
+    return build_teacher(t.CONFIG_FILE, t.WEIGHTS, cfg.MODEL.DEVICE)
 
 
 class TeacherMixin:
@@ -58,12 +51,19 @@ class TeacherMixin:
     """
 
     def _set_teacher(self, teacher: nn.Module) -> None:
-        """Hide and freeze ``teacher``; it must detect the student's classes."""
+        """Hide ``teacher``; it must detect the student's classes and read a compatible format."""
         theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
         if theirs is not None and theirs != ours:
             raise DeFeatConfigError(
                 f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
                 "MODEL.RETINANET.NUM_CLASSES); a teacher must be trained on the student's classes"
+            )
+        formats = {teacher.input_format, self.input_format}
+        if len(formats) > 1 and formats != {"RGB", "BGR"}:
+            raise DeFeatConfigError(
+                f"teacher input format {teacher.input_format!r} differs from the student's "
+                f"{self.input_format!r} (INPUT.FORMAT / input_format); only RGB<->BGR can be converted, "
+                "so set the same format"
             )
         object.__setattr__(self, "teacher", teacher)
         teacher.eval()
@@ -89,7 +89,7 @@ class TeacherMixin:
     def _teacher_images(self, batched_inputs: List[Dict], images: ImageList) -> ImageList:
         """The teacher's normalised batch: the student's when preprocessing is identical."""
         t = self.teacher
-        flip = t.input_format != self.input_format  # RGB <-> BGR, checked in teacher_from_config
+        flip = t.input_format != self.input_format  # RGB <-> BGR, checked in _set_teacher
         same = (
             not flip
             and torch.equal(t.pixel_mean, self.pixel_mean)

@@ -1,13 +1,15 @@
 """DeFeatRCNN: GeneralizedRCNN + a frozen teacher + decoupled neck and head distillation."""
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 import torch
+import torch.nn as nn
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage, get_event_storage
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
+from ..settings import resolve_settings, settings_from_cfg
 from .box_tap import BoxHeadTap
 from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
@@ -48,36 +50,35 @@ class DeFeatRCNN(TeacherMixin, GeneralizedRCNN):
     """
 
     @configurable
-    def __init__(self, *, teacher, distiller: DeFeatDistiller, head_proposals: str = "teacher", **kwargs):
+    def __init__(self, *, teacher: nn.Module, defeat: Optional[Mapping] = None, **kwargs):
         """
         Args:
-            teacher: a trained detector, kept frozen and out of ``state_dict``: a ``GeneralizedRCNN``,
+            teacher: a trained detector (e.g. from ``defeat.build_teacher``, which a LazyConfig
+                calls with ``LazyCall``), kept frozen and out of ``state_dict``: a ``GeneralizedRCNN``,
                 or any detector with an FPN ``backbone`` for the neck loss alone (e.g. RetinaNet).
-            distiller: owns adapters, losses and schedule.
-            head_proposals: RoIs of the head loss, ``"teacher"`` or ``"student"``.
+            defeat: DeFeat settings, nested and lowercase (``neck.bg_weight``, ``head.proposals``,
+                ..., see ``defeat.settings``); missing ones take their defaults. The distiller
+                is built from them and the two backbones' output shapes.
             kwargs: arguments of ``GeneralizedRCNN``.
         """
         super().__init__(**kwargs)
-        _check_proposal_mode(head_proposals)
+        settings = resolve_settings(defeat)
+        _check_proposal_mode(settings["head"]["proposals"])
         self._set_teacher(teacher)
-        self.distiller = distiller
-        self.head_proposals = head_proposals
-        check_teacher_family(GeneralizedRCNN, teacher, distiller.head_enabled)
-        if distiller.head_enabled:
+        cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
+        self.distiller = DeFeatDistiller.from_settings(
+            settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
+        )
+        self.head_proposals = settings["head"]["proposals"]
+        if self.distiller.head_enabled:
             _check_box_heads(self.roi_heads, teacher.roi_heads)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        mode = cfg.MODEL.DEFEAT.HEAD.PROPOSALS
-        _check_proposal_mode(mode)  # before paying for the teacher build
-        teacher = teacher_from_config(cfg)
-        cross = check_teacher_family(GeneralizedRCNN, teacher, cfg.MODEL.DEFEAT.HEAD.ENABLED)
-        ret["teacher"] = teacher
-        ret["distiller"] = DeFeatDistiller(
-            cfg, ret["backbone"].output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
-        )
-        ret["head_proposals"] = mode
+        _check_proposal_mode(cfg.MODEL.DEFEAT.HEAD.PROPOSALS)  # before paying for the teacher build
+        ret["defeat"] = settings_from_cfg(cfg)
+        ret["teacher"] = teacher_from_config(cfg)
         return ret
 
     def forward(self, batched_inputs: List[Dict]):

@@ -1,12 +1,14 @@
 """DeFeatRetinaNet: RetinaNet + a frozen teacher + decoupled neck and per-anchor head distillation."""
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 import torch
+import torch.nn as nn
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
+from ..settings import resolve_settings, settings_from_cfg
 from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
 __all__ = ["DeFeatRetinaNet", "dense_class_logits"]
@@ -55,31 +57,31 @@ class DeFeatRetinaNet(TeacherMixin, RetinaNet):
     """
 
     @configurable
-    def __init__(self, *, teacher, distiller: DeFeatDistiller, **kwargs):
+    def __init__(self, *, teacher: nn.Module, defeat: Optional[Mapping] = None, **kwargs):
         """
         Args:
             teacher: a trained detector, frozen and kept out of ``state_dict``: a ``RetinaNet`` with
                 the student's anchors (for the head loss), or any detector with an FPN ``backbone``
                 for the neck loss alone (e.g. Faster R-CNN).
-            distiller: owns adapters, losses and schedule.
+            defeat: DeFeat settings, nested and lowercase (see ``defeat.settings``); missing ones
+                take their defaults. ``head.proposals`` does not apply (anchors are the RoIs).
             kwargs: arguments of ``RetinaNet``.
         """
         super().__init__(**kwargs)
+        settings = resolve_settings(defeat)
         self._set_teacher(teacher)
-        self.distiller = distiller
-        check_teacher_family(RetinaNet, teacher, distiller.head_enabled)
-        if distiller.head_enabled:
+        cross = check_teacher_family(RetinaNet, teacher, settings["head"]["enabled"])
+        self.distiller = DeFeatDistiller.from_settings(
+            settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
+        )
+        if self.distiller.head_enabled:
             _check_same_anchors(self, teacher)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        teacher = teacher_from_config(cfg)
-        cross = check_teacher_family(RetinaNet, teacher, cfg.MODEL.DEFEAT.HEAD.ENABLED)
-        ret["teacher"] = teacher
-        ret["distiller"] = DeFeatDistiller(
-            cfg, ret["backbone"].output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
-        )
+        ret["defeat"] = settings_from_cfg(cfg)
+        ret["teacher"] = teacher_from_config(cfg)
         return ret
 
     def forward(self, batched_inputs: List[Dict]):

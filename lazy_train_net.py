@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Train or evaluate a DeFeat student (or any Detectron2 model) from a LazyConfig (.py) file.
+
+    python lazy_train_net.py --config-file configs/lazy/demo_defeat_slimR18_from_R18.py
+    python lazy_train_net.py --config-file configs/lazy/demo_student_slimR18.py --eval-only \
+        train.init_checkpoint=output/lazy/demo_defeat_slimR18_from_R18/model_final.pth
+    python lazy_train_net.py --config-file ... --num-gpus 8 --resume model.defeat.neck.bg_weight=8
+
+The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``,
+``lr_multiplier`` and ``train`` (Detectron2's ``common/train.py`` keys). Beyond those,
+``train.clip_gradients`` (``enabled``, ``clip_type``, ``clip_value``, ``norm_type``, as
+``SOLVER.CLIP_GRADIENTS``) clips gradients. Checkpoints are written atomically.
+"""
+import logging
+
+import detectron2.utils.comm as comm
+from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.data import DatasetCatalog
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.utils.logger import setup_logger
+
+import defeat  # noqa: F401  (registers DeFeatRCNN)
+from defeat.checkpoint import AtomicDetectionCheckpointer
+from defeat.data import register_demo_dataset_if_used
+from defeat.data_checks import check_dataset_boxes
+
+logger = logging.getLogger("defeat.lazy_train_net")
+
+
+def _names(dataset_cfg):
+    """Dataset names of a ``get_detection_dataset_dicts`` node (a name or a list of them)."""
+    names = dataset_cfg.names
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _ddp(model, cfg):
+    """DDP when several processes run; CPU models (gloo) take no ``device_ids``."""
+    kwargs = dict(cfg.train.ddp)
+    if all(p.device.type == "cpu" for p in model.parameters()):
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
+
+
+def do_test(cfg, model):
+    """COCO-style evaluation of ``model`` on ``dataloader.test``; {} without an evaluator."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def build_optimizer(cfg, model):
+    """``cfg.optimizer`` on ``model``'s parameters, with ``train.clip_gradients`` applied."""
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    clip = cfg.train.get("clip_gradients")
+    if clip and clip.get("enabled"):
+        solver = CfgNode({"SOLVER": {"CLIP_GRADIENTS": {k.upper(): v for k, v in clip.items()}}})
+        optimizer = maybe_add_gradient_clipping(solver, optimizer)
+    return optimizer
+
+
+def do_train(args, cfg):
+    model = instantiate(cfg.model)
+    logger.info("Model:\n%s", model)
+    model.to(cfg.train.device)  # a DeFeat teacher moves along (it is hidden, not dropped)
+    optimizer = build_optimizer(cfg, model)
+    train_loader = instantiate(cfg.dataloader.train)
+    model = _ddp(model, cfg)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    main_process = comm.is_main_process()
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+            if main_process
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer
+
+
+def setup(args):
+    """The LazyConfig with ``key=value`` overrides applied; logging, seed and demo data set up."""
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
+    names = _names(cfg.dataloader.train.dataset)
+    if "test" in cfg.dataloader:
+        names += _names(cfg.dataloader.test.dataset)
+    register_demo_dataset_if_used(names)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = _ddp(model, cfg)
+        AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
+        for name in _names(cfg.dataloader.train.dataset):
+            check_dataset_boxes(DatasetCatalog.get(name), name)
+    do_train(args, cfg)  # evaluates once at the end (EvalHook); the metrics go to metrics.json
+    return None
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

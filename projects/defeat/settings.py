@@ -1,0 +1,93 @@
+"""DeFeat's settings as one nested, lowercase mapping, shared by YAML and LazyConfig configs.
+
+``MODEL.DEFEAT.NECK.BG_WEIGHT`` in a YAML config is ``neck.bg_weight`` here (``model.defeat``
+in a LazyConfig), and so on for every key of spec section 5 except ``TEACHER`` (a LazyConfig
+builds the teacher module itself). One more key, ``max_iter``, is ``SOLVER.MAX_ITER`` (the end
+of the ``linear``/``cosine`` KD schedules).
+"""
+import copy
+from typing import Any, Dict, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["DeFeatConfigError", "settings_from_cfg", "default_settings", "resolve_settings", "distiller_kwargs"]
+
+
+class DeFeatConfigError(ValueError):
+    """A ``MODEL.DEFEAT`` (``model.defeat``) setting is invalid or does not fit the model pair."""
+
+
+def _lower(node) -> Any:
+    if hasattr(node, "items"):
+        return {k.lower(): _lower(v) for k, v in node.items()}
+    return list(node) if isinstance(node, (list, tuple)) else node
+
+
+def settings_from_cfg(cfg) -> Dict[str, Any]:
+    """The lowercase settings of a YAML config with ``MODEL.DEFEAT`` (teacher excluded)."""
+    out = _lower(cfg.MODEL.DEFEAT)
+    out.pop("teacher", None)
+    out["max_iter"] = cfg.SOLVER.MAX_ITER
+    return out
+
+
+def default_settings() -> Dict[str, Any]:
+    """Defaults of every setting: the ones ``add_defeat_config`` puts in a YAML config."""
+    from detectron2.config import get_cfg
+
+    from .config import add_defeat_config
+
+    return settings_from_cfg(add_defeat_config(get_cfg()))
+
+
+def _to_dict(settings: Mapping) -> Dict[str, Any]:
+    """A plain nested copy; an OmegaConf node (a LazyConfig's ``model.defeat``) has its
+    interpolations such as ``${train.max_iter}`` resolved."""
+    if isinstance(settings, DictConfig):
+        return OmegaConf.to_container(settings, resolve=True)
+    return copy.deepcopy(dict(settings))
+
+
+def _merge(base: Dict[str, Any], given: Mapping, prefix: str) -> None:
+    for key, value in given.items():
+        if key not in base:
+            raise DeFeatConfigError(f"unknown DeFeat setting {prefix}{key}; known at this level: {sorted(base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise DeFeatConfigError(f"DeFeat setting {prefix}{key} must be a mapping, got {value!r}")
+            _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            base[key] = list(value) if isinstance(value, (list, tuple)) else value
+
+
+def resolve_settings(given: Optional[Mapping] = None, prefix: str = "model.defeat.") -> Dict[str, Any]:
+    """Every setting: ``given`` (nested, possibly partial) over :func:`default_settings`.
+
+    Raises:
+        DeFeatConfigError: a key that is not a DeFeat setting (a typo in an override).
+    """
+    out = default_settings()
+    if given is not None:
+        _merge(out, _to_dict(given), prefix)
+    return out
+
+
+def distiller_kwargs(settings: Mapping) -> Dict[str, Any]:
+    """``DeFeatDistiller`` keyword arguments (shapes excluded) from complete settings."""
+    neck, head = settings["neck"], settings["head"]
+    return {
+        "neck_enabled": neck["enabled"],
+        "in_features": neck["in_features"],
+        "neck_obj_weight": neck["obj_weight"],
+        "neck_bg_weight": neck["bg_weight"],
+        "adapter": neck["adapter"],
+        "mask_assign": neck["mask_assign"],
+        "scale_base": neck["scale_base"],
+        "head_enabled": head["enabled"],
+        "head_obj_weight": head["obj_weight"],
+        "head_bg_weight": head["bg_weight"],
+        "temperature": head["temperature"],
+        "schedule": settings["loss_schedule"],
+        "warmup_iters": settings["warmup_iters"],
+        "max_iter": settings["max_iter"],
+    }
