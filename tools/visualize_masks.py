@@ -117,11 +117,12 @@ class MaskViewer:
         on_level = _boxes_per_level(boxes.cpu(), self.distiller)
         box_np = boxes.cpu().numpy()
 
-        def panel(img, lvl=None):
+        def panel(img, lvl=None, others=True):
             out = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
             if lvl is None:
                 return draw_boxes(out, box_np, scale=scale)
-            out = draw_boxes(out, box_np[~on_level[lvl]], OTHER_BOX_COLOR, scale=scale)
+            if others:  # boxes of other levels in grey
+                out = draw_boxes(out, box_np[~on_level[lvl]], OTHER_BOX_COLOR, scale=scale)
             return draw_boxes(out, box_np[on_level[lvl]], scale=scale)
 
         d_ = self.distiller
@@ -138,7 +139,7 @@ class MaskViewer:
                 diff = (d_.adapters[f](feats[f]) - teacher[f]).pow(2).mean(1)[0]
                 obj, bg = _region_mean(diff, m[0] > 0), _region_mean(diff, m[0] == 0)
                 heat = heat_panel(diff.cpu().numpy(), s, height, width)
-                diff_row.append(titled(panel(heat, lvl), f"{f}: obj {obj} bg {bg}"))
+                diff_row.append(titled(panel(heat, lvl, others=False), f"{f}: obj {obj} bg {bg}"))
             rows.append(diff_row)
         return grid(rows)
 
