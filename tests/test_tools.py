@@ -10,7 +10,7 @@ import torch
 
 from conftest import CONFIGS, REPO
 from defeat.plots import PALETTE, loss_figure, read_metrics, series
-from defeat.visualize import OBJECT_COLOR, TITLE_HEIGHT, mask_panel, upsample_cells
+from defeat.visualize import TITLE_HEIGHT, mask_panel, upsample_cells
 
 
 def _tool(name):
