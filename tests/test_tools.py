@@ -143,3 +143,9 @@ def test_loss_figure_skips_panels_without_data():
     assert img.shape == (200, 300, 3) and _has_colour(img[:, 60:150], PALETTE[0]) > 10
     with pytest.raises(ValueError, match="no training rows"):
         loss_figure([{"iteration": 1, "bbox/AP": 3.0}], 300, 200)
+
+
+def test_visualize_masks_teacher_diff_needs_a_defeat_config(known_images, tmp_path):
+    with pytest.raises(SystemExit, match="needs a DeFeat config"):
+        _tool("visualize_masks").main(["--config-file", f"{CONFIGS}/tiny_base.yaml", "--dataset", known_images,
+                                       "--output", str(tmp_path), "--teacher-diff"])
