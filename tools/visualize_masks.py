@@ -62,7 +62,7 @@ def setup_cfg(args):
     return cfg
 
 
-def load_records(cfg, name: str, start: int, count: int) -> List[dict]:
+def load_records(name: str, start: int, count: int) -> List[dict]:
     """Dataset dicts ``start:start+count`` of ``name`` (the demo dataset is registered on demand)."""
     if name.startswith(DEMO_PREFIX) and name not in DatasetCatalog.list():
         register_demo_dataset(**settings_from_env())
@@ -177,7 +177,7 @@ def main(argv=None) -> List[str]:
     name = args.dataset or cfg.DATASETS.TRAIN[0]
     os.makedirs(args.output, exist_ok=True)
     written = []
-    for record in load_records(cfg, name, args.start, args.num_images):
+    for record in load_records(name, args.start, args.num_images):
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         path = os.path.join(args.output, f"{stem}_masks{'_diff' if args.teacher_diff else ''}.png")
         if not cv2.imwrite(path, viewer.render(record, args.panel_size)):
