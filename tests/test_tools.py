@@ -149,3 +149,21 @@ def test_visualize_masks_teacher_diff_needs_a_defeat_config(known_images, tmp_pa
     with pytest.raises(SystemExit, match="needs a DeFeat config"):
         _tool("visualize_masks").main(["--config-file", f"{CONFIGS}/tiny_base.yaml", "--dataset", known_images,
                                        "--output", str(tmp_path), "--teacher-diff"])
+
+
+def test_visualize_masks_teacher_diff_for_retinanet(known_images, tmp_path):
+    """DeFeatRetinaNet: its own levels (P3-P7) and its teacher's features."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from conftest import make_cfg
+
+    torch.manual_seed(0)
+    teacher = build_model(make_cfg(f"{CONFIGS}/tiny_retinanet_teacher.yaml"))
+    DetectionCheckpointer(teacher, str(tmp_path)).save("teacher")
+    written = _tool("visualize_masks").main([
+        "--config-file", f"{CONFIGS}/tiny_retinanet_defeat.yaml", "--dataset", known_images,
+        "--panel-size", "64", "--output", str(tmp_path / "vis"), "--teacher-diff",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS", str(tmp_path / "teacher.pth")])
+    img = cv2.imread(written[0])
+    assert img.shape == (2 * (64 + TITLE_HEIGHT), 6 * 64, 3)  # image + p3..p7, masks and differences

@@ -30,7 +30,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import ImageList
 
-from defeat import DeFeatDistiller, DeFeatMixin, add_defeat_config
+from defeat import DeFeatDistiller, add_defeat_config
+from defeat.meta_arch.common import TeacherMixin
 from defeat.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
 from defeat.masks import assign_levels
 from defeat.visualize import OTHER_BOX_COLOR, draw_boxes, grid, heat_panel, mask_panel, titled
@@ -77,7 +78,7 @@ class MaskViewer:
         self.model = None
         if teacher_diff:
             self.model = build_model(cfg)
-            if not isinstance(self.model, DeFeatMixin):
+            if not (isinstance(self.model, TeacherMixin) and hasattr(self.model, "distiller")):
                 raise SystemExit(f"--teacher-diff needs a DeFeat config, got {cfg.MODEL.META_ARCHITECTURE}")
             DetectionCheckpointer(self.model).load(weights or cfg.MODEL.WEIGHTS)
             self.model.eval()
@@ -133,7 +134,7 @@ class MaskViewer:
                               f"{f} /{s}: {int(on_level[lvl].sum())} boxes, obj {100 * m.mean():.0f}%"))
         rows = [row]
         if self.model is not None:
-            teacher = self.model.defeat_teacher([d], images, [gt])["features"]
+            _, teacher = self.model._teacher_features([d], images)
             diff_row = [titled(panel((image * 0.35).astype(np.uint8)), "mean_c (adapter(S) - T)^2")]
             for lvl, (f, s, m) in enumerate(zip(d_.in_features, d_.strides, masks)):
                 diff = (d_.adapters[f](feats[f]) - teacher[f]).pow(2).mean(1)[0]
