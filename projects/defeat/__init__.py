@@ -9,7 +9,7 @@ from .schedule import kd_weight
 from .adapters import build_adapter, build_adapters
 from .teacher import TeacherLoadError, build_teacher
 from .distiller import DeFeatConfigError, DeFeatDistiller
-from .meta_arch import DeFeatRCNN, DeFeatRetinaNet
+from .meta_arch import DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
 from . import backbone  # noqa: F401  (registers the slim ResNet-FPN backbones)
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "TeacherLoadError",
     "DeFeatConfigError",
     "DeFeatDistiller",
+    "DeFeatMixin",
     "DeFeatRCNN",
     "DeFeatRetinaNet",
 ]

@@ -1,0 +1,169 @@
+"""DeFeat for any ``GeneralizedRCNN`` subclass: a mixin that adds the teacher and the KD losses.
+
+A user architecture mixes it in *before* its Detectron2 parent and keeps its own ``forward``::
+
+    class MyRCNN(DeFeatMixin, GeneralizedRCNN):
+        def forward(self, batched_inputs):
+            ...                                            # student backbone, RPN as usual
+            teacher = self.defeat_teacher(batched_inputs, images, gt_instances)
+            sampled, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+            losses.update(self.defeat_losses(features, gt_instances, teacher, sampled))
+
+The mixin's ``__init__``/``from_config`` take ``teacher`` and the ``defeat`` settings (built
+from ``MODEL.DEFEAT``, or given by a LazyConfig), build the distiller, and hand every other
+argument to the parent, so a subclass needs no constructor of its own. ``DeFeatRCNN`` is this
+mixin plus a forward that saves one student box-head pass (see ``box_tap``); the losses are the
+same (docs/extending.md).
+"""
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from detectron2.config import configurable
+from detectron2.modeling import GeneralizedRCNN
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from ..distiller import DeFeatConfigError, DeFeatDistiller
+from ..settings import resolve_settings, settings_from_cfg
+from .common import TeacherMixin, check_teacher_family, teacher_from_config
+
+__all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
+
+PROPOSAL_MODES = ("teacher", "student")
+
+
+def _check_proposal_mode(mode: str) -> None:
+    if mode not in PROPOSAL_MODES:
+        raise DeFeatConfigError(
+            f"MODEL.DEFEAT.HEAD.PROPOSALS = {mode!r} is not supported; choose one of {list(PROPOSAL_MODES)}"
+        )
+
+
+def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+    """Classification logits ``[R, K+1]`` of a ``StandardROIHeads`` box head on given boxes."""
+    x = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
+    scores, _ = roi_heads.box_predictor(roi_heads.box_head(x))
+    return scores
+
+
+def _check_box_heads(student, teacher) -> None:
+    for who, heads in (("student", student), ("teacher", teacher)):
+        if not all(hasattr(heads, a) for a in ("box_pooler", "box_head", "box_predictor", "box_in_features")):
+            raise DeFeatConfigError(
+                f"the head loss needs a StandardROIHeads-style box head, but the {who}'s ROI heads are "
+                f"{type(heads).__name__}; set MODEL.DEFEAT.HEAD.ENABLED False"
+            )
+
+
+class DeFeatMixin(TeacherMixin):
+    """Frozen hidden teacher + ``distiller`` + the two calls that give DeFeat's losses.
+
+    For ``GeneralizedRCNN`` subclasses (uses ``backbone``, ``roi_heads``, ``preprocess_image``).
+    State added to the student: ``distiller.adapters.*`` only.
+    """
+
+    @configurable
+    def __init__(self, *, teacher: nn.Module, defeat: Optional[Mapping] = None, **kwargs):
+        """
+        Args:
+            teacher: a trained detector (e.g. from ``defeat.build_teacher``, which a LazyConfig
+                calls with ``LazyCall``), kept frozen and out of ``state_dict``: a ``GeneralizedRCNN``,
+                or any detector with an FPN ``backbone`` for the neck loss alone (e.g. RetinaNet).
+            defeat: DeFeat settings, nested and lowercase (``neck.bg_weight``, ``head.proposals``,
+                ..., see ``defeat.settings``); missing ones take their defaults. The distiller
+                is built from them and the two backbones' output shapes.
+            kwargs: arguments of the parent architecture (e.g. ``GeneralizedRCNN``).
+        """
+        super().__init__(**kwargs)
+        settings = resolve_settings(defeat)
+        _check_proposal_mode(settings["head"]["proposals"])
+        self._set_teacher(teacher)
+        cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
+        self.distiller = DeFeatDistiller.from_settings(
+            settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
+        )
+        self.head_proposals = settings["head"]["proposals"]
+        if self.distiller.head_enabled:
+            _check_box_heads(self.roi_heads, teacher.roi_heads)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        _check_proposal_mode(cfg.MODEL.DEFEAT.HEAD.PROPOSALS)  # before paying for the teacher build
+        ret["defeat"] = settings_from_cfg(cfg)
+        ret["teacher"] = teacher_from_config(cfg)
+        return ret
+
+    @property
+    def head_on_teacher_rois(self) -> bool:
+        """True when the head loss is on and uses the teacher's sampled RoIs."""
+        return self.distiller.head_enabled and self.head_proposals == "teacher"
+
+    def defeat_teacher(self, batched_inputs: List[Dict], images, gt_instances: List[Instances]) -> Dict:
+        """Everything the teacher contributes to one batch, computed once and without autograd.
+
+        Args:
+            batched_inputs: the student's inputs (the teacher re-reads images only if its
+                preprocessing differs); images: the student's ``ImageList``.
+        Returns:
+            ``features`` (teacher FPN maps by name) and, for the head loss on teacher RoIs,
+            ``rois`` (sampled, labelled ``Instances`` per image) and their ``logits`` ``[R, K+1]``;
+            ``None`` where not needed.
+        """
+        t = self.teacher
+        out = {"rois": None, "logits": None}
+        t_images, out["features"] = self._teacher_features(batched_inputs, images)
+        with torch.no_grad():
+            if self.head_on_teacher_rois:
+                out["rois"] = self._teacher_rois(t_images, out["features"], gt_instances)
+                boxes = [r.proposal_boxes for r in out["rois"]]
+                out["logits"] = box_head_logits(t.roi_heads, out["features"], boxes)
+        return out
+
+    def defeat_losses(
+        self,
+        features: Dict[str, torch.Tensor],
+        gt_instances: Sequence[Instances],
+        teacher: Dict,
+        sampled: Optional[List[Instances]] = None,
+        student_logits: Optional[torch.Tensor] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """The weighted, scheduled ``loss_defeat_*`` of one batch (only the enabled terms).
+
+        Args:
+            features: the student's backbone outputs (with autograd).
+            teacher: :meth:`defeat_teacher`'s result for the same batch.
+            sampled: the RoIs the student's ROI heads sampled (first output of ``roi_heads`` in
+                training); needed only for ``HEAD.PROPOSALS: student``.
+            student_logits: the student's ``[R, K+1]`` logits on the head loss's RoIs if already
+                computed; otherwise the student's box head is run on them here.
+        """
+        d = self.distiller
+        losses = {}
+        if d.neck_enabled:
+            boxes = [g.gt_boxes.tensor for g in gt_instances]
+            losses.update(d.neck_losses(features, teacher["features"], boxes))
+        if d.head_enabled:
+            if self.head_proposals == "teacher":
+                rois, t_logits = teacher["rois"], teacher["logits"]
+            else:
+                if sampled is None:
+                    raise ValueError("HEAD.PROPOSALS is 'student': pass the RoIs roi_heads sampled as `sampled`")
+                rois = sampled
+                with torch.no_grad():
+                    t_logits = box_head_logits(self.teacher.roi_heads, teacher["features"],
+                                               [r.proposal_boxes for r in rois])
+            if student_logits is None:
+                student_logits = box_head_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
+            labels = torch.cat([r.gt_classes for r in rois])
+            is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)
+            losses.update(d.head_losses(student_logits, t_logits, is_object))
+        return d.scheduled(losses)
+
+    def _teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:
+        """Teacher RPN proposals, labelled and sampled by the teacher's ROI heads (GT appended)."""
+        t = self.teacher
+        proposals, _ = t.proposal_generator(t_images, t_features, None)
+        with EventStorage():  # keep the teacher's sampling statistics out of the student's metrics
+            return t.roi_heads.label_and_sample_proposals(proposals, gt_instances)
