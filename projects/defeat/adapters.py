@@ -8,8 +8,9 @@ __all__ = ["ADAPTERS", "build_adapter", "build_adapters"]
 ADAPTERS = ("conv3x3", "conv1x1", "none")
 
 
-def build_adapter(kind: str, in_channels: int, out_channels: int) -> nn.Module:
-    """One adapter: ``conv3x3`` / ``conv1x1`` (near-zero init, no activation) or ``none`` (identity)."""
+def build_adapter(kind: str, in_channels: int, out_channels: int, init_std: float = 1e-4) -> nn.Module:
+    """One adapter: ``conv3x3`` / ``conv1x1`` (no activation; weights normal with ``init_std``,
+    truncated at 2 std, bias 0) or ``none`` (identity)."""
     if kind == "none":
         if in_channels != out_channels:
             raise ValueError(
@@ -21,13 +22,15 @@ def build_adapter(kind: str, in_channels: int, out_channels: int) -> nn.Module:
         raise ValueError(f"unknown MODEL.DEFEAT.NECK.ADAPTER {kind!r}; expected one of {ADAPTERS}")
     k = 3 if kind == "conv3x3" else 1
     conv = nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2)
-    nn.init.trunc_normal_(conv.weight, std=1e-4, a=-2e-4, b=2e-4)
+    nn.init.trunc_normal_(conv.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
     nn.init.zeros_(conv.bias)
     return conv
 
 
-def build_adapters(kind: str, student_channels: Dict[str, int], teacher_channels: Dict[str, int]) -> nn.ModuleDict:
+def build_adapters(
+    kind: str, student_channels: Dict[str, int], teacher_channels: Dict[str, int], init_std: float = 1e-4
+) -> nn.ModuleDict:
     """A ``ModuleDict`` of adapters keyed by feature name (e.g. ``"p2"``)."""
     return nn.ModuleDict(
-        {name: build_adapter(kind, c, teacher_channels[name]) for name, c in student_channels.items()}
+        {name: build_adapter(kind, c, teacher_channels[name], init_std) for name, c in student_channels.items()}
     )

@@ -21,6 +21,9 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT = 1.0
     cfg.MODEL.DEFEAT.NECK.BG_WEIGHT = 4.0
     cfg.MODEL.DEFEAT.NECK.ADAPTER = "conv3x3"  # "conv3x3", "conv1x1" or "none"
+    # Std of the conv adapters' initial weights (normal, truncated at 2 std); the spec's near-zero
+    # 1e-4 passes only a tiny share of the KD gradient to the student at first.
+    cfg.MODEL.DEFEAT.NECK.ADAPTER_INIT_STD = 1e-4
     # "scale" or "all" (spec); "coupled" = no object/background split (ablation baseline).
     cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"
     cfg.MODEL.DEFEAT.NECK.SCALE_BASE = 56.0

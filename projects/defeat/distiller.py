@@ -73,6 +73,7 @@ class DeFeatDistiller(nn.Module):
         neck_obj_weight: float = 4.0,
         neck_bg_weight: float = 16.0,
         adapter: str = "conv3x3",
+        adapter_init_std: float = 1e-4,
         mask_assign: str = "scale",
         scale_base: float = 56.0,
         head_enabled: bool = True,
@@ -101,6 +102,8 @@ class DeFeatDistiller(nn.Module):
             ("MODEL.DEFEAT.WARMUP_ITERS", warmup_iters),
         ):
             _check_non_negative(key, value)
+        if not adapter_init_std > 0:
+            raise DeFeatConfigError(f"MODEL.DEFEAT.NECK.ADAPTER_INIT_STD = {adapter_init_std} must be > 0")
         if not temperature > 0:
             raise DeFeatConfigError(f"MODEL.DEFEAT.HEAD.TEMPERATURE = {temperature} must be > 0")
         if not scale_base > 0:
@@ -116,6 +119,7 @@ class DeFeatDistiller(nn.Module):
             adapter,
             {f: student_shapes[f].channels for f in self.in_features},
             {f: teacher_shapes[f].channels for f in self.in_features},
+            float(adapter_init_std),
         ) if self.neck_enabled else nn.ModuleDict()
         self.neck_weights = (float(neck_obj_weight), float(neck_bg_weight))
         self.head_weights = (float(head_obj_weight), float(head_bg_weight))

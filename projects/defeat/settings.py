@@ -81,6 +81,7 @@ def distiller_kwargs(settings: Mapping) -> Dict[str, Any]:
         "neck_obj_weight": neck["obj_weight"],
         "neck_bg_weight": neck["bg_weight"],
         "adapter": neck["adapter"],
+        "adapter_init_std": neck["adapter_init_std"],
         "mask_assign": neck["mask_assign"],
         "scale_base": neck["scale_base"],
         "head_enabled": head["enabled"],
