@@ -98,7 +98,10 @@ def _time(fn, steps, warmup, device):
     return statistics.median(times)
 
 
-def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None):
+def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, head="teacher"):
+    """``head``: the head loss of (c) on the teacher's RoIs (``teacher``), on the student's
+    (``student``: no extra student box-head work, the teacher's box head runs on the student's
+    RoIs and the teacher's RPN is skipped) or ``off`` (neck only, the package default)."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
@@ -121,7 +124,10 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None):
     student = build_model(_cfg(student_cfg, dev + ["MODEL.WEIGHTS", ""])).train()
     model = build_model(_cfg(defeat_cfg, dev + ["MODEL.WEIGHTS", "", "MODEL.DEFEAT.TEACHER.CONFIG_FILE", teacher_cfg,
                                                 "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-                                                "MODEL.DEFEAT.NECK.ENABLED", "True", "MODEL.DEFEAT.HEAD.ENABLED", "True"])).train()
+                                                "MODEL.DEFEAT.NECK.ENABLED", "True",
+                                                "MODEL.DEFEAT.HEAD.ENABLED", str(head != "off"),
+                                                "MODEL.DEFEAT.HEAD.PROPOSALS", "student" if head == "student" else "teacher",
+                                                ])).train()
     model.load_state_dict(student.state_dict(), strict=False)
     autocast = torch.autocast(device.split(":")[0], enabled=amp)
 
@@ -132,27 +138,31 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None):
         m.zero_grad(set_to_none=True)
         return losses
 
-    results = {"preset": preset, "device": device, "amp": amp, "steps": steps, "per_boxes": {}}
+    results = {"preset": preset, "device": device, "amp": amp, "steps": steps, "head": head, "per_boxes": {}}
     with EventStorage(0):
         for boxes in boxes_list:
             batch = _batch(n, size, boxes, model.roi_heads.num_classes, seed=boxes)
 
+            with torch.no_grad():  # RoIs of the same count as the student samples (student mode)
+                images = model.preprocess_image(batch)
+                gt = [x["instances"].to(model.device) for x in batch]
+                fixed_rois = model._teacher_rois(images, model.teacher.backbone(images.tensor), gt)
+
             def teacher_work():
                 with torch.no_grad(), autocast:
                     images = model.preprocess_image(batch)
-                    gt = [x["instances"].to(model.device) for x in batch]
                     t_images = model._teacher_images(batch, images)
                     feats = model.teacher.backbone(t_images.tensor)
-                    rois = model._teacher_rois(t_images, feats, gt)
+                    if head == "off":
+                        return
+                    rois = model._teacher_rois(t_images, feats, gt) if head == "teacher" else fixed_rois
                     box_head_logits(model.teacher.roi_heads, feats, [r.proposal_boxes for r in rois])
 
             with torch.no_grad():
-                images = model.preprocess_image(batch)
-                gt = [x["instances"].to(model.device) for x in batch]
                 s_feats = model.backbone(images.tensor)
                 t_feats = model.teacher.backbone(images.tensor)
             leaf = {k: v.detach().float().requires_grad_(True) for k, v in s_feats.items()}
-            r = 512 * n
+            r = sum(len(x) for x in fixed_rois)  # RoIs the head loss sees per step
             logits = torch.randn(r, model.roi_heads.num_classes + 1, device=model.device, requires_grad=True)
             t_logits = torch.randn_like(logits)
             is_obj = torch.rand(r, device=model.device) < 0.25
@@ -160,7 +170,8 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None):
             def kd_only():
                 d = model.distiller
                 losses = d.neck_losses(leaf, t_feats, [g.gt_boxes.tensor for g in gt])
-                losses.update(d.head_losses(logits, t_logits, is_obj))
+                if head != "off":
+                    losses.update(d.head_losses(logits, t_logits, is_obj))
                 sum(losses.values()).backward()
 
             row = {}
@@ -197,9 +208,11 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
+    p.add_argument("--head", choices=["teacher", "student", "off"], default="teacher",
+                   help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)")
     p.add_argument("--json", default="output/bench_speed/step_time.json")
     args = p.parse_args(argv)
-    res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights)
+    res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights, args.head)
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -3,6 +3,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 from conftest import REPO
 
 
@@ -23,6 +25,15 @@ def test_step_time_short_run_writes_json(tmp_path):
             assert row[key] > 0
         assert row["c_over_a_plus_b"] == row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
         assert row["d_over_c"] == row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
+
+
+@pytest.mark.parametrize("head", ["student", "off"])
+def test_step_time_head_modes(tmp_path, head):
+    out = tmp_path / "st.json"
+    _load("step_time").main(["--preset", "tiny", "--boxes", "3", "--steps", "1", "--warmup", "0", "--head", head,
+                             "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["head"] == head and res["per_boxes"]["3"]["c_defeat_step_s"] > 0
 
 
 def test_accuracy_benchmark_arguments():
