@@ -221,3 +221,28 @@ def test_train_net_cross_family_smoke(tiny_dataset, teacher_weights, tmp_path): 
     rows = [r for r in _metrics(out) if "loss_defeat_neck_bg" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in NECK_KEYS)
     assert not any("loss_defeat_head_obj" in r for r in _metrics(out))
+
+
+def test_lazycall_construction_equals_yaml(retina_teacher):
+    """LazyConfig path: explicit RetinaNet parts + teacher module + nested settings, same losses."""
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+
+    from defeat import DeFeatRetinaNet, build_teacher
+
+    torch.manual_seed(0)
+    yaml_model = build_model(retina_cfg(retina_teacher)).train()
+    parts = RetinaNet.from_config(make_cfg(f"{CONFIGS}/tiny_retinanet_base.yaml"))
+    lazy = L(DeFeatRetinaNet)(
+        teacher=L(build_teacher)(config_file=f"{CONFIGS}/tiny_retinanet_teacher.yaml", weights=retina_teacher,
+                                 device="cpu"),
+        defeat={"neck": {"in_features": ["p3", "p4", "p5", "p6", "p7"], "scale_base": 12.0},
+                "head": {"enabled": True}, "max_iter": 4},
+        **parts,
+    )
+    lazy_model = instantiate(lazy).train()
+    lazy_model.load_state_dict(yaml_model.state_dict(), strict=True)
+    batch = synthetic_batch(boxes_per_image=(3, 1))
+    a, b = _losses(yaml_model, batch), _losses(lazy_model, batch)
+    assert set(a) == set(b) == {"loss_cls", "loss_box_reg"} | DEFEAT_KEYS
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
