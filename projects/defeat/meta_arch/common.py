@@ -1,5 +1,4 @@
 """Teacher handling shared by the DeFeat meta-architectures: hidden, frozen, on the right device."""
-import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -10,8 +9,6 @@ from ..distiller import DeFeatConfigError
 from ..teacher import build_teacher
 
 __all__ = ["TeacherMixin", "teacher_from_config", "detector_num_classes", "check_teacher_family"]
-
-logger = logging.getLogger(__name__)
 
 
 def detector_num_classes(model: nn.Module) -> Optional[int]:
