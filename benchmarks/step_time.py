@@ -6,11 +6,13 @@
 
 On the same batches, after warm-up, the median over ``--steps`` of:
   (a) the student's plain training step (forward + backward),
-  (b) the teacher's no-grad work that DeFeat needs (backbone, RPN, RoI sampling, box head),
-  (c) the DeFeat training step (neck + head),
-  (d) the GT masks and KD losses alone (forward + backward on fixed features),
-at each ``--boxes`` count per image; prints ``c/(a+b)`` and ``d/c`` and peak memory of (a), (c),
-and writes JSON (``--json``).
+  (b) the teacher's no-grad work that DeFeat needs (backbone, then per ``--head``: RPN, RoI
+      sampling and box head on its RoIs; box head on the student's RoIs; nothing),
+  (c) the DeFeat training step (neck + head per ``--head``; ``off`` = neck only),
+  (d) the adapters, GT masks and KD losses alone (forward + backward on fixed features),
+  (e) the GT masks and KD losses without the adapters,
+at each ``--boxes`` count per image; prints ``c/(a+b)``, ``d/c``, ``e/c`` and peak memory of
+(a), (c), and writes JSON (``--json``).
 """
 import argparse
 import json
@@ -107,6 +109,7 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
     from detectron2.utils.events import EventStorage
 
     import defeat  # noqa: F401
+    from defeat.losses import decoupled_feature_loss
     from defeat.meta_arch.rcnn import box_head_logits
 
     student_cfg, defeat_cfg, teacher_cfg, size, n = PRESETS[preset]
@@ -174,6 +177,20 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                     losses.update(d.head_losses(logits, t_logits, is_obj))
                 sum(losses.values()).backward()
 
+            # The same without the adapters: features already of the teacher's width (e = masks +
+            # losses only; d - e is the adapters' forward and backward).
+            names = model.distiller.in_features
+            adapted = {f: (t_feats[f] + 0.1).requires_grad_(True) for f in names}
+
+            def masks_and_losses():
+                d = model.distiller
+                masks = d.masks([g.gt_boxes.tensor for g in gt], adapted)
+                obj, bg = decoupled_feature_loss([adapted[f] for f in names], [t_feats[f] for f in names], masks)
+                total = obj + bg
+                if head != "off":
+                    total = total + sum(d.head_losses(logits, t_logits, is_obj).values())
+                total.backward()
+
             row = {}
             base = _reset_peak(device)
             row["a_student_step_s"] = _time(lambda: step(student, batch), steps, warmup, device)
@@ -183,12 +200,14 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
             row["c_defeat_step_s"] = _time(lambda: step(model, batch), steps, warmup, device)
             row["c_peak_mem_bytes"] = _peak(device, base)
             row["d_masks_and_losses_s"] = _time(kd_only, steps, warmup, device)
+            row["e_without_adapters_s"] = _time(masks_and_losses, steps, warmup, device)
+            row["e_over_c"] = row["e_without_adapters_s"] / row["c_defeat_step_s"]
             row["c_over_a_plus_b"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
             row["d_over_c"] = row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
             results["per_boxes"][boxes] = row
             print(f"boxes/img {boxes:4d}: a {row['a_student_step_s']:.3f}s  b {row['b_teacher_forward_s']:.3f}s  "
                   f"c {row['c_defeat_step_s']:.3f}s  d {row['d_masks_and_losses_s'] * 1e3:.1f}ms  "
-                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  d/c {row['d_over_c']:.4f}  "
+                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
                   f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} MiB  c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB", flush=True)
     return results
 

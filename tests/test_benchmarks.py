@@ -25,6 +25,7 @@ def test_step_time_short_run_writes_json(tmp_path):
             assert row[key] > 0
         assert row["c_over_a_plus_b"] == row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
         assert row["d_over_c"] == row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
+        assert row["e_over_c"] == row["e_without_adapters_s"] / row["c_defeat_step_s"]
 
 
 @pytest.mark.parametrize("head", ["student", "off"])
