@@ -69,3 +69,13 @@ def synthetic_batch(n=2, size=64, boxes_per_image=(3, 0), num_classes=10, seed=0
         image = torch.rand(3, size, size, generator=g) * 255
         out.append({"image": image, "instances": inst, "height": size, "width": size})
     return out
+
+
+def assert_same_detections(expected, got):
+    """Two lists of Detectron2 inference outputs hold identical instances, image by image."""
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got):
+        a, b = a["instances"], b["instances"]
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes)

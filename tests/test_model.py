@@ -6,7 +6,7 @@ import torch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import defeat_cfg, make_cfg, synthetic_batch, CONFIGS
+from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 PARENT_KEYS = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
@@ -158,9 +158,7 @@ def test_eval_mode_is_the_plain_student(teacher_weights):
     batch = [{"image": x["image"], "height": 64, "width": 64} for x in synthetic_batch()]
     with torch.no_grad():
         a, b = m(batch), plain(batch)
-    for x, y in zip(a, b):
-        assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
-        assert torch.equal(x["instances"].scores, y["instances"].scores)
+    assert_same_detections(a, b)
 
 
 def test_all_empty_batch_trains_without_nan(teacher_weights):

@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
+from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from defeat import DeFeatConfigError
 from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
@@ -121,9 +121,7 @@ def test_eval_mode_is_plain_retinanet_and_teacher_not_run(retina_teacher):
     with torch.no_grad():
         a, b = m(batch), plain(batch)
     assert sum(len(x["instances"]) for x in a) > 0
-    for x, y in zip(a, b):
-        assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
-        assert torch.equal(x["instances"].scores, y["instances"].scores)
+    assert_same_detections(a, b)
 
 
 def test_head_loss_needs_the_same_anchors(retina_teacher, tmp_path):
