@@ -19,7 +19,6 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
-    create_ddp_model,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -34,6 +33,7 @@ import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.data import register_demo_dataset_if_used
 from defeat.data_checks import check_dataset_boxes
+from defeat.ddp import create_ddp_model_any_device
 
 logger = logging.getLogger("defeat.lazy_train_net")
 
@@ -42,14 +42,6 @@ def _names(dataset_cfg):
     """Dataset names of a ``get_detection_dataset_dicts`` node (a name or a list of them)."""
     names = dataset_cfg.names
     return [names] if isinstance(names, str) else list(names)
-
-
-def _ddp(model, cfg):
-    """DDP when several processes run; CPU models (gloo) take no ``device_ids``."""
-    kwargs = dict(cfg.train.ddp)
-    if all(p.device.type == "cpu" for p in model.parameters()):
-        kwargs["device_ids"] = None
-    return create_ddp_model(model, **kwargs)
 
 
 def do_test(cfg, model):
@@ -79,7 +71,7 @@ def do_train(args, cfg):
     model.to(cfg.train.device)  # a DeFeat teacher moves along (it is hidden, not dropped)
     optimizer = build_optimizer(cfg, model)
     train_loader = instantiate(cfg.dataloader.train)
-    model = _ddp(model, cfg)
+    model = create_ddp_model_any_device(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     main_process = comm.is_main_process()
@@ -118,7 +110,7 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        model = _ddp(model, cfg)
+        model = create_ddp_model_any_device(model, **cfg.train.ddp)
         AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)

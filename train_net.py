@@ -22,6 +22,7 @@ from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.data import register_demo_dataset_if_used
 from defeat.data_checks import check_dataset_boxes
+from defeat.ddp import create_ddp_model_any_device
 
 
 @contextlib.contextmanager
@@ -29,13 +30,7 @@ def _ddp_on_cpu():
     """Let DefaultTrainer wrap a CPU model in DDP (gloo): Detectron2 passes ``device_ids=[rank]``,
     which DDP rejects for CPU modules, and has no hook for it; patched only while constructing."""
     original = trainer_defaults.create_ddp_model
-
-    def create(model, **kwargs):
-        if all(p.device.type == "cpu" for p in model.parameters()):
-            kwargs["device_ids"] = None
-        return original(model, **kwargs)
-
-    trainer_defaults.create_ddp_model = create
+    trainer_defaults.create_ddp_model = create_ddp_model_any_device
     try:
         yield
     finally:
