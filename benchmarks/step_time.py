@@ -11,8 +11,10 @@ On the same batches, after warm-up, the median over ``--steps`` of:
   (c) the DeFeat training step (neck + head per ``--head``; ``off`` = neck only),
   (d) the adapters, GT masks and KD losses alone (forward + backward on fixed features),
   (e) the GT masks and KD losses without the adapters,
-at each ``--boxes`` count per image; prints ``c/(a+b)``, ``d/c``, ``e/c`` and peak memory of
-(a), (c), and writes JSON (``--json``).
+at each ``--boxes`` count per image. The five are run round-robin (one of each per step, order
+rotated) so that machine drift hits them alike. Prints ``c/(a+b)``, ``c/(a+b+adapters)`` (the
+floor counting the spec's conv adapters, ``d - e``, as the method's own cost like the teacher),
+``d/c``, ``e/c`` and the peak memory of (a), (b) and (c), and writes JSON (``--json``).
 """
 import argparse
 import json
@@ -87,17 +89,60 @@ def _peak(device, base):
     return _rss("VmHWM") - base
 
 
-def _time(fn, steps, warmup, device):
+def _time_interleaved(fns, steps, warmup, device):
+    """Median seconds of each of ``fns`` (name -> callable), run round-robin.
+
+    Every step runs each function once, in an order rotated from step to step, so that drift
+    (other processes, thermal state, allocator growth) hits all columns alike.
+    """
+    names = list(fns)
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    for i in range(steps):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            _sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _graph_bytes(forward):
+    """Bytes of the distinct storages autograd saves for backward during ``forward()``: the
+    activation memory a training step holds at its peak, exact and independent of allocators."""
+    storages = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        storages[(st.device, st.data_ptr())] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(storages.values())
+
+
+def _tensor_bytes(obj):
+    """Total bytes of the tensors in nested dicts/lists/tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _peak_of(fn, device):
+    """Peak memory (bytes above the level before) of one call of ``fn``."""
+    base = _reset_peak(device)
+    fn()
+    return _peak(device, base)
 
 
 def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, head="teacher"):
@@ -151,15 +196,14 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                 gt = [x["instances"].to(model.device) for x in batch]
                 fixed_rois = model._teacher_rois(images, model.teacher.backbone(images.tensor), gt)
 
-            def teacher_work():
+            def teacher_work():  # the student's preprocessed batch is given, as in (c)
                 with torch.no_grad(), autocast:
-                    images = model.preprocess_image(batch)
                     t_images = model._teacher_images(batch, images)
                     feats = model.teacher.backbone(t_images.tensor)
                     if head == "off":
-                        return
+                        return feats
                     rois = model._teacher_rois(t_images, feats, gt) if head == "teacher" else fixed_rois
-                    box_head_logits(model.teacher.roi_heads, feats, [r.proposal_boxes for r in rois])
+                    return feats, box_head_logits(model.teacher.roi_heads, feats, [r.proposal_boxes for r in rois])
 
             with torch.no_grad():
                 s_feats = model.backbone(images.tensor)
@@ -191,24 +235,34 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                     total = total + sum(d.head_losses(logits, t_logits, is_obj).values())
                 total.backward()
 
-            row = {}
-            base = _reset_peak(device)
-            row["a_student_step_s"] = _time(lambda: step(student, batch), steps, warmup, device)
-            row["a_peak_mem_bytes"] = _peak(device, base)
-            row["b_teacher_forward_s"] = _time(teacher_work, steps, warmup, device)
-            base = _reset_peak(device)
-            row["c_defeat_step_s"] = _time(lambda: step(model, batch), steps, warmup, device)
-            row["c_peak_mem_bytes"] = _peak(device, base)
-            row["d_masks_and_losses_s"] = _time(kd_only, steps, warmup, device)
-            row["e_without_adapters_s"] = _time(masks_and_losses, steps, warmup, device)
+            fns = {"a": lambda: step(student, batch), "b": teacher_work, "c": lambda: step(model, batch),
+                   "d": kd_only, "e": masks_and_losses}
+            t = _time_interleaved(fns, steps, warmup, device)
+            row = {
+                "a_student_step_s": t["a"], "b_teacher_forward_s": t["b"], "c_defeat_step_s": t["c"],
+                "d_masks_and_losses_s": t["d"], "e_without_adapters_s": t["e"],
+                "a_peak_mem_bytes": _peak_of(fns["a"], device), "b_peak_mem_bytes": _peak_of(fns["b"], device),
+                "c_peak_mem_bytes": _peak_of(fns["c"], device),
+            }
+            with autocast:
+                row["a_graph_bytes"] = _graph_bytes(lambda: student(batch))
+                row["c_graph_bytes"] = _graph_bytes(lambda: model(batch))
+            row["b_output_bytes"] = _tensor_bytes(teacher_work())
+            row["c_graph_over_a_plus_teacher"] = row["c_graph_bytes"] / (row["a_graph_bytes"] + row["b_output_bytes"])
+            row["adapters_s"] = max(t["d"] - t["e"], 0.0)
             row["e_over_c"] = row["e_without_adapters_s"] / row["c_defeat_step_s"]
             row["c_over_a_plus_b"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
+            row["c_over_floor"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"]
+                                                            + row["adapters_s"])
             row["d_over_c"] = row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
             results["per_boxes"][boxes] = row
             print(f"boxes/img {boxes:4d}: a {row['a_student_step_s']:.3f}s  b {row['b_teacher_forward_s']:.3f}s  "
                   f"c {row['c_defeat_step_s']:.3f}s  d {row['d_masks_and_losses_s'] * 1e3:.1f}ms  "
-                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
-                  f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} MiB  c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB", flush=True)
+                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  c/(a+b+adapters) {row['c_over_floor']:.3f}  d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
+                  f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} b {row['b_peak_mem_bytes'] / 2**20:.0f} "
+                  f"c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB  autograd-saved a {row['a_graph_bytes'] / 2**20:.1f} "
+                  f"c {row['c_graph_bytes'] / 2**20:.1f} MiB, teacher outputs {row['b_output_bytes'] / 2**20:.1f} MiB: "
+                  f"c/(a+teacher) {row['c_graph_over_a_plus_teacher']:.3f}", flush=True)
     return results
 
 
@@ -222,15 +276,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=list(PRESETS), default="demo")
     p.add_argument("--boxes", type=int, nargs="+", default=[10, 100, 500])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
     p.add_argument("--head", choices=["teacher", "student", "off"], default="teacher",
                    help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)")
     p.add_argument("--json", default="output/bench_speed/step_time.json")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights, args.head)
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()

@@ -26,6 +26,12 @@ def test_step_time_short_run_writes_json(tmp_path):
         assert row["c_over_a_plus_b"] == row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
         assert row["d_over_c"] == row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
         assert row["e_over_c"] == row["e_without_adapters_s"] / row["c_defeat_step_s"]
+        floor = row["a_student_step_s"] + row["b_teacher_forward_s"] + row["adapters_s"]
+        assert row["c_over_floor"] == row["c_defeat_step_s"] / floor
+        # Exact (allocator-independent) activation memory: the DeFeat graph holds the student's
+        # graph plus a little for the KD losses; the teacher adds outputs, never a graph.
+        assert row["c_graph_bytes"] > row["a_graph_bytes"] > 0 and row["b_output_bytes"] > 0
+        assert row["c_graph_over_a_plus_teacher"] == row["c_graph_bytes"] / (row["a_graph_bytes"] + row["b_output_bytes"])
 
 
 @pytest.mark.parametrize("head", ["student", "off"])
