@@ -395,3 +395,23 @@ def test_softmax_kl_large_logits_stable(temperature):
     _close(bg, ref_bg, rtol=1e-3, atol=1e-3)
     (obj + bg).backward()
     assert torch.isfinite(s.grad).all()
+
+
+def test_sigmoid_kl_valid_mask_equals_indexing_the_valid_entries():
+    """``valid`` leaves entries out of both groups without indexing: same values and gradients
+    as indexing them out, and a NaN in a left-out entry does not leak in."""
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(30, 4, generator=g) * 3
+    t = torch.randn(30, 4, generator=g) * 3
+    is_obj = torch.rand(30, generator=g) < 0.3
+    valid = torch.rand(30, generator=g) < 0.7
+    t_nan = t.clone()
+    t_nan[~valid] = float("nan")
+    s1, s2 = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    masked = decoupled_sigmoid_kl_loss(s1, t_nan, is_obj & valid, 2.0, valid=valid)
+    indexed = decoupled_sigmoid_kl_loss(s2[valid], t[valid], is_obj[valid], 2.0)
+    for a, b in zip(masked, indexed):
+        assert torch.isfinite(a) and a.item() == pytest.approx(b.item(), rel=1e-6)
+    sum(masked).backward()
+    sum(indexed).backward()
+    assert torch.allclose(s1.grad, s2.grad, atol=1e-7) and (s1.grad[~valid] == 0).all()

@@ -4,7 +4,7 @@ It is independent of the detector family: meta-architectures hand it feature dic
 and per-RoI (or per-anchor) logits; it owns the adapters, masks, losses, weights and schedule.
 """
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -191,11 +191,21 @@ class DeFeatDistiller(nn.Module):
         }
 
     def head_losses(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, is_object: torch.Tensor, sigmoid: bool = False
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        is_object: torch.Tensor,
+        sigmoid: bool = False,
+        valid: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Weighted ``loss_defeat_head_{obj,bg}`` (before the schedule) from ``[R, K(+1)]`` logits."""
-        fn = decoupled_sigmoid_kl_loss if sigmoid else decoupled_kl_loss
-        obj, bg = fn(student_logits, teacher_logits, is_object, self.temperature)
+        """Weighted ``loss_defeat_head_{obj,bg}`` (before the schedule) from ``[R, K(+1)]`` logits;
+        ``valid`` (sigmoid only): bool ``[R]``, False for entries left out of both groups."""
+        if sigmoid:
+            obj, bg = decoupled_sigmoid_kl_loss(student_logits, teacher_logits, is_object, self.temperature, valid)
+        else:
+            if valid is not None:
+                raise ValueError("valid applies to the sigmoid (per-anchor) head loss only")
+            obj, bg = decoupled_kl_loss(student_logits, teacher_logits, is_object, self.temperature)
         return {
             "loss_defeat_head_obj": obj * self.head_weights[0],
             "loss_defeat_head_bg": bg * self.head_weights[1],

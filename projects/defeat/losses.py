@@ -4,7 +4,7 @@ Each returns an ``(obj, bg)`` pair of scalar tensors, unweighted; the caller app
 Teacher inputs are always detached; every normaliser is clamped with ``max(1, .)`` on device
 (no host synchronisation).
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +12,16 @@ import torch.nn.functional as F
 __all__ = ["decoupled_feature_loss", "decoupled_kl_loss", "decoupled_sigmoid_kl_loss"]
 
 
-def _split_mean(values: torch.Tensor, is_object: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Sum of ``values [R]`` over object and over background entries, each / max(1, count)."""
+def _split_mean(
+    values: torch.Tensor, is_object: torch.Tensor, valid: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sum of ``values [R]`` over object and over background entries, each / max(1, count);
+    entries where ``valid`` is False count in neither (masked, not indexed: no host sync)."""
     obj = is_object.to(values.dtype)
     bg = 1.0 - obj
+    if valid is not None:
+        keep = valid.to(values.dtype)
+        obj, bg = obj * keep, bg * keep
     return (
         (values * obj).sum() / obj.sum().clamp(min=1.0),
         (values * bg).sum() / bg.sum().clamp(min=1.0),
@@ -86,19 +92,24 @@ def decoupled_sigmoid_kl_loss(
     teacher_logits: torch.Tensor,
     is_object: torch.Tensor,
     temperature: float = 1.0,
+    valid: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-class binary KL(teacher || student) for sigmoid classifiers (one-stage detectors).
 
     Args:
         student_logits, teacher_logits: ``[A, K]`` per-anchor class logits.
-        is_object: bool ``[A]``, True for anchors matched to a GT box. Leave ignored anchors out.
+        is_object: bool ``[A]``, True for anchors matched to a GT box.
         temperature: ``T``; the result is scaled by ``T^2``.
+        valid: optional bool ``[A]``; False for anchors in neither group (e.g. ignored ones).
     Returns:
         ``(obj, bg)`` scalar tensors: sum over classes of the binary KL, mean per group.
     """
     s, tt, scale = _tempered(student_logits, teacher_logits, temperature)
+    if valid is not None:  # left-out rows become 0-logit rows: KL 0, no gradient, no NaN/inf leaks
+        s = torch.where(valid[:, None], s, torch.zeros_like(s))
+        tt = torch.where(valid[:, None], tt, torch.zeros_like(tt))
     log_pt, log_qt = F.logsigmoid(tt), F.logsigmoid(-tt)  # log p, log (1-p) of the teacher
     log_ps, log_qs = F.logsigmoid(s), F.logsigmoid(-s)
     kl = (log_pt.exp() * (log_pt - log_ps) + log_qt.exp() * (log_qt - log_qs)).sum(dim=-1)
-    obj, bg = _split_mean(kl, is_object)
+    obj, bg = _split_mean(kl, is_object, valid)
     return obj * scale, bg * scale

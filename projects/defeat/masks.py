@@ -77,9 +77,9 @@ def gt_masks(
     n = len(boxes)
     device = boxes[0].device if n else torch.device("cpu")
     all_boxes = torch.cat([b.reshape(-1, 4).to(device=device, dtype=torch.float32) for b in boxes]) if n else torch.zeros((0, 4))
-    img_idx = torch.repeat_interleave(
-        torch.arange(n, device=device), torch.tensor([len(b) for b in boxes], device=device)
-    ) if n else torch.zeros((0,), dtype=torch.int64)
+    # Image index of every box, filled on the device from host-side sizes (no copy, no sync).
+    img_idx = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=device) for i, b in enumerate(boxes)]) \
+        if n else torch.zeros((0,), dtype=torch.int64)
     num_levels = len(strides)
     levels = assign_levels(all_boxes, num_levels, scale_base) if assignment == "scale" else None
     out = []

@@ -106,8 +106,9 @@ class DeFeatRetinaNet(TeacherMixin, RetinaNet):
             with torch.no_grad():
                 t_logits = dense_class_logits(self.teacher, t_features)
             labels = torch.stack(gt_labels)  # [N, R]: class, num_classes = background, -1 = ignored
-            valid = labels >= 0
-            is_object = labels[valid] != self.num_classes
-            kd.update(d.head_losses(cat(logits, dim=1)[valid], t_logits[valid], is_object, sigmoid=True))
+            valid = (labels >= 0).flatten()
+            is_object = valid & (labels.flatten() != self.num_classes)
+            s_logits = cat(logits, dim=1).flatten(0, 1)  # [N*R, K], masked rather than indexed
+            kd.update(d.head_losses(s_logits, t_logits.flatten(0, 1), is_object, sigmoid=True, valid=valid))
         losses.update(d.scheduled(kd))
         return losses
