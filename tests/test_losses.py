@@ -415,3 +415,25 @@ def test_sigmoid_kl_valid_mask_equals_indexing_the_valid_entries():
     sum(masked).backward()
     sum(indexed).backward()
     assert torch.allclose(s1.grad, s2.grad, atol=1e-7) and (s1.grad[~valid] == 0).all()
+
+
+def test_fp16_inputs_are_computed_in_fp32_without_overflow():
+    """Under AMP the features/logits arrive in fp16: squares of 300 (9e4) overflow fp16's 65504,
+    so the losses must upcast first. Values and gradients equal the fp32 computation."""
+    g = torch.Generator().manual_seed(5)
+    s32 = torch.randn(2, 3, 4, 4, generator=g) * 300
+    t32 = torch.randn(2, 3, 4, 4, generator=g) * 300
+    m = (torch.rand(2, 4, 4, generator=g) < 0.5).float()
+    s16 = s32.half().requires_grad_(True)
+    ref_in = s16.detach().float().requires_grad_(True)
+    got = decoupled_feature_loss([s16], [t32.half()], [m])
+    ref = decoupled_feature_loss([ref_in], [t32.half().float()], [m])
+    for a, b in zip(got, ref):
+        assert a.dtype == torch.float32 and torch.isfinite(a) and a.item() == pytest.approx(b.item(), rel=1e-6)
+    sum(got).backward()
+    sum(ref).backward()
+    assert s16.grad.dtype == torch.float16 and torch.allclose(s16.grad.float(), ref_in.grad, rtol=1e-3)
+    logits = (torch.randn(6, 4, generator=g) * 40).half()
+    for fn in (decoupled_kl_loss, decoupled_sigmoid_kl_loss):
+        obj, bg = fn(logits, logits.flip(0), torch.tensor([True, False] * 3))
+        assert obj.dtype == bg.dtype == torch.float32 and torch.isfinite(obj) and torch.isfinite(bg)
