@@ -204,3 +204,24 @@ def test_one_box_head_pass_equals_two(teacher_weights, monkeypatch):
     assert g1.keys() == g2.keys()
     for k in g1:
         assert torch.allclose(g1[k], g2[k], rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.parametrize("mode", ["teacher", "student"])
+def test_teacher_runs_once_per_step_and_keeps_no_graph(teacher_weights, mode):
+    """Neck and head share one teacher backbone pass; nothing the teacher computes is saved for
+    backward, and its outputs carry no graph (they are plain tensors for the losses)."""
+    torch.manual_seed(0)
+    m = build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.HEAD.PROPOSALS", mode)).train()
+    calls, saved = [], []
+    m.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
+    batch = synthetic_batch(boxes_per_image=(3, 1))
+    images = m.preprocess_image(batch)
+    gt = [x["instances"] for x in batch]
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = m.defeat_teacher(batch, images, gt)
+    assert saved == [] and len(calls) == 1
+    tensors = list(out["features"].values()) + ([out["logits"]] if out["logits"] is not None else [])
+    assert tensors and all(t.grad_fn is None and not t.requires_grad for t in tensors)
+    calls.clear()
+    losses, _ = _losses(m, batch)
+    assert len(calls) == 1 and DEFEAT_KEYS <= set(losses)
