@@ -3,6 +3,7 @@
 
     python benchmarks/step_time.py                      # CPU-sized demo models
     python benchmarks/step_time.py --preset coco --device cuda [--amp]
+    python benchmarks/step_time.py --head off --opts MODEL.DEFEAT.NECK.ADAPTER conv1x1
 
 On the same batches, after warm-up, the median over ``--steps`` of:
   (a) the student's plain training step (forward + backward),
@@ -145,7 +146,7 @@ def _peak_of(fn, device):
     return _peak(device, base)
 
 
-def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, head="teacher"):
+def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, head="teacher", opts=()):
     """``head``: the head loss of (c) on the teacher's RoIs (``teacher``), on the student's
     (``student``: no extra student box-head work, the teacher's box head runs on the student's
     RoIs and the teacher's RPN is skipped) or ``off`` (neck only, the package default)."""
@@ -175,7 +176,7 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                                                 "MODEL.DEFEAT.NECK.ENABLED", "True",
                                                 "MODEL.DEFEAT.HEAD.ENABLED", str(head != "off"),
                                                 "MODEL.DEFEAT.HEAD.PROPOSALS", "student" if head == "student" else "teacher",
-                                                ])).train()
+                                                *opts])).train()
     model.load_state_dict(student.state_dict(), strict=False)
     autocast = torch.autocast(device.split(":")[0], enabled=amp)
 
@@ -186,7 +187,8 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
         m.zero_grad(set_to_none=True)
         return losses
 
-    results = {"preset": preset, "device": device, "amp": amp, "steps": steps, "head": head, "per_boxes": {}}
+    results = {"preset": preset, "device": device, "amp": amp, "steps": steps, "head": head, "opts": list(opts),
+               "per_boxes": {}}
     with EventStorage(0):
         for boxes in boxes_list:
             batch = _batch(n, size, boxes, model.roi_heads.num_classes, seed=boxes)
@@ -249,6 +251,11 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                 row["c_graph_bytes"] = _graph_bytes(lambda: model(batch))
             row["b_output_bytes"] = _tensor_bytes(teacher_work())
             row["c_graph_over_a_plus_teacher"] = row["c_graph_bytes"] / (row["a_graph_bytes"] + row["b_output_bytes"])
+            # Multiply-accumulates of the adapters' forward per image (backward: twice that).
+            row["adapter_gmac_per_image"] = sum(
+                a.weight.numel() * s_feats[f].shape[-2] * s_feats[f].shape[-1]
+                for f, a in model.distiller.adapters.items() if isinstance(a, torch.nn.Conv2d)
+            ) / 1e9
             row["adapters_s"] = max(t["d"] - t["e"], 0.0)
             row["e_over_c"] = row["e_without_adapters_s"] / row["c_defeat_step_s"]
             row["c_over_a_plus_b"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
@@ -258,7 +265,9 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
             results["per_boxes"][boxes] = row
             print(f"boxes/img {boxes:4d}: a {row['a_student_step_s']:.3f}s  b {row['b_teacher_forward_s']:.3f}s  "
                   f"c {row['c_defeat_step_s']:.3f}s  d {row['d_masks_and_losses_s'] * 1e3:.1f}ms  "
-                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  c/(a+b+adapters) {row['c_over_floor']:.3f}  d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
+                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  c/(a+b+adapters) {row['c_over_floor']:.3f}  "
+                  f"d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
+                  f"adapters {row['adapter_gmac_per_image']:.3f} GMAC/img  "
                   f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} b {row['b_peak_mem_bytes'] / 2**20:.0f} "
                   f"c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB  autograd-saved a {row['a_graph_bytes'] / 2**20:.1f} "
                   f"c {row['c_graph_bytes'] / 2**20:.1f} MiB, teacher outputs {row['b_output_bytes'] / 2**20:.1f} MiB: "
@@ -285,10 +294,13 @@ def main(argv=None):
     p.add_argument("--head", choices=["teacher", "student", "off"], default="teacher",
                    help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)")
     p.add_argument("--json", default="output/bench_speed/step_time.json")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights, args.head)
+    res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights, args.head,
+              args.opts)
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
