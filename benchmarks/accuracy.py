@@ -7,8 +7,8 @@
     python benchmarks/accuracy.py --train-set my_train --test-set my_val \
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
 
-Every run is a ``train_net.py`` subprocess; finished runs are reused (delete their folder to
-redo). Results go to ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
+Every run is a ``train_net.py`` subprocess; a finished run of the same config (same digest of
+its saved ``config.yaml``) is reused (delete its folder to redo). Results go to ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
 """
 import argparse
 import json
@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from defeat.experiments import METRICS, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
+from defeat.experiments import METRICS, config_digest, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -44,6 +44,20 @@ def _coupled_weights(defeat_cfg, opts):
     c = load_config(defeat_cfg, opts)
     total = c.MODEL.DEFEAT.NECK.OBJ_WEIGHT + c.MODEL.DEFEAT.NECK.BG_WEIGHT
     return ["MODEL.DEFEAT.NECK.OBJ_WEIGHT", str(total), "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]
+
+
+def _finished_with(out, config_file, opts) -> bool:
+    """True when ``out`` holds a finished run of exactly this config (its saved ``config.yaml``
+    has the same digest), so it can be reused; a run of another config is trained again."""
+    try:
+        read_box_metrics(out)
+        saved = config_digest(os.path.join(out, "config.yaml"), [])
+    except (OSError, RuntimeError):
+        return False
+    if saved != config_digest(config_file, opts):
+        print(f"{out} holds a run of another config (e.g. an older schedule): training it again", flush=True)
+        return False
+    return True
 
 
 def parse_args(argv=None):
@@ -110,10 +124,9 @@ def main(argv=None):
                 opts += _coupled_weights(cfg, opts)
             out = os.path.join(args.output, f"{name}{args.tag}_seed{seed}")
             planned.append((name, out))
-            try:
-                read_box_metrics(out)
+            if _finished_with(out, cfg, opts):
                 print(f"[{name} seed {seed}] reusing {out}", flush=True)
-            except (OSError, RuntimeError):
+            else:
                 todo.append(dict(config_file=cfg, output_dir=out, opts=opts))
     print(f"{len(todo)} runs to train, {args.jobs} at a time ({elapsed(t0)} so far)", flush=True)
     run_parallel(todo, workers=args.jobs)

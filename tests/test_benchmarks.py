@@ -102,3 +102,22 @@ def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
     assert last(opts["neck_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == str(teacher)
     assert last(opts["cross_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == "other.pth"
     assert all(job["config_file"] == acc.FAMILIES["retinanet"][1] for job in planned)
+
+
+def test_accuracy_reuses_a_run_only_for_the_same_config(tmp_path):
+    """A finished run is reused only when its saved config has the digest of the planned one
+    (a run of an older schedule in the same folder is trained again)."""
+    from defeat.experiments import load_config
+
+    acc = _load("accuracy")
+    cfg_file = os.path.join(REPO, "configs", "demo", "student_slimR18.yaml")
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = load_config(cfg_file, ["SEED", "1"])
+    saved.OUTPUT_DIR = str(out)  # OUTPUT_DIR is not part of the digest
+    (out / "config.yaml").write_text(saved.dump())
+    assert not acc._finished_with(str(out), cfg_file, ["SEED", "1"])  # no metrics yet: not finished
+    (out / "metrics.json").write_text(json.dumps({"bbox/" + k: 1.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}) + "\n")
+    assert acc._finished_with(str(out), cfg_file, ["SEED", "1"])
+    assert not acc._finished_with(str(out), cfg_file, ["SEED", "2"])
+    assert not acc._finished_with(str(out), cfg_file, ["SOLVER.MAX_ITER", "300", "SEED", "1"])

@@ -56,11 +56,22 @@ def iters_opts(n: Optional[int]) -> List[str]:
     return ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")"]
 
 
+def _plain(x):
+    """Nested dicts/lists of a config: a canonical form (``cfg.dump()`` depends on YAML anchors)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
 def config_digest(config_file: str, opts: Sequence[str]) -> str:
-    """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides: a cache key."""
+    """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides, ``OUTPUT_DIR``
+    left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest."""
     cfg = load_config(config_file, opts)
     cfg.OUTPUT_DIR = ""
-    return hashlib.sha1(cfg.dump().encode()).hexdigest()[:16]
+    text = json.dumps(_plain(cfg), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def run_job(
