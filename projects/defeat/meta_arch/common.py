@@ -63,7 +63,7 @@ class TeacherMixin:
                 "so set the same format"
             )
         object.__setattr__(self, "teacher", teacher)
-        self.__dict__.pop("_same_preprocessing", None)  # _teacher_images decides again
+        self._same_preprocessing = None  # decided by the first _teacher_images call
         teacher.eval()
 
     def _apply(self, fn, *args, **kwargs):
@@ -88,16 +88,15 @@ class TeacherMixin:
         """The teacher's normalised batch: the student's when preprocessing is identical."""
         t = self.teacher
         flip = t.input_format != self.input_format  # RGB <-> BGR, checked in _set_teacher
-        same = self.__dict__.get("_same_preprocessing")
-        if same is None:  # decided once: torch.equal on device tensors would sync every step
-            same = self.__dict__["_same_preprocessing"] = (
+        if self._same_preprocessing is None:  # once: torch.equal on device tensors syncs
+            self._same_preprocessing = (
                 not flip
                 and torch.equal(t.pixel_mean, self.pixel_mean)
                 and torch.equal(t.pixel_std, self.pixel_std)
                 and t.backbone.size_divisibility == self.backbone.size_divisibility
                 and t.backbone.padding_constraints == self.backbone.padding_constraints
             )
-        if same:
+        if self._same_preprocessing:
             return images
         if flip:
             batched_inputs = [{"image": x["image"].flip(0)} for x in batched_inputs]
