@@ -8,7 +8,8 @@
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
 
 Every run is a ``train_net.py`` subprocess; a finished run of the same config (same digest of
-its saved ``config.yaml``) is reused (delete its folder to redo). Results go to ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
+its saved ``config.yaml``) is reused (delete its folder to redo). Results go to
+``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
 """
 import argparse
 import json
