@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer
-from defeat.data import register_demo_dataset_if_used
+from defeat.demo.data import register_demo_dataset_if_used
 from defeat.data_checks import check_dataset_boxes
 from defeat.ddp import create_ddp_model_any_device
 

@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from defeat.experiments import METRICS, config_digest, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
+from defeat.demo.experiments import METRICS, config_digest, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {

@@ -32,8 +32,8 @@ def main(argv=None):
     from detectron2.utils.events import EventStorage
 
     import defeat
-    from defeat.data import register_demo_dataset
-    from defeat.experiments import load_config
+    from defeat.demo.data import register_demo_dataset
+    from defeat.demo.experiments import load_config
     from defeat.meta_arch.rcnn import box_head_logits
 
     cfg = load_config(args.defeat_config, ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0"])

@@ -38,7 +38,7 @@ PRESETS = {
 
 
 def _cfg(path, opts):
-    from defeat.experiments import load_config
+    from defeat.demo.experiments import load_config
 
     return load_config(path, opts)
 

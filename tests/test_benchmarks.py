@@ -60,7 +60,7 @@ def test_accuracy_benchmark_defines_variants():
 
 
 def test_accuracy_benchmark_family_defaults_and_configs_load():
-    from defeat.experiments import load_config
+    from defeat.demo.experiments import load_config
 
     acc = _load("accuracy")
     args = acc.parse_args(["--family", "retinanet"])
@@ -107,7 +107,7 @@ def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
 def test_accuracy_reuses_a_run_only_for_the_same_config(tmp_path):
     """A finished run is reused only when its saved config has the digest of the planned one
     (a run of an older schedule in the same folder is trained again)."""
-    from defeat.experiments import load_config
+    from defeat.demo.experiments import load_config
 
     acc = _load("accuracy")
     cfg_file = os.path.join(REPO, "configs", "demo", "student_slimR18.yaml")

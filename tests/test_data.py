@@ -1,4 +1,4 @@
-"""Tests for the generated demo dataset (``defeat.data``), on a small 40 + 10 image copy."""
+"""Tests for the generated demo dataset (``defeat.demo.data``), on a small 40 + 10 image copy."""
 import json
 import os
 import uuid
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from defeat.data import CLASS_NAMES, dataset_stats, generate_dataset, register_demo_dataset
-from defeat.data.__main__ import main as data_main
-from defeat.data.synthetic import render_image, size_range
+from defeat.demo.data import CLASS_NAMES, dataset_stats, generate_dataset, register_demo_dataset
+from defeat.demo.data.__main__ import main as data_main
+from defeat.demo.data.synthetic import render_image, size_range
 
 SMALL = dict(num_train=40, num_val=10, image_size=128)
 

@@ -2,8 +2,8 @@
 import json
 import os
 
-from defeat import demo
-from defeat.experiments import METRICS, format_table, read_box_metrics
+from defeat.demo import runner as demo
+from defeat.demo.experiments import METRICS, format_table, read_box_metrics
 
 
 def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):

@@ -168,7 +168,7 @@ def test_wrong_lazy_teacher_weights_fail_the_model_build(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    from defeat.data import register_demo_dataset
+    from defeat.demo.data import register_demo_dataset
 
     root = tmp_path_factory.mktemp("data") / "tiny"
     return register_demo_dataset(str(root), name_prefix="tiny_lazy", num_train=16, num_val=6, image_size=64)

@@ -13,7 +13,7 @@ TINY = ("tiny_shapes_train", "tiny_shapes_val")
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    from defeat.data import register_demo_dataset
+    from defeat.demo.data import register_demo_dataset
 
     root = tmp_path_factory.mktemp("data") / "tiny"
     return register_demo_dataset(str(root), name_prefix="tiny_shapes", num_train=16, num_val=6, image_size=64)

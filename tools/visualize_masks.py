@@ -32,7 +32,7 @@ from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller, add_defeat_config
 from defeat.meta_arch.common import TeacherMixin
-from defeat.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
+from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
 from defeat.masks import assign_levels
 from defeat.visualize import OTHER_BOX_COLOR, draw_boxes, grid, heat_panel, mask_panel, titled
 

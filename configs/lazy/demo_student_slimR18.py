@@ -23,7 +23,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
 
-from defeat.backbone import slim_resnet
+from defeat.demo.backbone import slim_resnet
 
 # Detectron2's Mask R-CNN FPN recipe, reshaped: Faster R-CNN (no mask head), demo sizes.
 model = get_config("common/models/mask_rcnn_fpn.py").model

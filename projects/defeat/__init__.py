@@ -10,7 +10,7 @@ from .adapters import build_adapter, build_adapters
 from .teacher import TeacherLoadError, build_teacher
 from .distiller import DeFeatConfigError, DeFeatDistiller
 from .meta_arch import DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
-from . import backbone  # noqa: F401  (registers the slim ResNet-FPN backbones)
+from .demo import backbone as _demo_backbone  # noqa: F401  (registers the demo's slim backbones)
 
 __version__ = "0.1.0"
 

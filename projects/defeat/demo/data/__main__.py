@@ -1,6 +1,6 @@
 """Generate the demo dataset and print a summary.
 
-Usage: ``python -m defeat.data [--root DIR] [--seed S] [--num-train N] [--num-val M]
+Usage: ``python -m defeat.demo.data [--root DIR] [--seed S] [--num-train N] [--num-val M]
 [--image-size P] [--num-classes K] [--force]``
 """
 import argparse
@@ -20,7 +20,7 @@ from . import (
 
 
 def _parse(argv=None):
-    p = argparse.ArgumentParser(prog="python -m defeat.data", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m defeat.demo.data", description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help="output folder (default: %s)" % default_root())
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
