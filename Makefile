@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo demo-retinanet bench-accuracy bench-speed clean
+.PHONY: setup lint format test demo demo-retinanet bench-accuracy bench-speed clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: setup
