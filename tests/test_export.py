@@ -151,7 +151,9 @@ def _parse_error(capsys, argv):
     with pytest.raises(SystemExit) as e:
         _tool().main(argv)
     assert e.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("export_student") and "error:" in err[0], err
+    return err[0]
 
 
 def test_export_refuses_to_overwrite_its_input(trained_checkpoint, tmp_path, capsys):

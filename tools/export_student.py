@@ -18,7 +18,7 @@ import sys
 
 from defeat.config_files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
 from defeat.export import ExportError, read_student_state, write_student
-from defeat.tool_checks import overwritten_input
+from defeat.tool_checks import ToolArgumentParser, overwritten_input
 
 
 def verify(config_file: str, state, opts=()) -> None:
@@ -47,7 +47,7 @@ def verify(config_file: str, state, opts=()) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ToolArgumentParser(prog="export_student.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="DeFeat checkpoint (e.g. model_final.pth of a DeFeat run)")
     p.add_argument("output", help="path of the exported student checkpoint (its folder is created)")
     p.add_argument("--verify-config", default="", metavar="FILE",

@@ -14,13 +14,13 @@ import logging
 import os
 
 from defeat.plots import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
-from defeat.tool_checks import overwritten_input
+from defeat.tool_checks import ToolArgumentParser, overwritten_input
 
 logger = logging.getLogger("defeat.tools.plot_losses")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ToolArgumentParser(prog="plot_losses.py", description=__doc__.splitlines()[0])
     p.add_argument("metrics", help="metrics.json of a Detectron2 run")
     p.add_argument("--output", default="", help="image path (default: losses.png beside metrics.json); "
                    f"extension one of {', '.join(IMAGE_FORMATS)}")

@@ -1,8 +1,18 @@
-"""Argument checks the command-line tools share: never write over an input file."""
+"""Argument handling the command-line tools share: one-line errors, never write over an input."""
+import argparse
 import os
-from typing import Optional
+import sys
+from typing import NoReturn, Optional
 
-__all__ = ["same_file", "overwritten_input"]
+__all__ = ["ToolArgumentParser", "same_file", "overwritten_input"]
+
+
+class ToolArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``<tool>: error: <message> (--help for usage)``,
+    on stderr with exit status 2 (argparse's own errors included)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help for usage)\n")
 
 
 def same_file(a: str, b: str) -> bool:
