@@ -1,5 +1,9 @@
 """Read a Detectron2 YAML or LazyConfig (``.py``) file and build its model: what the tools share.
 
+``get_config_file`` finds the configs that ship with the package (``configs/`` of the
+repository, copied into an installed wheel as ``defeat/configs``), like
+``detectron2.model_zoo.get_config_file``.
+
 A YAML config becomes a ``CfgNode`` with DeFeat's keys (overrides ``KEY VALUE`` pairs, as
 ``train_net.py``); a ``.py`` file becomes a LazyConfig (overrides ``key=value``, as
 ``lazy_train_net.py``). The accessors below read the same facts from either form, so a tool
@@ -14,6 +18,8 @@ from omegaconf import DictConfig
 
 __all__ = [
     "ConfigFileError",
+    "configs_root",
+    "get_config_file",
     "is_lazy_config",
     "load_config",
     "architecture",
@@ -34,6 +40,31 @@ Config = Union[CfgNode, DictConfig]
 
 class ConfigFileError(ValueError):
     """A config file is missing, unreadable, or its overrides do not apply."""
+
+
+def configs_root() -> str:
+    """The folder of the bundled configs: ``defeat/configs`` in an installed package, else the
+    ``configs/`` folder of the source checkout the package is imported from."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for root in (os.path.join(here, "configs"), os.path.join(os.path.dirname(os.path.dirname(here)), "configs")):
+        if os.path.isdir(root):
+            return root
+    raise ConfigFileError(f"no bundled configs next to the package {here}: reinstall defeat-detectron2")
+
+
+def get_config_file(config_path: str) -> str:
+    """Absolute path of a bundled config, e.g. ``"Base-DeFeat-RCNN-FPN.yaml"`` or
+    ``"COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml"`` (``_BASE_`` chains resolve
+    inside the same folder).
+
+    Raises:
+        ConfigFileError: no such bundled config (the message lists where it looked).
+    """
+    root = configs_root()
+    path = os.path.normpath(os.path.join(root, config_path))
+    if not path.startswith(root + os.sep) or not os.path.isfile(path):
+        raise ConfigFileError(f"{config_path!r} is not one of DeFeat's bundled configs (in {root})")
+    return path
 
 
 def is_lazy_config(path: str) -> bool:
