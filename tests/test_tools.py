@@ -225,6 +225,10 @@ def test_visualize_masks_argument_errors(four_images, tmp_path, capsys):
     assert "config file not found: 'nope.yaml'" in _usage_error(
         capsys, "visualize_masks", ["--config-file", "nope.yaml", "--dataset", four_images])
     assert "cannot apply overrides" in err("MODEL.NO_SUCH_KEY", "1")
+    no_train = tmp_path / "no_train.yaml"
+    no_train.write_text(f'_BASE_: "{CONFIGS}/tiny_defeat.yaml"\nDATASETS:\n  TRAIN: ()\n')
+    assert "names no training dataset; pass --dataset NAME" in _usage_error(
+        capsys, "visualize_masks", ["--config-file", str(no_train)])
     (tmp_path / "file").write_text("x")
     assert "is a file" in _usage_error(capsys, "visualize_masks", base[:4] + ["--output", str(tmp_path / "file")])
     assert not (tmp_path / "o").exists()

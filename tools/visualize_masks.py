@@ -41,7 +41,7 @@ from defeat.config_files import (
     model_device,
     model_weights,
     pixel_stats,
-    test_augmentations,
+    inference_augmentations,
     train_dataset_names,
 )
 from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
@@ -187,7 +187,7 @@ class MaskViewer:
         self.format = image_format(cfg)
         self.mapper = DatasetMapper(
             is_train=True,  # keeps the annotations; the augmentation is the test-time resize
-            augmentations=test_augmentations(cfg),
+            augmentations=inference_augmentations(cfg),
             image_format=self.format,
         )
 

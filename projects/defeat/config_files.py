@@ -29,7 +29,7 @@ __all__ = [
     "model_weights",
     "model_device",
     "train_dataset_names",
-    "test_augmentations",
+    "inference_augmentations",
     "image_format",
     "pixel_stats",
     "defeat_settings",
@@ -184,7 +184,7 @@ def train_dataset_names(cfg: Config) -> List[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def test_augmentations(cfg: Config) -> List[Any]:
+def inference_augmentations(cfg: Config) -> List[Any]:
     """The test-time resize: ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``
     or the augmentations of ``dataloader.test.mapper`` (instantiated)."""
     if isinstance(cfg, CfgNode):
