@@ -45,7 +45,8 @@ def test_overrides_reach_the_built_model(teacher_weights):
     for cfg in (yaml, lazy):
         assert build_model_from_config(cfg).backbone.output_shape()["p2"].channels == 16
     torch.manual_seed(0)
-    model = build_model_from_config(load_config(f"{CONFIGS}/tiny_defeat.py", [f"model.teacher.weights={teacher_weights}"]))
+    cfg = load_config(f"{CONFIGS}/tiny_defeat.py", [f"model.teacher.weights={teacher_weights}"])
+    model = build_model_from_config(cfg)
     assert type(model).__name__ == "DeFeatRCNN" and "distiller.adapters.p2.weight" in model.state_dict()
 
 

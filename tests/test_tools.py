@@ -319,7 +319,8 @@ def test_plot_losses_writes_an_image_of_the_requested_size(tmp_path):
     metrics = tmp_path / "metrics.json"
     _synthetic_metrics(metrics)
     out = tmp_path / "plots" / "losses.png"
-    assert _tool("plot_losses").main([str(metrics), "--output", str(out), "--width", "640", "--height", "480"]) == str(out)
+    argv = [str(metrics), "--output", str(out), "--width", "640", "--height", "480"]
+    assert _tool("plot_losses").main(argv) == str(out)
     img = cv2.imread(str(out))
     assert img is not None and img.shape == (480, 640, 3)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # curves, text and grid, not a blank page

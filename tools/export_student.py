@@ -11,10 +11,11 @@ weights are first loaded into that config's model, and nothing is written if any
 missing, unexpected or of the wrong shape. Trailing overrides apply to the verify config
 (``KEY VALUE`` pairs for YAML, ``key=value`` for a LazyConfig).
 """
-import argparse
 import logging
 import os
 import sys
+
+from detectron2.config import CfgNode
 
 from defeat.config_files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
 from defeat.export import ExportError, read_student_state, write_student
@@ -28,7 +29,7 @@ def verify(config_file: str, state, opts=()) -> None:
         cfg = load_config(config_file, opts)
     except ConfigFileError as e:
         raise SystemExit(f"--verify-config: {e}") from e
-    if hasattr(cfg, "MODEL"):
+    if isinstance(cfg, CfgNode):
         cfg.MODEL.DEVICE = "cpu"
     elif "train" in cfg:
         cfg.train.device = "cpu"

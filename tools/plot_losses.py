@@ -9,7 +9,6 @@ DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and sched
 ``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
 Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 """
-import argparse
 import logging
 import os
 

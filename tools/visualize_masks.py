@@ -17,7 +17,6 @@ and adds a row of heat maps of ``mean_c (adapter(S) - T)^2`` on one colour scale
 levels, with its colour bar (captions give the mean over object and background cells).
 Images are resized as at test time and shown in the padded frame the masks live in.
 """
-import argparse
 import logging
 import os
 from typing import List
@@ -25,6 +24,7 @@ from typing import List
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.structures import ImageList
 
@@ -108,7 +108,7 @@ def parse_args(argv=None):
 
 def enable_neck(cfg) -> None:
     """The masks are the neck loss's: build the distiller with the neck on."""
-    if hasattr(cfg, "MODEL"):
+    if isinstance(cfg, CfgNode):
         cfg.MODEL.DEFEAT.NECK.ENABLED = True
     elif cfg.model.get("defeat", None) is not None:  # a LazyConfig without it has the neck on
         if "neck" not in cfg.model.defeat:

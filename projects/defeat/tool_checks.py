@@ -1,7 +1,6 @@
 """Argument handling the command-line tools share: one-line errors, never write over an input."""
 import argparse
 import os
-import sys
 from typing import NoReturn, Optional
 
 __all__ = ["ToolArgumentParser", "same_file", "overwritten_input"]

@@ -5,7 +5,7 @@ Images are ``[H, W, 3]`` uint8 RGB arrays in the padded frame the model sees. A 
 ``matplotlib.figure.Figure`` objects on an Agg canvas (no display, no pyplot state).
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
