@@ -1,8 +1,11 @@
 """defeat.config_files: one loader for YAML and LazyConfig files, used by every tool."""
+import os
+import sys
+
 import pytest
 import torch
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from defeat.config_files import (
     ConfigFileError,
     architecture,
@@ -30,7 +33,8 @@ def test_yaml_and_lazy_twins_read_the_same_facts():
 
 
 def test_is_defeat_config_by_class_not_by_name():
-    import examples.custom_rcnn  # noqa: F401  (registers CustomDeFeatRCNN, a DeFeatMixin subclass)
+    sys.path.insert(0, os.path.join(REPO, "examples"))  # as tests/test_mixin.py: one module, one registration
+    import custom_rcnn  # noqa: F401  (registers CustomDeFeatRCNN, a DeFeatMixin subclass)
 
     assert is_defeat_config(load_config(f"{CONFIGS}/tiny_defeat.yaml"))
     assert is_defeat_config(load_config(f"{CONFIGS}/tiny_defeat.py"))
