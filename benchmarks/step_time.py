@@ -14,7 +14,7 @@ On the same batches, after warm-up, the median over ``--steps`` of:
   (e) the GT masks and KD losses without the adapters,
 at each ``--boxes`` count per image. The five are run round-robin (one of each per step, order
 rotated) so that machine drift hits them alike. Prints ``c/(a+b)``, ``c/(a+b+adapters)`` (the
-floor counting the spec's conv adapters, ``d - e``, as the method's own cost like the teacher),
+floor counting the default conv adapters, ``d - e``, as the method's own cost like the teacher),
 ``d/c``, ``e/c`` and the peak memory of (a), (b) and (c), and writes JSON (``--json``).
 """
 import argparse

@@ -188,7 +188,7 @@ def test_a_thousand_boxes_per_image(models, mode):
     assert [len(b) for b in seen["boxes"]] == [1000, 1000]
     assert all(torch.equal(a, b) for a, b in zip(seen["boxes"], boxes))
 
-    # Reference: paint each box by the spec's formulas, one at a time.
+    # Reference: paint each box by the formulas of docs/algorithm.md, one at a time.
     want = [torch.zeros((2, h, w)) for h, w in seen["shapes"]]
     for img, bs in enumerate(boxes):
         for x1, y1, x2, y2 in bs.tolist():

@@ -1,6 +1,6 @@
-"""Tests for the DeFeat losses against the contract in the spec, sections 2 and 3.
+"""Tests for the DeFeat losses against docs/algorithm.md, sections 2 and 3.
 
-References are written from the spec only: loops over levels / RoIs / anchors in float64
+References are written from that document only: loops over levels / RoIs / anchors in float64
 (``math`` module for the per-RoI and per-anchor KL terms).
 """
 import math

@@ -1,6 +1,6 @@
-"""Tests for ``defeat.gt_masks`` against the contract in the spec, section 1.
+"""Tests for ``defeat.gt_masks`` against docs/algorithm.md, section 1.
 
-The reference below is written from the spec only: a slow per-image, per-box computation
+The reference below is written from that document only: a slow per-image, per-box computation
 with the ``math`` module in float64, painted box by box.
 """
 import math
@@ -204,7 +204,7 @@ def test_feature_maps_smaller_than_image_are_clipped():
     [(111.9, 0), (112.0, 1), (223.9, 1), (224.0, 2), (447.9, 2), (448.0, 3), (895.9, 3), (896.0, 4), (2000.0, 4)],
 )
 def test_level_boundaries(side, level):
-    """Spec: P2 below 112 px, P3 [112, 224), P4 [224, 448), P5 [448, 896), P6 from 896 px."""
+    """docs/algorithm.md: P2 below 112 px, P3 [112, 224), P4 [224, 448), P5 [448, 896), P6 from 896 px."""
     height = width = 2048
     x0 = 8.0
     boxes = [torch.tensor([[x0, x0, x0 + side, x0 + side]], dtype=torch.float32)]
@@ -366,10 +366,10 @@ def test_cuda_matches_cpu():
 
 
 def test_boxes_straddling_top_left_border_follow_formula():
-    """Boxes starting at negative coordinates follow the spec's formula literally: floor
+    """Boxes starting at negative coordinates follow the documented formula literally: floor
     (not truncation) of x1/s, then clipping. Note: a box such as [-2, -2, 1, 1] on stride 4
     gets lx = floor(-0.5) = -1, rx = max(floor(0.25), 0) = 0, i.e. *no* cell, although it
-    overlaps pixel (0, 0) -- the spec's "every box marks at least one cell" holds only for
+    overlaps pixel (0, 0) -- the documented "every box marks at least one cell" holds only for
     boxes inside the map (x1, y1 >= 0)."""
     shapes = feature_shapes_for(128, 128, STRIDES)
     boxes = [torch.tensor([[-2.0, -2.0, 1.0, 1.0],     # ends inside cell 0: formula gives no cell

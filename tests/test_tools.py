@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import CONFIGS, REPO
-from defeat.plots import PALETTE, loss_figure, read_metrics, series
-from defeat.visualize import TITLE_HEIGHT, mask_panel, upsample_cells
+from defeat.plots import loss_figure, read_metrics, series
+from defeat.visualize import mask_panel, upsample_cells
 
 
 def _tool(name):
@@ -60,38 +60,203 @@ def known_images(tmp_path_factory):
 
 
 def _green_pixels(panel):
-    b, g, r = (panel[..., i].astype(int) for i in range(3))
+    r, g, b = (panel[..., i].astype(int) for i in range(3))
     return int(((g - r > 40) & (g - b > 40)).sum())
+
+
+def _rectangles(ax, colour):
+    """XYXY of the box outlines drawn in ``colour`` on ``ax``."""
+    from matplotlib.colors import to_rgb
+
+    return sorted([round(p.get_x()), round(p.get_y()), round(p.get_x() + p.get_width()),
+                   round(p.get_y() + p.get_height())] for p in ax.patches if to_rgb(p.get_edgecolor()) == colour)
+
+
+def _known_record(name):
+    from detectron2.data import DatasetCatalog
+
+    return DatasetCatalog.get(name)[0]
+
+
+def _viewer(config_file, *opts, **kwargs):
+    from defeat.config_files import load_config
+
+    return _tool("visualize_masks").MaskViewer(load_config(config_file, opts), **kwargs)
 
 
 def test_visualize_masks_draws_the_distillers_masks_per_level(known_images, tmp_path):
     from defeat.masks import gt_masks
+    from defeat.visualize import BOX_COLOR, OTHER_BOX_COLOR
 
     written = _tool("visualize_masks").main([
         "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images,
         "--panel-size", "96", "--output", str(tmp_path)])
     assert len(written) == 1 and written[0].endswith("grey_masks.png")
-    img = cv2.imread(written[0])
-    assert img is not None and img.shape == (96 + TITLE_HEIGHT, 6 * 96, 3)  # image + p2..p6
+    png = cv2.imread(written[0])
+    assert png is not None and 5 * 96 <= png.shape[1] <= 7 * 96 and 96 <= png.shape[0] <= 2 * 96
+
+    fig = _viewer(f"{CONFIGS}/tiny_defeat.yaml").render(_known_record(known_images), 96)
+    axes = fig.axes
+    assert len(axes) == 6  # image + p2..p6, no colour bar without --teacher-diff
     masks = gt_masks([torch.tensor(list(KNOWN_BOXES.values()), dtype=torch.float32)],
                      [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)], [4, 8, 16, 32, 64], "scale", 8.0)
     assert [bool(m.any()) for m in masks] == [True, True, False, True, False]
-    assert _green_pixels(img[TITLE_HEIGHT:, :96]) == 0  # the image panel has no mask
-    for i, m in enumerate(masks):
-        green = _green_pixels(img[TITLE_HEIGHT:, (i + 1) * 96:(i + 2) * 96])
-        area = float(m.sum()) * (96 / 64 * 4 * 2 ** i) ** 2  # object cells in panel pixels
-        assert 0.6 * area <= green <= area, (i, green, area)  # minus the box outlines drawn on top
+    assert _green_pixels(axes[0].get_images()[0].get_array()) == 0  # the image panel has no mask
+    assert len(_rectangles(axes[0], BOX_COLOR)) == 3
+    for i, (m, ax) in enumerate(zip(masks, axes[1:])):
+        panel = np.asarray(ax.get_images()[0].get_array())
+        assert panel.shape == (64, 64, 3)  # the padded frame, one pixel per image pixel
+        cell = 4 * 2 ** i
+        area = sum(min(cell, 64 - y * cell) * min(cell, 64 - x * cell) for y, x in torch.nonzero(m[0]).tolist())
+        assert _green_pixels(panel) == area, (i, _green_pixels(panel), area)
+        level = f"p{i + 2}"
+        on = [KNOWN_BOXES[level]] if level in KNOWN_BOXES else []
+        assert _rectangles(ax, BOX_COLOR) == on  # yellow: the boxes of this level
+        assert len(_rectangles(ax, OTHER_BOX_COLOR)) == 3 - len(on)  # grey: the others
 
 
-def test_visualize_masks_teacher_diff_adds_a_heat_map_row(known_images, teacher_weights, tmp_path):
+def _save_defeat_checkpoint(cfg_file, path, *opts):
+    """A complete DeFeat student checkpoint (student + adapters), as a training run saves it."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from defeat.config_files import build_model_from_config, load_config
+
+    torch.manual_seed(1)
+    model = build_model_from_config(load_config(cfg_file, opts))
+    DetectionCheckpointer(model, str(path.parent)).save(path.stem)
+    return model
+
+
+def test_visualize_masks_teacher_diff_heat_maps_share_one_colour_scale(known_images, teacher_weights, tmp_path):
+    ckpt = tmp_path / "defeat_final.pth"
+    _save_defeat_checkpoint(f"{CONFIGS}/tiny_defeat.yaml", ckpt, "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights)
     written = _tool("visualize_masks").main([
-        "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images,
-        "--panel-size", "64", "--output", str(tmp_path), "--teacher-diff",
+        "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images, "--panel-size", "64",
+        "--output", str(tmp_path / "vis"), "--teacher-diff", "--weights", str(ckpt),
         "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights])
-    img = cv2.imread(written[0])
-    assert img.shape == (2 * (64 + TITLE_HEIGHT), 6 * 64, 3)
-    heat = img[64 + 2 * TITLE_HEIGHT:, 64:]
-    assert heat.reshape(-1, 3).std(0).max() > 10  # the heat maps are not flat
+    assert written[0].endswith("grey_masks_diff.png") and cv2.imread(written[0]) is not None
+
+    viewer = _viewer(f"{CONFIGS}/tiny_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
+                     teacher_diff=True, weights=str(ckpt))
+    fig = viewer.render(_known_record(known_images), 64)
+    heat = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "inferno"]
+    assert len(heat) == 5  # p2..p6
+    arrays = [np.asarray(im.get_array()) for im in heat]
+    assert [a.shape for a in arrays] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]  # one value per cell
+    assert all(im.norm is heat[0].norm for im in heat)  # one shared scale ...
+    assert heat[0].norm.vmin == 0 and np.isclose(heat[0].norm.vmax, max(a.max() for a in arrays))
+    assert sum(im.colorbar is not None for im in heat) == 1  # ... with one colour bar
+    assert arrays[0].std() > 0  # not flat
+
+    # the same numbers, computed independently from the model
+    model = viewer.model
+    d = viewer.mapper(_known_record(known_images))
+    with torch.no_grad():
+        images = model.preprocess_image([d])
+        s = model.backbone(images.tensor)
+        t = model._teacher_features([d], images)[1]
+        expected = (model.distiller.adapters["p3"](s["p3"]) - t["p3"]).pow(2).mean(1)[0].numpy()
+    assert np.allclose(arrays[1], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_visualize_masks_refuses_missing_or_partial_student_weights(known_images, teacher_weights, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from conftest import make_cfg
+
+    args = ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images, "--panel-size", "64",
+            "--output", str(tmp_path / "vis"), "--teacher-diff", "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights]
+    tool = _tool("visualize_masks")
+    with pytest.raises(SystemExit, match="needs the DeFeat student's trained weights.*--allow-random-weights"):
+        tool.main(args)
+    with pytest.raises(SystemExit, match="student weights not found"):
+        tool.main(args + ["--weights", str(tmp_path / "nope.pth")])
+    plain = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml"))  # a student without adapters
+    DetectionCheckpointer(plain, str(tmp_path)).save("plain")
+    with pytest.raises(SystemExit, match=r"leave 10 tensors of DeFeatRCNN unloaded.*distiller\.adapters"):
+        tool.main(args + ["--weights", str(tmp_path / "plain.pth")])
+    assert not (tmp_path / "vis").exists() or not os.listdir(tmp_path / "vis")  # nothing was drawn
+    written = tool.main(args + ["--weights", str(tmp_path / "plain.pth"), "--allow-random-weights"])
+    assert len(written) == 1
+    assert len(tool.main(args + ["--allow-random-weights"])) == 1
+
+
+def test_visualize_masks_reads_lazy_configs(known_images, teacher_weights, tmp_path):
+    """The LazyConfig twins draw the same masks as their YAML configs; --teacher-diff builds the
+    LazyConfig's model (teacher from model.teacher)."""
+    record = _known_record(known_images)
+    for lazy, yaml in ((f"{CONFIGS}/tiny_defeat.py", f"{CONFIGS}/tiny_defeat.yaml"),
+                       ("configs/lazy/demo_defeat_slimR18_from_R18.py", "configs/demo/defeat_slimR18_from_R18.yaml")):
+        a = [np.asarray(ax.get_images()[0].get_array()) for ax in _viewer(lazy).render(record, 64).axes]
+        b = [np.asarray(ax.get_images()[0].get_array()) for ax in _viewer(yaml).render(record, 64).axes]
+        assert len(a) == len(b) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b)), lazy
+    written = _tool("visualize_masks").main([
+        "--config-file", "configs/lazy/demo_defeat_slimR18_from_R18.py", "--dataset", known_images,
+        "--panel-size", "64", "--output", str(tmp_path)])
+    assert cv2.imread(written[0]) is not None
+    written = _tool("visualize_masks").main([
+        "--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", known_images, "--panel-size", "64",
+        "--output", str(tmp_path / "diff"), "--teacher-diff", "--allow-random-weights",
+        f"model.teacher.weights={teacher_weights}"])
+    assert written[0].endswith("_masks_diff.png") and cv2.imread(written[0]) is not None
+
+
+@pytest.fixture(scope="module")
+def four_images(known_images):
+    from detectron2.data import DatasetCatalog
+
+    if "tiny_vis_four" not in DatasetCatalog.list():
+        record = _known_record(known_images)
+        DatasetCatalog.register("tiny_vis_four", lambda: [dict(record, image_id=i) for i in range(4)])
+    return "tiny_vis_four"
+
+
+def test_visualize_masks_argument_errors(four_images, tmp_path, capsys):
+    base = ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", four_images, "--output", str(tmp_path / "o")]
+    err = lambda *extra: _usage_error(capsys, "visualize_masks", base + list(extra))  # noqa: E731
+    assert "--start 100 is past the end of dataset 'tiny_vis_four' (4 images)" in err("--start", "100")
+    assert "--start -1 must be >= 0" in err("--start", "-1")
+    assert "--num-images -1 must be at least 1" in err("--num-images", "-1")
+    assert "--num-images 0 must be at least 1" in err("--num-images", "0")
+    assert "--panel-size 0 must be at least 32" in err("--panel-size", "0")
+    assert "--weights is only used with --teacher-diff" in err("--weights", "x.pth")
+    assert "is not registered" in err("--dataset", "no_such_dataset")
+    assert "config file not found: 'nope.yaml'" in _usage_error(
+        capsys, "visualize_masks", ["--config-file", "nope.yaml", "--dataset", four_images])
+    assert "cannot apply overrides" in err("MODEL.NO_SUCH_KEY", "1")
+    no_train = tmp_path / "no_train.yaml"
+    no_train.write_text(f'_BASE_: "{CONFIGS}/tiny_defeat.yaml"\nDATASETS:\n  TRAIN: ()\n')
+    assert "names no training dataset; pass --dataset NAME" in _usage_error(
+        capsys, "visualize_masks", ["--config-file", str(no_train)])
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in _usage_error(capsys, "visualize_masks", base[:4] + ["--output", str(tmp_path / "file")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_visualize_masks_draws_every_image_it_is_asked_for(four_images, tmp_path):
+    tool = _tool("visualize_masks")
+    base = ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", four_images, "--panel-size", "32"]
+    assert len(tool.main(base + ["--num-images", "4", "--output", str(tmp_path / "a")])) == 4
+    assert len(tool.main(base + ["--start", "3", "--output", str(tmp_path / "b")])) == 1  # what is left
+
+
+def test_visualize_masks_never_overwrites_a_dataset_image(tmp_path):
+    """photo.png's figure would be photo_masks.png, which is another image of the dataset."""
+    from detectron2.data import DatasetCatalog
+
+    records = []
+    for i, name in enumerate(("photo.png", "photo_masks.png")):
+        cv2.imwrite(str(tmp_path / name), np.full((64, 64, 3), 90, dtype=np.uint8))
+        records.append({"file_name": str(tmp_path / name), "height": 64, "width": 64, "image_id": i,
+                        "annotations": [{"bbox": [2, 2, 30, 30], "bbox_mode": 0, "category_id": 0}]})
+    if "tiny_vis_clash" not in DatasetCatalog.list():
+        DatasetCatalog.register("tiny_vis_clash", lambda: [dict(r) for r in records])
+    before = (tmp_path / "photo_masks.png").read_bytes()
+    with pytest.raises(SystemExit, match="would overwrite an image of dataset 'tiny_vis_clash'"):
+        _tool("visualize_masks").main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset",
+                                       "tiny_vis_clash", "--output", str(tmp_path)])
+    assert (tmp_path / "photo_masks.png").read_bytes() == before
 
 
 # ---- plot_losses ----------------------------------------------------------------------------
@@ -118,31 +283,99 @@ def test_read_metrics_and_series(tmp_path):
     assert series(rows, "bbox/AP")[0].tolist() == [100]
 
 
-def _has_colour(img, colour, tol=10):
-    return int((np.abs(img.astype(int) - np.array(colour)).max(-1) <= tol).sum())
+def _overlap(a, b):
+    """Whether two matplotlib display-space boxes overlap."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-def test_plot_losses_png_has_the_requested_size_and_curves(tmp_path):
+def test_loss_figure_panels_curves_and_legends(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    _synthetic_metrics(metrics)
+    rows = read_metrics(str(metrics))
+    fig = loss_figure(rows, 800, 600)
+    fig.canvas.draw()
+    axes = [ax for ax in fig.axes if ax.get_lines()]
+    expected = [["loss_box_reg", "loss_cls"], ["loss_defeat_neck_bg", "loss_defeat_neck_obj"],
+                ["loss_defeat_head_bg", "loss_defeat_head_obj"], ["defeat/kd_weight"]]
+    assert len(axes) == 4
+    its = list(range(9, 100, 10))
+    for ax, keys in zip(axes, expected):
+        lines = ax.get_lines()
+        assert [ln.get_label().split(" ")[0] for ln in lines] == keys
+        for ln, key in zip(lines, keys):  # the data drawn is the metrics' values, independently read
+            values = [json.loads(x)[key] for x in open(metrics).readlines()[:10]]
+            assert ln.get_xdata().tolist() == its and np.allclose(ln.get_ydata(), values)
+            assert ln.get_label().endswith(f"({values[-1]:.3g})")  # legend gives the last value
+        legend = ax.get_legend()
+        assert legend is not None and len(legend.get_texts()) == len(keys)
+        box, plot = legend.get_window_extent(), ax.get_window_extent()
+        assert not _overlap(box, plot), "the legend covers the plot area"
+        assert box.x1 <= fig.bbox.x1 + 1 and box.y0 >= fig.bbox.y0 - 1  # and stays inside the figure
+        assert ax.get_xlim()[0] == 0
+    assert axes[-1].get_ylim() == (0.0, 1.05) and axes[-1].get_xlabel() == "iteration"
+
+
+def test_plot_losses_writes_an_image_of_the_requested_size(tmp_path):
     metrics = tmp_path / "metrics.json"
     _synthetic_metrics(metrics)
     out = tmp_path / "plots" / "losses.png"
-    assert _tool("plot_losses").main([str(metrics), "--output", str(out), "--width", "640", "--height", "480"]) == str(out)
+    argv = [str(metrics), "--output", str(out), "--width", "640", "--height", "480"]
+    assert _tool("plot_losses").main(argv) == str(out)
     img = cv2.imread(str(out))
     assert img is not None and img.shape == (480, 640, 3)
-    panel_h = 480 // 4  # student, neck, head, KD weight
-    for p, n_curves in enumerate((2, 2, 2, 1)):
-        left = img[p * panel_h:(p + 1) * panel_h, 60:320]  # left half of the plot: curves, no legend
-        for i in range(n_curves):
-            assert _has_colour(left, PALETTE[i]) > 20, (p, i)
-        assert _has_colour(left, PALETTE[n_curves]) == 0  # no extra curve
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # curves, text and grid, not a blank page
+    pdf = tmp_path / "losses.pdf"
+    _tool("plot_losses").main([str(metrics), "--output", str(pdf)])
+    assert pdf.read_bytes().startswith(b"%PDF")
 
 
 def test_loss_figure_skips_panels_without_data():
     rows = [{"iteration": i, "loss_cls": 1.0 / (i + 1)} for i in range(5)]  # a run without DeFeat
-    img = loss_figure(rows, 300, 200)
-    assert img.shape == (200, 300, 3) and _has_colour(img[:, 60:150], PALETTE[0]) > 10
+    fig = loss_figure(rows, 300, 200)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["student losses"]
     with pytest.raises(ValueError, match="no training rows"):
         loss_figure([{"iteration": 1, "bbox/AP": 3.0}], 300, 200)
+    with pytest.raises(ValueError, match="at least 300x200 pixels"):
+        loss_figure(rows, 0, 200)
+
+
+def _usage_error(capsys, tool, argv):
+    """The message of an argument error: one line on stderr, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        _tool(tool).main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("(--help for usage)"), err
+    return err[0]
+
+
+def test_plot_losses_argument_errors(tmp_path, capsys):
+    metrics = tmp_path / "metrics.json"
+    _synthetic_metrics(metrics)
+    m = str(metrics)
+    assert "metrics file not found" in _usage_error(capsys, "plot_losses", [str(tmp_path / "nope.json")])
+    assert "at least 300x200 pixels" in _usage_error(capsys, "plot_losses", [m, "--width", "0"])
+    assert "at least 300x200 pixels" in _usage_error(capsys, "plot_losses", [m, "--height", "-5"])
+    for out in ("losses", "losses.txt", "losses.bmp"):
+        assert "extension must be one of png" in _usage_error(
+            capsys, "plot_losses", [m, "--output", str(tmp_path / out)])
+    (tmp_path / "d.png").mkdir()
+    assert "is a folder" in _usage_error(capsys, "plot_losses", [m, "--output", str(tmp_path / "d.png")])
+    before = metrics.read_text()
+    link = tmp_path / "metrics.png"
+    os.symlink(metrics, link)
+    assert "is the metrics file" in _usage_error(capsys, "plot_losses", [m, "--output", str(link)])
+    assert metrics.read_text() == before
+    assert not any(p.suffix in (".png", ".txt", ".bmp") and p.is_file() and not p.is_symlink()
+                   for p in tmp_path.iterdir())
+
+
+def test_plot_losses_metrics_without_losses_is_an_error(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"iteration": 10, "bbox/AP": 3.0}) + "\n")
+    with pytest.raises(SystemExit, match="no training rows with losses"):
+        _tool("plot_losses").main([str(metrics), "--output", str(tmp_path / "l.png")])
+    assert not (tmp_path / "l.png").exists()
 
 
 def test_visualize_masks_teacher_diff_needs_a_defeat_config(known_images, tmp_path):
@@ -163,7 +396,11 @@ def test_visualize_masks_teacher_diff_for_retinanet(known_images, tmp_path):
     DetectionCheckpointer(teacher, str(tmp_path)).save("teacher")
     written = _tool("visualize_masks").main([
         "--config-file", f"{CONFIGS}/tiny_retinanet_defeat.yaml", "--dataset", known_images,
-        "--panel-size", "64", "--output", str(tmp_path / "vis"), "--teacher-diff",
+        "--panel-size", "64", "--output", str(tmp_path / "vis"), "--teacher-diff", "--allow-random-weights",
         "MODEL.DEFEAT.TEACHER.WEIGHTS", str(tmp_path / "teacher.pth")])
-    img = cv2.imread(written[0])
-    assert img.shape == (2 * (64 + TITLE_HEIGHT), 6 * 64, 3)  # image + p3..p7, masks and differences
+    assert cv2.imread(written[0]) is not None
+    viewer = _viewer(f"{CONFIGS}/tiny_retinanet_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS",
+                     str(tmp_path / "teacher.pth"), teacher_diff=True, allow_random_weights=True)
+    fig = viewer.render(_known_record(known_images), 64)
+    heat = [np.asarray(im.get_array()) for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "inferno"]
+    assert [a.shape for a in heat] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]  # p3..p7 on 64 px

@@ -2,56 +2,84 @@
 """Export the student of a DeFeat checkpoint as a plain Detectron2 checkpoint.
 
     python tools/export_student.py output/defeat_run/model_final.pth student_final.pth \
-        [--verify-config configs/demo/student_slimR18.yaml]
+        [--verify-config configs/demo/student_slimR18.yaml] [KEY VALUE ...]
 
 The output holds ``{"model": ...}`` without adapters (``distiller.*``), teacher, optimizer,
 scheduler or iteration; use it as ``MODEL.WEIGHTS`` of the plain student config. With
-``--verify-config`` the file is loaded into that config's model, and the command fails if any
-key is missing or unexpected.
+``--verify-config`` (a YAML or LazyConfig ``.py`` file; options may come in any order) the
+weights are first loaded into that config's model, and nothing is written if any key is
+missing, unexpected or of the wrong shape. Trailing overrides apply to the verify config
+(``KEY VALUE`` pairs for YAML, ``key=value`` for a LazyConfig).
 """
-import argparse
 import logging
+import os
 import sys
 
-from defeat.export import export_student
+from detectron2.config import CfgNode
+
+from defeat.config_files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
+from defeat.export import ExportError, read_student_state, write_student
+from defeat.tool_checks import ToolArgumentParser, overwritten_input
 
 
 def verify(config_file: str, state, opts=()) -> None:
-    """Load ``state`` strictly into the model of ``config_file``; raise on any key problem."""
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from defeat import add_defeat_config
-
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = "cpu"
-    if cfg.MODEL.META_ARCHITECTURE.startswith("DeFeat"):
-        raise SystemExit(f"--verify-config wants the plain student config, got {cfg.MODEL.META_ARCHITECTURE}")
-    model = build_model(cfg)
+    """Load ``state`` strictly into the model of ``config_file``; raise ``SystemExit`` on any
+    key or shape problem (the message names the config)."""
+    try:
+        cfg = load_config(config_file, opts)
+    except ConfigFileError as e:
+        raise SystemExit(f"--verify-config: {e}") from e
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEVICE = "cpu"
+    elif "train" in cfg:
+        cfg.train.device = "cpu"
+    if is_defeat_config(cfg):
+        raise SystemExit(f"--verify-config wants the plain student config, got {architecture(cfg).__name__} "
+                         f"in {config_file!r} (a DeFeat config)")
+    model = build_model_from_config(cfg)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches raise even when not strict
-        raise SystemExit(f"export does not fit {config_file}: {e}") from e
+        raise SystemExit(f"export does not fit {config_file}: {' '.join(str(e).split())}") from e
     if result.missing_keys or result.unexpected_keys:
         raise SystemExit(f"export does not fit {config_file}: missing {result.missing_keys[:10]}, "
                          f"unexpected {result.unexpected_keys[:10]}")
     print(f"verified: all {len(state)} tensors load into {type(model).__name__} of {config_file}")
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None):
+    p = ToolArgumentParser(prog="export_student.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="DeFeat checkpoint (e.g. model_final.pth of a DeFeat run)")
-    p.add_argument("output", help="path of the exported student checkpoint")
-    p.add_argument("--verify-config", default="", help="plain student config to load the export into")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for --verify-config")
-    args = p.parse_args(argv)
+    p.add_argument("output", help="path of the exported student checkpoint (its folder is created)")
+    p.add_argument("--verify-config", default="", metavar="FILE",
+                   help="plain student config (YAML or LazyConfig .py) to load the export into before writing it")
+    p.add_argument("opts", nargs="*", default=[], metavar="OVERRIDE",
+                   help="overrides for --verify-config: KEY VALUE pairs (YAML) or key=value (LazyConfig)")
+    args = p.parse_intermixed_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        p.error(f"checkpoint not found: {args.checkpoint!r}")
+    clash = overwritten_input(args.output, input_checkpoint=args.checkpoint, verify_config=args.verify_config)
+    if clash:
+        p.error(clash)
+    if os.path.isdir(args.output):
+        p.error(f"the output {args.output!r} is a folder; give a file path such as {args.output}/student.pth")
+    if args.verify_config and not os.path.isfile(args.verify_config):
+        p.error(f"--verify-config file not found: {args.verify_config!r}")
+    if args.opts and not args.verify_config:
+        p.error(f"config overrides {args.opts} given without --verify-config")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    state = export_student(args.checkpoint, args.output)
-    if args.verify_config:
-        verify(args.verify_config, state, args.opts)
+    try:
+        state = read_student_state(args.checkpoint)
+        if args.verify_config:
+            verify(args.verify_config, state, args.opts)
+        write_student(state, args.output, args.checkpoint)
+    except ExportError as e:
+        raise SystemExit(f"export_student.py: error: {e}") from e
     return 0
 
 

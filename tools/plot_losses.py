@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Plot a run's losses and the KD weight schedule from its metrics.json as a PNG.
+"""Plot a run's losses and the KD weight schedule from its metrics.json as an image.
 
     python tools/plot_losses.py output/demo/defeat_slimR18_from_R18/metrics.json \
         --output output/demo/defeat_losses.png [--width 1000 --height 900]
@@ -7,34 +7,52 @@
 Panels (each only if the run logged it): the student's own losses, the DeFeat neck losses, the
 DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and scheduled) and
 ``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
+Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 """
-import argparse
 import logging
 import os
 
-import cv2
-
-from defeat.plots import loss_figure, read_metrics
+from defeat.plots import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
+from defeat.tool_checks import ToolArgumentParser, overwritten_input
 
 logger = logging.getLogger("defeat.tools.plot_losses")
 
 
-def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None):
+    p = ToolArgumentParser(prog="plot_losses.py", description=__doc__.splitlines()[0])
     p.add_argument("metrics", help="metrics.json of a Detectron2 run")
-    p.add_argument("--output", default="", help="PNG path (default: losses.png beside metrics.json)")
-    p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--height", type=int, default=900)
+    p.add_argument("--output", default="", help="image path (default: losses.png beside metrics.json); "
+                   f"extension one of {', '.join(IMAGE_FORMATS)}")
+    p.add_argument("--width", type=int, default=1000, help=f"pixels, at least {MIN_SIZE[0]}")
+    p.add_argument("--height", type=int, default=900, help=f"pixels, at least {MIN_SIZE[1]}")
     args = p.parse_args(argv)
+    if not os.path.isfile(args.metrics):
+        p.error(f"metrics file not found: {args.metrics!r}")
+    if args.width < MIN_SIZE[0] or args.height < MIN_SIZE[1]:
+        p.error(f"--width {args.width} --height {args.height}: the figure needs at least "
+                f"{MIN_SIZE[0]}x{MIN_SIZE[1]} pixels")
+    args.output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "losses.png")
+    ext = os.path.splitext(args.output)[1][1:].lower()
+    if ext not in IMAGE_FORMATS:
+        p.error(f"--output {args.output!r}: the extension must be one of {', '.join(IMAGE_FORMATS)}")
+    if os.path.isdir(args.output):
+        p.error(f"--output {args.output!r} is a folder; give a file path such as {args.output}/losses.png")
+    clash = overwritten_input(args.output, metrics_file=args.metrics)
+    if clash:
+        p.error(clash)
+    return args
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "losses.png")
-    figure = loss_figure(read_metrics(args.metrics), args.width, args.height)
-    if os.path.dirname(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    if not cv2.imwrite(out, figure):
-        raise SystemExit(f"could not write {out}")
-    logger.info("wrote %s (%dx%d)", out, figure.shape[1], figure.shape[0])
-    return out
+    try:
+        figure = loss_figure(read_metrics(args.metrics), args.width, args.height)
+    except ValueError as e:
+        raise SystemExit(f"plot_losses.py: error: {args.metrics}: {e}") from e
+    save_figure(figure, args.output)
+    logger.info("wrote %s (%dx%d)", args.output, args.width, args.height)
+    return args.output
 
 
 if __name__ == "__main__":

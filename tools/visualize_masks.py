@@ -7,104 +7,201 @@
     python tools/visualize_masks.py --config-file configs/demo/defeat_slimR18_from_R18.yaml \
         --teacher-diff --weights output/demo/defeat_slimR18_from_R18/model_final.pth
 
+The config may be YAML or a LazyConfig ``.py`` file (overrides ``KEY VALUE`` or ``key=value``).
 One PNG per image: the image with its GT boxes, then one panel per ``NECK.IN_FEATURES`` level
 with the object cells in green (the distiller's own mask code: ``MASK_ASSIGN``, ``SCALE_BASE``,
 the backbone's strides) and the boxes assigned to that level in yellow. ``--teacher-diff``
-builds the full DeFeat model (teacher weights from ``MODEL.DEFEAT.TEACHER.WEIGHTS``, student
-weights from ``--weights``) and adds a row of heat maps of ``mean_c (adapter(S) - T)^2``
-(each scaled to its own maximum; captions give its mean over object and background cells).
+builds the full DeFeat model (teacher from ``MODEL.DEFEAT.TEACHER`` / ``model.teacher``, student
+and adapters from ``--weights``, which must load completely unless ``--allow-random-weights``)
+and adds a row of heat maps of ``mean_c (adapter(S) - T)^2`` on one colour scale shared by all
+levels, with its colour bar (captions give the mean over object and background cells).
 Images are resized as at test time and shown in the padded frame the masks live in.
 """
-import argparse
 import logging
 import os
 from typing import List
 
-import cv2
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, DatasetMapper
-from detectron2.data import transforms as T
-from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import ImageList
 
-from defeat import DeFeatDistiller, add_defeat_config
-from defeat.meta_arch.common import TeacherMixin
+from defeat import DeFeatDistiller
+from defeat.config_files import (
+    ConfigFileError,
+    architecture,
+    build_backbone_from_config,
+    build_model_from_config,
+    defeat_settings,
+    image_format,
+    is_defeat_config,
+    load_config,
+    model_device,
+    model_weights,
+    pixel_stats,
+    inference_augmentations,
+    train_dataset_names,
+)
 from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
 from defeat.masks import assign_levels
-from defeat.visualize import OTHER_BOX_COLOR, draw_boxes, grid, heat_panel, mask_panel, titled
+from defeat.plots import save_figure
+from defeat.tool_checks import ToolArgumentParser
+from defeat.visualize import LevelView, mask_figure
 
 logger = logging.getLogger("defeat.tools.visualize_masks")
 
+MIN_PANEL_SIZE = 32
+
+
+def build_parser():
+    p = ToolArgumentParser(prog="visualize_masks.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config-file", required=True, metavar="FILE", help="YAML or LazyConfig (.py) config")
+    p.add_argument("--dataset", default="", help="registered dataset (default: the config's first training set)")
+    p.add_argument("--num-images", type=int, default=4, help="how many images, at least 1")
+    p.add_argument("--start", type=int, default=0, help="index of the first image in the dataset")
+    p.add_argument("--output", default="output/vis_masks", help="folder for the PNGs (created)")
+    p.add_argument("--panel-size", type=int, default=256,
+                   help=f"longer side of each panel in pixels, at least {MIN_PANEL_SIZE}")
+    p.add_argument("--teacher-diff", action="store_true", help="add the teacher-student difference row")
+    p.add_argument("--weights", default="",
+                   help="DeFeat student checkpoint for --teacher-diff (default MODEL.WEIGHTS / train.init_checkpoint)")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="with --teacher-diff: draw even if the student weights are missing or load only in part")
+    p.add_argument("opts", nargs="*", default=[], metavar="OVERRIDE",
+                   help="config overrides: KEY VALUE pairs (YAML) or key=value (LazyConfig)")
+    return p
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--dataset", default="", help="registered dataset (default: the config's first DATASETS.TRAIN)")
-    p.add_argument("--num-images", type=int, default=4)
-    p.add_argument("--start", type=int, default=0, help="index of the first image in the dataset")
-    p.add_argument("--output", default="output/vis_masks", help="folder for the PNGs")
-    p.add_argument("--panel-size", type=int, default=256, help="longer side of each panel in pixels")
-    p.add_argument("--teacher-diff", action="store_true", help="add the teacher-student difference row")
-    p.add_argument("--weights", default="", help="student weights for --teacher-diff (default MODEL.WEIGHTS)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    return p.parse_args(argv)
+    """Arguments, checked before any work; a bad one exits with a one-line message (code 2)."""
+    p = build_parser()
+    args = p.parse_intermixed_args(argv)
+    if args.num_images < 1:
+        p.error(f"--num-images {args.num_images} must be at least 1")
+    if args.start < 0:
+        p.error(f"--start {args.start} must be >= 0 (an index into the dataset)")
+    if args.panel_size < MIN_PANEL_SIZE:
+        p.error(f"--panel-size {args.panel_size} must be at least {MIN_PANEL_SIZE} (pixels)")
+    if os.path.isfile(args.output):
+        p.error(f"--output {args.output!r} is a file; give a folder for the PNGs")
+    if args.weights and not args.teacher_diff:
+        p.error("--weights is only used with --teacher-diff (the masks need no weights)")
+    try:
+        args.cfg = load_config(args.config_file, args.opts)
+    except ConfigFileError as e:
+        p.error(str(e))
+    if not args.dataset:
+        names = train_dataset_names(args.cfg)
+        if not names:
+            p.error(f"{args.config_file} names no training dataset; pass --dataset NAME")
+        args.dataset = names[0]
+    try:
+        args.records = load_records(args.dataset)
+    except KeyError as e:
+        p.error(f"dataset {args.dataset!r} is not registered ({e})")
+    if args.start >= len(args.records):
+        p.error(f"--start {args.start} is past the end of dataset {args.dataset!r} ({len(args.records)} images)")
+    return args
 
 
-def setup_cfg(args):
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEFEAT.NECK.ENABLED = True  # the masks are the neck loss's
-    cfg.freeze()
-    return cfg
+def enable_neck(cfg) -> None:
+    """The masks are the neck loss's: build the distiller with the neck on."""
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEFEAT.NECK.ENABLED = True
+    elif cfg.model.get("defeat", None) is not None:  # a LazyConfig without it has the neck on
+        if "neck" not in cfg.model.defeat:
+            cfg.model.defeat.neck = {}
+        cfg.model.defeat.neck.enabled = True
 
 
-def load_records(name: str, start: int, count: int) -> List[dict]:
-    """Dataset dicts ``start:start+count`` of ``name`` (the demo dataset is registered on demand)."""
+def load_records(name: str) -> List[dict]:
+    """The dataset dicts of ``name`` (the demo dataset is registered on demand)."""
     if name.startswith(DEMO_PREFIX) and name not in DatasetCatalog.list():
         register_demo_dataset(**settings_from_env())
-    return DatasetCatalog.get(name)[start:start + count]
+    return DatasetCatalog.get(name)
+
+
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """Keeps what the load left unmatched (Detectron2 itself only logs it)."""
+
+    incompatible = None
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> None:
+    """Load the DeFeat student (and its adapters) from ``weights``; refuse a partial load.
+
+    Raises:
+        SystemExit: no weights, a missing file, or tensors left at their random initialisation,
+            unless ``allow_random`` (then it only warns).
+    """
+    hint = ("pass --weights with the DeFeat run's checkpoint (model_final.pth), or "
+            "--allow-random-weights to draw an untrained student")
+    if not weights:
+        if not allow_random:
+            raise SystemExit(f"--teacher-diff needs the DeFeat student's trained weights: {hint}")
+        logger.warning("--allow-random-weights: the student and adapters are untrained")
+        return
+    if "://" not in weights and not os.path.isfile(os.path.expanduser(weights)):
+        raise SystemExit(f"student weights not found: {weights!r}")
+    checkpointer = _RecordingCheckpointer(model)
+    checkpointer.load(weights)
+    found = checkpointer.incompatible
+    unloaded = [] if found is None else list(found.missing_keys) + [k for k, _, _ in found.incorrect_shapes]
+    if found is None:
+        unloaded = ["(the file holds no model weights)"]
+    if unloaded:
+        message = (f"student weights {weights!r} leave {len(unloaded)} tensors of {type(model).__name__} "
+                   f"unloaded (e.g. {unloaded[:3]}); {hint}")
+        if not allow_random:
+            raise SystemExit(message)
+        logger.warning("--allow-random-weights: %s", message)
 
 
 class MaskViewer:
     """The student backbone + distiller of a config (and with ``teacher_diff`` the whole model)."""
 
-    def __init__(self, cfg, teacher_diff: bool = False, weights: str = ""):
+    def __init__(self, cfg, teacher_diff: bool = False, weights: str = "", allow_random_weights: bool = False):
         self.cfg = cfg
         self.model = None
+        enable_neck(cfg)
         if teacher_diff:
-            self.model = build_model(cfg)
-            if not (isinstance(self.model, TeacherMixin) and hasattr(self.model, "distiller")):
-                raise SystemExit(f"--teacher-diff needs a DeFeat config, got {cfg.MODEL.META_ARCHITECTURE}")
-            DetectionCheckpointer(self.model).load(weights or cfg.MODEL.WEIGHTS)
+            if not is_defeat_config(cfg):
+                raise SystemExit(f"--teacher-diff needs a DeFeat config, got {architecture(cfg).__name__}")
+            self.model = build_model_from_config(cfg)
+            load_student(self.model, weights or model_weights(cfg), allow_random_weights)
             self.model.eval()
             self.backbone, self.distiller = self.model.backbone, self.model.distiller
-        else:  # masks need only the student's levels and strides: no teacher weights required
-            self.backbone = build_backbone(cfg).to(cfg.MODEL.DEVICE).eval()
+        else:  # masks need only the student's levels and strides: no weights required
+            self.backbone = build_backbone_from_config(cfg)
             shapes = self.backbone.output_shape()
-            self.distiller = DeFeatDistiller(cfg, shapes, shapes)
+            settings = defeat_settings(cfg)
+            settings["neck"]["enabled"] = True
+            self.distiller = DeFeatDistiller.from_settings(settings, shapes, shapes)
+        self.device = model_device(cfg)
+        self.format = image_format(cfg)
         self.mapper = DatasetMapper(
             is_train=True,  # keeps the annotations; the augmentation is the test-time resize
-            augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
-            image_format=cfg.INPUT.FORMAT,
+            augmentations=inference_augmentations(cfg),
+            image_format=self.format,
         )
 
     def _images(self, inputs) -> ImageList:
         if self.model is not None:
             return self.model.preprocess_image(inputs)
-        mean = torch.tensor(self.cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1)
-        std = torch.tensor(self.cfg.MODEL.PIXEL_STD).view(-1, 1, 1)
-        x = [((d["image"].float() - mean) / std).to(self.cfg.MODEL.DEVICE) for d in inputs]
+        mean, std = (torch.tensor(v).view(-1, 1, 1) for v in pixel_stats(self.cfg))
+        x = [((d["image"].float() - mean) / std).to(self.device) for d in inputs]
         return ImageList.from_tensors(x, self.backbone.size_divisibility,
                                       padding_constraints=self.backbone.padding_constraints)
 
     @torch.no_grad()
-    def render(self, record: dict, panel_size: int) -> np.ndarray:
-        """The figure of one dataset record as a BGR image."""
+    def render(self, record: dict, panel_size: int):
+        """The figure (``matplotlib.figure.Figure``) of one dataset record."""
         d = self.mapper(record)
         images = self._images([d])
         gt = d["instances"].to(images.tensor.device)
@@ -112,43 +209,28 @@ class MaskViewer:
         boxes = gt.gt_boxes.tensor
         masks = self.distiller.masks([boxes], feats)
         height, width = images.tensor.shape[-2:]
-        image = _bgr(d["image"], self.cfg.INPUT.FORMAT, height, width)
-        scale = panel_size / max(height, width)
-        size = (int(round(width * scale)), int(round(height * scale)))
+        image = _rgb(d["image"], self.format, height, width)
         on_level = _boxes_per_level(boxes.cpu(), self.distiller)
-        box_np = boxes.cpu().numpy()
-
-        def panel(img, lvl=None, others=True):
-            out = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
-            if lvl is None:
-                return draw_boxes(out, box_np, scale=scale)
-            if others:  # boxes of other levels in grey
-                out = draw_boxes(out, box_np[~on_level[lvl]], OTHER_BOX_COLOR, scale=scale)
-            return draw_boxes(out, box_np[on_level[lvl]], scale=scale)
-
         d_ = self.distiller
-        row = [titled(panel(image), f"{os.path.basename(record['file_name'])}: {len(box_np)} GT boxes")]
+        teacher = self.model._teacher_features([d], images)[1] if self.model is not None else None
+        levels = []
         for lvl, (f, s, m) in enumerate(zip(d_.in_features, d_.strides, masks)):
-            m = m[0].cpu().numpy()
-            row.append(titled(panel(mask_panel(image, m, s), lvl),
-                              f"{f} /{s}: {int(on_level[lvl].sum())} boxes, obj {100 * m.mean():.0f}%"))
-        rows = [row]
-        if self.model is not None:
-            _, teacher = self.model._teacher_features([d], images)
-            diff_row = [titled(panel((image * 0.35).astype(np.uint8)), "mean_c (adapter(S) - T)^2")]
-            for lvl, (f, s, m) in enumerate(zip(d_.in_features, d_.strides, masks)):
+            m = m[0]
+            view = LevelView(f, s, m.cpu().numpy(), on_level[lvl],
+                             f"{f} /{s}: {int(on_level[lvl].sum())} boxes, obj {100 * float(m.mean()):.0f}%")
+            if teacher is not None:
                 diff = (d_.adapters[f](feats[f]) - teacher[f]).pow(2).mean(1)[0]
-                obj, bg = _region_mean(diff, m[0] > 0), _region_mean(diff, m[0] == 0)
-                heat = heat_panel(diff.cpu().numpy(), s, height, width)
-                diff_row.append(titled(panel(heat, lvl, others=False), f"{f}: obj {obj} bg {bg}"))
-            rows.append(diff_row)
-        return grid(rows)
+                view.diff = diff.float().cpu().numpy()
+                view.diff_caption = f"{f}: obj {_region_mean(diff, m > 0)} bg {_region_mean(diff, m == 0)}"
+            levels.append(view)
+        title = f"{os.path.basename(record['file_name'])}: {len(boxes)} GT boxes"
+        return mask_figure(image, boxes.cpu().numpy(), levels, title, panel_size)
 
 
-def _bgr(image: torch.Tensor, fmt: str, height: int, width: int) -> np.ndarray:
-    """A ``[C, h, w]`` mapped image as a BGR uint8 array zero-padded to ``[height, width]``."""
+def _rgb(image: torch.Tensor, fmt: str, height: int, width: int) -> np.ndarray:
+    """A ``[C, h, w]`` mapped image as an RGB uint8 array zero-padded to ``[height, width]``."""
     img = image.permute(1, 2, 0).numpy()
-    if fmt == "RGB":
+    if fmt == "BGR":
         img = img[:, :, ::-1]
     out = np.zeros((height, width, 3), dtype=np.uint8)
     out[: img.shape[0], : img.shape[1]] = np.clip(img, 0, 255).astype(np.uint8)
@@ -173,16 +255,21 @@ def _boxes_per_level(boxes: torch.Tensor, distiller) -> List[np.ndarray]:
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = setup_cfg(args)
-    viewer = MaskViewer(cfg, args.teacher_diff, args.weights)
-    name = args.dataset or cfg.DATASETS.TRAIN[0]
+    records = args.records[args.start:args.start + args.num_images]
+    if len(records) < args.num_images:
+        logger.info("dataset %r has %d images from index %d (asked for %d)",
+                    args.dataset, len(records), args.start, args.num_images)
+    viewer = MaskViewer(args.cfg, args.teacher_diff, args.weights, args.allow_random_weights)
     os.makedirs(args.output, exist_ok=True)
+    inputs = {os.path.realpath(r["file_name"]) for r in args.records}
     written = []
-    for record in load_records(name, args.start, args.num_images):
+    for record in records:
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         path = os.path.join(args.output, f"{stem}_masks{'_diff' if args.teacher_diff else ''}.png")
-        if not cv2.imwrite(path, viewer.render(record, args.panel_size)):
-            raise SystemExit(f"could not write {path}")
+        if os.path.realpath(path) in inputs:
+            raise SystemExit(f"visualize_masks.py: error: {path} would overwrite an image of dataset "
+                             f"{args.dataset!r}; choose another --output folder")
+        save_figure(viewer.render(record, args.panel_size), path)
         logger.info("wrote %s", path)
         written.append(path)
     return written

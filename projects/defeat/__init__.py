@@ -3,6 +3,7 @@
 Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``.
 """
 from .config import add_defeat_config
+from .config_files import get_config_file
 from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
 from .masks import gt_masks
 from .schedule import kd_weight
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "add_defeat_config",
+    "get_config_file",
     "gt_masks",
     "decoupled_feature_loss",
     "decoupled_kl_loss",

@@ -1,4 +1,4 @@
-"""Detectron2 config keys of DeFeat (spec section 5)."""
+"""Detectron2 config keys of DeFeat (docs/algorithm.md, section 6)."""
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_defeat_config"]
@@ -21,10 +21,10 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT = 1.0
     cfg.MODEL.DEFEAT.NECK.BG_WEIGHT = 4.0
     cfg.MODEL.DEFEAT.NECK.ADAPTER = "conv3x3"  # "conv3x3", "conv1x1" or "none"
-    # Std of the conv adapters' initial weights (normal, truncated at 2 std); the spec's near-zero
+    # Std of the conv adapters' initial weights (normal, truncated at 2 std); the near-zero
     # 1e-4 passes only a tiny share of the KD gradient to the student at first.
     cfg.MODEL.DEFEAT.NECK.ADAPTER_INIT_STD = 1e-4
-    # "scale" or "all" (spec); "coupled" = no object/background split (ablation baseline).
+    # "scale" or "all" (docs/algorithm.md, section 1); "coupled" = no object/background split (ablation baseline).
     cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"
     cfg.MODEL.DEFEAT.NECK.SCALE_BASE = 56.0
 

@@ -20,7 +20,7 @@ from .settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg
 
 __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels"]
 
-# "scale"/"all" place GT boxes on levels (spec section 1); "coupled" is the ablation without
+# "scale"/"all" place GT boxes on levels (docs/algorithm.md, section 1); "coupled" is the ablation without
 # decoupling: one region covering every cell, reported as the object term (background term 0).
 MASK_MODES = ("scale", "all", "coupled")
 
@@ -87,7 +87,7 @@ class DeFeatDistiller(nn.Module):
         """
         Args:
             student_shapes, teacher_shapes: backbone ``output_shape()`` of each model.
-            Others: the ``MODEL.DEFEAT`` settings of spec section 5 (``max_iter`` = SOLVER.MAX_ITER);
+            Others: the ``MODEL.DEFEAT`` settings of docs/algorithm.md, section 6 (``max_iter`` = SOLVER.MAX_ITER);
                 ``defeat.settings.distiller_kwargs`` maps the nested lowercase form to these names.
         """
         super().__init__()

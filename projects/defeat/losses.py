@@ -1,4 +1,4 @@
-"""Decoupled distillation losses (spec sections 2-3). Pure functions, computed in fp32.
+"""Decoupled distillation losses (docs/algorithm.md, sections 2-3). Pure functions, computed in fp32.
 
 Each returns an ``(obj, bg)`` pair of scalar tensors, unweighted; the caller applies weights.
 Teacher inputs are always detached; every normaliser is clamped with ``max(1, .)`` on device

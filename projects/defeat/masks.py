@@ -1,4 +1,4 @@
-"""Ground-truth box masks over FPN levels (spec section 1). Pure tensor code."""
+"""Ground-truth box masks over FPN levels (docs/algorithm.md, section 1). Pure tensor code."""
 from typing import List, Sequence, Tuple
 
 import torch

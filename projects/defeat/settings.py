@@ -1,7 +1,7 @@
 """DeFeat's settings as one nested, lowercase mapping, shared by YAML and LazyConfig configs.
 
 ``MODEL.DEFEAT.NECK.BG_WEIGHT`` in a YAML config is ``neck.bg_weight`` here (``model.defeat``
-in a LazyConfig), and so on for every key of spec section 5 except ``TEACHER`` (a LazyConfig
+in a LazyConfig), and so on for every key of docs/algorithm.md (section 6) except ``TEACHER`` (a LazyConfig
 builds the teacher module itself). One more key, ``max_iter``, is ``SOLVER.MAX_ITER`` (the end
 of the ``linear``/``cosine`` KD schedules).
 """

@@ -52,7 +52,7 @@ class DeFeatRetinaNet(TeacherMixin, RetinaNet):
 
     Training returns RetinaNet's losses plus ``loss_defeat_{neck,head}_{obj,bg}``; in eval mode it
     is exactly ``RetinaNet`` (the teacher is not run). The head loss is the per-anchor sigmoid KL
-    (spec section 3) with the student's anchor labels: foreground anchors are objects, ignored
+    (docs/algorithm.md, section 3) with the student's anchor labels: foreground anchors are objects, ignored
     anchors are left out, the rest are background.
     """
 
