@@ -128,8 +128,6 @@ def _type_problem(old, new):
     def is_num(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    if isinstance(new, str) and new.startswith("${"):
-        return None  # an interpolation: its target is checked where it is used
     if isinstance(old, bool):
         ok, kind = isinstance(new, bool), "True or False"
     elif isinstance(old, int) and not isinstance(old, bool):
@@ -171,6 +169,8 @@ def check_overrides(cfg, overrides):
                     f"override {o!r}: {parent!r} is not in the config (known keys there: {known}); "
                     "check the spelling"
                 )
+        if parts[:2] == ["model", "defeat"] and len(parts) > 2:
+            continue  # DeFeat settings: names, types and ranges checked by resolve_settings in load_config
         old = _select(cfg, key)
         if old is _ABSENT:
             parent = _select(cfg, ".".join(parts[:-1])) if len(parts) > 1 else cfg
@@ -182,6 +182,8 @@ def check_overrides(cfg, overrides):
                     f"spelling, or write +{key}=... to add a new key"
                 )
             continue
+        if value.strip().startswith("${"):
+            continue  # an interpolation: its target is checked where it is used
         new = _select(LazyConfig.apply_overrides(OmegaConf.create({}), [f"{key}={value}"]), key)
         problem = _type_problem(old, new)
         if problem:
