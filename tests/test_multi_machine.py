@@ -31,6 +31,8 @@ def test_two_machines_match_one_process(teacher_weights, tmp_path):
     # One training image: every batch is that image, so one process's batch of 2 and two
     # machines' batches of 1 hold the same data. Sampling is made deterministic: no flip, and
     # RPN/ROI batch sizes above the candidate counts (every anchor and proposal is taken).
+    # FrozenBN: training-mode BN on this tiny model's 2x2 res5 maps turns float rounding of
+    # different batch shapes into visible weight differences within three steps.
     data = tmp_path / "data"
     generate_dataset(str(data / "defeat_demo"), num_train=1, num_val=1)
     teacher_cfg = tmp_path / "teacher.yaml"
@@ -41,7 +43,8 @@ def test_two_machines_match_one_process(teacher_weights, tmp_path):
             "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(teacher_cfg), "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
             "DATASETS.TRAIN", "('defeat_demo_train',)", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2",
             "SOLVER.MAX_ITER", "3", "SEED", "0", "INPUT.RANDOM_FLIP", "none",
-            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "4096", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512"]
+            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "4096", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512",
+            "MODEL.RESNETS.NORM", "FrozenBN"]
     script = os.path.join(REPO, "train_net.py")
 
     single = str(tmp_path / "single")
@@ -79,7 +82,5 @@ def test_two_machines_match_one_process(teacher_weights, tmp_path):
     a = torch.load(os.path.join(single, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     b = torch.load(os.path.join(multi, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     assert set(a) == set(b) and any(k.startswith("distiller.adapters.") for k in a)
-    init = None
     for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5), (k, (a[k] - b[k]).abs().max())
-    del init
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
