@@ -137,7 +137,7 @@ def test_lazy_overrides_are_checked_naming_the_key(teacher_weights, override, ma
 
 def test_lazy_settings_resolve_to_the_checked_form():
     s = resolve_settings({"neck": {"in_features": ("p3", "p4")}, "warmup_iters": 4.0})
-    assert s["neck"]["in_features"] == ["p3", "p4"] and s["warmup_iters"] == 4
+    assert s["neck"]["in_features"] == ["p3", "p4"] and s["warmup_iters"] == 4 and type(s["warmup_iters"]) is int
 
 
 def test_level_that_neither_model_has_is_an_error_across_families(tmp_path):
