@@ -135,7 +135,7 @@ def _type_problem(old, new):
     elif isinstance(old, float):
         ok, kind = is_num(new), "a number"
     elif isinstance(old, DictConfig):
-        ok, kind = isinstance(new, (dict, DictConfig)) or new is None, "a mapping"
+        ok, kind = isinstance(new, (dict, DictConfig)), "a mapping"
     else:
         return None
     return None if ok else f"the config's value is {old!r}, so it must be {kind}"

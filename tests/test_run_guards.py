@@ -24,6 +24,7 @@ from defeat.nonfinite import nonfinite_loss_message
     ("optimizer.lr=fast", r"optimizer\.lr got 'fast' \(str\).*must be a number"),
     ("train.amp.enabled=yes", r"train\.amp\.enabled got 'yes'.*must be True or False"),
     ("model.roi_heads=3", r"model\.roi_heads got 3 .*must be a mapping"),
+    ("model.defeat=null", r"model\.defeat got None .*must be a mapping"),  # would silently mean the defaults
     ("train.max_iter", r"is not of the form key=value"),
 ])
 def test_bad_override_is_refused_naming_it(override, match):
@@ -161,3 +162,21 @@ def test_nonfinite_message_cases():
     assert "DeFeat terms ['loss_defeat_neck_bg'] and the detector terms ['loss_cls']" in m
     m = nonfinite_loss_message({"loss_cls": one}, 3)
     assert "another process" in m
+
+
+def test_student_class_of_every_defeat_family():
+    import sys
+
+    from conftest import REPO
+    from detectron2.modeling import GeneralizedRCNN, RetinaNet
+
+    from defeat import DeFeatRCNN, DeFeatRetinaNet
+    from defeat.meta_arch.common import student_class
+
+    sys.path.insert(0, os.path.join(REPO, "examples"))
+    import custom_rcnn
+
+    assert student_class(DeFeatRCNN) is GeneralizedRCNN
+    assert student_class(DeFeatRetinaNet) is RetinaNet
+    assert student_class(custom_rcnn.CustomDeFeatRCNN) is GeneralizedRCNN
+    assert student_class(GeneralizedRCNN) is GeneralizedRCNN
