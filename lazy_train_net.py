@@ -13,7 +13,7 @@ The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``
 
 Overrides (``key=value``) must name keys the config has (Detectron2 would silently add a
 misspelt one): every parent of the key must exist, and the key itself unless its parent is a
-``LazyCall`` (a new argument) or it is written ``+key=value`` (Hydra's explicit addition). A value
+``LazyCall`` (a new argument); write ``+key=value`` (Hydra's explicit addition) to add keys. A value
 must have the type of the one it replaces (a number for a number, a boolean for a boolean, a
 mapping for a mapping); ``model.defeat.*`` values are checked like every DeFeat setting.
 """
@@ -156,8 +156,8 @@ def check_overrides(cfg, overrides):
         key = key.strip()
         if key.startswith("~"):
             raise OverrideError(f"override {o!r}: deleting keys is not supported")
-        added = key.startswith("+")
-        key = key.lstrip("+")
+        if key.startswith("+"):
+            continue  # Hydra's explicit addition (+key=value): a new key on purpose
         parts = key.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
@@ -175,7 +175,7 @@ def check_overrides(cfg, overrides):
         if old is _ABSENT:
             parent = _select(cfg, ".".join(parts[:-1])) if len(parts) > 1 else cfg
             is_call = isinstance(parent, DictConfig) and "_target_" in parent
-            if not (added or is_call):
+            if not is_call:
                 known = sorted(parent.keys()) if isinstance(parent, DictConfig) else []
                 raise OverrideError(
                     f"override {o!r}: {key!r} is not in the config (known keys there: {known}); check the "

@@ -43,7 +43,7 @@ def test_good_overrides_pass():
         "train.max_iter=5", "model.defeat.neck.bg_weight=8", "optimizer.lr=0.02", "train.amp.enabled=True",
         "model.roi_heads.box_predictor.test_score_thresh=0.0",  # exists
         "model.roi_heads.box_predictor.new_argument=1",  # a new argument of a LazyCall
-        "+train.clip_gradients.enabled=True",  # explicitly added
+        "+train.clip_gradients.enabled=True", "+train.new_group.value=3",  # explicitly added
         "model.defeat.max_iter=${train.max_iter}",
     ])
 

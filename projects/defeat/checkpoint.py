@@ -134,13 +134,14 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         """As Detectron2's, but a resume tries the tagged checkpoint, then every
-        ``model_XXXXXXX.pth`` newest first, skipping (with a warning) those that cannot be read.
+        ``model_XXXXXXX.pth`` newest first, skipping (with a warning) those that cannot be read
+        (local ``save_dir``; a remote one resumes as in Detectron2).
 
         Raises:
             ResumeError: checkpoints exist but none can be read, or the one read belongs to
                 another model (see :meth:`_check_same_model`); never a silent fresh start.
         """
-        if not (resume and self.has_checkpoint()):
+        if not (resume and self.has_checkpoint()) or not self._local():
             return super().resume_or_load(path, resume=resume)
         skipped = []
         for candidate in self._resume_candidates():
