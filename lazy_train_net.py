@@ -10,8 +10,15 @@ The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``
 ``lr_multiplier`` and ``train`` (Detectron2's ``common/train.py`` keys). Beyond those,
 ``train.clip_gradients`` (``enabled``, ``clip_type``, ``clip_value``, ``norm_type``, as
 ``SOLVER.CLIP_GRADIENTS``) clips gradients. Checkpoints are written atomically.
+
+Overrides (``key=value``) must name keys the config has (Detectron2 would silently add a
+misspelt one): every parent of the key must exist, and the key itself unless its parent is a
+``LazyCall`` (a new argument); write ``+key=value`` (Hydra's explicit addition) to add keys. A value
+must have the type of the one it replaces (a number for a number, a boolean for a boolean, a
+mapping for a mapping); ``model.defeat.*`` values are checked like every DeFeat setting.
 """
 import logging
+import os
 
 import detectron2.utils.comm as comm
 from detectron2.config import CfgNode, LazyConfig, instantiate
@@ -28,12 +35,16 @@ from detectron2.engine import (
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
+from omegaconf import DictConfig, OmegaConf
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
-from defeat.checkpoint import AtomicDetectionCheckpointer
+from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
 from defeat.demo.data import register_demo_dataset_if_used
 from defeat.data_checks import check_dataset_boxes
 from defeat.ddp import create_ddp_model_any_device
+from defeat.meta_arch.common import lazy_eval_model_config
+from defeat.nonfinite import explain_nonfinite_losses
+from defeat.settings import resolve_settings
 
 logger = logging.getLogger("defeat.lazy_train_net")
 
@@ -66,6 +77,14 @@ def build_optimizer(cfg, model):
 
 
 def do_train(args, cfg):
+    """Build, resume (with ``--resume``) and train; the metrics go to metrics.json."""
+    trainer, start_iter = build_trainer(args, cfg)
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer
+
+
+def build_trainer(args, cfg):
+    """``(trainer, start iteration)``: model, optimizer, data, hooks, weights loaded or resumed."""
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)  # a DeFeat teacher moves along (it is hidden, not dropped)
@@ -73,6 +92,7 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model_any_device(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    explain_nonfinite_losses(trainer)
     checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     main_process = comm.is_main_process()
     trainer.register_hooks(
@@ -88,17 +108,105 @@ def do_train(args, cfg):
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
-    return trainer
+    return trainer, start_iter
+
+
+class OverrideError(ValueError):
+    """A ``key=value`` command-line override names no config key or has the wrong type."""
+
+
+_ABSENT = object()
+
+
+def _select(cfg, key):
+    """The (resolved) value at dotted ``key``; ``_ABSENT`` if there is none."""
+    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
+
+
+def _type_problem(old, new):
+    """Why ``new`` cannot replace ``old`` (None if it can): same kind of value as the config's."""
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(old, bool):
+        ok, kind = isinstance(new, bool), "True or False"
+    elif isinstance(old, int) and not isinstance(old, bool):
+        ok, kind = isinstance(new, int) and not isinstance(new, bool), "an integer"
+    elif isinstance(old, float):
+        ok, kind = is_num(new), "a number"
+    elif isinstance(old, DictConfig):
+        ok, kind = isinstance(new, (dict, DictConfig)), "a mapping"
+    else:
+        return None
+    return None if ok else f"the config's value is {old!r}, so it must be {kind}"
+
+
+def check_overrides(cfg, overrides):
+    """Refuse overrides that Detectron2's ``apply_overrides`` would silently get wrong.
+
+    Raises:
+        OverrideError: a key with a missing parent (``modle.defeat...``), a new key under a plain
+            mapping (``train.max_itr``) not written ``+key=...``, or a value of another type
+            (``train.max_iter=abc``).
+    """
+    for o in overrides:
+        if "=" not in o:
+            raise OverrideError(f"override {o!r} is not of the form key=value")
+        key, value = o.split("=", 1)
+        key = key.strip()
+        if key.startswith("~"):
+            raise OverrideError(f"override {o!r}: deleting keys is not supported")
+        if key.startswith("+"):
+            continue  # Hydra's explicit addition (+key=value): a new key on purpose
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            node = _select(cfg, parent)
+            if node is _ABSENT:
+                above = _select(cfg, ".".join(parts[:i - 1])) if i > 1 else cfg
+                known = sorted(above.keys()) if isinstance(above, DictConfig) else []
+                raise OverrideError(
+                    f"override {o!r}: {parent!r} is not in the config (known keys there: {known}); "
+                    "check the spelling"
+                )
+        if parts[:2] == ["model", "defeat"] and len(parts) > 2:
+            continue  # DeFeat settings: names, types and ranges checked by resolve_settings in load_config
+        old = _select(cfg, key)
+        if old is _ABSENT:
+            parent = _select(cfg, ".".join(parts[:-1])) if len(parts) > 1 else cfg
+            is_call = isinstance(parent, DictConfig) and "_target_" in parent
+            if not is_call:
+                known = sorted(parent.keys()) if isinstance(parent, DictConfig) else []
+                raise OverrideError(
+                    f"override {o!r}: {key!r} is not in the config (known keys there: {known}); check the "
+                    f"spelling, or write +{key}=... to add a new key"
+                )
+            continue
+        if value.strip().startswith("${"):
+            continue  # an interpolation: its target is checked where it is used
+        new = _select(LazyConfig.apply_overrides(OmegaConf.create({}), [f"{key}={value}"]), key)
+        problem = _type_problem(old, new)
+        if problem:
+            raise OverrideError(f"override {o!r}: {key} got {new!r} ({type(new).__name__}); {problem}")
+
+
+def load_config(args):
+    """The LazyConfig of ``--config-file`` with checked ``key=value`` overrides applied and its
+    DeFeat settings (``model.defeat``, if any) type- and range-checked; nothing is written."""
+    cfg = LazyConfig.load(args.config_file)
+    check_overrides(cfg, args.opts)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if "defeat" in cfg.model:
+        resolve_settings(cfg.model.defeat)  # raises DeFeatConfigError naming the key
+    return cfg
 
 
 def setup(args):
     """The LazyConfig with ``key=value`` overrides applied; logging, seed and demo data set up."""
-    cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = load_config(args)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
-    names = _names(cfg.dataloader.train.dataset)
+    names = [] if args.eval_only else _names(cfg.dataloader.train.dataset)
     if "test" in cfg.dataloader:
         names += _names(cfg.dataloader.test.dataset)
     register_demo_dataset_if_used(names)
@@ -106,17 +214,21 @@ def setup(args):
 
 
 def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = instantiate(cfg.model)
-        model.to(cfg.train.device)
-        model = create_ddp_model_any_device(model, **cfg.train.ddp)
-        AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        return do_test(cfg, model)
-    if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
-        for name in _names(cfg.dataloader.train.dataset):
-            check_dataset_boxes(DatasetCatalog.get(name), name)
-    do_train(args, cfg)  # evaluates once at the end (EvalHook); the metrics go to metrics.json
+    # A resume refused while setting up leaves the run's own config.yaml in place (see train_net.py).
+    saved_config = os.path.join(load_config(args).train.output_dir, "config.yaml")
+    with restore_on_failure(saved_config, enabled=args.resume and comm.is_main_process()):
+        cfg = setup(args)
+        if args.eval_only:
+            model = instantiate(lazy_eval_model_config(cfg.model))  # a DeFeat model evaluates its student
+            model.to(cfg.train.device)
+            model = create_ddp_model_any_device(model, **cfg.train.ddp)
+            AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+            return do_test(cfg, model)
+        if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
+            for name in _names(cfg.dataloader.train.dataset):
+                check_dataset_boxes(DatasetCatalog.get(name), name)
+        trainer, start_iter = build_trainer(args, cfg)
+    trainer.train(start_iter, cfg.train.max_iter)  # evaluates once at the end (EvalHook)
     return None
 
 

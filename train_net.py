@@ -19,10 +19,12 @@ from detectron2.utils.logger import setup_logger
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
-from defeat.checkpoint import AtomicDetectionCheckpointer
+from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
 from defeat.demo.data import register_demo_dataset_if_used
 from defeat.data_checks import check_dataset_boxes
 from defeat.ddp import create_ddp_model_any_device
+from defeat.meta_arch.common import build_eval_model
+from defeat.nonfinite import explain_nonfinite_losses
 
 
 @contextlib.contextmanager
@@ -38,12 +40,14 @@ def _ddp_on_cpu():
 
 
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, and
-    multi-process training on CPU (gloo) as well as on GPUs."""
+    """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, resumes
+    that skip damaged checkpoints, multi-process training on CPU (gloo) as well as on GPUs, and a
+    NaN/inf loss reported with the term that went first."""
 
     def __init__(self, cfg):
         with _ddp_on_cpu():
             super().__init__(cfg)
+        explain_nonfinite_losses(self._trainer)
 
     def build_hooks(self):
         # Called from DefaultTrainer.__init__ before the checkpoint hook is made: swap in ours.
@@ -56,37 +60,50 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, output_dir=output_folder)
 
 
-def register_demo_datasets(cfg):
-    """Generate (main process first) and register the embedded demo dataset if cfg uses it."""
-    register_demo_dataset_if_used((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST))
+def register_demo_datasets(cfg, eval_only: bool = False):
+    """Generate (main process first) and register the embedded demo dataset if cfg uses it
+    (with ``eval_only``, only if a test set is one of its splits)."""
+    names = tuple(cfg.DATASETS.TEST) if eval_only else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
+    register_demo_dataset_if_used(names)
 
 
-def setup(args):
+def load_config(args):
+    """The frozen config of ``--config-file`` with the command-line ``opts`` merged."""
     cfg = get_cfg()
     add_defeat_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="defeat")
-    register_demo_datasets(cfg)
+    register_demo_datasets(cfg, eval_only=args.eval_only)
     return cfg
 
 
 def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, res)
-        return res
-    if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
-        for name in cfg.DATASETS.TRAIN:
-            check_dataset_boxes(DatasetCatalog.get(name), name)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    # default_setup rewrites OUTPUT_DIR/config.yaml first; a resume refused while setting up
+    # (another model than the checkpoint's, no readable checkpoint) puts the run's own back.
+    saved_config = os.path.join(load_config(args).OUTPUT_DIR, "config.yaml")
+    with restore_on_failure(saved_config, enabled=args.resume and comm.is_main_process()):
+        cfg = setup(args)
+        if args.eval_only:
+            model = build_eval_model(cfg)  # a DeFeat config evaluates its student: no teacher needed
+            checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_resume=False)
+            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            res = Trainer.test(cfg, model)
+            if comm.is_main_process():
+                verify_results(cfg, res)
+            return res
+        if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
+            for name in cfg.DATASETS.TRAIN:
+                check_dataset_boxes(DatasetCatalog.get(name), name)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 

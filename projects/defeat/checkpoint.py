@@ -1,15 +1,31 @@
-"""A ``DetectionCheckpointer`` whose files are never left half-written.
+"""A ``DetectionCheckpointer`` whose files are never left half-written, and resumes that are safe.
 
 Checkpoints and the ``last_checkpoint`` tag are written to a temporary file in the same folder,
 flushed to disk and then renamed over the target (atomic on POSIX), so a run killed during a
-save still resumes from the previous complete checkpoint.
+save still resumes from the previous complete checkpoint. On ``resume``, a newest checkpoint that
+is missing, truncated or unreadable (copied, synced or damaged after the fact) is skipped for the
+newest intact ``model_XXXXXXX.pth`` with a warning, and a checkpoint of another DeFeat model
+(adapter kind, levels or widths) is refused before any weight is loaded.
 """
+import contextlib
 import os
+import re
+from typing import List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicDetectionCheckpointer", "atomic_write"]
+__all__ = ["AtomicDetectionCheckpointer", "ResumeError", "atomic_write", "restore_on_failure"]
+
+_NUMBERED = re.compile(r"^model_(\d+)\.pth$")
+
+
+class ResumeError(RuntimeError):
+    """``--resume`` cannot continue the run in OUTPUT_DIR as it is."""
+
+
+class _Unreadable(Exception):
+    """A checkpoint file that cannot be read back (wraps the reader's exception)."""
 
 
 def atomic_write(path: str, write, mode: str = "wb") -> None:
@@ -27,7 +43,15 @@ def atomic_write(path: str, write, mode: str = "wb") -> None:
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """Same files and behaviour as ``DetectionCheckpointer``, written atomically (local dirs)."""
+    """Same files and behaviour as ``DetectionCheckpointer``, written atomically (local dirs);
+    ``resume_or_load(..., resume=True)`` falls back past unreadable checkpoints and, with
+    ``strict_resume`` (default), refuses a checkpoint of another model (``ResumeError``).
+    ``strict_resume=False`` is for loading a training run's checkpoint into another model on
+    purpose (e.g. its plain student for evaluation)."""
+
+    def __init__(self, model, save_dir: str = "", *, strict_resume: bool = True, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.strict_resume = strict_resume
 
     def _local(self) -> bool:
         return "://" not in self.save_dir
@@ -49,3 +73,120 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             return super().tag_last_checkpoint(last_filename_basename)
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+
+    # ---- resume: fall back past unreadable checkpoints, refuse another model's ----
+
+    def _numbered_checkpoints(self) -> List[str]:
+        """``model_XXXXXXX.pth`` files of ``save_dir``, newest iteration first."""
+        if not self._local() or not os.path.isdir(self.save_dir):
+            return []
+        found = [(int(m.group(1)), f) for f in os.listdir(self.save_dir) for m in [_NUMBERED.match(f)] if m]
+        return [os.path.join(self.save_dir, f) for _, f in sorted(found, reverse=True)]
+
+    def has_checkpoint(self) -> bool:
+        """A ``last_checkpoint`` tag, or (locally) any ``model_XXXXXXX.pth`` to resume from."""
+        return super().has_checkpoint() or bool(self._numbered_checkpoints())
+
+    def _resume_candidates(self) -> List[str]:
+        tagged = self.get_checkpoint_file() if super().has_checkpoint() else ""
+        tagged = tagged if tagged and tagged != self.save_dir + os.sep else ""
+        rest = [p for p in self._numbered_checkpoints() if p != tagged]
+        return ([tagged] if tagged else []) + rest
+
+    def _load_file(self, filename):
+        try:
+            return super()._load_file(filename)
+        except Exception as e:  # truncated (EOFError/RuntimeError), not a pickle, unreadable
+            if getattr(self, "_resuming", False):
+                raise _Unreadable(f"{type(e).__name__}: {e}") from e
+            raise
+
+    def _load_model(self, checkpoint):
+        if getattr(self, "_resuming", False) and self.strict_resume:
+            self._check_same_model(checkpoint.get("model", {}))
+        return super()._load_model(checkpoint)
+
+    def _check_same_model(self, saved: dict) -> None:
+        """Raise :class:`ResumeError` if ``saved`` (a state dict) is of another DeFeat model: other
+        ``distiller.*`` tensors (adapter kind, levels) or any tensor of another shape (widths)."""
+        ours = self.model.state_dict()
+        theirs = {k[len("module."):] if k.startswith("module.") else k: v for k, v in saved.items()}
+        changes = []
+        for name, keys in (("in the checkpoint only", set(theirs) - set(ours)),
+                           ("in the model only", set(ours) - set(theirs))):
+            kd = sorted(k for k in keys if k.startswith("distiller."))
+            if kd:
+                changes.append(f"{name}: " + ", ".join(kd[:6]) + (" ..." if len(kd) > 6 else ""))
+        shapes = [
+            f"{k} {tuple(theirs[k].shape)} in the checkpoint vs {tuple(v.shape)} in the model"
+            for k, v in ours.items()
+            if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)
+        ]
+        if shapes:
+            changes.append("shapes: " + "; ".join(shapes[:6]) + (" ..." if len(shapes) > 6 else ""))
+        if changes:
+            raise ResumeError(
+                f"--resume: the checkpoint in {self.save_dir} was written by a different model than this "
+                "config builds (MODEL.DEFEAT.NECK.ADAPTER, NECK.IN_FEATURES, NECK.ENABLED, or the FPN "
+                "widths changed): " + " | ".join(changes) + ". Resume with the run's own config "
+                "(its config.yaml), or start the changed run in a new OUTPUT_DIR"
+            )
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """As Detectron2's, but a resume tries the tagged checkpoint, then every
+        ``model_XXXXXXX.pth`` newest first, skipping (with a warning) those that cannot be read
+        (local ``save_dir``; a remote one resumes as in Detectron2).
+
+        Raises:
+            ResumeError: checkpoints exist but none can be read, or the one read belongs to
+                another model (see :meth:`_check_same_model`); never a silent fresh start.
+        """
+        if not (resume and self.has_checkpoint()) or not self._local():
+            return super().resume_or_load(path, resume=resume)
+        skipped = []
+        for candidate in self._resume_candidates():
+            if not os.path.isfile(candidate):
+                skipped.append(f"{os.path.basename(candidate)} (missing)")
+                continue
+            self._resuming = True
+            try:
+                out = self.load(candidate)
+            except _Unreadable as e:
+                self._parsed_url_during_load = None  # DetectionCheckpointer.load resets it on success only
+                skipped.append(f"{os.path.basename(candidate)} ({e})")
+                continue
+            finally:
+                self._resuming = False
+            if skipped:
+                self.logger.warning(
+                    "Resuming from %s, the newest intact checkpoint: skipped the newer %s",
+                    os.path.basename(candidate), "; ".join(skipped),
+                )
+            return out
+        raise ResumeError(
+            f"--resume: no checkpoint in {self.save_dir} can be read: " + "; ".join(skipped)
+            + ". Restore a checkpoint, or remove last_checkpoint (and the damaged files) to start from scratch"
+        )
+
+
+@contextlib.contextmanager
+def restore_on_failure(path: str, enabled: bool = True):
+    """Put ``path`` back as it was (or remove it, if it did not exist) when the block raises.
+
+    Used around the set-up of a resumed run: ``default_setup`` rewrites ``config.yaml`` before
+    the model and checkpoint are checked, and a refused resume must leave the run as it was."""
+    if not enabled:
+        yield
+        return
+    old: Optional[bytes] = None
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            old = f.read()
+    try:
+        yield
+    except BaseException:
+        if old is not None:
+            atomic_write(path, lambda f: f.write(old))
+        elif os.path.exists(path):
+            os.remove(path)
+        raise

@@ -17,12 +17,9 @@ from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid
 from .masks import gt_masks
 from .schedule import SCHEDULES, kd_weight
 from .settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg
+from .validation import MASK_MODES, validate_settings
 
 __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels"]
-
-# "scale"/"all" place GT boxes on levels (docs/algorithm.md, section 1); "coupled" is the ablation without
-# decoupling: one region covering every cell, reported as the object term (background term 0).
-MASK_MODES = ("scale", "all", "coupled")
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +30,22 @@ def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
 
 
 def _check_non_negative(key: str, value: float) -> None:
-    if not value >= 0:  # also rejects NaN
-        raise DeFeatConfigError(f"{key} = {value} must be >= 0 (0 disables that part)")
+    if not 0 <= value < float("inf"):  # also rejects NaN
+        raise DeFeatConfigError(f"{key} = {value} must be >= 0 and finite (0 disables that part)")
 
 
 def shared_levels(
     in_features: Sequence[str], student_shapes: Dict[str, ShapeSpec], teacher_shapes: Dict[str, ShapeSpec]
 ) -> List[str]:
-    """The levels of ``in_features`` that both backbones produce with the same stride."""
+    """The levels of ``in_features`` that both backbones produce with the same stride.
+
+    A level that neither backbone produces is an error (a typo), not a level left out."""
+    unknown = [f for f in in_features if f not in student_shapes and f not in teacher_shapes]
+    if unknown:
+        raise DeFeatConfigError(
+            f"MODEL.DEFEAT.NECK.IN_FEATURES {unknown} are produced by neither the student's backbone "
+            f"(levels {sorted(student_shapes)}) nor the teacher's (levels {sorted(teacher_shapes)})"
+        )
     shared = [
         f for f in in_features
         if f in student_shapes and f in teacher_shapes and student_shapes[f].stride == teacher_shapes[f].stride
@@ -102,12 +107,13 @@ class DeFeatDistiller(nn.Module):
             ("MODEL.DEFEAT.WARMUP_ITERS", warmup_iters),
         ):
             _check_non_negative(key, value)
-        if not adapter_init_std > 0:
-            raise DeFeatConfigError(f"MODEL.DEFEAT.NECK.ADAPTER_INIT_STD = {adapter_init_std} must be > 0")
-        if not temperature > 0:
-            raise DeFeatConfigError(f"MODEL.DEFEAT.HEAD.TEMPERATURE = {temperature} must be > 0")
-        if not scale_base > 0:
-            raise DeFeatConfigError(f"MODEL.DEFEAT.NECK.SCALE_BASE = {scale_base} must be > 0")
+        for key, value in (
+            ("MODEL.DEFEAT.NECK.ADAPTER_INIT_STD", adapter_init_std),
+            ("MODEL.DEFEAT.HEAD.TEMPERATURE", temperature),
+            ("MODEL.DEFEAT.NECK.SCALE_BASE", scale_base),
+        ):
+            if not 0 < value < float("inf"):
+                raise DeFeatConfigError(f"{key} = {value} must be > 0 and finite")
 
         self.neck_enabled = bool(neck_enabled)
         self.head_enabled = bool(head_enabled)
@@ -162,7 +168,7 @@ class DeFeatDistiller(nn.Module):
 
     @staticmethod
     def _kwargs(settings, student_shapes, teacher_shapes, shared_levels_only: bool) -> Dict:
-        kwargs = distiller_kwargs(settings)
+        kwargs = distiller_kwargs(validate_settings(settings))
         if shared_levels_only and kwargs["neck_enabled"]:
             kwargs["in_features"] = shared_levels(kwargs["in_features"], student_shapes, teacher_shapes)
         return {"student_shapes": student_shapes, "teacher_shapes": teacher_shapes, **kwargs}

@@ -10,11 +10,9 @@ from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from .validation import DeFeatConfigError, validate_settings
+
 __all__ = ["DeFeatConfigError", "settings_from_cfg", "default_settings", "resolve_settings", "distiller_kwargs"]
-
-
-class DeFeatConfigError(ValueError):
-    """A ``MODEL.DEFEAT`` (``model.defeat``) setting is invalid or does not fit the model pair."""
 
 
 def _lower(node) -> Any:
@@ -63,13 +61,16 @@ def _merge(base: Dict[str, Any], given: Mapping, prefix: str) -> None:
 def resolve_settings(given: Optional[Mapping] = None, prefix: str = "model.defeat.") -> Dict[str, Any]:
     """Every setting: ``given`` (nested, possibly partial) over :func:`default_settings`.
 
+    Every value is then type- and range-checked (``defeat.validation``).
+
     Raises:
-        DeFeatConfigError: a key that is not a DeFeat setting (a typo in an override).
+        DeFeatConfigError: a key that is not a DeFeat setting (a typo in an override), or a value
+            of the wrong type or range (named as ``MODEL.DEFEAT.<KEY>`` and ``model.defeat.<key>``).
     """
     out = default_settings()
     if given is not None:
         _merge(out, _to_dict(given), prefix)
-    return out
+    return validate_settings(out)
 
 
 def distiller_kwargs(settings: Mapping) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ with a ``model`` node, either by path or as ``model_zoo:<name>``; both go throug
 checks, strict weight loading and freezing.
 """
 import functools
+import itertools
 import logging
 import os
 
@@ -15,7 +16,10 @@ from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["TeacherLoadError", "load_teacher_config", "load_teacher_lazy_config", "build_teacher", "freeze"]
+__all__ = [
+    "TeacherLoadError", "load_teacher_config", "load_teacher_lazy_config", "build_teacher", "freeze",
+    "check_finite", "is_defeat_architecture",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,34 @@ def _target_name(model_cfg) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
+def _architecture_class(cfg, lazy: bool):
+    """The class a teacher config builds (``META_ARCH_REGISTRY`` name or LazyConfig ``_target_``);
+    None if it cannot be resolved (the build then reports it)."""
+    if lazy:
+        target = cfg.model.get("_target_", None)
+        if isinstance(target, str):
+            from detectron2.utils.registry import locate
+
+            try:
+                target = locate(target)
+            except Exception:
+                return None
+        return target if isinstance(target, type) else None
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    try:
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    except KeyError:
+        return None
+
+
+def is_defeat_architecture(cls) -> bool:
+    """Whether ``cls`` is a DeFeat model (anything with a teacher of its own), whatever its name."""
+    from .meta_arch.common import TeacherMixin  # local: meta_arch imports this module
+
+    return isinstance(cls, type) and issubclass(cls, TeacherMixin)
+
+
 def _teacher_builder(config_file: str, device: str):
     """``(build, config, architecture name)`` of a YAML or LazyConfig teacher config; ``build()``
     returns the randomly initialised model (deferred until the weights file has been checked)."""
@@ -112,12 +144,26 @@ def _teacher_builder(config_file: str, device: str):
         cfg = load_teacher_config(config_file, device)
         arch = cfg.MODEL.META_ARCHITECTURE
         build = functools.partial(build_model, cfg)
-    if arch.startswith("DeFeat"):
+    cls = _architecture_class(cfg, _is_lazy(config_file))
+    if is_defeat_architecture(cls) or (cls is None and arch.startswith("DeFeat")):
         raise TeacherLoadError(
-            f"teacher config {config_file!r} is itself a DeFeat config "
-            f"({arch}); point MODEL.DEFEAT.TEACHER.CONFIG_FILE at a plain detector"
+            f"teacher config {config_file!r} is itself a DeFeat config ({arch}, a DeFeat model that "
+            "distils from a teacher of its own); point MODEL.DEFEAT.TEACHER.CONFIG_FILE at a plain "
+            "detector (e.g. the config the teacher was trained with)"
         )
     return build, cfg, arch
+
+
+def check_finite(model: nn.Module, weights: str) -> None:
+    """Raise if any parameter or buffer of the loaded ``model`` holds NaN or infinity."""
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise TeacherLoadError(
+                f"teacher weights {weights!r} hold non-finite values: {name} has {bad} NaN/inf entries "
+                f"(of {tensor.numel()}); the teacher checkpoint is corrupt or was saved after its training "
+                "diverged. Use an intact checkpoint (MODEL.DEFEAT.TEACHER.WEIGHTS)"
+            )
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -136,8 +182,9 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
         weights: its trained weights (path or URL understood by ``DetectionCheckpointer``).
         device: where the frozen teacher is put (``.to()`` of a DeFeat model moves it later).
     Raises:
-        TeacherLoadError: missing/unreadable config or weights, or a checkpoint that leaves
-            any teacher parameter or buffer unloaded or with the wrong shape.
+        TeacherLoadError: missing/unreadable config or weights, a checkpoint that leaves any
+            teacher parameter or buffer unloaded, with the wrong shape or not finite, or a
+            teacher config that builds a DeFeat model (any subclass of ``TeacherMixin``).
     """
     build, cfg, arch = _teacher_builder(config_file, device)
     if not weights:
@@ -174,6 +221,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
             + "; ".join(problems)
             + ". Check that the config (depth, widths, NUM_CLASSES) is the one the weights were trained with."
         )
+    check_finite(model, weights)
     logger.info("Loaded DeFeat teacher %s from %s", arch, weights)
     model.teacher_cfg = cfg
     return freeze(model).to(torch.device(device))

@@ -1,4 +1,6 @@
-"""Teacher handling shared by the DeFeat meta-architectures: hidden, frozen, on the right device."""
+"""Teacher handling shared by the DeFeat meta-architectures: hidden, frozen, on the right device;
+and the teacher-less student a DeFeat architecture evaluates as."""
+import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -8,7 +10,12 @@ from detectron2.structures import ImageList
 from ..distiller import DeFeatConfigError
 from ..teacher import build_teacher
 
-__all__ = ["TeacherMixin", "teacher_from_config", "detector_num_classes", "check_teacher_family"]
+__all__ = [
+    "TeacherMixin", "teacher_from_config", "detector_num_classes", "check_teacher_family",
+    "student_class", "build_eval_model", "lazy_eval_model_config",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def detector_num_classes(model: nn.Module) -> Optional[int]:
@@ -107,3 +114,50 @@ class TeacherMixin:
                 f"{tuple(images.tensor.shape)}: give both models the same size divisibility"
             )
         return t_images
+
+
+def student_class(cls: type) -> type:
+    """The plain detector a DeFeat class distils into: the first ``nn.Module`` class in its MRO that
+    has no teacher (``DeFeatRCNN`` -> ``GeneralizedRCNN``); ``cls`` itself if it is not DeFeat.
+
+    In eval mode a DeFeat model is exactly this class (the teacher is never run)."""
+    if not (isinstance(cls, type) and issubclass(cls, TeacherMixin)):
+        return cls
+    for base in cls.__mro__[1:]:
+        if issubclass(base, nn.Module) and not issubclass(base, TeacherMixin):
+            return base
+    raise TypeError(f"{cls.__name__} has no plain nn.Module parent to evaluate with")
+
+
+def build_eval_model(cfg) -> nn.Module:
+    """``build_model(cfg)`` for evaluation: a DeFeat architecture is built as its plain student
+    (:func:`student_class`), so no teacher config or weights are read; the checkpoint's
+    ``distiller.adapters.*`` are then unused (reported by the checkpointer, harmless)."""
+    from detectron2.modeling import META_ARCH_REGISTRY, build_model
+
+    cls = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    plain = student_class(cls)
+    if plain is cls:
+        return build_model(cfg)
+    logger.info("Evaluation: building %s as its student %s (no teacher is loaded)", cls.__name__, plain.__name__)
+    return plain(cfg).to(torch.device(cfg.MODEL.DEVICE))
+
+
+def lazy_eval_model_config(model_cfg):
+    """A copy of a LazyConfig ``model`` node that builds the plain student of a DeFeat ``_target_``
+    (without ``teacher``/``defeat``); the node itself when it is not a DeFeat model."""
+    import copy
+
+    from detectron2.utils.registry import locate
+
+    target = model_cfg.get("_target_", None)
+    cls = locate(target) if isinstance(target, str) else target
+    plain = student_class(cls) if isinstance(cls, type) else cls
+    if plain is cls:
+        return model_cfg
+    out = copy.deepcopy(model_cfg)
+    out._target_ = plain
+    for key in ("teacher", "defeat"):
+        out.pop(key, None)
+    logger.info("Evaluation: building %s as its student %s (no teacher is loaded)", cls.__name__, plain.__name__)
+    return out

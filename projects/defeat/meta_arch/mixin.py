@@ -26,18 +26,10 @@ from detectron2.utils.events import EventStorage
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
 from ..settings import resolve_settings, settings_from_cfg
+from ..validation import PROPOSAL_MODES, validate_settings
 from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
 __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
-
-PROPOSAL_MODES = ("teacher", "student")
-
-
-def _check_proposal_mode(mode: str) -> None:
-    if mode not in PROPOSAL_MODES:
-        raise DeFeatConfigError(
-            f"MODEL.DEFEAT.HEAD.PROPOSALS = {mode!r} is not supported; choose one of {list(PROPOSAL_MODES)}"
-        )
 
 
 def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
@@ -76,8 +68,7 @@ class DeFeatMixin(TeacherMixin):
             kwargs: arguments of the parent architecture (e.g. ``GeneralizedRCNN``).
         """
         super().__init__(**kwargs)
-        settings = resolve_settings(defeat)
-        _check_proposal_mode(settings["head"]["proposals"])
+        settings = resolve_settings(defeat)  # type- and range-checked
         self._set_teacher(teacher)
         cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
         self.distiller = DeFeatDistiller.from_settings(
@@ -90,8 +81,7 @@ class DeFeatMixin(TeacherMixin):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        _check_proposal_mode(cfg.MODEL.DEFEAT.HEAD.PROPOSALS)  # before paying for the teacher build
-        ret["defeat"] = settings_from_cfg(cfg)
+        ret["defeat"] = validate_settings(settings_from_cfg(cfg))  # before paying for the teacher build
         ret["teacher"] = teacher_from_config(cfg)
         return ret
 

@@ -9,6 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
 from ..settings import resolve_settings, settings_from_cfg
+from ..validation import validate_settings
 from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
 __all__ = ["DeFeatRetinaNet", "dense_class_logits"]
@@ -80,7 +81,7 @@ class DeFeatRetinaNet(TeacherMixin, RetinaNet):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        ret["defeat"] = settings_from_cfg(cfg)
+        ret["defeat"] = validate_settings(settings_from_cfg(cfg))  # before paying for the teacher build
         ret["teacher"] = teacher_from_config(cfg)
         return ret
 

@@ -1,0 +1,181 @@
+"""Type and range checks of every DeFeat setting: one table, used by the YAML and LazyConfig paths.
+
+A setting is checked in its nested lowercase form (``defeat.settings``); an error names it as
+``MODEL.DEFEAT.NECK.BG_WEIGHT = <value> <problem> (LazyConfig: model.defeat.neck.bg_weight)``,
+so both kinds of config get the same message. A new setting is one row of :data:`RULES`.
+"""
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from .adapters import ADAPTERS
+from .schedule import SCHEDULES
+
+__all__ = ["DeFeatConfigError", "Rule", "RULES", "MASK_MODES", "PROPOSAL_MODES", "setting_name", "validate_settings"]
+
+
+class DeFeatConfigError(ValueError):
+    """A ``MODEL.DEFEAT`` (``model.defeat``) setting is invalid or does not fit the model pair."""
+
+
+# "scale"/"all" place GT boxes on levels (spec section 1); "coupled" is the ablation without
+# decoupling: one region covering every cell, reported as the object term (background term 0).
+MASK_MODES = ("scale", "all", "coupled")
+# Whose sampled RoIs the head loss compares the two box heads on (spec section 3).
+PROPOSAL_MODES = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting may hold.
+
+    kind: ``"bool"`` (a real bool), ``"number"`` (finite int/float), ``"int"`` (integral),
+        ``"choice"`` (one of ``choices``) or ``"levels"`` (a non-empty list of distinct level names).
+    low: smallest allowed number (``None``: no bound); ``strict``: ``> low`` instead of ``>= low``.
+    hint: appended to a range error (what the value means).
+    """
+
+    kind: str
+    low: Optional[float] = None
+    strict: bool = False
+    choices: Tuple[str, ...] = ()
+    hint: str = ""
+
+
+_WEIGHT = Rule("number", low=0.0, hint="(0 disables that part)")
+
+RULES: Dict[Tuple[str, ...], Rule] = {
+    ("neck", "enabled"): Rule("bool"),
+    ("neck", "in_features"): Rule("levels"),
+    ("neck", "obj_weight"): _WEIGHT,
+    ("neck", "bg_weight"): _WEIGHT,
+    ("neck", "adapter"): Rule("choice", choices=ADAPTERS),
+    ("neck", "adapter_init_std"): Rule("number", low=0.0, strict=True),
+    ("neck", "mask_assign"): Rule("choice", choices=MASK_MODES),
+    ("neck", "scale_base"): Rule("number", low=0.0, strict=True, hint="(box size in pixels of the first level)"),
+    ("head", "enabled"): Rule("bool"),
+    ("head", "proposals"): Rule("choice", choices=PROPOSAL_MODES),
+    ("head", "obj_weight"): _WEIGHT,
+    ("head", "bg_weight"): _WEIGHT,
+    ("head", "temperature"): Rule("number", low=0.0, strict=True),
+    ("loss_schedule",): Rule("choice", choices=SCHEDULES),
+    ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
+    ("max_iter",): Rule("int", low=0),
+}
+
+
+def setting_name(path: Sequence[str]) -> str:
+    """``MODEL.DEFEAT.NECK.BG_WEIGHT`` for ``("neck", "bg_weight")`` (``max_iter``: ``SOLVER.MAX_ITER``)."""
+    if tuple(path) == ("max_iter",):
+        return "SOLVER.MAX_ITER"
+    return "MODEL.DEFEAT." + ".".join(p.upper() for p in path)
+
+
+def _fail(path: Sequence[str], value: Any, problem: str) -> DeFeatConfigError:
+    lazy = "model.defeat." + ".".join(path)
+    return DeFeatConfigError(f"{setting_name(path)} = {value!r} {problem} (LazyConfig: {lazy})")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_range(path, value, rule: Rule) -> None:
+    if rule.low is None:
+        return
+    ok = value > rule.low if rule.strict else value >= rule.low
+    if not ok:
+        op = ">" if rule.strict else ">="
+        raise _fail(path, value, f"must be {op} {rule.low:g} {rule.hint}".rstrip())
+
+
+def _check_one(path: Tuple[str, ...], value: Any, rule: Rule) -> Any:
+    """The checked (and normalised) value of one setting."""
+    if rule.kind == "bool":
+        if not isinstance(value, bool):
+            raise _fail(path, value, "must be True or False (a boolean, not a string or number)")
+        return value
+    if rule.kind == "choice":
+        if not isinstance(value, str) or value not in rule.choices:
+            raise _fail(path, value, f"is not supported; choose one of {list(rule.choices)}")
+        return value
+    if rule.kind == "levels":
+        return _check_levels(path, value)
+    if not _is_number(value):
+        raise _fail(path, value, f"must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise _fail(path, value, "must be finite")
+    if rule.kind == "int":
+        if value != int(value):
+            raise _fail(path, value, "must be a whole number (an iteration count)")
+        value = int(value)
+    _check_range(path, value, rule)
+    return value
+
+
+def _check_levels(path, value) -> list:
+    if isinstance(value, str):
+        raise _fail(path, value, f"must be a list of level names, e.g. [{value!r}], not a string")
+    if not isinstance(value, (list, tuple)):
+        raise _fail(path, value, "must be a list of level names such as ['p2', 'p3']")
+    levels = list(value)
+    if not levels:
+        raise _fail(path, value, "is empty; list the FPN levels to imitate, e.g. ['p2', 'p3', 'p4', 'p5', 'p6']")
+    bad = [f for f in levels if not isinstance(f, str) or not f]
+    if bad:
+        raise _fail(path, value, f"must hold level names (strings); {bad!r} are not")
+    repeated = sorted({f for f in levels if levels.count(f) > 1})
+    if repeated:
+        raise _fail(path, value, f"lists {repeated} more than once; each level counts once")
+    return levels
+
+
+def _get(settings: Mapping, path: Tuple[str, ...]) -> Any:
+    node = settings
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _set(settings: Dict, path: Tuple[str, ...], value: Any) -> None:
+    node = settings
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def _check_some_loss(settings: Mapping) -> None:
+    """A DeFeat model with no loss that can be non-zero only pays for its teacher."""
+    neck, head = settings["neck"], settings["head"]
+    neck_on = neck["enabled"] and (neck["obj_weight"] > 0 or neck["bg_weight"] > 0)
+    head_on = head["enabled"] and (head["obj_weight"] > 0 or head["bg_weight"] > 0)
+    if not (neck_on or head_on):
+        raise DeFeatConfigError(
+            "no DeFeat loss is enabled (MODEL.DEFEAT.NECK and MODEL.DEFEAT.HEAD are each disabled or have "
+            "both weights 0), so the teacher would run at every step and contribute nothing. To train the "
+            "plain student, use its parent architecture without a teacher (MODEL.META_ARCHITECTURE "
+            "GeneralizedRCNN or RetinaNet; in a LazyConfig, model._target_ and no model.teacher/model.defeat); "
+            "otherwise enable NECK or HEAD with a weight > 0"
+        )
+
+
+def validate_settings(settings: Mapping) -> Dict[str, Any]:
+    """Check complete nested settings against :data:`RULES`; returns a normalised copy.
+
+    Integral floats of ``int`` settings become ints and level tuples become lists.
+
+    Raises:
+        DeFeatConfigError: the first bad setting, named in both config forms; or no loss enabled.
+    """
+    import copy
+
+    out = copy.deepcopy(dict(settings))
+    for path, rule in RULES.items():
+        try:
+            value = _get(out, path)
+        except (KeyError, TypeError):
+            raise DeFeatConfigError(f"DeFeat setting {setting_name(path)} is missing") from None
+        _set(out, path, _check_one(path, value, rule))
+    _check_some_loss(out)
+    return out
