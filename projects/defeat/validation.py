@@ -19,10 +19,10 @@ class DeFeatConfigError(ValueError):
     """A ``MODEL.DEFEAT`` (``model.defeat``) setting is invalid or does not fit the model pair."""
 
 
-# "scale"/"all" place GT boxes on levels (spec section 1); "coupled" is the ablation without
+# "scale"/"all" place GT boxes on levels (docs/algorithm.md, section 1); "coupled" is the ablation without
 # decoupling: one region covering every cell, reported as the object term (background term 0).
 MASK_MODES = ("scale", "all", "coupled")
-# Whose sampled RoIs the head loss compares the two box heads on (spec section 3).
+# Whose sampled RoIs the head loss compares the two box heads on (docs/algorithm.md, section 3).
 PROPOSAL_MODES = ("teacher", "student")
 
 
