@@ -10,6 +10,9 @@ The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``
 ``lr_multiplier`` and ``train`` (Detectron2's ``common/train.py`` keys). Beyond those,
 ``train.clip_gradients`` (``enabled``, ``clip_type``, ``clip_value``, ``norm_type``, as
 ``SOLVER.CLIP_GRADIENTS``) clips gradients. Checkpoints are written atomically.
+``--dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT]`` names a COCO-format dataset, as for
+``train_net.py``; the training sets are checked against ``model.roi_heads.num_classes`` (or
+``model.num_classes``) before training.
 """
 import logging
 
@@ -31,8 +34,9 @@ from detectron2.utils.logger import setup_logger
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat.checkpoint import AtomicDetectionCheckpointer
+from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
 from defeat.demo.data import register_demo_dataset_if_used
-from defeat.data_checks import check_dataset_boxes
+from defeat.data_checks import IMAGE_CHECKS, check_training_data
 from defeat.ddp import create_ddp_model_any_device
 
 logger = logging.getLogger("defeat.lazy_train_net")
@@ -65,12 +69,24 @@ def build_optimizer(cfg, model):
     return optimizer
 
 
-def do_train(args, cfg):
+def model_num_classes(cfg):
+    """``(classes, config key)`` of a LazyConfig's model: ``roi_heads.num_classes`` of an R-CNN,
+    ``num_classes`` of a dense detector; ``(None, "")`` when the config sets neither."""
+    heads = cfg.model.get("roi_heads")
+    if heads is not None and heads.get("num_classes") is not None:
+        return heads.num_classes, "model.roi_heads.num_classes"
+    if cfg.model.get("num_classes") is not None:
+        return cfg.model.num_classes, "model.num_classes"
+    return None, ""
+
+
+def do_train(args, cfg, train_dicts=None):
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)  # a DeFeat teacher moves along (it is hidden, not dropped)
     optimizer = build_optimizer(cfg, model)
-    train_loader = instantiate(cfg.dataloader.train)
+    with preloaded_datasets(train_dicts):  # the dicts checked in main(), not loaded again
+        train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model_any_device(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
@@ -94,6 +110,7 @@ def do_train(args, cfg):
 
 def setup(args):
     """The LazyConfig with ``key=value`` overrides applied; logging, seed and demo data set up."""
+    setup_datasets(getattr(args, "dataset", None))  # in every process, as in train_net.py
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
@@ -113,15 +130,19 @@ def main(args):
         model = create_ddp_model_any_device(model, **cfg.train.ddp)
         AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
-    if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
-        for name in _names(cfg.dataloader.train.dataset):
-            check_dataset_boxes(DatasetCatalog.get(name), name)
-    do_train(args, cfg)  # evaluates once at the end (EvalHook); the metrics go to metrics.json
+    train_dicts = None
+    if comm.is_main_process():  # a failed check stops the other processes too (launch() ends them)
+        train_dicts = {name: DatasetCatalog.get(name) for name in _names(cfg.dataloader.train.dataset)}
+        check_training_data(train_dicts, *model_num_classes(cfg), images=getattr(args, "check_images", "verify"))
+    do_train(args, cfg, train_dicts)  # evaluates once at the end (EvalHook); the metrics go to metrics.json
     return None
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = add_dataset_argument(default_argument_parser())  # the same options as train_net.py
+    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify")
+    args = take_dataset_options(parser.parse_args())
+    setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
     launch(
         main,
         args.num_gpus,
