@@ -22,11 +22,11 @@ def verify(config_file: str, state, opts=()) -> None:
     from detectron2.modeling import build_model
 
     from defeat import add_defeat_config
+    from defeat.config import merge_defeat_config_file
 
     cfg = get_cfg()
     add_defeat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    merge_defeat_config_file(cfg, config_file, opts)
     cfg.MODEL.DEVICE = "cpu"
     if cfg.MODEL.META_ARCHITECTURE.startswith("DeFeat"):
         raise SystemExit(f"--verify-config wants the plain student config, got {cfg.MODEL.META_ARCHITECTURE}")

@@ -31,6 +31,8 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller, add_defeat_config
+from defeat.config import merge_defeat_config_file
+from defeat.datasets import dataset_from_argument
 from defeat.meta_arch.common import TeacherMixin
 from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
 from defeat.masks import assign_levels
@@ -42,7 +44,9 @@ logger = logging.getLogger("defeat.tools.visualize_masks")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--dataset", default="", help="registered dataset (default: the config's first DATASETS.TRAIN)")
+    p.add_argument("--dataset", default="", metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+                   help="dataset to show: a known name or a COCO json named on the spot "
+                   "(default: the config's first DATASETS.TRAIN)")
     p.add_argument("--num-images", type=int, default=4)
     p.add_argument("--start", type=int, default=0, help="index of the first image in the dataset")
     p.add_argument("--output", default="output/vis_masks", help="folder for the PNGs")
@@ -56,8 +60,7 @@ def parse_args(argv=None):
 def setup_cfg(args):
     cfg = get_cfg()
     add_defeat_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_defeat_config_file(cfg, args.config_file, args.opts)
     cfg.MODEL.DEFEAT.NECK.ENABLED = True  # the masks are the neck loss's
     cfg.freeze()
     return cfg
@@ -175,7 +178,7 @@ def main(argv=None) -> List[str]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = setup_cfg(args)
     viewer = MaskViewer(cfg, args.teacher_diff, args.weights)
-    name = args.dataset or cfg.DATASETS.TRAIN[0]
+    name = dataset_from_argument(args.dataset or cfg.DATASETS.TRAIN[0])
     os.makedirs(args.output, exist_ok=True)
     written = []
     for record in load_records(name, args.start, args.num_images):

@@ -23,6 +23,7 @@ __all__ = [
     "CocoDatasetSpec",
     "DatasetSpecError",
     "add_dataset_argument",
+    "dataset_from_argument",
     "expand_path",
     "export_dataset_specs",
     "parse_dataset_spec",
@@ -230,4 +231,15 @@ def preloaded_datasets(dicts_by_name: Optional[Dict[str, list]]):
 
 
 def _same(value):
+    return value
+
+
+def dataset_from_argument(value: str) -> str:
+    """The dataset a one-dataset tool works on: ``value`` is a name already known (a Detectron2
+    builtin, the demo set, one in ``$DEFEAT_COCO_DATASETS``) or a spec that names it now.
+    Registers the environment's datasets too; returns the name."""
+    setup_datasets()
+    if "=" in value:
+        (spec,) = setup_datasets([value])
+        return spec.name
     return value
