@@ -1,4 +1,6 @@
-"""Write a tiny COCO-format dataset as plain files (a json and PNGs), as a user would have it."""
+"""Test helpers: a tiny COCO-format dataset written as plain files (a json and PNGs), as a user
+would have it; the module of a script in tools/."""
+import importlib.util
 import json
 import os
 
@@ -44,3 +46,12 @@ def write_coco(root, num_images=6, size=64, classes=CLASSES, boxes=None, image_d
     with open(json_path, "w") as f:
         json.dump(data, f)
     return json_path, images_root
+
+
+def load_tool(name):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(repo, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
