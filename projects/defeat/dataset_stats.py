@@ -233,8 +233,9 @@ def format_report(s: DatasetStats) -> str:
                   + ", ".join(f"{lab} {v:.1f}" for lab, v in zip(("min", "10%", "25%", "median", "75%", "90%", "max"), q))]
         edges = [0, 8, 16, 32, 64, 128, 256, 512, 1024, np.inf]
         hist, _ = np.histogram(s.sides, bins=edges)
-        lines += [f"  {lo:>4g} - {hi:<4g}: {int(k):>7}  {'#' * int(round(40 * k / max(1, hist.max())))}"
-                  for lo, hi, k in zip(edges[:-1], edges[1:], hist)]
+        used = np.flatnonzero(hist)  # the bins from the first to the last that hold boxes
+        lines += [f"  {lo:>4g} - {hi:<4g}: {int(k):>7}  {'#' * int(round(40 * k / max(1, hist.max())))}".rstrip()
+                  for lo, hi, k in list(zip(edges[:-1], edges[1:], hist))[used[0]: used[-1] + 1]]
     total = max(1, n)
     lines += ["", f"FPN levels under MASK_ASSIGN scale, SCALE_BASE {s.scale_base:g} "
               "(level = floor(log2(sqrt(w*h) / SCALE_BASE)), clamped to the levels):",
