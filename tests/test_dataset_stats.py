@@ -135,3 +135,11 @@ def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_pa
     for target in (json_file, os.path.join(images, "img_000.png"), os.path.join(images, "new.png")):
         with pytest.raises(SystemExit, match="is an input of dataset tool_files or inside its image folder"):
             tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tool_files", "--output", target])
+
+
+def test_inspect_refuses_levels_the_backbone_lacks(tmp_path):
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=1)
+    with pytest.raises(SystemExit, match=r"IN_FEATURES \['p7'\] are not backbone outputs"):
+        load_tool("inspect_dataset").main([
+            "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", f"levels={json_file}:{images}",
+            "--output", str(tmp_path / "x.png"), "MODEL.DEFEAT.NECK.IN_FEATURES", "['p2', 'p7']"])

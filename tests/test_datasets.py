@@ -133,13 +133,48 @@ def test_a_fresh_process_sees_the_exported_names(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "2"
 
 
-def test_train_net_setup_registers_the_dataset_option(tmp_path, monkeypatch):
+def test_train_net_setup_registers_the_dataset_option(tmp_path):
     import train_net
 
-    monkeypatch.delenv(DATASETS_ENV, raising=False)  # setup() exports it: undone after the test
     json_file, images = write_coco(str(tmp_path), num_images=2)
     name = _name("setup")
     args = train_net.parse_args(["--config-file", f"{CONFIGS}/tiny_base.yaml", "OUTPUT_DIR", str(tmp_path / "o"),
                                  "DATASETS.TRAIN", f"('{name}',)", "--dataset", f"{name}={json_file}:{images}"])
     cfg = train_net.setup(args)
     assert cfg.DATASETS.TRAIN == (name,) and len(DatasetCatalog.get(name)) == 2
+
+
+def test_a_json_detectron2_cannot_load_names_the_file(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"images": [')
+    name = _name("broken")
+    register_coco_dataset(name, str(bad))
+    with pytest.raises(DatasetSpecError, match=rf"'{name}': cannot load .*broken.json: JSONDecodeError"):
+        DatasetCatalog.get(name)
+
+
+def test_visualize_masks_takes_a_spec(tmp_path):
+    from coco_files import load_tool
+
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
+    name = _name("vis")
+    written = load_tool("visualize_masks").main([
+        "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", f"{name}={json_file}:{images}",
+        "--num-images", "2", "--output", str(tmp_path / "vis")])
+    assert sorted(os.path.basename(p) for p in written) == ["img_000_masks.png", "img_001_masks.png"]
+
+
+def test_lazy_train_net_names_datasets_and_checks_classes(tmp_path):
+    import lazy_train_net
+    from detectron2.engine import default_argument_parser
+
+    from defeat.data_checks import DataCheckError
+
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
+    name = _name("lazy")
+    args = default_argument_parser().parse_args([
+        "--config-file", f"{CONFIGS}/tiny_base.py", f"train.output_dir={tmp_path / 'out'}",
+        f"dataloader.train.dataset.names={name}", f"dataloader.test.dataset.names={name}"])
+    args.dataset = [f"{name}={json_file}:{images}"]
+    with pytest.raises(DataCheckError, match=rf"'{name}' has 2 categories.*10 classes \(model.roi_heads.num_classes\)"):
+        lazy_train_net.main(args)

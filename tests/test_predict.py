@@ -88,3 +88,16 @@ def test_defeat_config_predicts_with_its_student(student, tmp_path):
     written = _run("--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--weights", weights, "--input", images,
                    "--output", tmp_path / "o", "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.DEFEAT.TEACHER.WEIGHTS", "")
     assert len(written) == 3
+
+
+def test_bad_inputs_and_class_names_of_another_dataset(student, tmp_path):
+    weights, _, images = student
+    with pytest.raises(SystemExit, match="--input not found: .*nope"):
+        _run(*_base(weights, tmp_path / "nope", tmp_path / "o"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="holds no images"):
+        _run(*_base(weights, tmp_path / "empty", tmp_path / "o"))
+    other, other_images = write_coco(str(tmp_path / "three"), num_images=1, classes=("a", "b", "c"))
+    with pytest.raises(SystemExit, match="dataset pred_three has 3 classes but the model 2 "
+                       r"\(MODEL.ROI_HEADS.NUM_CLASSES\)"):
+        _run(*_base(weights, images, tmp_path / "o", "--dataset", f"pred_three={other}:{other_images}"))

@@ -240,6 +240,7 @@ def dataset_from_argument(value: str) -> str:
     Registers the environment's datasets too; returns the name."""
     setup_datasets()
     if "=" in value:
-        (spec,) = setup_datasets([value])
+        (spec,) = register_dataset_specs([value])
+        export_dataset_specs([spec])
         return spec.name
     return value
