@@ -64,8 +64,11 @@ def _base_path(base: str, including_file: str) -> str:
 def _setter_of(config_file: str, keys: Sequence[str]) -> Optional[Tuple[str, Any]]:
     """``(file, value)`` of the file of ``config_file``'s ``_BASE_`` chain whose value of the
     nested ``keys`` wins the merge (the file itself, else its last base that sets it)."""
-    with open(config_file) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(config_file) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):  # a URL or an unsafe-YAML base: no setter found there
+        return None
     node = data
     for k in keys:
         node = node.get(k) if isinstance(node, dict) else None
@@ -87,6 +90,8 @@ def resolve_teacher_config_file(cfg, config_file: str) -> None:
     ``~`` and ``$VARS``; if no file is there, the value stays relative to the working directory
     (the loader checks it then). ``model_zoo:`` names and URLs are left alone.
     """
+    if "DEFEAT" not in cfg.MODEL:
+        return
     value = cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE
     if not value or value.startswith("model_zoo:") or "://" in value:
         return
