@@ -140,7 +140,8 @@ def main(args):
 
 if __name__ == "__main__":
     parser = add_dataset_argument(default_argument_parser())  # the same options as train_net.py
-    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify")
+    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify",
+                        help="how the training images are read before training (see docs/tools.md)")
     args = take_dataset_options(parser.parse_args())
     setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
     launch(

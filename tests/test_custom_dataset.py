@@ -22,13 +22,22 @@ def _config(path, base, extra=""):
     return str(path)
 
 
-def _run(*argv, env=None):
+def _start(*argv, env=None):
+    """Start one documented command (a subprocess, as a user runs it)."""
     cmd = [sys.executable, *[str(a) for a in argv]]
-    t0 = time.time()
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    print(f"{time.time() - t0:5.1f}s {argv[0]}")
-    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
-    return out.stdout + out.stderr
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return cmd, proc, time.time()
+
+
+def _wait(*started):
+    """Wait for commands started side by side (independent steps); their outputs, in order."""
+    texts = []
+    for cmd, proc, t0 in started:
+        text, _ = proc.communicate(timeout=300)
+        print(f"{time.time() - t0:5.1f}s {cmd[1]}")
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{text[-6000:]}"
+        texts.append(text)
+    return texts if len(texts) > 1 else texts[0]
 
 
 def _box_ap(out_dir):
@@ -51,49 +60,51 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DEFEAT_COCO_DATASETS"}
     env["OMP_NUM_THREADS"] = "1"
 
+    # Steps that do not depend on each other run side by side (the order a user follows is 1-8).
     # 1. Inspect: classes, sizes, levels, SCALE_BASE.
-    text = _run("tools/inspect_dataset.py", "--config-file", defeat, *datasets[:2], "--output", out / "inspect.png", env=env)
-    assert "dataset shapes_train: 8 images" in text and "suggested SCALE_BASE" in text
-    assert all(c in text for c in CLASSES) and (out / "inspect.png").is_file()
-
+    inspect = _start("tools/inspect_dataset.py", "--config-file", defeat, *datasets[:2], "--output",
+                     out / "inspect.png", env=env)
     # 2. Teacher (two processes on CPU: each DDP worker registers the datasets itself).
     gpus = ["--num-gpus", "2"] if not torch.cuda.is_available() else []
-    _run("train_net.py", "--config-file", teacher, *gpus, *datasets, *ITERS, "OUTPUT_DIR", out / "teacher", env=env)
-    teacher_weights = out / "teacher" / "model_final.pth"
-    assert teacher_weights.is_file() and _box_ap(out / "teacher")
-
-    # 3. The student alone (where step 7 finds it); 4. the DeFeat student (--dataset after the overrides).
+    teacher_run = _start("train_net.py", "--config-file", teacher, *gpus, *datasets, *ITERS,
+                         "OUTPUT_DIR", out / "teacher", env=env)
+    # 3. The student alone (where step 7 finds it).
     baseline = out / "bench" / "baseline_seed0"
-    _run("train_net.py", "--config-file", student, *datasets, *ITERS, "OUTPUT_DIR", baseline, env=env)
-    _run("train_net.py", "--config-file", defeat, *ITERS, "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-         "OUTPUT_DIR", out / "defeat", *datasets, env=env)
-    assert _box_ap(baseline) and _box_ap(out / "defeat")
+    student_run = _start("train_net.py", "--config-file", student, *datasets, *ITERS, "OUTPUT_DIR", baseline, env=env)
+    text, _, _ = _wait(inspect, teacher_run, student_run)
+    assert "dataset shapes_train: 8 images" in text and "suggested SCALE_BASE" in text
+    assert all(c in text for c in CLASSES) and (out / "inspect.png").is_file()
+    teacher_weights = out / "teacher" / "model_final.pth"
+    assert teacher_weights.is_file() and _box_ap(out / "teacher") and _box_ap(baseline)
 
-    # 5. Evaluate the DeFeat checkpoint with the plain student config.
-    text = _run("train_net.py", "--config-file", student, "--eval-only", *datasets,
-                "MODEL.WEIGHTS", out / "defeat" / "model_final.pth", "OUTPUT_DIR", out / "eval", env=env)
-    assert "Evaluation results for bbox" in text
+    # 4. The DeFeat student (--dataset may also follow the overrides).
+    _wait(_start("train_net.py", "--config-file", defeat, *ITERS, "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
+                 "OUTPUT_DIR", out / "defeat", *datasets, env=env))
+    assert _box_ap(out / "defeat")
 
-    # 6. Export the student and check that it loads into the plain config.
-    text = _run("tools/export_student.py", "--verify-config", student, out / "defeat" / "model_final.pth",
-                out / "student_final.pth", env=env)
-    assert "verified: all" in text
+    # 5. Evaluate the DeFeat checkpoint with the plain student config; 6. export the student.
+    evaluation = _start("train_net.py", "--config-file", student, "--eval-only", *datasets,
+                        "MODEL.WEIGHTS", out / "defeat" / "model_final.pth", "OUTPUT_DIR", out / "eval", env=env)
+    export = _start("tools/export_student.py", "--verify-config", student, out / "defeat" / "model_final.pth",
+                    out / "student_final.pth", env=env)
+    text, exported = _wait(evaluation, export)
+    assert "Evaluation results for bbox" in text and "verified: all" in exported
 
     # 7. Compare variants on this data: the finished student run is reused, the "neck" variant is
     # trained by a train_net.py subprocess that knows the names from $DEFEAT_COCO_DATASETS only.
-    text = _run("benchmarks/accuracy.py", *datasets, "--train-set", "shapes_train", "--test-set", "shapes_val",
-                "--student", student, "--defeat", defeat, "--teacher-config", teacher, "--teacher-weights",
-                teacher_weights, "--variants", "baseline", "neck", "--seeds", "0", "--iters", "2",
-                "--output", out / "bench", "--opts", "SOLVER.WARMUP_ITERS", "1", env=env)
+    bench = _start("benchmarks/accuracy.py", *datasets, "--train-set", "shapes_train", "--test-set", "shapes_val",
+                   "--student", student, "--defeat", defeat, "--teacher-config", teacher, "--teacher-weights",
+                   teacher_weights, "--variants", "baseline", "neck", "--seeds", "0", "--iters", "2",
+                   "--output", out / "bench", "--jobs", "1", "--opts", "SOLVER.WARMUP_ITERS", "1", env=env)
+    # 8. Predict with the exported student, class names from the dataset (named here by the variable).
+    before = sorted(os.listdir(images))
+    predict = _start("tools/predict.py", "--config-file", student, "--weights", out / "student_final.pth",
+                     "--input", images, "--output", out / "pred", "--score-threshold", "0.0", "--dataset", "shapes_val",
+                     env=dict(env, DEFEAT_COCO_DATASETS=f"shapes_val={val_json}:{images}"))
+    text, _ = _wait(bench, predict)
     summary = json.loads((out / "bench" / "accuracy.json").read_text())["summary"]
     assert "[baseline seed 0] reusing" in text and "1 runs to train" in text
     assert set(summary) == {"baseline", "neck"} and "| neck |" in text and _box_ap(out / "bench" / "neck_seed0")
-
-    # 8. Predict on the images with the exported student, class names from the dataset.
-    before = sorted(os.listdir(images))
-    _run("tools/predict.py", "--config-file", student, "--weights", out / "student_final.pth", "--input", images,
-         "--output", out / "pred", "--score-threshold", "0.0", "--dataset", "shapes_val", env=dict(
-             env, DEFEAT_COCO_DATASETS=f"shapes_val={val_json}:{images}"))
     records = json.loads((out / "pred" / "predictions.json").read_text())
     assert len(records) == len(before) == 8 and sorted(os.listdir(images)) == before
     assert {d["category"] for r in records for d in r["detections"]} <= set(CLASSES)
