@@ -16,6 +16,10 @@ misspelt one): every parent of the key must exist, and the key itself unless its
 ``LazyCall`` (a new argument); write ``+key=value`` (Hydra's explicit addition) to add keys. A value
 must have the type of the one it replaces (a number for a number, a boolean for a boolean, a
 mapping for a mapping); ``model.defeat.*`` values are checked like every DeFeat setting.
+
+``--dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT]`` names a COCO-format dataset, as for
+``train_net.py``; the training sets are checked against ``model.roi_heads.num_classes`` (or
+``model.num_classes``) before training.
 """
 import logging
 import os
@@ -39,8 +43,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
+from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
 from defeat.demo.data import register_demo_dataset_if_used
-from defeat.data_checks import check_dataset_boxes
+from defeat.data_checks import IMAGE_CHECKS, check_training_data
 from defeat.ddp import create_ddp_model_any_device
 from defeat.meta_arch.common import lazy_eval_model_config
 from defeat.nonfinite import explain_nonfinite_losses
@@ -76,20 +81,32 @@ def build_optimizer(cfg, model):
     return optimizer
 
 
-def do_train(args, cfg):
+def model_num_classes(cfg):
+    """``(classes, config key)`` of a LazyConfig's model: ``roi_heads.num_classes`` of an R-CNN,
+    ``num_classes`` of a dense detector; ``(None, "")`` when the config sets neither."""
+    heads = cfg.model.get("roi_heads")
+    if heads is not None and heads.get("num_classes") is not None:
+        return heads.num_classes, "model.roi_heads.num_classes"
+    if cfg.model.get("num_classes") is not None:
+        return cfg.model.num_classes, "model.num_classes"
+    return None, ""
+
+
+def do_train(args, cfg, train_dicts=None):
     """Build, resume (with ``--resume``) and train; the metrics go to metrics.json."""
-    trainer, start_iter = build_trainer(args, cfg)
+    trainer, start_iter = build_trainer(args, cfg, train_dicts)
     trainer.train(start_iter, cfg.train.max_iter)
     return trainer
 
 
-def build_trainer(args, cfg):
+def build_trainer(args, cfg, train_dicts=None):
     """``(trainer, start iteration)``: model, optimizer, data, hooks, weights loaded or resumed."""
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)  # a DeFeat teacher moves along (it is hidden, not dropped)
     optimizer = build_optimizer(cfg, model)
-    train_loader = instantiate(cfg.dataloader.train)
+    with preloaded_datasets(train_dicts):  # the dicts checked in main(), not loaded again
+        train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model_any_device(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     explain_nonfinite_losses(trainer)
@@ -203,6 +220,7 @@ def load_config(args):
 
 def setup(args):
     """The LazyConfig with ``key=value`` overrides applied; logging, seed and demo data set up."""
+    setup_datasets(getattr(args, "dataset", None))  # in every process, as in train_net.py
     cfg = load_config(args)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
@@ -224,16 +242,21 @@ def main(args):
             model = create_ddp_model_any_device(model, **cfg.train.ddp)
             AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
             return do_test(cfg, model)
-        if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
-            for name in _names(cfg.dataloader.train.dataset):
-                check_dataset_boxes(DatasetCatalog.get(name), name)
-        trainer, start_iter = build_trainer(args, cfg)
+        train_dicts = None
+        if comm.is_main_process():  # a failed check stops the other processes too (launch() ends them)
+            train_dicts = {name: DatasetCatalog.get(name) for name in _names(cfg.dataloader.train.dataset)}
+            check_training_data(train_dicts, *model_num_classes(cfg), images=getattr(args, "check_images", "verify"))
+        trainer, start_iter = build_trainer(args, cfg, train_dicts)
     trainer.train(start_iter, cfg.train.max_iter)  # evaluates once at the end (EvalHook)
     return None
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = add_dataset_argument(default_argument_parser())  # the same options as train_net.py
+    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify",
+                        help="how the training images are read before training (see docs/tools.md)")
+    args = take_dataset_options(parser.parse_args())
+    setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
     launch(
         main,
         args.num_gpus,

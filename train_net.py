@@ -4,6 +4,12 @@
     python train_net.py --config-file configs/demo/defeat_slimR18_from_R18.yaml
     python train_net.py --config-file configs/demo/student_slimR18.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file ... --num-gpus 8 --resume
+    python train_net.py --config-file CONFIG --dataset my_train=data/train.json:data/images \
+        --dataset my_val=data/val.json:data/images DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)'
+
+``--dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT]`` names a COCO-format dataset (see
+``defeat.datasets``); before training, the training sets are checked against the model
+(``defeat.data_checks``; ``--check-images`` sets how thoroughly the images are read).
 """
 import contextlib
 import os
@@ -20,8 +26,10 @@ from detectron2.utils.logger import setup_logger
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
+from defeat.config import merge_defeat_config_file
+from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
 from defeat.demo.data import register_demo_dataset_if_used
-from defeat.data_checks import check_dataset_boxes
+from defeat.data_checks import IMAGE_CHECKS, check_training_data, model_num_classes
 from defeat.ddp import create_ddp_model_any_device
 from defeat.meta_arch.common import build_eval_model
 from defeat.nonfinite import explain_nonfinite_losses
@@ -67,22 +75,47 @@ def register_demo_datasets(cfg, eval_only: bool = False):
     register_demo_dataset_if_used(names)
 
 
+def argument_parser():
+    """Detectron2's ``default_argument_parser`` plus ``--dataset`` and ``--check-images``."""
+    parser = add_dataset_argument(default_argument_parser())
+    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify",
+                        help="how the training images are read before training (see docs/tools.md)")
+    return parser
+
+
+def parse_args(argv=None):
+    """Command-line arguments; ``--dataset`` is also accepted among the trailing config overrides."""
+    return take_dataset_options(argument_parser().parse_args(argv))
+
+
 def load_config(args):
     """The frozen config of ``--config-file`` with the command-line ``opts`` merged."""
     cfg = get_cfg()
     add_defeat_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_defeat_config_file(cfg, args.config_file, args.opts)
     cfg.freeze()
     return cfg
 
 
 def setup(args):
+    # Every process (each DDP worker too) registers the named datasets: --dataset travels in
+    # ``args``, and $DEFEAT_COCO_DATASETS (exported here) reaches the processes started later.
+    setup_datasets(getattr(args, "dataset", None))
     cfg = load_config(args)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="defeat")
     register_demo_datasets(cfg, eval_only=args.eval_only)
     return cfg
+
+
+def load_and_check_training_data(cfg, images="verify"):
+    """The training sets' dicts, loaded once and checked against the model (main process only:
+    a failed check stops the other processes too, as launch() ends them); None elsewhere."""
+    if not comm.is_main_process():
+        return None
+    dicts = {name: DatasetCatalog.get(name) for name in cfg.DATASETS.TRAIN}
+    check_training_data(dicts, *model_num_classes(cfg), images=images)
+    return dicts
 
 
 def main(args):
@@ -99,17 +132,18 @@ def main(args):
             if comm.is_main_process():
                 verify_results(cfg, res)
             return res
-        if comm.is_main_process():  # a bad box stops the other processes too (launch() ends them)
-            for name in cfg.DATASETS.TRAIN:
-                check_dataset_boxes(DatasetCatalog.get(name), name)
-        trainer = Trainer(cfg)
+        train_dicts = load_and_check_training_data(cfg, getattr(args, "check_images", "verify"))
+        with preloaded_datasets(train_dicts):  # the train loader reuses the checked dicts
+            trainer = Trainer(cfg)
+        del train_dicts
         trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_args()
     print("Command Line Args:", args)
+    setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
     launch(
         main,
         args.num_gpus,

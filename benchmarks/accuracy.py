@@ -6,6 +6,8 @@
     python benchmarks/accuracy.py --variants baseline defeat --seeds 0 1 --iters 300
     python benchmarks/accuracy.py --train-set my_train --test-set my_val \
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
+    python benchmarks/accuracy.py --dataset my_train=data/train.json --dataset my_val=data/val.json \
+        --train-set my_train --test-set my_val ...   # a COCO-format dataset named on the spot
 
 Every run is a ``train_net.py`` subprocess; a finished run of the same config (same digest of
 its saved ``config.yaml``) is reused (delete its folder to redo). Results go to
@@ -18,6 +20,7 @@ import statistics
 import sys
 import time
 
+from defeat.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 from defeat.demo.experiments import METRICS, config_digest, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
@@ -75,14 +78,15 @@ def parse_args(argv=None):
     p.add_argument("--teacher-config", default=None)
     p.add_argument("--teacher-weights", default=None,
                    help="trained teacher; trained with --teacher-config first if missing")
-    p.add_argument("--train-set", default=None, help="registered dataset name (default: the configs')")
+    add_dataset_argument(p)
+    p.add_argument("--train-set", default=None, help="dataset name (default: the configs')")
     p.add_argument("--test-set", default=None)
     p.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER of the students")
     p.add_argument("--output", default="output/bench_accuracy")
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
-    args = p.parse_args(argv)
+    args = take_dataset_options(p.parse_args(argv))
     for name, default in zip(FAMILY_ARGS, FAMILIES[args.family]):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -99,6 +103,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
+    setup_datasets(args.dataset)  # checked now; exported to $DEFEAT_COCO_DATASETS for the train_net.py runs
     common = list(args.opts)
     if args.train_set:
         common += ["DATASETS.TRAIN", f"('{args.train_set}',)"]

@@ -16,6 +16,13 @@ def _repo_cwd(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
+@pytest.fixture(autouse=True)
+def _no_exported_datasets(monkeypatch):
+    """Scripts export the datasets they name to $DEFEAT_COCO_DATASETS: start each test without
+    any, and undo what a test exported (monkeypatch restores the variable afterwards)."""
+    monkeypatch.setenv("DEFEAT_COCO_DATASETS", "")
+
+
 def make_cfg(config_file, *opts):
     """A Detectron2 config with DeFeat keys, merged from ``config_file`` and ``opts``."""
     from detectron2.config import get_cfg

@@ -29,6 +29,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller
+from defeat.datasets import dataset_from_argument
 from defeat.config_files import (
     ConfigFileError,
     architecture,
@@ -58,7 +59,9 @@ MIN_PANEL_SIZE = 32
 def build_parser():
     p = ToolArgumentParser(prog="visualize_masks.py", description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, metavar="FILE", help="YAML or LazyConfig (.py) config")
-    p.add_argument("--dataset", default="", help="registered dataset (default: the config's first training set)")
+    p.add_argument("--dataset", default="", metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+                   help="dataset to show: a known name or a COCO json named on the spot "
+                   "(default: the config's first training set)")
     p.add_argument("--num-images", type=int, default=4, help="how many images, at least 1")
     p.add_argument("--start", type=int, default=0, help="index of the first image in the dataset")
     p.add_argument("--output", default="output/vis_masks", help="folder for the PNGs (created)")
@@ -97,6 +100,10 @@ def parse_args(argv=None):
         if not names:
             p.error(f"{args.config_file} names no training dataset; pass --dataset NAME")
         args.dataset = names[0]
+    try:
+        args.dataset = dataset_from_argument(args.dataset)
+    except ValueError as e:  # a malformed or clashing spec, missing files
+        p.error(str(e))
     try:
         args.records = load_records(args.dataset)
     except KeyError as e:

@@ -1,7 +1,14 @@
-"""Detectron2 config keys of DeFeat (docs/algorithm.md, section 6)."""
+"""Detectron2 config keys of DeFeat (docs/algorithm.md, section 6), and the resolution of the teacher
+config's path."""
+import os
+from typing import Any, Optional, Sequence, Tuple
+
+import yaml
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_defeat_config"]
+from .datasets import expand_path
+
+__all__ = ["add_defeat_config", "merge_defeat_config_file", "resolve_teacher_config_file"]
 
 
 def add_defeat_config(cfg):
@@ -43,4 +50,71 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.LOSS_SCHEDULE = "constant"
     # The KD weight ramps linearly from 0 to 1 over these many iterations.
     cfg.MODEL.DEFEAT.WARMUP_ITERS = 0
+    return cfg
+
+
+def _base_path(base: str, including_file: str) -> str:
+    """Where fvcore looks for ``_BASE_: base`` of ``including_file``."""
+    if base.startswith("~"):
+        base = os.path.expanduser(base)
+    if not base.startswith(("/", "https://", "http://")):
+        base = os.path.join(os.path.dirname(including_file), base)
+    return base
+
+
+def _setter_of(config_file: str, keys: Sequence[str]) -> Optional[Tuple[str, Any]]:
+    """``(file, value)`` of the file of ``config_file``'s ``_BASE_`` chain whose value of the
+    nested ``keys`` wins the merge (the file itself, else its last base that sets it)."""
+    try:
+        with open(config_file) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):  # a URL or an unsafe-YAML base: no setter found there
+        return None
+    node = data
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    if node is not None:
+        return config_file, node
+    bases = data.get("_BASE_") or []
+    for base in reversed(bases if isinstance(bases, list) else [bases]):
+        found = _setter_of(_base_path(base, config_file), keys)
+        if found is not None:
+            return found
+    return None
+
+
+def resolve_teacher_config_file(cfg, config_file: str) -> None:
+    """Make ``MODEL.DEFEAT.TEACHER.CONFIG_FILE`` relative to the config file that sets it.
+
+    Call right after ``cfg.merge_from_file(config_file)``. A relative value is looked up beside
+    the file of the ``_BASE_`` chain that set it (as ``_BASE_`` paths are), after expanding
+    ``~`` and ``$VARS``; if no file is there, the value stays relative to the working directory
+    (the loader checks it then). ``model_zoo:`` names and URLs are left alone.
+    """
+    if "DEFEAT" not in cfg.MODEL:
+        return
+    value = cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE
+    if not value or value.startswith("model_zoo:") or "://" in value:
+        return
+    expanded = expand_path(value)
+    if os.path.isabs(expanded) or config_file.endswith(".py"):
+        return
+    found = _setter_of(config_file, ("MODEL", "DEFEAT", "TEACHER", "CONFIG_FILE"))
+    if found is None or found[1] != value:
+        return
+    beside = os.path.join(os.path.dirname(os.path.abspath(found[0])), expanded)
+    if os.path.isfile(beside):
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE = beside
+        if frozen:
+            cfg.freeze()
+
+
+def merge_defeat_config_file(cfg, config_file: str, opts: Sequence[str] = ()):
+    """``cfg.merge_from_file(config_file)``, the teacher config path resolved
+    (:func:`resolve_teacher_config_file`), then ``cfg.merge_from_list(opts)``; returns ``cfg``."""
+    cfg.merge_from_file(config_file)
+    resolve_teacher_config_file(cfg, config_file)
+    cfg.merge_from_list([str(o) for o in opts])
     return cfg

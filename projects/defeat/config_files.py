@@ -99,12 +99,13 @@ def load_config(path: str, opts: Sequence[str] = ()) -> Config:
             return LazyConfig.apply_overrides(cfg, opts)
         except Exception as e:
             raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
-    from .config import add_defeat_config
+    from .config import add_defeat_config, resolve_teacher_config_file
 
     cfg = get_cfg()
     add_defeat_config(cfg)
     try:
         cfg.merge_from_file(path)
+        resolve_teacher_config_file(cfg, path)  # relative to the file that sets it, as _BASE_
     except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
         raise ConfigFileError(f"cannot read config {path!r}: {type(e).__name__}: {e}") from e
     try:

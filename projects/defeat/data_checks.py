@@ -2,15 +2,37 @@
 
 Detectron2's mapper clips every box to its image and drops boxes left empty, without a word,
 so annotations in the wrong frame (or a wrong ``height``/``width``) train silently on the wrong
-regions. :func:`check_dataset_boxes` reports such boxes and refuses malformed ones.
+regions. :func:`check_dataset_boxes` reports such boxes and refuses malformed ones;
+:func:`check_dataset_has_boxes` refuses a dataset with no usable box;
+:func:`check_dataset_classes` compares the dataset's categories with the model's classes and
+:func:`check_dataset_images` opens every image (an unreadable one would otherwise stop training
+at a random iteration with an error that names no file). :func:`check_training_data` runs them all.
 """
 import logging
 import math
-from typing import Dict, Iterable, List, Optional, Tuple
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from detectron2.structures import BoxMode
 
-__all__ = ["check_dataset_boxes"]
+__all__ = [
+    "IMAGE_CHECKS",
+    "DataCheckError",
+    "check_dataset_boxes",
+    "check_dataset_classes",
+    "check_dataset_has_boxes",
+    "check_dataset_images",
+    "check_training_data",
+    "model_num_classes",
+]
+
+# How thoroughly check_dataset_images reads each image (see its docstring for the cost).
+IMAGE_CHECKS = ("verify", "full", "none")
+
+
+class DataCheckError(ValueError):
+    """A training dataset does not fit the model, or holds nothing to train on, or an unreadable image."""
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +121,153 @@ def check_dataset_boxes(
             dataset_name, num_outside, images_outside, len(listed), "\n  ".join(listed),
         )
     return num_outside
+
+
+def check_dataset_has_boxes(dataset_dicts: Sequence[Dict], dataset_name: str) -> Tuple[int, int]:
+    """Refuse a dataset without a usable box; warn about zero-area boxes.
+
+    Detectron2 drops crowd boxes and boxes of zero width or height while training, and images
+    left without boxes, so a dataset of only those trains on nothing (or fails deep in the
+    sampler). Returns ``(usable boxes, zero-area boxes)``.
+    Raises:
+        DataCheckError: no annotation at all, or none with a positive area (counts given).
+    """
+    total = zero = crowd = 0
+    for record in dataset_dicts:
+        for anno in record.get("annotations", ()):
+            if "bbox" not in anno or "bbox_mode" not in anno:
+                continue
+            total += 1
+            if anno.get("iscrowd", 0):
+                crowd += 1
+                continue
+            xyxy = _xyxy(anno["bbox"], anno["bbox_mode"])
+            if xyxy is not None and (xyxy[2] - xyxy[0] <= 0 or xyxy[3] - xyxy[1] <= 0):
+                zero += 1
+    usable = total - zero - crowd
+    images = len(dataset_dicts)
+    if total == 0:
+        raise DataCheckError(
+            f"dataset {dataset_name!r} has no boxes at all ({images} images, 0 annotations); "
+            "check that the annotation file is the instances file of this split"
+        )
+    if usable == 0:
+        raise DataCheckError(
+            f"dataset {dataset_name!r} has no box to train on: {zero} of its {total} boxes have zero "
+            f"width or height and {crowd} are crowd boxes ({images} images); COCO's bbox is "
+            "[x, y, width, height] in pixels"
+        )
+    if zero:
+        logger.warning(
+            "dataset %r: %d of its %d boxes have zero width or height; Detectron2 drops them while training",
+            dataset_name, zero, total,
+        )
+    return usable, zero
+
+
+def model_num_classes(cfg) -> Tuple[int, str]:
+    """``(classes, config key)`` of a YAML config's detector: RetinaNet or R-CNN ROI heads."""
+    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
+        return cfg.MODEL.RETINANET.NUM_CLASSES, "MODEL.RETINANET.NUM_CLASSES"
+    return cfg.MODEL.ROI_HEADS.NUM_CLASSES, "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def check_dataset_classes(dataset_name: str, num_classes: int, key: str) -> Optional[int]:
+    """Refuse a dataset whose number of categories is not the model's number of classes.
+
+    Reads ``thing_classes`` from the dataset's metadata (set when a COCO json is loaded, so
+    call it after ``DatasetCatalog.get``); returns the number of categories, or ``None``
+    when the metadata has none (nothing is checked then).
+    Raises:
+        DataCheckError: naming both numbers and ``key``, the config key to set.
+    """
+    from detectron2.data import MetadataCatalog
+
+    classes = MetadataCatalog.get(dataset_name).get("thing_classes")
+    if classes is None:
+        logger.info("dataset %r has no thing_classes metadata: its categories are not checked", dataset_name)
+        return None
+    if len(classes) != num_classes:
+        shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+        raise DataCheckError(
+            f"dataset {dataset_name!r} has {len(classes)} categories ({shown}) but the model has "
+            f"{num_classes} classes ({key}); set {key} to {len(classes)} (the teacher must be "
+            "trained on the same categories)"
+        )
+    return len(classes)
+
+
+def _jpeg_complete(path: str) -> bool:
+    """True when a JPEG ends with its end-of-image marker (within its last 4 KiB)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4096))
+        return b"\xff\xd9" in f.read()
+
+
+def _image_problem(record: Dict, mode: str) -> Optional[str]:
+    """Why the image of ``record`` cannot be trained on, or None."""
+    from PIL import Image
+
+    path = record["file_name"]
+    if not os.path.isfile(path):
+        return "file not found"
+    try:
+        with Image.open(path) as img:
+            size, fmt = img.size, img.format
+            if mode == "full":
+                img.load()
+            else:
+                img.verify()  # PNG: every chunk's CRC, truncation
+        if mode == "verify" and fmt == "JPEG" and not _jpeg_complete(path):
+            return "truncated JPEG (no end-of-image marker)"
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+        return f"unreadable image: {type(e).__name__}: {e}"
+    expected = (record.get("width"), record.get("height"))
+    if None not in expected and size != expected and size != expected[::-1]:  # EXIF may rotate
+        return f"image is {size[0]}x{size[1]} (WxH) but the annotations say {expected[0]}x{expected[1]}"
+    return None
+
+
+def check_dataset_images(
+    dataset_dicts: Sequence[Dict], dataset_name: str, mode: str = "verify", workers: int = 8, max_listed: int = 5
+) -> int:
+    """Open every image of a dataset; raise naming the files that cannot be read.
+
+    ``mode``: ``"verify"`` reads each file's header and size, checks a PNG's chunks (PIL
+    ``verify``) and that a JPEG ends with its end-of-image marker, without decoding pixels
+    (well under 1 ms per image); ``"full"`` decodes every image (a few ms per COCO-sized JPEG:
+    minutes for 100k images); ``"none"`` skips the check. Files are read by ``workers`` threads.
+    Returns the number of images checked.
+    Raises:
+        DataCheckError: an image is missing, unreadable, truncated or of another size than its
+            ``height``/``width``; the message names the first files and the total.
+    """
+    if mode not in IMAGE_CHECKS:
+        raise ValueError(f"image check must be one of {IMAGE_CHECKS}, got {mode!r}")
+    if mode == "none":
+        return 0
+    records = [r for r in dataset_dicts if "file_name" in r]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        problems = list(pool.map(lambda r: _image_problem(r, mode), records))
+    bad = [f"{r['file_name']}: {p}" for r, p in zip(records, problems) if p]
+    if bad:
+        raise DataCheckError(
+            f"dataset {dataset_name!r}: {len(bad)} of {len(records)} images cannot be trained on; first "
+            f"{min(len(bad), max_listed)}:\n  " + "\n  ".join(bad[:max_listed])
+            + "\nfix or remove them from the annotation file"
+        )
+    return len(records)
+
+
+def check_training_data(
+    dicts_by_name: Dict[str, Sequence[Dict]], num_classes: Optional[int], key: str, images: str = "verify"
+) -> None:
+    """All checks above for each training dataset, before training: boxes (malformed, outside,
+    none usable), categories vs ``num_classes`` (``key`` named in the error) and images."""
+    for name, dicts in dicts_by_name.items():
+        check_dataset_boxes(dicts, name)
+        check_dataset_has_boxes(dicts, name)
+        if num_classes is not None:
+            check_dataset_classes(name, num_classes, key)
+        check_dataset_images(dicts, name, images)

@@ -16,6 +16,8 @@ from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
+from .datasets import expand_path
+
 __all__ = [
     "TeacherLoadError", "load_teacher_config", "load_teacher_lazy_config", "build_teacher", "freeze",
     "check_finite", "is_defeat_architecture",
@@ -59,9 +61,12 @@ def _resolve_config_path(config_file: str) -> str:
             config_file = model_zoo.get_config_file(config_file[len(MODEL_ZOO_PREFIX):])
         except RuntimeError as e:
             raise TeacherLoadError(f"unknown model-zoo teacher config: {e}") from e
+    given, config_file = config_file, expand_path(config_file)
     if not PathManager.exists(config_file):
+        expanded = f" (expanded to {config_file!r})" if config_file != given else ""
         raise TeacherLoadError(
-            f"teacher config file not found: {config_file!r} (MODEL.DEFEAT.TEACHER.CONFIG_FILE)"
+            f"teacher config file not found: {given!r}{expanded} (MODEL.DEFEAT.TEACHER.CONFIG_FILE; "
+            "a relative path is looked up beside the config file that sets it, then in the working directory)"
         )
     return config_file
 
@@ -192,13 +197,14 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
             "MODEL.DEFEAT.TEACHER.WEIGHTS is empty: a teacher needs trained weights "
             "(a model_final.pth of the teacher config)"
         )
-    local = weights if "://" in weights else os.path.expanduser(weights)
+    local = expand_path(weights)  # what is checked is what is loaded
     if "://" not in local and not os.path.isfile(local):
-        raise TeacherLoadError(f"teacher weights not found: {weights!r} (MODEL.DEFEAT.TEACHER.WEIGHTS)")
+        expanded = f" (expanded to {local!r})" if local != weights else ""
+        raise TeacherLoadError(f"teacher weights not found: {weights!r}{expanded} (MODEL.DEFEAT.TEACHER.WEIGHTS)")
     model = build()
     checkpointer = _RecordingCheckpointer(model)
     try:
-        checkpointer.load(weights)
+        checkpointer.load(local)
     except Exception as e:
         raise TeacherLoadError(f"cannot read teacher weights {weights!r}: {type(e).__name__}: {e}") from e
     found = checkpointer.incompatible

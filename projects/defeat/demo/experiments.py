@@ -39,13 +39,11 @@ def load_config(config_file: str, opts: Sequence[str] = ()):
     """A Detectron2 config with the DeFeat keys, merged from a file (``_BASE_`` chain) and overrides."""
     from detectron2.config import get_cfg
 
-    from ..config import add_defeat_config
+    from ..config import add_defeat_config, merge_defeat_config_file
 
     cfg = get_cfg()
     add_defeat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list([str(o) for o in opts])
-    return cfg
+    return merge_defeat_config_file(cfg, config_file, opts)  # the teacher path as train_net.py resolves it
 
 
 def iters_opts(n: Optional[int]) -> List[str]:

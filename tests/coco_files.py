@@ -1,0 +1,57 @@
+"""Test helpers: a tiny COCO-format dataset written as plain files (a json and PNGs), as a user
+would have it; the module of a script in tools/."""
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+
+CLASSES = ("square", "bar")
+
+
+def write_coco(root, num_images=6, size=64, classes=CLASSES, boxes=None, image_dir="images", json_name="train.json",
+               seed=0, categories=True):
+    """Images with filled rectangles and their COCO json; returns ``(json path, image folder)``.
+
+    ``boxes``: optional ``fn(index) -> [(x, y, w, h, category_index), ...]``; default: one or two
+    random boxes per image. ``file_name`` entries are relative to the image folder.
+    """
+    rng = np.random.default_rng(seed)
+    images_root = os.path.join(root, image_dir)
+    os.makedirs(images_root, exist_ok=True)
+    images, annotations = [], []
+    for i in range(num_images):
+        img = np.full((size, size, 3), 40, np.uint8)
+        if boxes is not None:
+            objs = boxes(i)
+        else:
+            objs = []
+            for _ in range(1 + i % 2):
+                w, h = (int(v) for v in rng.integers(size // 6, size // 2, 2))
+                x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+                objs.append((x, y, w, h, int(rng.integers(0, len(classes)))))
+        for x, y, w, h, c in objs:
+            colour = (60 + 150 * c % 256, 200, 255 - 80 * c % 256)
+            cv2.rectangle(img, (int(x), int(y)), (int(x + w) - 1, int(y + h) - 1), colour, -1)
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": c + 1,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+        name = f"img_{i:03d}.png"
+        cv2.imwrite(os.path.join(images_root, name), img)
+        images.append({"id": i + 1, "file_name": name, "height": size, "width": size})
+    data = {"images": images, "annotations": annotations}
+    if categories:
+        data["categories"] = [{"id": k + 1, "name": n} for k, n in enumerate(classes)]
+    json_path = os.path.join(root, json_name)
+    with open(json_path, "w") as f:
+        json.dump(data, f)
+    return json_path, images_root
+
+
+def load_tool(name):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(repo, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
