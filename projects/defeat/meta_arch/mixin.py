@@ -15,7 +15,7 @@ argument to the parent, so a subclass needs no constructor of its own. ``DeFeatR
 mixin plus a forward that saves one student box-head pass (see ``box_tap``); the losses are the
 same (docs/extending.md).
 """
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ from detectron2.utils.events import EventStorage
 
 from ..distiller import DeFeatConfigError, DeFeatDistiller
 from ..settings import resolve_settings, settings_from_cfg
+from .box_heads import check_head_pair, stage_logits
 from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
 __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
@@ -41,19 +42,19 @@ def _check_proposal_mode(mode: str) -> None:
 
 
 def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
-    """Classification logits ``[R, K+1]`` of a ``StandardROIHeads`` box head on given boxes."""
-    x = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
-    scores, _ = roi_heads.box_predictor(roi_heads.box_head(x))
-    return scores
+    """Classification logits ``[R, K+1]`` of a single-stage (``StandardROIHeads``) box head on
+    given boxes; :func:`defeat.meta_arch.box_heads.stage_logits` gives every cascade stage's."""
+    logits = stage_logits(roi_heads, features, boxes)
+    if len(logits) != 1:
+        raise ValueError(f"{type(roi_heads).__name__} has {len(logits)} classifier stages: use stage_logits")
+    return logits[0]
 
 
-def _check_box_heads(student, teacher) -> None:
-    for who, heads in (("student", student), ("teacher", teacher)):
-        if not all(hasattr(heads, a) for a in ("box_pooler", "box_head", "box_predictor", "box_in_features")):
-            raise DeFeatConfigError(
-                f"the head loss needs a StandardROIHeads-style box head, but the {who}'s ROI heads are "
-                f"{type(heads).__name__}; set MODEL.DEFEAT.HEAD.ENABLED False"
-            )
+def _stage_mean(per_stage: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Key-wise mean of per-stage loss dicts (a single stage is returned as is)."""
+    if len(per_stage) == 1:
+        return per_stage[0]
+    return {k: sum(d[k] for d in per_stage) / len(per_stage) for k in per_stage[0]}
 
 
 class DeFeatMixin(TeacherMixin):
@@ -85,7 +86,7 @@ class DeFeatMixin(TeacherMixin):
         )
         self.head_proposals = settings["head"]["proposals"]
         if self.distiller.head_enabled:
-            _check_box_heads(self.roi_heads, teacher.roi_heads)
+            check_head_pair(self.roi_heads, teacher.roi_heads)
 
     @classmethod
     def from_config(cls, cfg):
@@ -108,8 +109,9 @@ class DeFeatMixin(TeacherMixin):
                 preprocessing differs); images: the student's ``ImageList``.
         Returns:
             ``features`` (teacher FPN maps by name) and, for the head loss on teacher RoIs,
-            ``rois`` (sampled, labelled ``Instances`` per image) and their ``logits`` ``[R, K+1]``;
-            ``None`` where not needed.
+            ``rois`` (sampled, labelled ``Instances`` per image) and their ``logits``: one
+            ``[R, K+1]`` tensor per classifier stage (one for ``StandardROIHeads``); ``None``
+            where not needed.
         """
         t = self.teacher
         out = {"rois": None, "logits": None}
@@ -118,7 +120,7 @@ class DeFeatMixin(TeacherMixin):
             if self.head_on_teacher_rois:
                 out["rois"] = self._teacher_rois(t_images, out["features"], gt_instances)
                 boxes = [r.proposal_boxes for r in out["rois"]]
-                out["logits"] = box_head_logits(t.roi_heads, out["features"], boxes)
+                out["logits"] = stage_logits(t.roi_heads, out["features"], boxes)
         return out
 
     def defeat_losses(
@@ -127,7 +129,7 @@ class DeFeatMixin(TeacherMixin):
         gt_instances: Sequence[Instances],
         teacher: Dict,
         sampled: Optional[List[Instances]] = None,
-        student_logits: Optional[torch.Tensor] = None,
+        student_logits: Optional[Union[torch.Tensor, List[torch.Tensor]]] = None,
     ) -> Dict[str, torch.Tensor]:
         """The weighted, scheduled ``loss_defeat_*`` of one batch (only the enabled terms).
 
@@ -137,7 +139,9 @@ class DeFeatMixin(TeacherMixin):
             sampled: the RoIs the student's ROI heads sampled (first output of ``roi_heads`` in
                 training); needed only for ``HEAD.PROPOSALS: student``.
             student_logits: the student's ``[R, K+1]`` logits on the head loss's RoIs if already
-                computed; otherwise the student's box head is run on them here.
+                computed (a list of them, one per stage, for a cascade); otherwise the student's
+                box head(s) run on them here. Cascade stage ``k`` is compared with the teacher's
+                stage ``k`` and the losses are averaged over stages.
         """
         d = self.distiller
         losses = {}
@@ -152,13 +156,15 @@ class DeFeatMixin(TeacherMixin):
                     raise ValueError("HEAD.PROPOSALS is 'student': pass the RoIs roi_heads sampled as `sampled`")
                 rois = sampled
                 with torch.no_grad():
-                    t_logits = box_head_logits(self.teacher.roi_heads, teacher["features"],
-                                               [r.proposal_boxes for r in rois])
+                    t_logits = stage_logits(self.teacher.roi_heads, teacher["features"],
+                                            [r.proposal_boxes for r in rois])
             if student_logits is None:
-                student_logits = box_head_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
+                student_logits = stage_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
+            elif isinstance(student_logits, torch.Tensor):
+                student_logits = [student_logits]
             labels = torch.cat([r.gt_classes for r in rois])
             is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)
-            losses.update(d.head_losses(student_logits, t_logits, is_object))
+            losses.update(_stage_mean([d.head_losses(s, t, is_object) for s, t in zip(student_logits, t_logits)]))
         return d.scheduled(losses)
 
     def _teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:
