@@ -39,7 +39,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()):
     """A Detectron2 config with the DeFeat keys, merged from a file (``_BASE_`` chain) and overrides."""
     from detectron2.config import get_cfg
 
-    from .config import add_defeat_config
+    from ..config import add_defeat_config
 
     cfg = get_cfg()
     add_defeat_config(cfg)

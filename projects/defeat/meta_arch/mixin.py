@@ -50,6 +50,22 @@ def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Bo
     return logits[0]
 
 
+def _scaled_boxes(boxes: Boxes, scale: float) -> Boxes:
+    """``boxes`` times ``scale`` (a new ``Boxes``; the same object at 1)."""
+    return boxes if scale == 1.0 else Boxes(boxes.tensor * scale)
+
+
+def _scaled(inst: Instances, scale: float, image_size) -> Instances:
+    """GT instances (``gt_boxes``, ``gt_classes``) or sampled RoIs (``proposal_boxes``,
+    ``gt_classes``) with their boxes scaled into another frame of size ``image_size``."""
+    out = Instances(tuple(image_size))
+    for name in ("gt_boxes", "proposal_boxes"):
+        if inst.has(name):
+            out.set(name, _scaled_boxes(inst.get(name), scale))
+    out.gt_classes = inst.gt_classes
+    return out
+
+
 def _stage_mean(per_stage: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     """Key-wise mean of per-stage loss dicts (a single stage is returned as is)."""
     if len(per_stage) == 1:
@@ -79,7 +95,7 @@ class DeFeatMixin(TeacherMixin):
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)
         _check_proposal_mode(settings["head"]["proposals"])
-        self._set_teacher(teacher)
+        self._set_teacher(teacher, settings["teacher_input_scale"])
         cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
@@ -118,9 +134,14 @@ class DeFeatMixin(TeacherMixin):
         t_images, out["features"] = self._teacher_features(batched_inputs, images)
         with torch.no_grad():
             if self.head_on_teacher_rois:
-                out["rois"] = self._teacher_rois(t_images, out["features"], gt_instances)
-                boxes = [r.proposal_boxes for r in out["rois"]]
-                out["logits"] = stage_logits(t.roi_heads, out["features"], boxes)
+                scale = self.teacher_input_scale
+                t_gt = gt_instances if scale == 1.0 else [_scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)]
+                rois = self._teacher_rois(t_images, out["features"], t_gt)
+                out["logits"] = stage_logits(t.roi_heads, out["features"], [r.proposal_boxes for r in rois])
+                # In the student's frame: the student's box head reads the same boxes there.
+                out["rois"] = rois if scale == 1.0 else [
+                    _scaled(r, 1.0 / scale, s) for r, s in zip(rois, images.image_sizes)
+                ]
         return out
 
     def defeat_losses(
@@ -135,6 +156,7 @@ class DeFeatMixin(TeacherMixin):
 
         Args:
             features: the student's backbone outputs (with autograd).
+            gt_instances: the student's ground truth (its frame).
             teacher: :meth:`defeat_teacher`'s result for the same batch.
             sampled: the RoIs the student's ROI heads sampled (first output of ``roi_heads`` in
                 training); needed only for ``HEAD.PROPOSALS: student``.
@@ -147,7 +169,7 @@ class DeFeatMixin(TeacherMixin):
         losses = {}
         if d.neck_enabled:
             boxes = [g.gt_boxes.tensor for g in gt_instances]
-            losses.update(d.neck_losses(features, teacher["features"], boxes))
+            losses.update(d.neck_losses(features, teacher["features"], boxes, self.teacher_input_scale))
         if d.head_enabled:
             if self.head_proposals == "teacher":
                 rois, t_logits = teacher["rois"], teacher["logits"]
@@ -156,8 +178,8 @@ class DeFeatMixin(TeacherMixin):
                     raise ValueError("HEAD.PROPOSALS is 'student': pass the RoIs roi_heads sampled as `sampled`")
                 rois = sampled
                 with torch.no_grad():
-                    t_logits = stage_logits(self.teacher.roi_heads, teacher["features"],
-                                            [r.proposal_boxes for r in rois])
+                    t_boxes = [_scaled_boxes(r.proposal_boxes, self.teacher_input_scale) for r in rois]
+                    t_logits = stage_logits(self.teacher.roi_heads, teacher["features"], t_boxes)
             if student_logits is None:
                 student_logits = stage_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
             elif isinstance(student_logits, torch.Tensor):
