@@ -44,13 +44,15 @@ def dense_class_logits(
     return cat(per_level, dim=1)
 
 
-def check_head_in_features(model: DenseDetector, who: str = "student") -> None:
+def check_head_in_features(backbone, head_in_features, name: str, who: str = "student") -> None:
     """Every ``head_in_features`` level is a backbone output, else a clear DeFeatConfigError."""
-    shapes = model.backbone.output_shape()
-    missing = [f for f in model.head_in_features if f not in shapes]
+    if head_in_features is None:  # DenseDetector's default: every backbone level
+        return
+    shapes = backbone.output_shape()
+    missing = [f for f in head_in_features if f not in shapes]
     if missing:
         raise DeFeatConfigError(
-            f"the {who}'s {type(model).__name__} head reads levels {missing} that its backbone does not "
+            f"the {who}'s {name} head reads levels {missing} that its backbone does not "
             f"produce (it gives {sorted(shapes)}); a dense detector needs a backbone with its levels "
             "(e.g. MODEL.BACKBONE.NAME build_retinanet_resnet_fpn_backbone for P3-P7 and "
             "MODEL.RETINANET.IN_FEATURES, or head_in_features in a LazyConfig)"
@@ -95,8 +97,9 @@ class DeFeatDenseMixin(TeacherMixin):
                 take their defaults. ``head.proposals`` does not apply (locations are the RoIs).
             kwargs: arguments of the Detectron2 parent class.
         """
+        if "backbone" in kwargs:  # before the parent indexes the backbone's shapes with them
+            check_head_in_features(kwargs["backbone"], kwargs.get("head_in_features"), self.defeat_family.__name__)
         super().__init__(**kwargs)
-        check_head_in_features(self)
         settings = resolve_settings(defeat)
         self._set_teacher(teacher, settings["teacher_input_scale"])
         cross = check_teacher_family(self.defeat_family, teacher, settings["head"]["enabled"])
@@ -104,7 +107,6 @@ class DeFeatDenseMixin(TeacherMixin):
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
         )
         if self.distiller.head_enabled:
-            check_head_in_features(teacher, "teacher")
             check_same_locations(self, teacher)
 
     @classmethod
