@@ -31,6 +31,7 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller, add_defeat_config
+from defeat.align import align_to_grid
 from defeat.meta_arch.common import TeacherMixin
 from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
 from defeat.masks import assign_levels
@@ -137,7 +138,8 @@ class MaskViewer:
             _, teacher = self.model._teacher_features([d], images)
             diff_row = [titled(panel((image * 0.35).astype(np.uint8)), "mean_c (adapter(S) - T)^2")]
             for lvl, (f, s, m) in enumerate(zip(d_.in_features, d_.strides, masks)):
-                diff = (d_.adapters[f](feats[f]) - teacher[f]).pow(2).mean(1)[0]
+                t_map = align_to_grid(teacher[f], feats[f].shape[-2:], self.model.teacher_input_scale)
+                diff = (d_.adapters[f](feats[f]) - t_map).pow(2).mean(1)[0]
                 obj, bg = _region_mean(diff, m[0] > 0), _region_mean(diff, m[0] == 0)
                 heat = heat_panel(diff.cpu().numpy(), s, height, width)
                 diff_row.append(titled(panel(heat, lvl, others=False), f"{f}: obj {obj} bg {bg}"))
