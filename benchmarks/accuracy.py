@@ -21,8 +21,8 @@ import statistics
 import sys
 import time
 
-from defeat.demo.experiments import (METRICS, config_digest, elapsed, is_lazy, iters_opts, load_config, load_lazy_config,
-                                    read_box_metrics, run_job, run_parallel)
+from defeat.demo.experiments import (METRICS, config_digest, elapsed, is_lazy, iters_opts, load_config,
+                                    load_lazy_config, read_box_metrics, run_job, run_parallel)
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {

@@ -155,7 +155,8 @@ def test_lazy_overrides_translate_the_yaml_overrides():
     got = lazy_overrides(["SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(225,270,)", "SEED", 1,
                           "MODEL.DEFEAT.HEAD.ENABLED", "True", "MODEL.DEFEAT.TEACHER.WEIGHTS", "t.pth",
                           "DATASETS.TRAIN", "('my_train',)", "DATASETS.TEST", "('my_val',)"])
-    assert got == ["train.max_iter=300", "train.seed=1", "model.defeat.head.enabled=True", "model.teacher.weights=t.pth",
+    assert got == ["train.max_iter=300", "train.seed=1", "model.defeat.head.enabled=True",
+                   "model.teacher.weights=t.pth",
                    "dataloader.train.dataset.names=my_train", "dataloader.test.dataset.names=my_val"]
     with pytest.raises(ValueError, match="no LazyConfig counterpart for the override MODEL.RPN.NMS_THRESH"):
         lazy_overrides(["MODEL.RPN.NMS_THRESH", "0.6"])

@@ -118,7 +118,8 @@ def test_retinanet_teacher_for_fcos_student(retina_teacher):  # noqa: F811
 
 
 def test_fcos_teacher_for_retinanet_and_rcnn_students(fcos_teacher):
-    teacher = ("MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_fcos_teacher.py", "MODEL.DEFEAT.HEAD.ENABLED", False)
+    teacher = ("MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_fcos_teacher.py",
+               "MODEL.DEFEAT.HEAD.ENABLED", False)
     r = build_model(retina_cfg(fcos_teacher, *teacher)).train()
     assert isinstance(r, DeFeatRetinaNet) and isinstance(r.teacher, FCOS)
     assert set(_losses(r, synthetic_batch())) & DEFEAT_KEYS == NECK_KEYS

@@ -138,7 +138,8 @@ class DeFeatDistiller(nn.Module):
             float(adapter_init_std),
         ) if self.neck_enabled else nn.ModuleDict()
         if self.neck_enabled:
-            logger.info("DeFeat neck pairing:\n%s", pairing_table(self.in_features, student_shapes, teacher_shapes, adapter))
+            table = pairing_table(self.in_features, student_shapes, teacher_shapes, adapter)
+            logger.info("DeFeat neck pairing:\n%s", table)
         self.neck_weights = (float(neck_obj_weight), float(neck_bg_weight))
         self.head_weights = (float(head_obj_weight), float(head_bg_weight))
         self.mask_assign = mask_assign
@@ -208,7 +209,9 @@ class DeFeatDistiller(nn.Module):
         """
         masks = self.masks(gt_boxes, student_feats)
         adapted = [self.adapters[f](student_feats[f]) for f in self.in_features]
-        teacher = [align_to_grid(teacher_feats[f], student_feats[f].shape[-2:], teacher_scale) for f in self.in_features]
+        teacher = [
+            align_to_grid(teacher_feats[f], student_feats[f].shape[-2:], teacher_scale) for f in self.in_features
+        ]
         obj, bg = decoupled_feature_loss(adapted, teacher, masks)
         return {
             "loss_defeat_neck_obj": obj * self.neck_weights[0],

@@ -135,7 +135,9 @@ class DeFeatMixin(TeacherMixin):
         with torch.no_grad():
             if self.head_on_teacher_rois:
                 scale = self.teacher_input_scale
-                t_gt = gt_instances if scale == 1.0 else [_scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)]
+                t_gt = gt_instances if scale == 1.0 else [
+                    _scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)
+                ]
                 rois = self._teacher_rois(t_images, out["features"], t_gt)
                 out["logits"] = stage_logits(t.roi_heads, out["features"], [r.proposal_boxes for r in rois])
                 # In the student's frame: the student's box head reads the same boxes there.
