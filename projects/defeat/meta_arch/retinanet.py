@@ -4,11 +4,10 @@ from typing import List
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 
 from ..distiller import DeFeatConfigError
-from .dense import DeFeatDenseMixin, check_same_locations, dense_class_logits
+from .dense import DeFeatDenseMixin, dense_class_logits
 
 __all__ = ["DeFeatRetinaNet", "dense_class_logits"]
 
-_check_same_anchors = check_same_locations  # the name older code imported
 
 
 @META_ARCH_REGISTRY.register()
