@@ -126,3 +126,27 @@ def test_plain_mask_rcnn_student_is_the_model_zoo_config():
     ours = make_cfg("configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
     zoo = make_cfg(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
     assert ours.MODEL == zoo.MODEL and ours.SOLVER == zoo.SOLVER and ours.INPUT == zoo.INPUT
+
+
+def test_lazy_fcos_recipe_student_is_the_model_zoo_fcos():
+    """The FCOS recipe changes only the meta-architecture (+ teacher, settings, output dir) of
+    Detectron2's fcos_R_50_FPN_1x.py, which therefore evaluates its checkpoints."""
+    from detectron2.config import LazyConfig
+    from detectron2.model_zoo import get_config
+
+    from defeat import DeFeatFCOS
+    from defeat.settings import resolve_settings
+
+    recipe = LazyConfig.load("configs/lazy/defeat_fcos_R_50_FPN_1x_from_R101_FPN_3x.py")
+    plain = get_config("COCO-Detection/fcos_R_50_FPN_1x.py")
+    assert recipe.model._target_ is DeFeatFCOS
+    assert set(recipe.model) - {"teacher", "defeat"} == set(plain.model)
+    for key in set(plain.model) - {"_target_"}:
+        assert recipe.model[key] == plain.model[key], key
+    assert recipe.dataloader == plain.dataloader and recipe.optimizer == plain.optimizer
+    assert recipe.lr_multiplier == plain.lr_multiplier
+    settings = resolve_settings(recipe.model.defeat)
+    assert settings["neck"]["in_features"] == ["p3", "p4", "p5", "p6", "p7"]
+    assert settings["max_iter"] == plain.train.max_iter
+    teacher = LazyConfig.load(recipe.model.teacher.config_file)
+    assert teacher.model.backbone.bottom_up.stages.depth == 101 and teacher.train.max_iter == 3 * plain.train.max_iter
