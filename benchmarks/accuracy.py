@@ -3,13 +3,16 @@
 
     python benchmarks/accuracy.py                       # demo data, 3 seeds, all variants
     python benchmarks/accuracy.py --family retinanet    # the same for the demo RetinaNets
+    python benchmarks/accuracy.py --family cascade      # ... Cascade R-CNNs (YAML)
+    python benchmarks/accuracy.py --family fcos         # ... FCOS (LazyConfigs, lazy_train_net.py)
     python benchmarks/accuracy.py --variants baseline defeat --seeds 0 1 --iters 300
     python benchmarks/accuracy.py --train-set my_train --test-set my_val \
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
     python benchmarks/accuracy.py --dataset my_train=data/train.json --dataset my_val=data/val.json \
         --train-set my_train --test-set my_val ...   # a COCO-format dataset named on the spot
 
-Every run is a ``train_net.py`` subprocess; a finished run of the same config (same digest of
+Every run is a ``train_net.py`` subprocess (``lazy_train_net.py`` for a ``.py`` LazyConfig, with
+the same YAML-style overrides translated, see ``defeat.demo.experiments.lazy_overrides``); a finished run of the same config (same digest of
 its saved ``config.yaml``) is reused (delete its folder to redo). Results go to
 ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
 """
@@ -21,7 +24,8 @@ import sys
 import time
 
 from defeat.datasets import add_dataset_argument, setup_datasets, take_dataset_options
-from defeat.demo.experiments import METRICS, config_digest, elapsed, iters_opts, load_config, read_box_metrics, run_job, run_parallel
+from defeat.demo.experiments import (METRICS, config_digest, elapsed, is_lazy, iters_opts, load_config,
+                                    load_lazy_config, read_box_metrics, run_job, run_parallel)
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -39,14 +43,24 @@ FAMILIES = {
              "configs/demo/teacher_R18.yaml", "output/demo/teacher_R18/model_final.pth"),
     "retinanet": ("configs/demo/retinanet_student_slimR18.yaml", "configs/demo/defeat_retinanet_slimR18_from_R18.yaml",
                   "configs/demo/retinanet_teacher_R18.yaml", "output/demo/retinanet_teacher_R18/model_final.pth"),
+    "cascade": ("configs/demo/cascade_student_slimR18.yaml", "configs/demo/defeat_cascade_slimR18_from_R18.yaml",
+                "configs/demo/cascade_teacher_R18.yaml", "output/demo/cascade_teacher_R18/model_final.pth"),
+    "fcos": ("configs/lazy/demo_fcos_student_slimR18.py", "configs/lazy/demo_defeat_fcos_slimR18_from_R18.py",
+             "configs/lazy/demo_fcos_teacher_R18.py", "output/lazy/demo_fcos_teacher_R18/model_final.pth"),
 }
 FAMILY_ARGS = ("student", "defeat", "teacher_config", "teacher_weights")
 
 
 def _coupled_weights(defeat_cfg, opts):
     """OBJ_WEIGHT = obj + bg of the decoupled config, BG_WEIGHT = 0 (same total weight)."""
-    c = load_config(defeat_cfg, opts)
-    total = c.MODEL.DEFEAT.NECK.OBJ_WEIGHT + c.MODEL.DEFEAT.NECK.BG_WEIGHT
+    if is_lazy(defeat_cfg):
+        from defeat.settings import resolve_settings
+
+        neck = resolve_settings(load_lazy_config(defeat_cfg, opts).model.defeat)["neck"]
+        total = neck["obj_weight"] + neck["bg_weight"]
+    else:
+        c = load_config(defeat_cfg, opts)
+        total = c.MODEL.DEFEAT.NECK.OBJ_WEIGHT + c.MODEL.DEFEAT.NECK.BG_WEIGHT
     return ["MODEL.DEFEAT.NECK.OBJ_WEIGHT", str(total), "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]
 
 
@@ -55,7 +69,7 @@ def _finished_with(out, config_file, opts) -> bool:
     has the same digest), so it can be reused; a run of another config is trained again."""
     try:
         read_box_metrics(out)
-        saved = config_digest(os.path.join(out, "config.yaml"), [])
+        saved = config_digest(os.path.join(out, "config.yaml"), [], lazy=is_lazy(config_file))
     except (OSError, RuntimeError):
         return False
     if saved != config_digest(config_file, opts):

@@ -121,3 +121,42 @@ def test_accuracy_reuses_a_run_only_for_the_same_config(tmp_path):
     assert acc._finished_with(str(out), cfg_file, ["SEED", "1"])
     assert not acc._finished_with(str(out), cfg_file, ["SEED", "2"])
     assert not acc._finished_with(str(out), cfg_file, ["SOLVER.MAX_ITER", "300", "SEED", "1"])
+
+
+@pytest.mark.parametrize("family", ["cascade", "fcos"])
+def test_accuracy_benchmark_new_families_smoke(tmp_path, monkeypatch, capsys, family):
+    """--family cascade (YAML) / fcos (LazyConfig): teacher, baseline and DeFeat runs of 2 iterations
+    each on a 6-image demo dataset, through train_net.py / lazy_train_net.py subprocesses; a second
+    call reuses the finished runs (the saved config's digest matches)."""
+    monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "4")
+    monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "2")
+    acc = _load("accuracy")
+    out = tmp_path / "bench"
+    variants = ["defeat"] if family == "cascade" else ["baseline", "defeat"]  # the baseline run is plain Detectron2
+    argv = ["--family", family, "--seeds", "0", "--variants", *variants, "--iters", "2",
+            "--jobs", "2", "--output", str(out), "--teacher-weights", str(tmp_path / "t" / "model_final.pth"),
+            "--opts", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+    summary = acc.main(argv)
+    assert set(summary) == set(variants)
+    capsys.readouterr()
+    assert set(acc.main(argv)) == set(variants)
+    assert "0 runs to train" in capsys.readouterr().out
+    res = json.loads((out / "accuracy.json").read_text())
+    assert res["args"]["family"] == family and res["teacher_AP"] is not None
+    log = (out / "defeat_seed0" / "log_stdout.txt").read_text()
+    assert ("lazy_train_net" in log or family != "fcos") and "loss_defeat_neck_bg" in log
+    assert "DeFeatFCOS" in log if family == "fcos" else "CascadeROIHeads" in log
+
+
+def test_lazy_overrides_translate_the_yaml_overrides():
+    from defeat.demo.experiments import lazy_overrides
+
+    got = lazy_overrides(["SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(225,270,)", "SEED", 1,
+                          "MODEL.DEFEAT.HEAD.ENABLED", "True", "MODEL.DEFEAT.TEACHER.WEIGHTS", "t.pth",
+                          "DATASETS.TRAIN", "('my_train',)", "DATASETS.TEST", "('my_val',)"])
+    assert got == ["train.max_iter=300", "train.seed=1", "model.defeat.head.enabled=True",
+                   "model.teacher.weights=t.pth",
+                   "dataloader.train.dataset.names=my_train", "dataloader.test.dataset.names=my_val"]
+    with pytest.raises(ValueError, match="no LazyConfig counterpart for the override MODEL.RPN.NMS_THRESH"):
+        lazy_overrides(["MODEL.RPN.NMS_THRESH", "0.6"])

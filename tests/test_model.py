@@ -220,7 +220,7 @@ def test_teacher_runs_once_per_step_and_keeps_no_graph(teacher_weights, mode):
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         out = m.defeat_teacher(batch, images, gt)
     assert saved == [] and len(calls) == 1
-    tensors = list(out["features"].values()) + ([out["logits"]] if out["logits"] is not None else [])
+    tensors = list(out["features"].values()) + (list(out["logits"]) if out["logits"] is not None else [])
     assert tensors and all(t.grad_fn is None and not t.requires_grad for t in tensors)
     calls.clear()
     losses, _ = _losses(m, batch)

@@ -15,7 +15,8 @@ def test_settings_are_the_yaml_keys_in_lowercase():
     assert "teacher" not in s and s["max_iter"] == 9
     assert s["neck"]["bg_weight"] == 7.0 and s["neck"]["scale_base"] == 8.0 and s["head"]["enabled"] is True
     yaml_keys = {k.lower() for k in cfg.MODEL.DEFEAT} - {"teacher"}
-    assert set(s) == yaml_keys | {"max_iter"}
+    assert set(s) == yaml_keys | {"max_iter", "teacher_input_scale"}
+    assert s["teacher_input_scale"] == cfg.MODEL.DEFEAT.TEACHER.INPUT_SCALE == 1.0
     for group in ("neck", "head"):
         assert set(s[group]) == {k.lower() for k in cfg.MODEL.DEFEAT[group.upper()]}
 

@@ -29,6 +29,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller
+from defeat.align import align_to_grid
 from defeat.datasets import dataset_from_argument
 from defeat.config_files import (
     ConfigFileError,
@@ -226,7 +227,8 @@ class MaskViewer:
             view = LevelView(f, s, m.cpu().numpy(), on_level[lvl],
                              f"{f} /{s}: {int(on_level[lvl].sum())} boxes, obj {100 * float(m.mean()):.0f}%")
             if teacher is not None:
-                diff = (d_.adapters[f](feats[f]) - teacher[f]).pow(2).mean(1)[0]
+                t_map = align_to_grid(teacher[f], feats[f].shape[-2:], self.model.teacher_input_scale)
+                diff = (d_.adapters[f](feats[f]) - t_map).pow(2).mean(1)[0]
                 view.diff = diff.float().cpu().numpy()
                 view.diff_caption = f"{f}: obj {_region_mean(diff, m > 0)} bg {_region_mean(diff, m == 0)}"
             levels.append(view)

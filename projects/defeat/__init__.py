@@ -10,7 +10,7 @@ from .schedule import kd_weight
 from .adapters import build_adapter, build_adapters
 from .teacher import TeacherLoadError, build_teacher
 from .distiller import DeFeatConfigError, DeFeatDistiller
-from .meta_arch import DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
+from .meta_arch import DeFeatDenseMixin, DeFeatFCOS, DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
 from .demo import backbone as _demo_backbone  # noqa: F401  (registers the demo's slim backbones)
 
 __version__ = "0.1.0"
@@ -32,4 +32,6 @@ __all__ = [
     "DeFeatMixin",
     "DeFeatRCNN",
     "DeFeatRetinaNet",
+    "DeFeatDenseMixin",
+    "DeFeatFCOS",
 ]

@@ -18,6 +18,10 @@ def add_defeat_config(cfg):
     # Any Detectron2 YAML config (``_BASE_`` chains allowed) and its weights.
     cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE = ""
     cfg.MODEL.DEFEAT.TEACHER.WEIGHTS = ""
+    # The teacher sees the batch resized by this factor (e.g. 800/512 for a teacher trained at
+    # 800 px and a student at 512 px); its maps are resampled to the student's grids. Costs the
+    # teacher ~INPUT_SCALE^2 its FLOPs at 1.0 (docs/config_reference.md).
+    cfg.MODEL.DEFEAT.TEACHER.INPUT_SCALE = 1.0
 
     cfg.MODEL.DEFEAT.NECK = CN()
     cfg.MODEL.DEFEAT.NECK.ENABLED = True

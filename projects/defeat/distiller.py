@@ -13,13 +13,14 @@ from detectron2.layers import ShapeSpec
 from detectron2.utils.events import get_event_storage, has_event_storage
 
 from .adapters import ADAPTERS, build_adapters
+from .align import align_to_grid
 from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
 from .masks import gt_masks
 from .schedule import SCHEDULES, kd_weight
 from .settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg
 from .validation import MASK_MODES, validate_settings
 
-__all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels"]
+__all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels", "pairing_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,21 @@ def shared_levels(
     if len(shared) < len(in_features):
         logger.info("DeFeat neck loss on the levels both models share: %s (of %s)", shared, list(in_features))
     return shared
+
+
+def pairing_table(
+    in_features: Sequence[str], student_shapes: Dict[str, ShapeSpec], teacher_shapes: Dict[str, ShapeSpec],
+    adapter: str,
+) -> str:
+    """The neck loss's level pairing as a text table: student level, teacher level, stride,
+    channels (student -> teacher) and the adapter between them."""
+    from tabulate import tabulate
+
+    rows = [
+        (f, f, student_shapes[f].stride, f"{student_shapes[f].channels} -> {teacher_shapes[f].channels}", adapter)
+        for f in in_features
+    ]
+    return tabulate(rows, headers=["student level", "teacher level", "stride", "channels", "adapter"], tablefmt="pipe")
 
 
 class DeFeatDistiller(nn.Module):
@@ -127,6 +143,9 @@ class DeFeatDistiller(nn.Module):
             {f: teacher_shapes[f].channels for f in self.in_features},
             float(adapter_init_std),
         ) if self.neck_enabled else nn.ModuleDict()
+        if self.neck_enabled:
+            table = pairing_table(self.in_features, student_shapes, teacher_shapes, adapter)
+            logger.info("DeFeat neck pairing:\n%s", table)
         self.neck_weights = (float(neck_obj_weight), float(neck_bg_weight))
         self.head_weights = (float(head_obj_weight), float(head_bg_weight))
         self.mask_assign = mask_assign
@@ -186,11 +205,20 @@ class DeFeatDistiller(nn.Module):
         student_feats: Dict[str, torch.Tensor],
         teacher_feats: Dict[str, torch.Tensor],
         gt_boxes: Sequence[torch.Tensor],
+        teacher_scale: float = 1.0,
     ) -> Dict[str, torch.Tensor]:
-        """Weighted ``loss_defeat_neck_{obj,bg}`` (before the schedule)."""
+        """Weighted ``loss_defeat_neck_{obj,bg}`` (before the schedule).
+
+        Masks are built on the student's grids from ``gt_boxes`` (student frame); teacher maps
+        are cropped or resampled to those grids (:func:`defeat.align.align_to_grid`, with
+        ``teacher_scale`` = teacher input size / student input size).
+        """
         masks = self.masks(gt_boxes, student_feats)
         adapted = [self.adapters[f](student_feats[f]) for f in self.in_features]
-        obj, bg = decoupled_feature_loss(adapted, [teacher_feats[f] for f in self.in_features], masks)
+        teacher = [
+            align_to_grid(teacher_feats[f], student_feats[f].shape[-2:], teacher_scale) for f in self.in_features
+        ]
+        obj, bg = decoupled_feature_loss(adapted, teacher, masks)
         return {
             "loss_defeat_neck_obj": obj * self.neck_weights[0],
             "loss_defeat_neck_bg": bg * self.neck_weights[1],

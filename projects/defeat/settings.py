@@ -2,8 +2,9 @@
 
 ``MODEL.DEFEAT.NECK.BG_WEIGHT`` in a YAML config is ``neck.bg_weight`` here (``model.defeat``
 in a LazyConfig), and so on for every key of docs/algorithm.md (section 6) except ``TEACHER`` (a LazyConfig
-builds the teacher module itself). One more key, ``max_iter``, is ``SOLVER.MAX_ITER`` (the end
-of the ``linear``/``cosine`` KD schedules).
+builds the teacher module itself); ``MODEL.DEFEAT.TEACHER.INPUT_SCALE`` is ``teacher_input_scale``.
+One more key, ``max_iter``, is ``SOLVER.MAX_ITER`` (the end of the ``linear``/``cosine`` KD
+schedules).
 """
 import copy
 from typing import Any, Dict, Mapping, Optional
@@ -25,6 +26,7 @@ def settings_from_cfg(cfg) -> Dict[str, Any]:
     """The lowercase settings of a YAML config with ``MODEL.DEFEAT`` (teacher excluded)."""
     out = _lower(cfg.MODEL.DEFEAT)
     out.pop("teacher", None)
+    out["teacher_input_scale"] = cfg.MODEL.DEFEAT.TEACHER.INPUT_SCALE
     out["max_iter"] = cfg.SOLVER.MAX_ITER
     return out
 

@@ -62,6 +62,7 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("loss_schedule",): Rule("choice", choices=SCHEDULES),
     ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
     ("max_iter",): Rule("int", low=0),
+    ("teacher_input_scale",): Rule("number", low=0.0, strict=True, hint="(the teacher's input size / the student's)"),
 }
 
 
@@ -69,6 +70,8 @@ def setting_name(path: Sequence[str]) -> str:
     """``MODEL.DEFEAT.NECK.BG_WEIGHT`` for ``("neck", "bg_weight")`` (``max_iter``: ``SOLVER.MAX_ITER``)."""
     if tuple(path) == ("max_iter",):
         return "SOLVER.MAX_ITER"
+    if tuple(path) == ("teacher_input_scale",):
+        return "MODEL.DEFEAT.TEACHER.INPUT_SCALE"
     return "MODEL.DEFEAT." + ".".join(p.upper() for p in path)
 
 

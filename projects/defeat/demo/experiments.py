@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = [
     "METRICS", "load_config", "iters_opts", "run_job", "run_parallel", "read_box_metrics", "config_digest",
-    "format_table",
+    "format_table", "is_lazy", "lazy_overrides", "load_lazy_config",
 ]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -46,6 +46,69 @@ def load_config(config_file: str, opts: Sequence[str] = ()):
     return merge_defeat_config_file(cfg, config_file, opts)  # the teacher path as train_net.py resolves it
 
 
+def is_lazy(config_file: str) -> bool:
+    """A LazyConfig (``.py``) file, trained with ``lazy_train_net.py``."""
+    return config_file.endswith(".py")
+
+
+# YAML keys (as ``train_net.py`` overrides) and the LazyConfig overrides that mean the same for the
+# demo LazyConfigs; ``None``: nothing to do (a LazyConfig's LR steps are fractions of max_iter).
+_LAZY_KEYS = {
+    "SOLVER.MAX_ITER": "train.max_iter",
+    "SOLVER.STEPS": None,
+    "SOLVER.BASE_LR": "optimizer.lr",
+    "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
+    "SEED": "train.seed",
+    "OUTPUT_DIR": "train.output_dir",
+    "MODEL.DEVICE": "train.device",
+    "MODEL.WEIGHTS": "train.init_checkpoint",
+    "MODEL.DEFEAT.TEACHER.WEIGHTS": "model.teacher.weights",
+    "MODEL.DEFEAT.TEACHER.CONFIG_FILE": "model.teacher.config_file",
+    "MODEL.DEFEAT.TEACHER.INPUT_SCALE": "model.defeat.teacher_input_scale",
+    "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers",
+}
+
+
+def _dataset_name(value: str) -> str:
+    names = [n.strip(" '\"") for n in value.strip("()[] ").split(",") if n.strip(" '\"")]
+    if len(names) != 1:
+        raise ValueError(f"a LazyConfig run takes one dataset name, got {value!r}")
+    return names[0]
+
+
+def lazy_overrides(opts: Sequence[str]) -> List[str]:
+    """``KEY VALUE`` pairs of YAML overrides as LazyConfig ``key=value`` overrides.
+
+    ``MODEL.DEFEAT.*`` keys map to ``model.defeat.*`` in lowercase; ``DATASETS.TRAIN/TEST`` to the
+    data loaders' dataset names; the others through a fixed table. Raises ValueError for a key
+    without a LazyConfig counterpart.
+    """
+    if len(opts) % 2:
+        raise ValueError(f"overrides must be KEY VALUE pairs, got {list(opts)}")
+    out = []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        key, value = str(key), str(value)
+        if key in _LAZY_KEYS:
+            if _LAZY_KEYS[key] is not None:
+                out.append(f"{_LAZY_KEYS[key]}={value}")
+        elif key == "DATASETS.TRAIN":
+            out.append(f"dataloader.train.dataset.names={_dataset_name(value)}")
+        elif key == "DATASETS.TEST":
+            out.append(f"dataloader.test.dataset.names={_dataset_name(value)}")
+        elif key.startswith("MODEL.DEFEAT."):
+            out.append(f"model.defeat.{key[len('MODEL.DEFEAT.'):].lower()}={value}")
+        else:
+            raise ValueError(f"no LazyConfig counterpart for the override {key}; give LazyConfig overrides instead")
+    return out
+
+
+def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
+    """A LazyConfig loaded from a file, with YAML-style ``opts`` applied (:func:`lazy_overrides`)."""
+    from detectron2.config import LazyConfig
+
+    return LazyConfig.apply_overrides(LazyConfig.load(config_file), lazy_overrides(opts))
+
+
 def iters_opts(n: Optional[int]) -> List[str]:
     """Overrides for an ``n``-iteration schedule (LR steps at 75 % and 90 %); ``[]`` for no change."""
     if not n:
@@ -63,12 +126,37 @@ def _plain(x):
     return x
 
 
-def config_digest(config_file: str, opts: Sequence[str]) -> str:
+def _plain_lazy(x, key=None):
+    """A LazyConfig tree in a canonical form: ``_target_`` (an object in a ``.py`` config, its
+    import path in a saved one) as ``module.qualname``."""
+    if isinstance(x, dict):
+        return {k: _plain_lazy(v, k) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain_lazy(v) for v in x]
+    if key == "_target_":
+        from detectron2.utils.registry import locate
+
+        obj = locate(x) if isinstance(x, str) else x
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)}"
+    return x
+
+
+def config_digest(config_file: str, opts: Sequence[str], lazy: Optional[bool] = None) -> str:
     """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides, ``OUTPUT_DIR``
-    left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest."""
-    cfg = load_config(config_file, opts)
-    cfg.OUTPUT_DIR = ""
-    text = json.dumps(_plain(cfg), sort_keys=True, default=str)
+    left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest.
+    ``lazy``: the file is a LazyConfig (a ``.py`` file, or the ``config.yaml`` that
+    ``lazy_train_net.py`` saved); ``None`` decides from the file name."""
+    if lazy or (lazy is None and is_lazy(config_file)):
+        from omegaconf import OmegaConf
+
+        cfg = load_lazy_config(config_file, opts)
+        cfg.train.output_dir = ""
+        tree = _plain_lazy(OmegaConf.to_container(cfg, resolve=False))
+    else:
+        cfg = load_config(config_file, opts)
+        cfg.OUTPUT_DIR = ""
+        tree = _plain(cfg)
+    text = json.dumps(tree, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -83,15 +171,24 @@ def run_job(
 ) -> Dict[str, float]:
     """Train (and evaluate) one config in a subprocess; return its final box metrics.
 
+    A LazyConfig (``.py``) trains with ``lazy_train_net.py``; ``opts`` stay in the YAML form and
+    are translated (:func:`lazy_overrides`).
+
     ``on_progress(iteration, eta)`` is called for every Detectron2 progress line. The full
     output goes to ``<output_dir>/<log_name>``; on failure its tail is in the raised error.
     ``threads`` sets the job's intra-op threads (``OMP_NUM_THREADS``): on a 2-core machine two
     1-thread jobs side by side train about twice as fast in total as one 2-thread job.
     """
+    if is_lazy(config_file):  # a LazyConfig: lazy_train_net.py with the overrides translated
+        if train_script == "train_net.py":
+            train_script = "lazy_train_net.py"
+        overrides = lazy_overrides(["OUTPUT_DIR", output_dir, *opts])
+    else:
+        overrides = ["OUTPUT_DIR", output_dir, *opts]
     if not os.path.isfile(train_script):
         raise FileNotFoundError(f"{train_script} not found; run from the repository root")
     os.makedirs(output_dir, exist_ok=True)
-    cmd: List[str] = [sys.executable, train_script, "--config-file", config_file, "OUTPUT_DIR", output_dir, *opts]
+    cmd: List[str] = [sys.executable, train_script, "--config-file", config_file, *overrides]
     log_path = os.path.join(output_dir, log_name)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads:

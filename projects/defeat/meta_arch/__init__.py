@@ -1,6 +1,8 @@
-"""DeFeat meta-architectures (importing this module registers them) and the mixin behind DeFeatRCNN."""
+"""DeFeat meta-architectures (importing this module registers them) and the mixins behind them."""
+from .dense import DeFeatDenseMixin
+from .fcos import DeFeatFCOS
 from .mixin import DeFeatMixin
 from .rcnn import DeFeatRCNN
 from .retinanet import DeFeatRetinaNet
 
-__all__ = ["DeFeatMixin", "DeFeatRCNN", "DeFeatRetinaNet"]
+__all__ = ["DeFeatMixin", "DeFeatDenseMixin", "DeFeatRCNN", "DeFeatRetinaNet", "DeFeatFCOS"]

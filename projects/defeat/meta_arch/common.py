@@ -1,12 +1,14 @@
 """Teacher handling shared by the DeFeat meta-architectures: hidden, frozen, on the right device;
 and the teacher-less student a DeFeat architecture evaluates as."""
 import logging
+import math
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 from detectron2.structures import ImageList
 
+from ..align import check_input_scale, pad_at_least, resize_image
 from ..distiller import DeFeatConfigError
 from ..teacher import build_teacher
 
@@ -22,6 +24,10 @@ def detector_num_classes(model: nn.Module) -> Optional[int]:
     """Foreground classes of a two-stage (``roi_heads.num_classes``) or dense detector, else None."""
     heads = getattr(model, "roi_heads", None)
     return getattr(heads, "num_classes", None) if heads is not None else getattr(model, "num_classes", None)
+
+
+def _input_format(model: nn.Module) -> Optional[str]:
+    return getattr(model, "input_format", None)
 
 
 def check_teacher_family(student_family: type, teacher: nn.Module, head_enabled: bool) -> bool:
@@ -54,15 +60,21 @@ class TeacherMixin:
     ``.to()``/``.cuda()``/``.half()`` still reach it (through ``_apply``).
     """
 
-    def _set_teacher(self, teacher: nn.Module) -> None:
-        """Hide ``teacher``; it must detect the student's classes and read a compatible format."""
+    def _set_teacher(self, teacher: nn.Module, input_scale: float = 1.0) -> None:
+        """Hide ``teacher``; it must detect the student's classes and read a compatible format.
+
+        ``input_scale``: the teacher sees the batch resized by this factor
+        (``MODEL.DEFEAT.TEACHER.INPUT_SCALE``); its maps are resampled to the student's grids.
+        """
+        self.teacher_input_scale = check_input_scale(input_scale)
         theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
         if theirs is not None and theirs != ours:
             raise DeFeatConfigError(
                 f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
                 "MODEL.RETINANET.NUM_CLASSES); a teacher must be trained on the student's classes"
             )
-        formats = {teacher.input_format, self.input_format}
+        # FCOS has no input_format (it reads what the data loader gives): nothing to convert.
+        formats = {_input_format(teacher), _input_format(self)} - {None}
         if len(formats) > 1 and formats != {"RGB", "BGR"}:
             raise DeFeatConfigError(
                 f"teacher input format {teacher.input_format!r} differs from the student's "
@@ -92,12 +104,21 @@ class TeacherMixin:
             return t_images, self.teacher.backbone(t_images.tensor)
 
     def _teacher_images(self, batched_inputs: List[Dict], images: ImageList) -> ImageList:
-        """The teacher's normalised batch: the student's when preprocessing is identical."""
+        """The teacher's normalised batch: the student's when preprocessing is identical.
+
+        Otherwise the teacher preprocesses the images itself (channels flipped for RGB<->BGR,
+        resized by ``teacher_input_scale``) and its batch is padded to at least the student's
+        padded size times the scale, so that its maps cover the student's grids
+        (:func:`defeat.align.align_to_grid` crops or resamples them).
+        """
         t = self.teacher
-        flip = t.input_format != self.input_format  # RGB <-> BGR, checked in _set_teacher
+        formats = (_input_format(t), _input_format(self))
+        flip = None not in formats and formats[0] != formats[1]  # RGB <-> BGR, checked in _set_teacher
+        scale = self.teacher_input_scale
         if self._same_preprocessing is None:  # once: torch.equal on device tensors syncs
             self._same_preprocessing = (
                 not flip
+                and scale == 1.0
                 and torch.equal(t.pixel_mean, self.pixel_mean)
                 and torch.equal(t.pixel_std, self.pixel_std)
                 and t.backbone.size_divisibility == self.backbone.size_divisibility
@@ -105,15 +126,18 @@ class TeacherMixin:
             )
         if self._same_preprocessing:
             return images
-        if flip:
-            batched_inputs = [{"image": x["image"].flip(0)} for x in batched_inputs]
+        if flip or scale != 1.0:
+            batched_inputs = [{"image": self._teacher_view(x["image"], flip, scale)} for x in batched_inputs]
         t_images = t.preprocess_image(batched_inputs)
-        if t_images.tensor.shape != images.tensor.shape:
-            raise DeFeatConfigError(
-                f"teacher input batch {tuple(t_images.tensor.shape)} differs from the student's "
-                f"{tuple(images.tensor.shape)}: give both models the same size divisibility"
-            )
-        return t_images
+        h, w = images.tensor.shape[-2:]
+        return pad_at_least(t_images, (math.ceil(h * scale), math.ceil(w * scale)), t.backbone.size_divisibility)
+
+    def _teacher_view(self, image: torch.Tensor, flip: bool, scale: float) -> torch.Tensor:
+        """One ``[C, H, W]`` input image as the teacher reads it (on the student's device)."""
+        image = image.to(self.device)
+        if flip:
+            image = image.flip(0)
+        return resize_image(image, scale) if scale != 1.0 else image
 
 
 def student_class(cls: type) -> type:

@@ -15,7 +15,7 @@ argument to the parent, so a subclass needs no constructor of its own. ``DeFeatR
 mixin plus a forward that saves one student box-head pass (see ``box_tap``); the losses are the
 same (docs/extending.md).
 """
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -27,25 +27,42 @@ from detectron2.utils.events import EventStorage
 from ..distiller import DeFeatConfigError, DeFeatDistiller
 from ..settings import resolve_settings, settings_from_cfg
 from ..validation import PROPOSAL_MODES, validate_settings
+from .box_heads import check_head_pair, stage_logits
 from .common import TeacherMixin, check_teacher_family, teacher_from_config
 
 __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
 
 
 def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
-    """Classification logits ``[R, K+1]`` of a ``StandardROIHeads`` box head on given boxes."""
-    x = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
-    scores, _ = roi_heads.box_predictor(roi_heads.box_head(x))
-    return scores
+    """Classification logits ``[R, K+1]`` of a single-stage (``StandardROIHeads``) box head on
+    given boxes; :func:`defeat.meta_arch.box_heads.stage_logits` gives every cascade stage's."""
+    logits = stage_logits(roi_heads, features, boxes)
+    if len(logits) != 1:
+        raise ValueError(f"{type(roi_heads).__name__} has {len(logits)} classifier stages: use stage_logits")
+    return logits[0]
 
 
-def _check_box_heads(student, teacher) -> None:
-    for who, heads in (("student", student), ("teacher", teacher)):
-        if not all(hasattr(heads, a) for a in ("box_pooler", "box_head", "box_predictor", "box_in_features")):
-            raise DeFeatConfigError(
-                f"the head loss needs a StandardROIHeads-style box head, but the {who}'s ROI heads are "
-                f"{type(heads).__name__}; set MODEL.DEFEAT.HEAD.ENABLED False"
-            )
+def _scaled_boxes(boxes: Boxes, scale: float) -> Boxes:
+    """``boxes`` times ``scale`` (a new ``Boxes``; the same object at 1)."""
+    return boxes if scale == 1.0 else Boxes(boxes.tensor * scale)
+
+
+def _scaled(inst: Instances, scale: float, image_size) -> Instances:
+    """GT instances (``gt_boxes``, ``gt_classes``) or sampled RoIs (``proposal_boxes``,
+    ``gt_classes``) with their boxes scaled into another frame of size ``image_size``."""
+    out = Instances(tuple(image_size))
+    for name in ("gt_boxes", "proposal_boxes"):
+        if inst.has(name):
+            out.set(name, _scaled_boxes(inst.get(name), scale))
+    out.gt_classes = inst.gt_classes
+    return out
+
+
+def _stage_mean(per_stage: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Key-wise mean of per-stage loss dicts (a single stage is returned as is)."""
+    if len(per_stage) == 1:
+        return per_stage[0]
+    return {k: sum(d[k] for d in per_stage) / len(per_stage) for k in per_stage[0]}
 
 
 class DeFeatMixin(TeacherMixin):
@@ -69,14 +86,14 @@ class DeFeatMixin(TeacherMixin):
         """
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)  # type- and range-checked
-        self._set_teacher(teacher)
+        self._set_teacher(teacher, settings["teacher_input_scale"])
         cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
         )
         self.head_proposals = settings["head"]["proposals"]
         if self.distiller.head_enabled:
-            _check_box_heads(self.roi_heads, teacher.roi_heads)
+            check_head_pair(self.roi_heads, teacher.roi_heads)
 
     @classmethod
     def from_config(cls, cfg):
@@ -98,17 +115,25 @@ class DeFeatMixin(TeacherMixin):
                 preprocessing differs); images: the student's ``ImageList``.
         Returns:
             ``features`` (teacher FPN maps by name) and, for the head loss on teacher RoIs,
-            ``rois`` (sampled, labelled ``Instances`` per image) and their ``logits`` ``[R, K+1]``;
-            ``None`` where not needed.
+            ``rois`` (sampled, labelled ``Instances`` per image) and their ``logits``: one
+            ``[R, K+1]`` tensor per classifier stage (one for ``StandardROIHeads``); ``None``
+            where not needed.
         """
         t = self.teacher
         out = {"rois": None, "logits": None}
         t_images, out["features"] = self._teacher_features(batched_inputs, images)
         with torch.no_grad():
             if self.head_on_teacher_rois:
-                out["rois"] = self._teacher_rois(t_images, out["features"], gt_instances)
-                boxes = [r.proposal_boxes for r in out["rois"]]
-                out["logits"] = box_head_logits(t.roi_heads, out["features"], boxes)
+                scale = self.teacher_input_scale
+                t_gt = gt_instances if scale == 1.0 else [
+                    _scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)
+                ]
+                rois = self._teacher_rois(t_images, out["features"], t_gt)
+                out["logits"] = stage_logits(t.roi_heads, out["features"], [r.proposal_boxes for r in rois])
+                # In the student's frame: the student's box head reads the same boxes there.
+                out["rois"] = rois if scale == 1.0 else [
+                    _scaled(r, 1.0 / scale, s) for r, s in zip(rois, images.image_sizes)
+                ]
         return out
 
     def defeat_losses(
@@ -117,23 +142,26 @@ class DeFeatMixin(TeacherMixin):
         gt_instances: Sequence[Instances],
         teacher: Dict,
         sampled: Optional[List[Instances]] = None,
-        student_logits: Optional[torch.Tensor] = None,
+        student_logits: Optional[Union[torch.Tensor, List[torch.Tensor]]] = None,
     ) -> Dict[str, torch.Tensor]:
         """The weighted, scheduled ``loss_defeat_*`` of one batch (only the enabled terms).
 
         Args:
             features: the student's backbone outputs (with autograd).
+            gt_instances: the student's ground truth (its frame).
             teacher: :meth:`defeat_teacher`'s result for the same batch.
             sampled: the RoIs the student's ROI heads sampled (first output of ``roi_heads`` in
                 training); needed only for ``HEAD.PROPOSALS: student``.
             student_logits: the student's ``[R, K+1]`` logits on the head loss's RoIs if already
-                computed; otherwise the student's box head is run on them here.
+                computed (a list of them, one per stage, for a cascade); otherwise the student's
+                box head(s) run on them here. Cascade stage ``k`` is compared with the teacher's
+                stage ``k`` and the losses are averaged over stages.
         """
         d = self.distiller
         losses = {}
         if d.neck_enabled:
             boxes = [g.gt_boxes.tensor for g in gt_instances]
-            losses.update(d.neck_losses(features, teacher["features"], boxes))
+            losses.update(d.neck_losses(features, teacher["features"], boxes, self.teacher_input_scale))
         if d.head_enabled:
             if self.head_proposals == "teacher":
                 rois, t_logits = teacher["rois"], teacher["logits"]
@@ -142,13 +170,15 @@ class DeFeatMixin(TeacherMixin):
                     raise ValueError("HEAD.PROPOSALS is 'student': pass the RoIs roi_heads sampled as `sampled`")
                 rois = sampled
                 with torch.no_grad():
-                    t_logits = box_head_logits(self.teacher.roi_heads, teacher["features"],
-                                               [r.proposal_boxes for r in rois])
+                    t_boxes = [_scaled_boxes(r.proposal_boxes, self.teacher_input_scale) for r in rois]
+                    t_logits = stage_logits(self.teacher.roi_heads, teacher["features"], t_boxes)
             if student_logits is None:
-                student_logits = box_head_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
+                student_logits = stage_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
+            elif isinstance(student_logits, torch.Tensor):
+                student_logits = [student_logits]
             labels = torch.cat([r.gt_classes for r in rois])
             is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)
-            losses.update(d.head_losses(student_logits, t_logits, is_object))
+            losses.update(_stage_mean([d.head_losses(s, t, is_object) for s, t in zip(student_logits, t_logits)]))
         return d.scheduled(losses)
 
     def _teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:

@@ -1,0 +1,89 @@
+"""Box classifiers of ROI heads as a list of stages, for the head loss.
+
+A ``StandardROIHeads`` has one box classifier (``box_head`` + ``box_predictor``); a
+``CascadeROIHeads`` has one per stage (both attributes are ``nn.ModuleList``). The head loss
+runs every stage's classifier on the same RoIs, pairs student stage ``k`` with teacher stage
+``k`` and averages the per-stage losses (docs/compatibility.md explains the choice).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+from detectron2.structures import Boxes
+
+from ..settings import DeFeatConfigError
+
+__all__ = ["box_stages", "stage_logits", "check_head_pair", "is_cascade"]
+
+_BOX_ATTRS = ("box_pooler", "box_head", "box_predictor", "box_in_features")
+
+
+def is_cascade(roi_heads) -> bool:
+    """True for ROI heads with one box head per stage (``CascadeROIHeads`` and alike)."""
+    return isinstance(getattr(roi_heads, "box_predictor", None), nn.ModuleList)
+
+
+def box_stages(roi_heads, who: str = "model") -> List[Tuple[nn.Module, nn.Module]]:
+    """``(box_head, box_predictor)`` of each classifier stage, in stage order.
+
+    Raises:
+        DeFeatConfigError: ROI heads without a pooled box classifier, or a cascade whose
+            heads and predictors differ in number.
+    """
+    if not all(hasattr(roi_heads, a) for a in _BOX_ATTRS):
+        raise DeFeatConfigError(
+            f"the head loss needs ROI heads with a pooled box classifier (StandardROIHeads or "
+            f"CascadeROIHeads), but the {who}'s ROI heads are {type(roi_heads).__name__}; "
+            "set MODEL.DEFEAT.HEAD.ENABLED False"
+        )
+    head, pred = roi_heads.box_head, roi_heads.box_predictor
+    if not is_cascade(roi_heads):
+        return [(head, pred)]
+    if not isinstance(head, nn.ModuleList) or len(head) != len(pred):
+        raise DeFeatConfigError(
+            f"the {who}'s {type(roi_heads).__name__} has {len(pred)} box predictors but box heads "
+            f"{type(head).__name__}; the head loss needs one box head per stage"
+        )
+    return list(zip(head, pred))
+
+
+def stage_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> List[torch.Tensor]:
+    """Classification logits ``[R, K+1]`` of every stage's classifier on the same boxes.
+
+    The boxes are pooled once; stage ``k`` runs ``box_head[k]`` and ``box_predictor[k]`` on them
+    (a cascade refines boxes between stages at training time; here every stage sees the same
+    RoIs so that student and teacher are compared on identical inputs).
+    """
+    x = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
+    return [pred(head(x))[0] for head, pred in box_stages(roi_heads)]
+
+
+def _num_logits(predictor: nn.Module):
+    cls = getattr(predictor, "cls_score", None)
+    return getattr(cls, "out_features", None)
+
+
+def check_head_pair(student_heads, teacher_heads) -> None:
+    """Refuse (at build time) a student/teacher pair the head loss cannot compare.
+
+    The head loss pairs classifier stages one to one: a standard head with a standard head, a
+    cascade with a cascade of as many stages. Within a stage both classifiers must give the
+    same number of logits.
+    """
+    s = box_stages(student_heads, "student")
+    t = box_stages(teacher_heads, "teacher")
+    if len(s) != len(t):
+        raise DeFeatConfigError(
+            f"the head loss pairs box-classifier stages one to one, but the student's ROI heads "
+            f"({type(student_heads).__name__}) have {len(s)} stage(s) and the teacher's "
+            f"({type(teacher_heads).__name__}) {len(t)}; use a teacher with as many stages "
+            "(MODEL.ROI_HEADS.NAME, MODEL.ROI_BOX_CASCADE_HEAD.IOUS) or set MODEL.DEFEAT.HEAD.ENABLED "
+            "False (the neck loss serves this pair)"
+        )
+    for k, ((_, ps), (_, pt)) in enumerate(zip(s, t)):
+        a, b = _num_logits(ps), _num_logits(pt)
+        if a is not None and b is not None and a != b:
+            raise DeFeatConfigError(
+                f"box classifier stage {k} gives {a} logits in the student but {b} in the teacher; "
+                "the head loss needs the same classes (MODEL.ROI_HEADS.NUM_CLASSES)"
+            )
