@@ -21,6 +21,7 @@ mapping for a mapping); ``model.defeat.*`` values are checked like every DeFeat 
 ``train_net.py``; the training sets are checked against ``model.roi_heads.num_classes`` (or
 ``model.num_classes``) before training.
 """
+
 import logging
 import os
 
@@ -43,10 +44,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
-from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
-from defeat.demo.data import register_demo_dataset_if_used
 from defeat.data_checks import IMAGE_CHECKS, check_training_data
+from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
 from defeat.ddp import create_ddp_model_any_device
+from defeat.demo.data import register_demo_dataset_if_used
 from defeat.meta_arch.common import lazy_eval_model_config
 from defeat.nonfinite import explain_nonfinite_losses
 from defeat.settings import resolve_settings
@@ -142,6 +143,7 @@ def _select(cfg, key):
 
 def _type_problem(old, new):
     """Why ``new`` cannot replace ``old`` (None if it can): same kind of value as the config's."""
+
     def is_num(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -180,11 +182,10 @@ def check_overrides(cfg, overrides):
             parent = ".".join(parts[:i])
             node = _select(cfg, parent)
             if node is _ABSENT:
-                above = _select(cfg, ".".join(parts[:i - 1])) if i > 1 else cfg
+                above = _select(cfg, ".".join(parts[: i - 1])) if i > 1 else cfg
                 known = sorted(above.keys()) if isinstance(above, DictConfig) else []
                 raise OverrideError(
-                    f"override {o!r}: {parent!r} is not in the config (known keys there: {known}); "
-                    "check the spelling"
+                    f"override {o!r}: {parent!r} is not in the config (known keys there: {known}); check the spelling"
                 )
         if parts[:2] == ["model", "defeat"] and len(parts) > 2:
             continue  # DeFeat settings: names, types and ranges checked by resolve_settings in load_config
@@ -253,8 +254,12 @@ def main(args):
 
 if __name__ == "__main__":
     parser = add_dataset_argument(default_argument_parser())  # the same options as train_net.py
-    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify",
-                        help="how the training images are read before training (see docs/tools.md)")
+    parser.add_argument(
+        "--check-images",
+        choices=IMAGE_CHECKS,
+        default="verify",
+        help="how the training images are read before training (see docs/tools.md)",
+    )
     args = take_dataset_options(parser.parse_args())
     setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
     launch(

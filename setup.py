@@ -6,6 +6,7 @@ the scripts, docs and tests name them as ``configs/...``); building a wheel copi
 an installed copy. Editable installs skip the copy: ``get_config_file`` then reads the
 repository's own ``configs/``.
 """
+
 import os
 import shutil
 

@@ -11,14 +11,15 @@
 ``defeat.datasets``); before training, the training sets are checked against the model
 (``defeat.data_checks``; ``--check-images`` sets how thoroughly the images are read).
 """
+
 import contextlib
 import os
 import weakref
 
+import detectron2.engine.defaults as trainer_defaults
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-import detectron2.engine.defaults as trainer_defaults
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils.logger import setup_logger
@@ -27,10 +28,10 @@ import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
 from defeat.config import merge_defeat_config_file
-from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
-from defeat.demo.data import register_demo_dataset_if_used
 from defeat.data_checks import IMAGE_CHECKS, check_training_data, model_num_classes
+from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
 from defeat.ddp import create_ddp_model_any_device
+from defeat.demo.data import register_demo_dataset_if_used
 from defeat.meta_arch.common import build_eval_model
 from defeat.nonfinite import explain_nonfinite_losses
 
@@ -78,8 +79,12 @@ def register_demo_datasets(cfg, eval_only: bool = False):
 def argument_parser():
     """Detectron2's ``default_argument_parser`` plus ``--dataset`` and ``--check-images``."""
     parser = add_dataset_argument(default_argument_parser())
-    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="verify",
-                        help="how the training images are read before training (see docs/tools.md)")
+    parser.add_argument(
+        "--check-images",
+        choices=IMAGE_CHECKS,
+        default="verify",
+        help="how the training images are read before training (see docs/tools.md)",
+    )
     return parser
 
 

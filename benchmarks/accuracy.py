@@ -12,10 +12,12 @@
         --train-set my_train --test-set my_val ...   # a COCO-format dataset named on the spot
 
 Every run is a ``train_net.py`` subprocess (``lazy_train_net.py`` for a ``.py`` LazyConfig, with
-the same YAML-style overrides translated, see ``defeat.demo.experiments.lazy_overrides``); a finished run of the same config (same digest of
-its saved ``config.yaml``) is reused (delete its folder to redo). Results go to
+the same YAML-style overrides translated, see ``defeat.demo.experiments.lazy_overrides``); a
+finished run of the same config (same digest of its saved ``config.yaml``) is reused (delete its
+folder to redo). Results go to
 ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
 """
+
 import argparse
 import json
 import os
@@ -24,8 +26,18 @@ import sys
 import time
 
 from defeat.datasets import add_dataset_argument, setup_datasets, take_dataset_options
-from defeat.demo.experiments import (METRICS, config_digest, elapsed, is_lazy, iters_opts, load_config,
-                                    load_lazy_config, read_box_metrics, run_job, run_parallel)
+from defeat.demo.experiments import (
+    METRICS,
+    config_digest,
+    elapsed,
+    is_lazy,
+    iters_opts,
+    load_config,
+    load_lazy_config,
+    read_box_metrics,
+    run_job,
+    run_parallel,
+)
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -39,14 +51,30 @@ VARIANTS = {
 
 # --family: default student, DeFeat student and teacher (config, weights) on the demo data.
 FAMILIES = {
-    "rcnn": ("configs/demo/student_slimR18.yaml", "configs/demo/defeat_slimR18_from_R18.yaml",
-             "configs/demo/teacher_R18.yaml", "output/demo/teacher_R18/model_final.pth"),
-    "retinanet": ("configs/demo/retinanet_student_slimR18.yaml", "configs/demo/defeat_retinanet_slimR18_from_R18.yaml",
-                  "configs/demo/retinanet_teacher_R18.yaml", "output/demo/retinanet_teacher_R18/model_final.pth"),
-    "cascade": ("configs/demo/cascade_student_slimR18.yaml", "configs/demo/defeat_cascade_slimR18_from_R18.yaml",
-                "configs/demo/cascade_teacher_R18.yaml", "output/demo/cascade_teacher_R18/model_final.pth"),
-    "fcos": ("configs/lazy/demo_fcos_student_slimR18.py", "configs/lazy/demo_defeat_fcos_slimR18_from_R18.py",
-             "configs/lazy/demo_fcos_teacher_R18.py", "output/lazy/demo_fcos_teacher_R18/model_final.pth"),
+    "rcnn": (
+        "configs/demo/student_slimR18.yaml",
+        "configs/demo/defeat_slimR18_from_R18.yaml",
+        "configs/demo/teacher_R18.yaml",
+        "output/demo/teacher_R18/model_final.pth",
+    ),
+    "retinanet": (
+        "configs/demo/retinanet_student_slimR18.yaml",
+        "configs/demo/defeat_retinanet_slimR18_from_R18.yaml",
+        "configs/demo/retinanet_teacher_R18.yaml",
+        "output/demo/retinanet_teacher_R18/model_final.pth",
+    ),
+    "cascade": (
+        "configs/demo/cascade_student_slimR18.yaml",
+        "configs/demo/defeat_cascade_slimR18_from_R18.yaml",
+        "configs/demo/cascade_teacher_R18.yaml",
+        "output/demo/cascade_teacher_R18/model_final.pth",
+    ),
+    "fcos": (
+        "configs/lazy/demo_fcos_student_slimR18.py",
+        "configs/lazy/demo_defeat_fcos_slimR18_from_R18.py",
+        "configs/lazy/demo_fcos_teacher_R18.py",
+        "output/lazy/demo_fcos_teacher_R18/model_final.pth",
+    ),
 }
 FAMILY_ARGS = ("student", "defeat", "teacher_config", "teacher_weights")
 
@@ -81,17 +109,28 @@ def _finished_with(out, config_file, opts) -> bool:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                   help=f"from {list(VARIANTS)} and names given with --define")
-    p.add_argument("--define", nargs="+", default=[], metavar="NAME:BASE:KEY=VAL,...",
-                   help="extra variants, e.g. defeat_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2")
-    p.add_argument("--family", choices=sorted(FAMILIES), default="rcnn",
-                   help="demo configs whose defaults the next four options take")
+    p.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), help=f"from {list(VARIANTS)} and names given with --define"
+    )
+    p.add_argument(
+        "--define",
+        nargs="+",
+        default=[],
+        metavar="NAME:BASE:KEY=VAL,...",
+        help="extra variants, e.g. defeat_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2",
+    )
+    p.add_argument(
+        "--family",
+        choices=sorted(FAMILIES),
+        default="rcnn",
+        help="demo configs whose defaults the next four options take",
+    )
     p.add_argument("--student", default=None)
     p.add_argument("--defeat", default=None)
     p.add_argument("--teacher-config", default=None)
-    p.add_argument("--teacher-weights", default=None,
-                   help="trained teacher; trained with --teacher-config first if missing")
+    p.add_argument(
+        "--teacher-weights", default=None, help="trained teacher; trained with --teacher-config first if missing"
+    )
     add_dataset_argument(p)
     p.add_argument("--train-set", default=None, help="dataset name (default: the configs')")
     p.add_argument("--test-set", default=None)
@@ -162,16 +201,23 @@ def main(argv=None):
             "AP_per_seed": ap,
         }
     base = summary.get("baseline", {}).get("mean", {}).get("AP")
-    lines = [f"seeds {args.seeds}; teacher AP {teacher_ap if teacher_ap is None else round(teacher_ap, 2)}", "",
-             "| variant | AP (mean +- std) | AP50 | AP75 | gain | gap closed | per seed |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"seeds {args.seeds}; teacher AP {teacher_ap if teacher_ap is None else round(teacher_ap, 2)}",
+        "",
+        "| variant | AP (mean +- std) | AP50 | AP75 | gain | gap closed | per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, s in summary.items():
         m = s["mean"]
         gain = "" if base is None or name == "baseline" else f"{m['AP'] - base:+.2f}"
         closed = ""
         if base is not None and teacher_ap is not None and name != "baseline" and teacher_ap > base:
             closed = f"{100 * (m['AP'] - base) / (teacher_ap - base):.0f}%"
-        lines.append(f"| {name} | {m['AP']:.2f} +- {s['std_AP']:.2f} | {m['AP50']:.2f} | {m['AP75']:.2f} | {gain} | {closed} | "
-                     + ", ".join(f"{a:.1f}" for a in s["AP_per_seed"]) + " |")
+        lines.append(
+            f"| {name} | {m['AP']:.2f} +- {s['std_AP']:.2f} | {m['AP50']:.2f} | {m['AP75']:.2f} | {gain} | {closed} | "
+            + ", ".join(f"{a:.1f}" for a in s["AP_per_seed"])
+            + " |"
+        )
     table = "\n".join(lines)
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "accuracy.json"), "w") as f:

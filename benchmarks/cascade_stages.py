@@ -11,6 +11,7 @@ On the teacher's sampled RoIs of a few training batches (CFG: a DeFeat Cascade s
   last stage only, on each stage's ``cls_score`` weights and on the student's FPN maps.
 Prints a Markdown table and writes ``--json``.
 """
+
 import argparse
 import json
 import sys
@@ -40,16 +41,23 @@ def main(argv=None):
     from defeat.demo.experiments import load_config
     from defeat.meta_arch.box_heads import stage_logits
 
-    cfg = load_config(args.defeat_config, ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights,
-                                           "DATALOADER.NUM_WORKERS", "0", *args.opts])
+    cfg = load_config(
+        args.defeat_config,
+        ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0", *args.opts],
+    )
     register_demo_dataset_if_used(cfg.DATASETS.TRAIN)
     torch.manual_seed(0)
     model = build_model(cfg).train()
     loader = iter(build_detection_train_loader(cfg))
     stages = len(model.roi_heads.box_predictor)
-    acc = {"stage_kl": [[0.0, 0.0] for _ in range(stages)], "student_kl": [[0.0, 0.0] for _ in range(stages)],
-           "grad_cls_mean": [0.0] * stages, "grad_cls_last": [0.0] * stages,
-           "grad_fpn_mean": 0.0, "grad_fpn_last": 0.0}
+    acc = {
+        "stage_kl": [[0.0, 0.0] for _ in range(stages)],
+        "student_kl": [[0.0, 0.0] for _ in range(stages)],
+        "grad_cls_mean": [0.0] * stages,
+        "grad_cls_last": [0.0] * stages,
+        "grad_fpn_mean": 0.0,
+        "grad_fpn_last": 0.0,
+    }
     with EventStorage(0):
         for _ in range(args.batches):
             batch = next(loader)
@@ -77,14 +85,20 @@ def main(argv=None):
                     acc[f"grad_cls_{name}"][k] += (0.0 if g is None else g.norm().item()) / args.batches
                 acc[f"grad_fpn_{name}"] += torch.stack([g.norm() for g in grads[stages:]]).norm().item() / args.batches
 
-    lines = ["| stage | KL(t_k, t_last) obj / bg | KL(t_k, s_k) obj / bg | grad cls_score: mean / last-only |",
-             "|---|---|---|---|"]
+    lines = [
+        "| stage | KL(t_k, t_last) obj / bg | KL(t_k, s_k) obj / bg | grad cls_score: mean / last-only |",
+        "|---|---|---|---|",
+    ]
     for k in range(stages):
-        lines.append(f"| {k} | {acc['stage_kl'][k][0]:.3f} / {acc['stage_kl'][k][1]:.3f} | "
-                     f"{acc['student_kl'][k][0]:.3f} / {acc['student_kl'][k][1]:.3f} | "
-                     f"{acc['grad_cls_mean'][k]:.4f} / {acc['grad_cls_last'][k]:.4f} |")
-    lines.append(f"\nFPN-map gradient norm: mean over stages {acc['grad_fpn_mean']:.3e}, last stage only "
-                 f"{acc['grad_fpn_last']:.3e}")
+        lines.append(
+            f"| {k} | {acc['stage_kl'][k][0]:.3f} / {acc['stage_kl'][k][1]:.3f} | "
+            f"{acc['student_kl'][k][0]:.3f} / {acc['student_kl'][k][1]:.3f} | "
+            f"{acc['grad_cls_mean'][k]:.4f} / {acc['grad_cls_last'][k]:.4f} |"
+        )
+    lines.append(
+        f"\nFPN-map gradient norm: mean over stages {acc['grad_fpn_mean']:.3e}, last stage only "
+        f"{acc['grad_fpn_last']:.3e}"
+    )
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:

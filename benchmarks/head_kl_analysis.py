@@ -9,6 +9,7 @@ the share of object RoIs, and the gradient norm w.r.t. the student's classificat
 Per-group normalisation averages the object KL over the few object RoIs, so each object RoI gets
 ``w_obj / n_obj`` where the CE gives it ``1 / n_all``: the ratio is printed as ``obj upweight``.
 """
+
 import argparse
 import sys
 
@@ -22,8 +23,12 @@ def main(argv=None):
     p.add_argument("--teacher-weights", default="output/demo/teacher_R18/model_final.pth")
     p.add_argument("--student-weights", default="output/demo/student_slimR18/model_final.pth")
     p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--settings", nargs="+", default=["2,2,1", "0.25,1,1", "0.5,0.5,1", "2,2,2", "1,1,4"],
-                   help="obj_weight,bg_weight,temperature triples")
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=["2,2,1", "0.25,1,1", "0.5,0.5,1", "2,2,2", "1,1,4"],
+        help="obj_weight,bg_weight,temperature triples",
+    )
     args = p.parse_args(argv)
 
     from detectron2.checkpoint import DetectionCheckpointer
@@ -36,7 +41,9 @@ def main(argv=None):
     from defeat.demo.experiments import load_config
     from defeat.meta_arch.rcnn import box_head_logits
 
-    cfg = load_config(args.defeat_config, ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0"])
+    cfg = load_config(
+        args.defeat_config, ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0"]
+    )
     register_demo_dataset()
     model = build_model(cfg).train()
     DetectionCheckpointer(model).load(args.student_weights)
@@ -52,8 +59,9 @@ def main(argv=None):
                 feats = model.backbone(images.tensor)
                 props, _ = model.proposal_generator(images, feats, gt)
                 rois = model.roi_heads.label_and_sample_proposals(props, gt)
-                t_logits = box_head_logits(model.teacher.roi_heads, model.teacher.backbone(images.tensor),
-                                           [r.proposal_boxes for r in rois])
+                t_logits = box_head_logits(
+                    model.teacher.roi_heads, model.teacher.backbone(images.tensor), [r.proposal_boxes for r in rois]
+                )
                 s_logits = box_head_logits(model.roi_heads, feats, [r.proposal_boxes for r in rois])
             labels = torch.cat([r.gt_classes for r in rois])
             is_obj = labels < model.roi_heads.num_classes
@@ -73,12 +81,21 @@ def main(argv=None):
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     share = mean(fg_share)
     print(f"object RoI share {share:.3f}; loss_cls {mean(ce_vals):.3f}; |grad loss_cls| {mean(ce_norms):.4f}")
-    print("| obj w, bg w, T | KL obj (weighted) | KL bg (weighted) | |grad obj| / |grad CE| | |grad bg| / |grad CE| | obj upweight |")
+    columns = (
+        "obj w, bg w, T",
+        "KL obj (weighted)",
+        "KL bg (weighted)",
+        "|grad obj| / |grad CE|",
+        "|grad bg| / |grad CE|",
+        "obj upweight",
+    )
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|---|")
     for s, r in rows.items():
         wo = float(s.split(",")[0])
         vals = [mean([x[i] for x in r]) for i in range(4)]
-        print(f"| {s} | {vals[0]:.3f} | {vals[1]:.3f} | {vals[2] / mean(ce_norms):.2f} | {vals[3] / mean(ce_norms):.2f} | {wo / share:.1f}x |")
+        ce = mean(ce_norms)
+        print(f"| {s} | {vals[0]:.3f} | {vals[1]:.3f} | {vals[2] / ce:.2f} | {vals[3] / ce:.2f} | {wo / share:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ rotated) so that machine drift hits them alike. Prints ``c/(a+b)``, ``c/(a+b+ada
 floor counting the default conv adapters, ``d - e``, as the method's own cost like the teacher),
 ``d/c``, ``e/c`` and the peak memory of (a), (b) and (c), and writes JSON (``--json``).
 """
+
 import argparse
 import json
 import os
@@ -28,12 +29,27 @@ import torch
 
 PRESETS = {
     # student config, DeFeat config overrides, teacher config, image size
-    "demo": ("configs/demo/student_slimR18.yaml", "configs/demo/defeat_slimR18_from_R18.yaml",
-             "configs/demo/teacher_R18.yaml", 128, 8),
-    "coco": ("configs/COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
-             "configs/COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml",
-             "model_zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", (800, 1333), 2),
-    "tiny": ("tests/configs/tiny_base.yaml", "tests/configs/tiny_defeat.yaml", "tests/configs/tiny_teacher.yaml", 64, 2),
+    "demo": (
+        "configs/demo/student_slimR18.yaml",
+        "configs/demo/defeat_slimR18_from_R18.yaml",
+        "configs/demo/teacher_R18.yaml",
+        128,
+        8,
+    ),
+    "coco": (
+        "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
+        "configs/COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml",
+        "model_zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml",
+        (800, 1333),
+        2,
+    ),
+    "tiny": (
+        "tests/configs/tiny_base.yaml",
+        "tests/configs/tiny_defeat.yaml",
+        "tests/configs/tiny_teacher.yaml",
+        64,
+        2,
+    ),
 }
 
 
@@ -171,12 +187,27 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
         del teacher
     torch.manual_seed(0)
     student = build_model(_cfg(student_cfg, dev + ["MODEL.WEIGHTS", ""])).train()
-    model = build_model(_cfg(defeat_cfg, dev + ["MODEL.WEIGHTS", "", "MODEL.DEFEAT.TEACHER.CONFIG_FILE", teacher_cfg,
-                                                "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-                                                "MODEL.DEFEAT.NECK.ENABLED", "True",
-                                                "MODEL.DEFEAT.HEAD.ENABLED", str(head != "off"),
-                                                "MODEL.DEFEAT.HEAD.PROPOSALS", "student" if head == "student" else "teacher",
-                                                *opts])).train()
+    model = build_model(
+        _cfg(
+            defeat_cfg,
+            dev
+            + [
+                "MODEL.WEIGHTS",
+                "",
+                "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+                teacher_cfg,
+                "MODEL.DEFEAT.TEACHER.WEIGHTS",
+                teacher_weights,
+                "MODEL.DEFEAT.NECK.ENABLED",
+                "True",
+                "MODEL.DEFEAT.HEAD.ENABLED",
+                str(head != "off"),
+                "MODEL.DEFEAT.HEAD.PROPOSALS",
+                "student" if head == "student" else "teacher",
+                *opts,
+            ],
+        )
+    ).train()
     model.load_state_dict(student.state_dict(), strict=False)
     autocast = torch.autocast(device.split(":")[0], enabled=amp)
 
@@ -187,8 +218,15 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
         m.zero_grad(set_to_none=True)
         return losses
 
-    results = {"preset": preset, "device": device, "amp": amp, "steps": steps, "head": head, "opts": list(opts),
-               "per_boxes": {}}
+    results = {
+        "preset": preset,
+        "device": device,
+        "amp": amp,
+        "steps": steps,
+        "head": head,
+        "opts": list(opts),
+        "per_boxes": {},
+    }
     with EventStorage(0):
         for boxes in boxes_list:
             batch = _batch(n, size, boxes, model.roi_heads.num_classes, seed=boxes)
@@ -237,13 +275,22 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                     total = total + sum(d.head_losses(logits, t_logits, is_obj).values())
                 total.backward()
 
-            fns = {"a": lambda: step(student, batch), "b": teacher_work, "c": lambda: step(model, batch),
-                   "d": kd_only, "e": masks_and_losses}
+            fns = {
+                "a": lambda: step(student, batch),
+                "b": teacher_work,
+                "c": lambda: step(model, batch),
+                "d": kd_only,
+                "e": masks_and_losses,
+            }
             t = _time_interleaved(fns, steps, warmup, device)
             row = {
-                "a_student_step_s": t["a"], "b_teacher_forward_s": t["b"], "c_defeat_step_s": t["c"],
-                "d_masks_and_losses_s": t["d"], "e_without_adapters_s": t["e"],
-                "a_peak_mem_bytes": _peak_of(fns["a"], device), "b_peak_mem_bytes": _peak_of(fns["b"], device),
+                "a_student_step_s": t["a"],
+                "b_teacher_forward_s": t["b"],
+                "c_defeat_step_s": t["c"],
+                "d_masks_and_losses_s": t["d"],
+                "e_without_adapters_s": t["e"],
+                "a_peak_mem_bytes": _peak_of(fns["a"], device),
+                "b_peak_mem_bytes": _peak_of(fns["b"], device),
                 "c_peak_mem_bytes": _peak_of(fns["c"], device),
             }
             with autocast:
@@ -252,33 +299,41 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
             row["b_output_bytes"] = _tensor_bytes(teacher_work())
             row["c_graph_over_a_plus_teacher"] = row["c_graph_bytes"] / (row["a_graph_bytes"] + row["b_output_bytes"])
             # Multiply-accumulates of the adapters' forward per image (backward: twice that).
-            row["adapter_gmac_per_image"] = sum(
-                a.weight.numel() * s_feats[f].shape[-2] * s_feats[f].shape[-1]
-                for f, a in model.distiller.adapters.items() if isinstance(a, torch.nn.Conv2d)
-            ) / 1e9
+            row["adapter_gmac_per_image"] = (
+                sum(
+                    a.weight.numel() * s_feats[f].shape[-2] * s_feats[f].shape[-1]
+                    for f, a in model.distiller.adapters.items()
+                    if isinstance(a, torch.nn.Conv2d)
+                )
+                / 1e9
+            )
             row["adapters_s"] = max(t["d"] - t["e"], 0.0)
             row["e_over_c"] = row["e_without_adapters_s"] / row["c_defeat_step_s"]
             row["c_over_a_plus_b"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"])
-            row["c_over_floor"] = row["c_defeat_step_s"] / (row["a_student_step_s"] + row["b_teacher_forward_s"]
-                                                            + row["adapters_s"])
+            row["c_over_floor"] = row["c_defeat_step_s"] / (
+                row["a_student_step_s"] + row["b_teacher_forward_s"] + row["adapters_s"]
+            )
             row["d_over_c"] = row["d_masks_and_losses_s"] / row["c_defeat_step_s"]
             results["per_boxes"][boxes] = row
-            print(f"boxes/img {boxes:4d}: a {row['a_student_step_s']:.3f}s  b {row['b_teacher_forward_s']:.3f}s  "
-                  f"c {row['c_defeat_step_s']:.3f}s  d {row['d_masks_and_losses_s'] * 1e3:.1f}ms  "
-                  f"c/(a+b) {row['c_over_a_plus_b']:.3f}  c/(a+b+adapters) {row['c_over_floor']:.3f}  "
-                  f"d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
-                  f"adapters {row['adapter_gmac_per_image']:.3f} GMAC/img  "
-                  f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} b {row['b_peak_mem_bytes'] / 2**20:.0f} "
-                  f"c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB  autograd-saved a {row['a_graph_bytes'] / 2**20:.1f} "
-                  f"c {row['c_graph_bytes'] / 2**20:.1f} MiB, teacher outputs {row['b_output_bytes'] / 2**20:.1f} MiB: "
-                  f"c/(a+teacher) {row['c_graph_over_a_plus_teacher']:.3f}", flush=True)
+            print(
+                f"boxes/img {boxes:4d}: a {row['a_student_step_s']:.3f}s  b {row['b_teacher_forward_s']:.3f}s  "
+                f"c {row['c_defeat_step_s']:.3f}s  d {row['d_masks_and_losses_s'] * 1e3:.1f}ms  "
+                f"c/(a+b) {row['c_over_a_plus_b']:.3f}  c/(a+b+adapters) {row['c_over_floor']:.3f}  "
+                f"d/c {row['d_over_c']:.4f}  e/c {row['e_over_c']:.4f}  "
+                f"adapters {row['adapter_gmac_per_image']:.3f} GMAC/img  "
+                f"peak a {row['a_peak_mem_bytes'] / 2**20:.0f} b {row['b_peak_mem_bytes'] / 2**20:.0f} "
+                f"c {row['c_peak_mem_bytes'] / 2**20:.0f} MiB  autograd-saved a {row['a_graph_bytes'] / 2**20:.1f} "
+                f"c {row['c_graph_bytes'] / 2**20:.1f} MiB, teacher outputs {row['b_output_bytes'] / 2**20:.1f} MiB: "
+                f"c/(a+teacher) {row['c_graph_over_a_plus_teacher']:.3f}",
+                flush=True,
+            )
     return results
 
 
 def _zoo(name):
     from detectron2 import model_zoo
 
-    return model_zoo.get_config_file(name[len("model_zoo:"):])
+    return model_zoo.get_config_file(name[len("model_zoo:") :])
 
 
 def main(argv=None):
@@ -291,16 +346,33 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
-    p.add_argument("--head", choices=["teacher", "student", "off"], default="teacher",
-                   help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)")
+    p.add_argument(
+        "--head",
+        choices=["teacher", "student", "off"],
+        default="teacher",
+        help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)",
+    )
     p.add_argument("--json", default="output/bench_speed/step_time.json")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1")
+    p.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = run(args.preset, args.boxes, args.steps, args.warmup, args.device, args.amp, args.teacher_weights, args.head,
-              args.opts)
+    res = run(
+        args.preset,
+        args.boxes,
+        args.steps,
+        args.warmup,
+        args.device,
+        args.amp,
+        args.teacher_weights,
+        args.head,
+        args.opts,
+    )
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -7,6 +7,7 @@
 Importing this module registers ``CustomDeFeatRCNN``; run as a script it trains it with
 ``train_net.py``'s trainer (same arguments). See docs/extending.md.
 """
+
 import os
 import sys
 
@@ -37,17 +38,26 @@ class CustomDeFeatRCNN(DeFeatMixin, GeneralizedRCNN):
         # DeFeat 2/2: loss_defeat_{neck,head}_{obj,bg}, weighted and scheduled.
         losses.update(self.defeat_losses(features, gt_instances, teacher, sampled))
         return losses
+
+
 # --- docs/extending.md: end ---
 
 
 def main():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import train_net
     from detectron2.engine import default_argument_parser, launch
 
+    import train_net
+
     args = default_argument_parser().parse_args()
-    launch(train_net.main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(
+        train_net.main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
 
 
 if __name__ == "__main__":

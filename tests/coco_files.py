@@ -1,5 +1,6 @@
 """Test helpers: a tiny COCO-format dataset written as plain files (a json and PNGs), as a user
 would have it; the module of a script in tools/."""
+
 import importlib.util
 import json
 import os
@@ -10,8 +11,17 @@ import numpy as np
 CLASSES = ("square", "bar")
 
 
-def write_coco(root, num_images=6, size=64, classes=CLASSES, boxes=None, image_dir="images", json_name="train.json",
-               seed=0, categories=True):
+def write_coco(
+    root,
+    num_images=6,
+    size=64,
+    classes=CLASSES,
+    boxes=None,
+    image_dir="images",
+    json_name="train.json",
+    seed=0,
+    categories=True,
+):
     """Images with filled rectangles and their COCO json; returns ``(json path, image folder)``.
 
     ``boxes``: optional ``fn(index) -> [(x, y, w, h, category_index), ...]``; default: one or two
@@ -34,8 +44,16 @@ def write_coco(root, num_images=6, size=64, classes=CLASSES, boxes=None, image_d
         for x, y, w, h, c in objs:
             colour = (60 + 150 * c % 256, 200, 255 - 80 * c % 256)
             cv2.rectangle(img, (int(x), int(y)), (int(x + w) - 1, int(y + h) - 1), colour, -1)
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": c + 1,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": c + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         name = f"img_{i:03d}.png"
         cv2.imwrite(os.path.join(images_root, name), img)
         images.append({"id": i + 1, "file_name": name, "height": size, "width": size})

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny configs, a saved random teacher, synthetic batches."""
+
 import os
 import sys
 
@@ -55,9 +56,7 @@ def teacher_weights(tmp_path_factory):
 
 
 def defeat_cfg(teacher_weights, *opts):
-    return make_cfg(
-        os.path.join(CONFIGS, "tiny_defeat.yaml"), "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, *opts
-    )
+    return make_cfg(os.path.join(CONFIGS, "tiny_defeat.yaml"), "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, *opts)
 
 
 def synthetic_batch(n=2, size=64, boxes_per_image=(3, 0), num_classes=10, seed=0):

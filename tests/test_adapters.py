@@ -1,4 +1,5 @@
 """Adapters: shapes, near-zero initialisation, identity, and the channel check."""
+
 import pytest
 import torch
 

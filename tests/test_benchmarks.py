@@ -1,10 +1,10 @@
 """The speed benchmark runs and writes well-formed JSON (its timings are not asserted)."""
+
 import importlib.util
 import json
 import os
 
 import pytest
-
 from conftest import REPO
 
 
@@ -17,7 +17,9 @@ def _load(name):
 
 def test_step_time_short_run_writes_json(tmp_path):
     out = tmp_path / "st.json"
-    _load("step_time").main(["--preset", "tiny", "--boxes", "3", "40", "--steps", "1", "--warmup", "0", "--json", str(out)])
+    _load("step_time").main(
+        ["--preset", "tiny", "--boxes", "3", "40", "--steps", "1", "--warmup", "0", "--json", str(out)]
+    )
     res = json.loads(out.read_text())
     assert res["preset"] == "tiny" and set(res["per_boxes"]) == {"3", "40"}
     for row in res["per_boxes"].values():
@@ -31,14 +33,17 @@ def test_step_time_short_run_writes_json(tmp_path):
         # Exact (allocator-independent) activation memory: the DeFeat graph holds the student's
         # graph plus a little for the KD losses; the teacher adds outputs, never a graph.
         assert row["c_graph_bytes"] > row["a_graph_bytes"] > 0 and row["b_output_bytes"] > 0
-        assert row["c_graph_over_a_plus_teacher"] == row["c_graph_bytes"] / (row["a_graph_bytes"] + row["b_output_bytes"])
+        assert row["c_graph_over_a_plus_teacher"] == row["c_graph_bytes"] / (
+            row["a_graph_bytes"] + row["b_output_bytes"]
+        )
 
 
 @pytest.mark.parametrize("head", ["student", "off"])
 def test_step_time_head_modes(tmp_path, head):
     out = tmp_path / "st.json"
-    _load("step_time").main(["--preset", "tiny", "--boxes", "3", "--steps", "1", "--warmup", "0", "--head", head,
-                             "--json", str(out)])
+    _load("step_time").main(
+        ["--preset", "tiny", "--boxes", "3", "--steps", "1", "--warmup", "0", "--head", head, "--json", str(out)]
+    )
     res = json.loads(out.read_text())
     assert res["head"] == head and res["per_boxes"]["3"]["c_defeat_step_s"] > 0
 
@@ -53,8 +58,14 @@ def test_accuracy_benchmark_arguments():
 def test_accuracy_benchmark_defines_variants():
     acc = _load("accuracy")
     base = list(acc.VARIANTS["defeat"][1])
-    acc.parse_args(["--define", "kd_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2,MODEL.DEFEAT.HEAD.OBJ_WEIGHT=0.5",
-                    "--variants", "kd_T2"])
+    acc.parse_args(
+        [
+            "--define",
+            "kd_T2:defeat:MODEL.DEFEAT.HEAD.TEMPERATURE=2,MODEL.DEFEAT.HEAD.OBJ_WEIGHT=0.5",
+            "--variants",
+            "kd_T2",
+        ]
+    )
     extra = ["MODEL.DEFEAT.HEAD.TEMPERATURE", "2", "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", "0.5"]
     assert acc.VARIANTS["kd_T2"] == ("defeat", base + extra)
 
@@ -88,9 +99,23 @@ def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
     teacher = tmp_path / "t.pth"
     teacher.write_bytes(b"")
     try:
-        acc.main(["--family", "retinanet", "--teacher-weights", str(teacher), "--seeds", "0", "--output",
-                  str(tmp_path / "out"), "--define", "cross:neck:MODEL.DEFEAT.TEACHER.WEIGHTS=other.pth",
-                  "--variants", "neck", "cross"])
+        acc.main(
+            [
+                "--family",
+                "retinanet",
+                "--teacher-weights",
+                str(teacher),
+                "--seeds",
+                "0",
+                "--output",
+                str(tmp_path / "out"),
+                "--define",
+                "cross:neck:MODEL.DEFEAT.TEACHER.WEIGHTS=other.pth",
+                "--variants",
+                "neck",
+                "cross",
+            ]
+        )
     except _Planned:
         pass
     opts = {os.path.basename(job["output_dir"]): job["opts"] for job in planned}
@@ -117,7 +142,9 @@ def test_accuracy_reuses_a_run_only_for_the_same_config(tmp_path):
     saved.OUTPUT_DIR = str(out)  # OUTPUT_DIR is not part of the digest
     (out / "config.yaml").write_text(saved.dump())
     assert not acc._finished_with(str(out), cfg_file, ["SEED", "1"])  # no metrics yet: not finished
-    (out / "metrics.json").write_text(json.dumps({"bbox/" + k: 1.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}) + "\n")
+    (out / "metrics.json").write_text(
+        json.dumps({"bbox/" + k: 1.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}) + "\n"
+    )
     assert acc._finished_with(str(out), cfg_file, ["SEED", "1"])
     assert not acc._finished_with(str(out), cfg_file, ["SEED", "2"])
     assert not acc._finished_with(str(out), cfg_file, ["SOLVER.MAX_ITER", "300", "SEED", "1"])
@@ -134,9 +161,29 @@ def test_accuracy_benchmark_new_families_smoke(tmp_path, monkeypatch, capsys, fa
     acc = _load("accuracy")
     out = tmp_path / "bench"
     variants = ["defeat"] if family == "cascade" else ["baseline", "defeat"]  # the baseline run is plain Detectron2
-    argv = ["--family", family, "--seeds", "0", "--variants", *variants, "--iters", "2",
-            "--jobs", "2", "--output", str(out), "--teacher-weights", str(tmp_path / "t" / "model_final.pth"),
-            "--opts", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+    argv = [
+        "--family",
+        family,
+        "--seeds",
+        "0",
+        "--variants",
+        *variants,
+        "--iters",
+        "2",
+        "--jobs",
+        "2",
+        "--output",
+        str(out),
+        "--teacher-weights",
+        str(tmp_path / "t" / "model_final.pth"),
+        "--opts",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+    ]
     summary = acc.main(argv)
     assert set(summary) == set(variants)
     capsys.readouterr()
@@ -152,11 +199,31 @@ def test_accuracy_benchmark_new_families_smoke(tmp_path, monkeypatch, capsys, fa
 def test_lazy_overrides_translate_the_yaml_overrides():
     from defeat.demo.experiments import lazy_overrides
 
-    got = lazy_overrides(["SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(225,270,)", "SEED", 1,
-                          "MODEL.DEFEAT.HEAD.ENABLED", "True", "MODEL.DEFEAT.TEACHER.WEIGHTS", "t.pth",
-                          "DATASETS.TRAIN", "('my_train',)", "DATASETS.TEST", "('my_val',)"])
-    assert got == ["train.max_iter=300", "train.seed=1", "model.defeat.head.enabled=True",
-                   "model.teacher.weights=t.pth",
-                   "dataloader.train.dataset.names=my_train", "dataloader.test.dataset.names=my_val"]
+    got = lazy_overrides(
+        [
+            "SOLVER.MAX_ITER",
+            "300",
+            "SOLVER.STEPS",
+            "(225,270,)",
+            "SEED",
+            1,
+            "MODEL.DEFEAT.HEAD.ENABLED",
+            "True",
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            "t.pth",
+            "DATASETS.TRAIN",
+            "('my_train',)",
+            "DATASETS.TEST",
+            "('my_val',)",
+        ]
+    )
+    assert got == [
+        "train.max_iter=300",
+        "train.seed=1",
+        "model.defeat.head.enabled=True",
+        "model.teacher.weights=t.pth",
+        "dataloader.train.dataset.names=my_train",
+        "dataloader.test.dataset.names=my_val",
+    ]
     with pytest.raises(ValueError, match="no LazyConfig counterpart for the override MODEL.RPN.NMS_THRESH"):
         lazy_overrides(["MODEL.RPN.NMS_THRESH", "0.6"])

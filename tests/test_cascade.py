@@ -1,19 +1,20 @@
 """Cascade R-CNN as DeFeat student and teacher: per-stage head loss, refused pairs, train -> plain eval."""
+
 import json
 import math
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
 from detectron2.utils.events import EventStorage
+from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
-from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 from defeat import DeFeatConfigError
 from defeat.meta_arch.box_heads import check_head_pair, stage_logits
-from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 NECK_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
@@ -56,8 +57,9 @@ def test_cascade_pair_trains_every_stage_classifier(cascade_teacher, mode):
 def test_cascade_head_loss_is_the_mean_of_per_stage_kls(cascade_teacher):
     """Student-RoI mode: per-stage KL recomputed by hand on the sampled RoIs, averaged over stages."""
     torch.manual_seed(5)
-    m = build_model(cascade_cfg(cascade_teacher, "MODEL.DEFEAT.HEAD.PROPOSALS", "student",
-                                "MODEL.DEFEAT.NECK.ENABLED", False)).train()
+    m = build_model(
+        cascade_cfg(cascade_teacher, "MODEL.DEFEAT.HEAD.PROPOSALS", "student", "MODEL.DEFEAT.NECK.ENABLED", False)
+    ).train()
     captured = {}
     orig = m.roi_heads.forward
 
@@ -75,10 +77,12 @@ def test_cascade_head_loss_is_the_mean_of_per_stage_kls(cascade_teacher):
     with torch.no_grad():
         images = m.preprocess_image(batch)
         boxes = [r.proposal_boxes for r in captured["rois"]]
+
         # Independent of stage_logits: pool and run each stage's head and predictor explicitly.
         def per_stage(heads, feats):
             x = heads.box_pooler([feats[f] for f in heads.box_in_features], boxes)
             return [heads.box_predictor[k](heads.box_head[k](x))[0].double() for k in range(3)]
+
         s_all = per_stage(m.roi_heads, m.backbone(images.tensor))
         t_all = per_stage(m.teacher.roi_heads, m.teacher.backbone(images.tensor))
     obj_terms, bg_terms = [], []
@@ -94,6 +98,7 @@ def test_cascade_head_loss_is_the_mean_of_per_stage_kls(cascade_teacher):
 
 # --- mixes: the head loss pairs stages one to one; the neck loss serves every mix -----------------
 
+
 @pytest.mark.parametrize("student", ["cascade", "standard"])
 def test_head_loss_across_cascade_and_standard_is_refused_neck_works(teacher_weights, cascade_teacher, student):
     if student == "cascade":  # cascade student, standard (Faster R-CNN) teacher
@@ -102,8 +107,11 @@ def test_head_loss_across_cascade_and_standard_is_refused_neck_works(teacher_wei
     else:  # standard student, cascade teacher
         opts = ("MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_cascade_teacher.yaml")
         cfg = lambda *o: defeat_cfg(cascade_teacher, *opts, *o)  # noqa: E731
-    with pytest.raises(DeFeatConfigError, match=r"pairs box-classifier stages one to one, but the student's ROI "
-                                                r"heads \((Cascade|Standard)ROIHeads\) have [13] stage"):
+    with pytest.raises(
+        DeFeatConfigError,
+        match=r"pairs box-classifier stages one to one, but the student's ROI "
+        r"heads \((Cascade|Standard)ROIHeads\) have [13] stage",
+    ):
         build_model(cfg())
     m = build_model(cfg("MODEL.DEFEAT.HEAD.ENABLED", False)).train()
     losses = _losses(m, synthetic_batch())
@@ -114,11 +122,16 @@ def test_head_loss_across_cascade_and_standard_is_refused_neck_works(teacher_wei
 
 def test_cascades_with_other_stage_counts_are_refused(cascade_teacher, tmp_path):
     two = tmp_path / "two_stages.yaml"
-    two.write_text(f'_BASE_: "{CONFIGS}/tiny_cascade_teacher.yaml"\nMODEL:\n  ROI_BOX_CASCADE_HEAD:\n'
-                   "    IOUS: (0.5, 0.6)\n    BBOX_REG_WEIGHTS: ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0))\n")
+    two.write_text(
+        f'_BASE_: "{CONFIGS}/tiny_cascade_teacher.yaml"\nMODEL:\n  ROI_BOX_CASCADE_HEAD:\n'
+        "    IOUS: (0.5, 0.6)\n    BBOX_REG_WEIGHTS: ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0))\n"
+    )
     DetectionCheckpointer(build_model(make_cfg(str(two))), str(tmp_path)).save("two")
-    with pytest.raises(DeFeatConfigError, match=r"student's ROI heads \(CascadeROIHeads\) have 3 stage\(s\) and "
-                                                r"the teacher's \(CascadeROIHeads\) 2"):
+    with pytest.raises(
+        DeFeatConfigError,
+        match=r"student's ROI heads \(CascadeROIHeads\) have 3 stage\(s\) and "
+        r"the teacher's \(CascadeROIHeads\) 2",
+    ):
         build_model(cascade_cfg(str(tmp_path / "two.pth"), "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(two)))
 
 
@@ -128,8 +141,9 @@ def test_roi_heads_without_a_pooled_box_classifier_are_refused(teacher_weights):
     check_head_pair(m.roi_heads, m.teacher.roi_heads)  # the standard pair passes
     heads = m.teacher.roi_heads
     del heads.box_pooler  # e.g. Res5ROIHeads (C4) pools with `pooler` and has no box_head
-    with pytest.raises(DeFeatConfigError, match="the teacher's ROI heads are StandardROIHeads; set "
-                                                "MODEL.DEFEAT.HEAD.ENABLED False"):
+    with pytest.raises(
+        DeFeatConfigError, match="the teacher's ROI heads are StandardROIHeads; set MODEL.DEFEAT.HEAD.ENABLED False"
+    ):
         check_head_pair(m.roi_heads, heads)
 
 
@@ -144,17 +158,33 @@ def test_stage_logits_of_a_standard_head_is_one_stage(teacher_weights):
 
 # --- end to end: train through train_net.py, evaluate with the plain Cascade config ---------------
 
+
 def test_train_net_defeat_cascade_then_plain_cascade_eval(tiny_dataset, cascade_teacher, tmp_path):  # noqa: F811
     import train_net
 
     out = str(tmp_path / "defeat")
-    train_net.main(_args(f"{CONFIGS}/tiny_cascade_defeat.yaml", *_data_opts(out), "MODEL.DEFEAT.TEACHER.WEIGHTS",
-                         cascade_teacher, "SOLVER.MAX_ITER", 2))
+    train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_cascade_defeat.yaml",
+            *_data_opts(out),
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            cascade_teacher,
+            "SOLVER.MAX_ITER",
+            2,
+        )
+    )
     rows = [r for r in _metrics(out) if "loss_defeat_head_obj" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS)
     plain = str(tmp_path / "plain")
-    res = train_net.main(_args(f"{CONFIGS}/tiny_cascade_base.yaml", *_data_opts(plain), "MODEL.WEIGHTS",
-                               os.path.join(out, "model_final.pth"), eval_only=True))
+    res = train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_cascade_base.yaml",
+            *_data_opts(plain),
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+            eval_only=True,
+        )
+    )
     assert set(res["bbox"]) >= {"AP", "AP50"}
     dets = [json.load(open(os.path.join(d, "inference", "coco_instances_results.json"))) for d in (out, plain)]
     assert len(dets[0]) > 0 and dets[0] == dets[1]
@@ -173,8 +203,21 @@ def test_cascade_stage_analysis_script(tiny_dataset, cascade_teacher, tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "stages.json"
-    res = mod.main(["--defeat-config", f"{CONFIGS}/tiny_cascade_defeat.yaml", "--teacher-weights", cascade_teacher,
-                    "--batches", "1", "--json", str(out), "--opts", "DATASETS.TRAIN", "('tiny_shapes_train',)"])
+    res = mod.main(
+        [
+            "--defeat-config",
+            f"{CONFIGS}/tiny_cascade_defeat.yaml",
+            "--teacher-weights",
+            cascade_teacher,
+            "--batches",
+            "1",
+            "--json",
+            str(out),
+            "--opts",
+            "DATASETS.TRAIN",
+            "('tiny_shapes_train',)",
+        ]
+    )
     assert _json.loads(out.read_text()) == res
     assert res["grad_cls_last"][:2] == [0.0, 0.0] and res["grad_cls_last"][2] > 0
     assert all(g > 0 for g in res["grad_cls_mean"]) and res["stage_kl"][2] == [0.0, 0.0]

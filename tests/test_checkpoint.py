@@ -1,4 +1,5 @@
 """Atomic checkpoints, and resuming a SIGKILLed DeFeat run at the right iteration and KD weight."""
+
 import json
 import os
 import signal
@@ -8,8 +9,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import CONFIGS, REPO
+
 from defeat.checkpoint import AtomicDetectionCheckpointer, atomic_write
 
 
@@ -52,11 +53,25 @@ def test_checkpointer_failure_during_save_leaves_last_checkpoint_loadable(tmp_pa
 
 def _train_cmd(out, teacher_weights, data, max_iter, resume=False):
     return [
-        sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", f"{CONFIGS}/tiny_defeat.yaml",
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.yaml",
         *(["--resume"] if resume else []),
-        "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, "MODEL.DEFEAT.WARMUP_ITERS", "10",
-        "DATASETS.TRAIN", f"('{data[0]}',)", "DATASETS.TEST", "()", "OUTPUT_DIR", out,
-        "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "2",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        teacher_weights,
+        "MODEL.DEFEAT.WARMUP_ITERS",
+        "10",
+        "DATASETS.TRAIN",
+        f"('{data[0]}',)",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        out,
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
     ]
 
 
@@ -67,8 +82,9 @@ def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "2")
     data = ("defeat_demo_train", "defeat_demo_val")  # registered by train_net from the env above
     out = str(tmp_path / "run")
-    proc = subprocess.Popen(_train_cmd(out, teacher_weights, data, 1000), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(out, teacher_weights, data, 1000), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     tag = os.path.join(out, "last_checkpoint")
     deadline = time.time() + 240
     try:
@@ -83,13 +99,18 @@ def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     last = open(tag).read()
-    step = int(last[len("model_"):-len(".pth")])
+    step = int(last[len("model_") : -len(".pth")])
     assert step >= 3
     saved = torch.load(os.path.join(out, last), map_location="cpu", weights_only=False)
     assert saved["iteration"] == step and not any(k.startswith("teacher") for k in saved["model"])
 
-    subprocess.run(_train_cmd(out, teacher_weights, data, step + 3, resume=True), cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        _train_cmd(out, teacher_weights, data, step + 3, resume=True),
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert f"Starting training from iteration {step + 1}" in open(os.path.join(out, "log.txt")).read()
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     last = rows[-1]  # Detectron2 writes metrics every 20 iterations and at the end

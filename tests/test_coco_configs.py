@@ -1,17 +1,21 @@
 """Each COCO DeFeat recipe has a plain student config that builds the same student (for the
 baseline and for evaluating DeFeat checkpoints with --eval-only)."""
-import pytest
 
+import pytest
 from conftest import make_cfg
 
 PAIRS = [
     ("COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"),
     ("COCO-Detection/defeat_R18_FPN_1x_from_R50_FPN_3x.yaml", "COCO-Detection/faster_rcnn_R_18_FPN_1x.yaml"),
     ("COCO-Detection/defeat_retinanet_R50_FPN_1x_from_R101_FPN_3x.yaml", "COCO-Detection/retinanet_R_50_FPN_1x.yaml"),
-    ("COCO-Detection/defeat_retinanet_R50_FPN_1x_from_faster_rcnn_R101_FPN_3x.yaml",
-     "COCO-Detection/retinanet_R_50_FPN_1x.yaml"),
-    ("COCO-InstanceSegmentation/defeat_mask_rcnn_R_50_FPN_1x_from_R101_FPN_3x.yaml",
-     "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"),
+    (
+        "COCO-Detection/defeat_retinanet_R50_FPN_1x_from_faster_rcnn_R101_FPN_3x.yaml",
+        "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+    ),
+    (
+        "COCO-InstanceSegmentation/defeat_mask_rcnn_R_50_FPN_1x_from_R101_FPN_3x.yaml",
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+    ),
 ]
 
 
@@ -35,7 +39,6 @@ import os  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from conftest import REPO  # noqa: E402
 
 RECIPES = sorted(
@@ -48,8 +51,12 @@ DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
 
 def test_every_coco_recipe_is_listed():
     names = {os.path.basename(p) for p in RECIPES}
-    assert {"defeat_mask_rcnn_R_50_FPN_1x_from_R101_FPN_3x.yaml", "defeat_fcos_R_50_FPN_1x_from_R101_FPN_3x.py",
-            "defeat_mask_rcnn_R_50_FPN_100ep_LSJ_from_R101.py", "defeat_R50_FPN_1x_from_R101_FPN_3x.yaml"} <= names
+    assert {
+        "defeat_mask_rcnn_R_50_FPN_1x_from_R101_FPN_3x.yaml",
+        "defeat_fcos_R_50_FPN_1x_from_R101_FPN_3x.py",
+        "defeat_mask_rcnn_R_50_FPN_100ep_LSJ_from_R101.py",
+        "defeat_R50_FPN_1x_from_R101_FPN_3x.yaml",
+    } <= names
     assert len(RECIPES) == 7
 
 
@@ -82,8 +89,9 @@ def _one_image_batch():
     inst = Instances((64, 96))
     inst.gt_boxes = Boxes(torch.tensor([[8.0, 6.0, 40.0, 50.0], [50.0, 20.0, 90.0, 60.0]]))
     inst.gt_classes = torch.tensor([3, 17])
-    inst.gt_masks = PolygonMasks([[np.array(b, dtype=np.float64)] for b in
-                                  ([8, 6, 40, 6, 40, 50, 8, 50], [50, 20, 90, 20, 70, 60])])
+    inst.gt_masks = PolygonMasks(
+        [[np.array(b, dtype=np.float64)] for b in ([8, 6, 40, 6, 40, 50, 8, 50], [50, 20, 90, 20, 70, 60])]
+    )
     g = torch.Generator().manual_seed(0)
     return [{"image": torch.rand(3, 64, 96, generator=g) * 255, "instances": inst, "height": 64, "width": 96}]
 

@@ -1,14 +1,15 @@
 """Every cell of docs/compatibility.md: student family x teacher family, with the head loss on (it
 either trains with all four DeFeat losses or is refused at build time) and off (the neck loss trains)."""
+
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, REPO, make_cfg, synthetic_batch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import CONFIGS, REPO, make_cfg, synthetic_batch
 from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRCNN, DeFeatRetinaNet
 from defeat.teacher import freeze
 
@@ -17,11 +18,23 @@ HEAD = {"loss_defeat_head_obj", "loss_defeat_head_bg"}
 TWO_STAGE = ("faster", "mask", "cascade")
 STUDENTS = ("faster", "mask", "cascade", "retinanet", "fcos")
 TEACHERS = ("faster", "mask", "cascade", "retinanet", "fcos", "vitdet", "resnext")
-YAML = {"faster": "tiny_base.yaml", "mask": "tiny_mask_base.yaml", "cascade": "tiny_cascade_base.yaml",
-        "retinanet": "tiny_retinanet_base.yaml", "resnext": "tiny_resnext_teacher.yaml"}
+YAML = {
+    "faster": "tiny_base.yaml",
+    "mask": "tiny_mask_base.yaml",
+    "cascade": "tiny_cascade_base.yaml",
+    "retinanet": "tiny_retinanet_base.yaml",
+    "resnext": "tiny_resnext_teacher.yaml",
+}
 # The families whose classifiers the head loss can compare; anything else is refused.
-HEAD_FAMILY = {"faster": "rcnn1", "mask": "rcnn1", "vitdet": "rcnn1", "resnext": "rcnn1", "cascade": "rcnn3",
-               "retinanet": "retinanet", "fcos": "fcos"}
+HEAD_FAMILY = {
+    "faster": "rcnn1",
+    "mask": "rcnn1",
+    "vitdet": "rcnn1",
+    "resnext": "rcnn1",
+    "cascade": "rcnn3",
+    "retinanet": "retinanet",
+    "fcos": "fcos",
+}
 
 
 def expected(student, teacher):
@@ -84,8 +97,9 @@ def _batch(student):
 
         for x in batch:
             boxes = x["instances"].gt_boxes.tensor.tolist()
-            x["instances"].gt_masks = PolygonMasks([[np.array([a, b, c, b, c, d, a, d], dtype=np.float64)]
-                                                    for a, b, c, d in boxes])
+            x["instances"].gt_masks = PolygonMasks(
+                [[np.array([a, b, c, b, c, d, a, d], dtype=np.float64)] for a, b, c, d in boxes]
+            )
     return batch
 
 

@@ -1,22 +1,23 @@
 """defeat.config_files: one loader for YAML and LazyConfig files, used by every tool."""
+
 import os
 import sys
 
 import pytest
 import torch
-
 from conftest import CONFIGS, REPO
+
 from defeat.config_files import (
     ConfigFileError,
     architecture,
     build_model_from_config,
     defeat_settings,
     image_format,
+    inference_augmentations,
     is_defeat_config,
     load_config,
     model_weights,
     pixel_stats,
-    inference_augmentations,
     train_dataset_names,
 )
 

@@ -1,13 +1,14 @@
 """Teacher paths as Detectron2 resolves _BASE_: beside the config that sets them, then the cwd;
 ``~`` and ``$VARS`` expanded the same way in the existence check and in the loader."""
+
 import os
 import shutil
 
 import pytest
+from conftest import CONFIGS, make_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from conftest import CONFIGS, make_cfg
 from defeat import TeacherLoadError, add_defeat_config
 from defeat.config import merge_defeat_config_file
 
@@ -33,7 +34,8 @@ def layout(tmp_path):
     (root / "base").mkdir(parents=True)
     shutil.copy(f"{CONFIGS}/tiny_teacher.yaml", root / "teacher.yaml")
     (root / "teacher.yaml").write_text(
-        (root / "teacher.yaml").read_text().replace('"tiny_base.yaml"', f'"{CONFIGS}/tiny_base.yaml"'))
+        (root / "teacher.yaml").read_text().replace('"tiny_base.yaml"', f'"{CONFIGS}/tiny_base.yaml"')
+    )
     return root
 
 
@@ -64,16 +66,30 @@ def test_home_and_variables_expanded_in_check_and_loader(layout, teacher_weights
     shutil.copy(teacher_weights, home / "w" / "t.pth")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TEACHERS", str(layout))
-    cfg = _load(f"{CONFIGS}/tiny_defeat.yaml", "MODEL.DEFEAT.TEACHER.CONFIG_FILE", "$TEACHERS/teacher.yaml",
-                "MODEL.DEFEAT.TEACHER.WEIGHTS", "~/w/t.pth")
+    cfg = _load(
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        "$TEACHERS/teacher.yaml",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        "~/w/t.pth",
+    )
     model = build_model(cfg)  # check and load both see the expanded paths
     assert not model.teacher.training
     cfg = _load(f"{CONFIGS}/tiny_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS", "~/w/missing.pth")
-    with pytest.raises(TeacherLoadError, match=rf"weights not found: '~/w/missing.pth' \(expanded to '{home}/w/missing.pth'\)"):
+    with pytest.raises(
+        TeacherLoadError, match=rf"weights not found: '~/w/missing.pth' \(expanded to '{home}/w/missing.pth'\)"
+    ):
         build_model(cfg)
-    cfg = _load(f"{CONFIGS}/tiny_defeat.yaml", "MODEL.DEFEAT.TEACHER.CONFIG_FILE", "$TEACHERS/nope.yaml",
-                "MODEL.DEFEAT.TEACHER.WEIGHTS", "~/w/t.pth")
-    with pytest.raises(TeacherLoadError, match=rf"config file not found: '\$TEACHERS/nope.yaml' \(expanded to '{layout}/nope.yaml'\)"):
+    cfg = _load(
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        "$TEACHERS/nope.yaml",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        "~/w/t.pth",
+    )
+    with pytest.raises(
+        TeacherLoadError, match=rf"config file not found: '\$TEACHERS/nope.yaml' \(expanded to '{layout}/nope.yaml'\)"
+    ):
         build_model(cfg)
 
 

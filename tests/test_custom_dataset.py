@@ -1,5 +1,6 @@
 """docs/custom_dataset.md end to end, as a user runs it: a COCO dataset written as plain files and
 named only with --dataset (no registration code), each step a subprocess of the documented command."""
+
 import json
 import os
 import subprocess
@@ -7,7 +8,6 @@ import sys
 import time
 
 import torch
-
 from coco_files import CLASSES, write_coco
 from conftest import CONFIGS, REPO
 
@@ -17,8 +17,10 @@ ITERS = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", 
 
 def _config(path, base, extra=""):
     """A user's own config: a tiny model of the test suite, 2 classes, their dataset names."""
-    path.write_text(f'_BASE_: "{base}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 2\n    SCORE_THRESH_TEST: 0.0\n{extra}'
-                    'DATASETS:\n  TRAIN: ("shapes_train",)\n  TEST: ("shapes_val",)\n')
+    path.write_text(
+        f'_BASE_: "{base}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 2\n    SCORE_THRESH_TEST: 0.0\n{extra}'
+        'DATASETS:\n  TRAIN: ("shapes_train",)\n  TEST: ("shapes_val",)\n'
+    )
     return str(path)
 
 
@@ -55,19 +57,24 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     teacher = _config(cfgs / "teacher.yaml", f"{CONFIGS}/tiny_teacher.yaml")
     student = _config(cfgs / "student.yaml", f"{CONFIGS}/tiny_base.yaml")
     # The teacher is named relative to this file (not to the working directory).
-    defeat = _config(cfgs / "defeat.yaml", f"{CONFIGS}/tiny_defeat.yaml",
-                     '  DEFEAT:\n    TEACHER:\n      CONFIG_FILE: "teacher.yaml"\n')
+    defeat = _config(
+        cfgs / "defeat.yaml",
+        f"{CONFIGS}/tiny_defeat.yaml",
+        '  DEFEAT:\n    TEACHER:\n      CONFIG_FILE: "teacher.yaml"\n',
+    )
     env = {k: v for k, v in os.environ.items() if k != "DEFEAT_COCO_DATASETS"}
     env["OMP_NUM_THREADS"] = "1"
 
     # Steps that do not depend on each other run side by side (the order a user follows is 1-8).
     # 1. Inspect: classes, sizes, levels, SCALE_BASE.
-    inspect = _start("tools/inspect_dataset.py", "--config-file", defeat, *datasets[:2], "--output",
-                     out / "inspect.png", env=env)
+    inspect = _start(
+        "tools/inspect_dataset.py", "--config-file", defeat, *datasets[:2], "--output", out / "inspect.png", env=env
+    )
     # 2. Teacher (two processes on CPU: each DDP worker registers the datasets itself).
     gpus = ["--num-gpus", "2"] if not torch.cuda.is_available() else []
-    teacher_run = _start("train_net.py", "--config-file", teacher, *gpus, *datasets, *ITERS,
-                         "OUTPUT_DIR", out / "teacher", env=env)
+    teacher_run = _start(
+        "train_net.py", "--config-file", teacher, *gpus, *datasets, *ITERS, "OUTPUT_DIR", out / "teacher", env=env
+    )
     # 3. The student alone (where step 7 finds it).
     baseline = out / "bench" / "baseline_seed0"
     student_run = _start("train_net.py", "--config-file", student, *datasets, *ITERS, "OUTPUT_DIR", baseline, env=env)
@@ -78,29 +85,97 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     assert teacher_weights.is_file() and _box_ap(out / "teacher") and _box_ap(baseline)
 
     # 4. The DeFeat student (--dataset may also follow the overrides).
-    _wait(_start("train_net.py", "--config-file", defeat, *ITERS, "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-                 "OUTPUT_DIR", out / "defeat", *datasets, env=env))
+    _wait(
+        _start(
+            "train_net.py",
+            "--config-file",
+            defeat,
+            *ITERS,
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            teacher_weights,
+            "OUTPUT_DIR",
+            out / "defeat",
+            *datasets,
+            env=env,
+        )
+    )
     assert _box_ap(out / "defeat")
 
     # 5. Evaluate the DeFeat checkpoint with the plain student config; 6. export the student.
-    evaluation = _start("train_net.py", "--config-file", student, "--eval-only", *datasets,
-                        "MODEL.WEIGHTS", out / "defeat" / "model_final.pth", "OUTPUT_DIR", out / "eval", env=env)
-    export = _start("tools/export_student.py", "--verify-config", student, out / "defeat" / "model_final.pth",
-                    out / "student_final.pth", env=env)
+    evaluation = _start(
+        "train_net.py",
+        "--config-file",
+        student,
+        "--eval-only",
+        *datasets,
+        "MODEL.WEIGHTS",
+        out / "defeat" / "model_final.pth",
+        "OUTPUT_DIR",
+        out / "eval",
+        env=env,
+    )
+    export = _start(
+        "tools/export_student.py",
+        "--verify-config",
+        student,
+        out / "defeat" / "model_final.pth",
+        out / "student_final.pth",
+        env=env,
+    )
     text, exported = _wait(evaluation, export)
     assert "Evaluation results for bbox" in text and "verified: all" in exported
 
     # 7. Compare variants on this data: the finished student run is reused, the "neck" variant is
     # trained by a train_net.py subprocess that knows the names from $DEFEAT_COCO_DATASETS only.
-    bench = _start("benchmarks/accuracy.py", *datasets, "--train-set", "shapes_train", "--test-set", "shapes_val",
-                   "--student", student, "--defeat", defeat, "--teacher-config", teacher, "--teacher-weights",
-                   teacher_weights, "--variants", "baseline", "neck", "--seeds", "0", "--iters", "2",
-                   "--output", out / "bench", "--jobs", "1", "--opts", "SOLVER.WARMUP_ITERS", "1", env=env)
+    bench = _start(
+        "benchmarks/accuracy.py",
+        *datasets,
+        "--train-set",
+        "shapes_train",
+        "--test-set",
+        "shapes_val",
+        "--student",
+        student,
+        "--defeat",
+        defeat,
+        "--teacher-config",
+        teacher,
+        "--teacher-weights",
+        teacher_weights,
+        "--variants",
+        "baseline",
+        "neck",
+        "--seeds",
+        "0",
+        "--iters",
+        "2",
+        "--output",
+        out / "bench",
+        "--jobs",
+        "1",
+        "--opts",
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        env=env,
+    )
     # 8. Predict with the exported student, class names from the dataset (named here by the variable).
     before = sorted(os.listdir(images))
-    predict = _start("tools/predict.py", "--config-file", student, "--weights", out / "student_final.pth",
-                     "--input", images, "--output", out / "pred", "--score-threshold", "0.0", "--dataset", "shapes_val",
-                     env=dict(env, DEFEAT_COCO_DATASETS=f"shapes_val={val_json}:{images}"))
+    predict = _start(
+        "tools/predict.py",
+        "--config-file",
+        student,
+        "--weights",
+        out / "student_final.pth",
+        "--input",
+        images,
+        "--output",
+        out / "pred",
+        "--score-threshold",
+        "0.0",
+        "--dataset",
+        "shapes_val",
+        env=dict(env, DEFEAT_COCO_DATASETS=f"shapes_val={val_json}:{images}"),
+    )
     text, _ = _wait(bench, predict)
     summary = json.loads((out / "bench" / "accuracy.json").read_text())["summary"]
     assert "[baseline seed 0] reusing" in text and "1 runs to train" in text

@@ -1,4 +1,5 @@
 """Tests for the generated demo dataset (``defeat.demo.data``), on a small 40 + 10 image copy."""
+
 import json
 import os
 import uuid
@@ -80,8 +81,7 @@ def test_boxes_inside(small, split):
 def test_classes_and_size_ranges(small):
     st = dataset_stats(small["train_json"])
     assert all(n > 0 for n in st["per_class"].values()), st["per_class"]
-    both = {k: st["per_size"][k] + dataset_stats(small["val_json"])["per_size"][k]
-            for k in st["per_size"]}
+    both = {k: st["per_size"][k] + dataset_stats(small["val_json"])["per_size"][k] for k in st["per_size"]}
     assert all(n >= 1 for n in both.values()), both  # seed 0: 120 small, 89 medium, 8 large
 
 
@@ -119,8 +119,7 @@ def test_prefix_property(small, tmp_path):
     tiny = generate_dataset(tmp_path / "tiny", seed=0, num_train=5, num_val=1)
     for i in range(5):
         name = f"{i:06d}.png"
-        assert (Path(tiny["train_images"]) / name).read_bytes() == \
-            (Path(small["train_images"]) / name).read_bytes()
+        assert (Path(tiny["train_images"]) / name).read_bytes() == (Path(small["train_images"]) / name).read_bytes()
 
 
 def test_register(small):

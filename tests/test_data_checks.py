@@ -1,4 +1,5 @@
 """check_dataset_boxes: boxes outside their image are reported, malformed boxes stop training."""
+
 import logging
 
 import pytest
@@ -11,7 +12,10 @@ LOGGER = "defeat.data_checks"
 
 def _record(name, boxes, mode=BoxMode.XYXY_ABS, height=50, width=80):
     return {
-        "file_name": name, "image_id": name, "height": height, "width": width,
+        "file_name": name,
+        "image_id": name,
+        "height": height,
+        "width": width,
         "annotations": [{"bbox": list(b), "bbox_mode": mode, "category_id": 0} for b in boxes],
     }
 
@@ -107,17 +111,19 @@ def test_unchecked_box_modes_and_missing_sizes_are_skipped(caplog):
     assert "intmode.png" in caplog.records[0].getMessage()
     # A malformed box is still an error without height/width.
     with pytest.raises(ValueError, match="nosize.png"):
-        check_dataset_boxes([{"file_name": "nosize.png", "annotations": [
-            {"bbox": [5, 5, 1, 1], "bbox_mode": BoxMode.XYXY_ABS}]}], "mixed")
+        check_dataset_boxes(
+            [{"file_name": "nosize.png", "annotations": [{"bbox": [5, 5, 1, 1], "bbox_mode": BoxMode.XYXY_ABS}]}],
+            "mixed",
+        )
 
 
 def test_train_net_checks_the_training_sets_before_training(tmp_path, monkeypatch):
     """train_net.main: a malformed training box fails before the trainer (and model) is built."""
+    from conftest import CONFIGS
     from detectron2.data import DatasetCatalog
     from detectron2.engine import default_argument_parser
 
     import train_net
-    from conftest import CONFIGS
 
     name = "data_checks_broken_train"
     if name not in DatasetCatalog.list():
@@ -127,21 +133,31 @@ def test_train_net_checks_the_training_sets_before_training(tmp_path, monkeypatc
         raise AssertionError("the trainer was built before the dataset check")
 
     monkeypatch.setattr(train_net, "Trainer", no_trainer)
-    args = default_argument_parser().parse_args([
-        "--config-file", f"{CONFIGS}/tiny_defeat.yaml",
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path),
-    ])
+    args = default_argument_parser().parse_args(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_defeat.yaml",
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
+    )
     with pytest.raises(ValueError, match=r"data_checks_broken_train(.|\n)*broken_0007.png(.|\n)*x2 < x1"):
         train_net.main(args)
 
 
 # ---- data vs model, images, no boxes (check_training_data) ----
 
+
 def _coco(tmp_path, **kw):
     """A COCO dataset written as files and named through defeat.datasets; returns its name."""
     import uuid
 
     from coco_files import write_coco
+
     from defeat.datasets import register_coco_dataset
 
     json_file, images = write_coco(str(tmp_path), **kw)
@@ -159,19 +175,27 @@ def test_category_count_must_match_the_model(tmp_path):
     DatasetCatalog.get(name)  # loading sets thing_classes
     assert check_dataset_classes(name, 2, "MODEL.ROI_HEADS.NUM_CLASSES") == 2
     for classes in (10, 1):
-        with pytest.raises(DataCheckError, match=rf"{name}' has 2 categories \(square, bar\) but the model has "
-                           rf"{classes} classes \(MODEL.RETINANET.NUM_CLASSES\); set MODEL.RETINANET.NUM_CLASSES to 2"):
+        with pytest.raises(
+            DataCheckError,
+            match=rf"{name}' has 2 categories \(square, bar\) but the model has "
+            rf"{classes} classes \(MODEL.RETINANET.NUM_CLASSES\); set MODEL.RETINANET.NUM_CLASSES to 2",
+        ):
             check_dataset_classes(name, classes, "MODEL.RETINANET.NUM_CLASSES")
 
 
 def test_model_num_classes_names_the_key(tmp_path):
     from conftest import CONFIGS, make_cfg
+
     from defeat.data_checks import model_num_classes
 
     assert model_num_classes(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 3)) == (
-        3, "MODEL.ROI_HEADS.NUM_CLASSES")
+        3,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+    )
     assert model_num_classes(make_cfg(f"{CONFIGS}/tiny_retinanet_defeat.yaml", "MODEL.RETINANET.NUM_CLASSES", 4)) == (
-        4, "MODEL.RETINANET.NUM_CLASSES")
+        4,
+        "MODEL.RETINANET.NUM_CLASSES",
+    )
 
 
 def test_truncated_missing_and_resized_images_are_named(tmp_path):
@@ -193,8 +217,11 @@ def test_truncated_missing_and_resized_images_are_named(tmp_path):
         f.write(data[: len(data) * 2 // 3])
     os.remove(dicts[3]["file_name"])
     for mode in ("verify", "full"):
-        with pytest.raises(DataCheckError, match=rf"{name}': 2 of 5 images cannot be trained on(.|\n)*"
-                           r"img_001.png: unreadable image(.|\n)*img_003.png: file not found"):
+        with pytest.raises(
+            DataCheckError,
+            match=rf"{name}': 2 of 5 images cannot be trained on(.|\n)*"
+            r"img_001.png: unreadable image(.|\n)*img_003.png: file not found",
+        ):
             check_dataset_images(dicts, name, mode)
     resized = [dict(dicts[0], height=48)]
     with pytest.raises(DataCheckError, match=r"img_000.png: image is 64x64 \(WxH\) but the annotations say 64x48"):
@@ -225,8 +252,11 @@ def test_all_zero_area_or_no_boxes_say_so_with_counts(tmp_path, caplog):
     from defeat.data_checks import DataCheckError, check_dataset_has_boxes
 
     zero = [_record("z.png", [[10, 10, 10, 30], [5, 5, 20, 5]]), _record("w.png", [[0, 0, 0, 0]])]
-    with pytest.raises(DataCheckError, match=r"'zeros' has no box to train on: 3 of its 3 boxes have zero width or "
-                       r"height and 0 are crowd boxes \(2 images\)"):
+    with pytest.raises(
+        DataCheckError,
+        match=r"'zeros' has no box to train on: 3 of its 3 boxes have zero width or "
+        r"height and 0 are crowd boxes \(2 images\)",
+    ):
         check_dataset_has_boxes(zero, "zeros")
     with pytest.raises(DataCheckError, match=r"'empty' has no boxes at all \(2 images, 0 annotations\)"):
         check_dataset_has_boxes([_record("a.png", []), {"file_name": "b.png"}], "empty")
@@ -236,12 +266,23 @@ def test_all_zero_area_or_no_boxes_say_so_with_counts(tmp_path, caplog):
 
 
 def _train_args(tmp_path, name, *opts):
-    import train_net
     from conftest import CONFIGS
 
-    return train_net.parse_args([
-        "--config-file", f"{CONFIGS}/tiny_base.yaml", "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-        "OUTPUT_DIR", str(tmp_path / "out"), *[str(o) for o in opts]])
+    import train_net
+
+    return train_net.parse_args(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_base.yaml",
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            *[str(o) for o in opts],
+        ]
+    )
 
 
 def test_train_net_refuses_wrong_classes_and_bad_images_before_the_trainer(tmp_path, monkeypatch):
@@ -253,7 +294,9 @@ def test_train_net_refuses_wrong_classes_and_bad_images_before_the_trainer(tmp_p
 
     monkeypatch.setattr(train_net, "Trainer", no_trainer)
     name = _coco(tmp_path / "a", num_images=2)
-    with pytest.raises(DataCheckError, match=r"has 2 categories(.|\n)*model has 10 classes \(MODEL.ROI_HEADS.NUM_CLASSES\)"):
+    with pytest.raises(
+        DataCheckError, match=r"has 2 categories(.|\n)*model has 10 classes \(MODEL.ROI_HEADS.NUM_CLASSES\)"
+    ):
         train_net.main(_train_args(tmp_path, name))
     name = _coco(tmp_path / "b", num_images=2, boxes=lambda i: [(5, 5, 0, 10, 0)])
     with pytest.raises(DataCheckError, match=r"no box to train on: 2 of its 2 boxes"):

@@ -1,4 +1,5 @@
 """defeat.dataset_stats against independent computations; tools/inspect_dataset.py end to end."""
+
 import math
 import os
 import re
@@ -6,10 +7,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from detectron2.structures import BoxMode
-
 from coco_files import load_tool, write_coco
 from conftest import CONFIGS
+from detectron2.structures import BoxMode
+
 from defeat.dataset_stats import (
     COCO_LOG_SIDE,
     ResizedImage,
@@ -23,18 +24,28 @@ from defeat.dataset_stats import (
 
 
 def _rec(h, w, boxes, mode=BoxMode.XYWH_ABS, crowd=()):
-    return {"file_name": "x.png", "height": h, "width": w, "annotations": [
-        {"bbox": list(b), "bbox_mode": mode, "category_id": i % 2, "iscrowd": int(i in crowd)}
-        for i, b in enumerate(boxes)]}
+    return {
+        "file_name": "x.png",
+        "height": h,
+        "width": w,
+        "annotations": [
+            {"bbox": list(b), "bbox_mode": mode, "category_id": i % 2, "iscrowd": int(i in crowd)}
+            for i, b in enumerate(boxes)
+        ],
+    }
 
 
 def test_resize_like_resize_shortest_edge_and_skip_crowd_and_empty():
     # 480x640 (HxW) -> short side 800: scale 5/3, long side 1066.7 -> 1067 (< 1333).
     # 300x1200 -> 800x3200 would exceed 1333: scale 1333/1200, 333.25 -> 333.
-    images, skipped = resize_records([
-        _rec(480, 640, [(30, 60, 60, 30), (0, 0, 0, 10), (1, 1, 5, 5)], crowd=(2,)),
-        _rec(300, 1200, [(0, 0, 1200, 300)]),
-    ], 800, 1333)
+    images, skipped = resize_records(
+        [
+            _rec(480, 640, [(30, 60, 60, 30), (0, 0, 0, 10), (1, 1, 5, 5)], crowd=(2,)),
+            _rec(300, 1200, [(0, 0, 1200, 300)]),
+        ],
+        800,
+        1333,
+    )
     assert skipped == {"crowd": 1, "zero_area": 1}
     assert (images[0].height, images[0].width) == (800, 1067)
     sx, sy = 1067 / 640, 800 / 480
@@ -47,8 +58,12 @@ def test_resize_like_resize_shortest_edge_and_skip_crowd_and_empty():
 
 def _images(sides, size=1024):
     """One square box of each side per image, at the top-left corner."""
-    return [ResizedImage(size, size, torch.tensor([[0.0, 0.0, s, s]], dtype=torch.float64), torch.zeros(1, dtype=torch.int64))
-            for s in sides]
+    return [
+        ResizedImage(
+            size, size, torch.tensor([[0.0, 0.0, s, s]], dtype=torch.float64), torch.zeros(1, dtype=torch.int64)
+        )
+        for s in sides
+    ]
 
 
 def test_level_counts_follow_floor_log2():
@@ -103,14 +118,16 @@ def test_object_cell_shares_match_a_brute_force_count():
                     continue
                 # cells [floor(x1/s), max(floor(x2/s), floor(x1/s) + 1)), clipped to the map
                 c0, r0 = int(x1 // s), int(y1 // s)
-                grid[r0:max(int(y2 // s), r0 + 1), c0:max(int(x2 // s), c0 + 1)] = True
+                grid[r0 : max(int(y2 // s), r0 + 1), c0 : max(int(x2 // s), c0 + 1)] = True
             inside[lvl] += grid.sum()
             cells[lvl] += grid.size
     assert np.allclose(got, inside / cells)
 
 
 def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_path, capsys):
-    json_file, images = write_coco(str(tmp_path / "data"), num_images=4, boxes=lambda i: [(2, 2, 20, 10, 0), (30, 30, 30, 30, 1)])
+    json_file, images = write_coco(
+        str(tmp_path / "data"), num_images=4, boxes=lambda i: [(2, 2, 20, 10, 0), (30, 30, 30, 30, 1)]
+    )
     from detectron2.data import DatasetCatalog
 
     from defeat.datasets import register_coco_dataset
@@ -126,8 +143,16 @@ def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_pa
 
     before = {p: os.path.getmtime(p) for p in [json_file] + [os.path.join(images, f) for f in os.listdir(images)]}
     out = tmp_path / "report" / "stats.png"
-    tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", f"tool_files={json_file}:{images}",
-               "--output", str(out)])
+    tool.main(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_defeat.yaml",
+            "--dataset",
+            f"tool_files={json_file}:{images}",
+            "--output",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert "dataset tool_files: 4 images, 8 boxes used" in text and "suggested SCALE_BASE" in text
     assert re.search(r"\n  square +4\n  bar +4\n", text) and out.stat().st_size > 10_000
@@ -140,6 +165,15 @@ def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_pa
 def test_inspect_refuses_levels_the_backbone_lacks(tmp_path):
     json_file, images = write_coco(str(tmp_path / "data"), num_images=1)
     with pytest.raises(SystemExit, match=r"IN_FEATURES \['p7'\] are not backbone outputs"):
-        load_tool("inspect_dataset").main([
-            "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", f"levels={json_file}:{images}",
-            "--output", str(tmp_path / "x.png"), "MODEL.DEFEAT.NECK.IN_FEATURES", "['p2', 'p7']"])
+        load_tool("inspect_dataset").main(
+            [
+                "--config-file",
+                f"{CONFIGS}/tiny_defeat.yaml",
+                "--dataset",
+                f"levels={json_file}:{images}",
+                "--output",
+                str(tmp_path / "x.png"),
+                "MODEL.DEFEAT.NECK.IN_FEATURES",
+                "['p2', 'p7']",
+            ]
+        )

@@ -1,14 +1,15 @@
 """defeat.datasets: COCO-format datasets named by NAME=ANNOTATIONS.json[:IMAGE_ROOT], no code."""
+
 import os
 import subprocess
 import sys
 import uuid
 
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from coco_files import CLASSES, write_coco
 from conftest import CONFIGS, REPO
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
 from defeat.datasets import (
     DATASETS_ENV,
     DatasetSpecError,
@@ -17,7 +18,6 @@ from defeat.datasets import (
     register_coco_dataset,
     setup_datasets,
     specs_from_env,
-    take_dataset_options,
 )
 
 
@@ -125,8 +125,10 @@ def test_a_fresh_process_sees_the_exported_names(tmp_path):
     """What a DDP worker or a train_net.py started by benchmarks/accuracy.py does: setup_datasets()."""
     json_file, images = write_coco(str(tmp_path), num_images=2)
     name = _name("proc")
-    code = ("from detectron2.data import DatasetCatalog; from defeat.datasets import setup_datasets; "
-            f"setup_datasets(); print(len(DatasetCatalog.get('{name}')))")
+    code = (
+        "from detectron2.data import DatasetCatalog; from defeat.datasets import setup_datasets; "
+        f"setup_datasets(); print(len(DatasetCatalog.get('{name}')))"
+    )
     env = dict(os.environ, **{DATASETS_ENV: f"{name}={json_file}:{images}"})
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
@@ -138,8 +140,18 @@ def test_train_net_setup_registers_the_dataset_option(tmp_path):
 
     json_file, images = write_coco(str(tmp_path), num_images=2)
     name = _name("setup")
-    args = train_net.parse_args(["--config-file", f"{CONFIGS}/tiny_base.yaml", "OUTPUT_DIR", str(tmp_path / "o"),
-                                 "DATASETS.TRAIN", f"('{name}',)", "--dataset", f"{name}={json_file}:{images}"])
+    args = train_net.parse_args(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_base.yaml",
+            "OUTPUT_DIR",
+            str(tmp_path / "o"),
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "--dataset",
+            f"{name}={json_file}:{images}",
+        ]
+    )
     cfg = train_net.setup(args)
     assert cfg.DATASETS.TRAIN == (name,) and len(DatasetCatalog.get(name)) == 2
 
@@ -158,23 +170,38 @@ def test_visualize_masks_takes_a_spec(tmp_path):
 
     json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
     name = _name("vis")
-    written = load_tool("visualize_masks").main([
-        "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", f"{name}={json_file}:{images}",
-        "--num-images", "2", "--output", str(tmp_path / "vis")])
+    written = load_tool("visualize_masks").main(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_defeat.yaml",
+            "--dataset",
+            f"{name}={json_file}:{images}",
+            "--num-images",
+            "2",
+            "--output",
+            str(tmp_path / "vis"),
+        ]
+    )
     assert sorted(os.path.basename(p) for p in written) == ["img_000_masks.png", "img_001_masks.png"]
 
 
 def test_lazy_train_net_names_datasets_and_checks_classes(tmp_path):
-    import lazy_train_net
     from detectron2.engine import default_argument_parser
 
+    import lazy_train_net
     from defeat.data_checks import DataCheckError
 
     json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
     name = _name("lazy")
-    args = default_argument_parser().parse_args([
-        "--config-file", f"{CONFIGS}/tiny_base.py", f"train.output_dir={tmp_path / 'out'}",
-        f"dataloader.train.dataset.names={name}", f"dataloader.test.dataset.names={name}"])
+    args = default_argument_parser().parse_args(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_base.py",
+            f"train.output_dir={tmp_path / 'out'}",
+            f"dataloader.train.dataset.names={name}",
+            f"dataloader.test.dataset.names={name}",
+        ]
+    )
     args.dataset = [f"{name}={json_file}:{images}"]
     with pytest.raises(DataCheckError, match=rf"'{name}' has 2 categories.*10 classes \(model.roi_heads.num_classes\)"):
         lazy_train_net.main(args)

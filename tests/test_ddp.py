@@ -1,4 +1,5 @@
 """Multi-process training on CPU (gloo): train_net.py --num-gpus 2, and the teacher kept out of DDP."""
+
 import json
 import math
 import os
@@ -8,11 +9,10 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import CONFIGS, REPO, defeat_cfg, synthetic_batch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
-
-from conftest import CONFIGS, REPO, defeat_cfg, synthetic_batch
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")
 
@@ -44,7 +44,9 @@ def test_teacher_is_not_wrapped_or_synchronised_by_ddp(teacher_weights, single_p
     assert not isinstance(ddp.module.teacher, DistributedDataParallel)
     assert not any(isinstance(m, DistributedDataParallel) for m in ddp.module.teacher.modules())
     # DDP's reducer covers exactly the student's trainable parameters (+ adapters).
-    assert {id(p) for p in ddp.parameters() if p.requires_grad} == {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in ddp.parameters() if p.requires_grad} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }
 
     # Two steps: DDP fails on the second forward if a parameter got no gradient in the first.
     opt = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad], lr=0.01)
@@ -61,7 +63,9 @@ def test_teacher_is_not_wrapped_or_synchronised_by_ddp(teacher_weights, single_p
     assert all(torch.equal(v, teacher_state[k]) for k, v in model.teacher.state_dict().items())
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path"
+)
 def test_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     out = tmp_path / "run"
     env = {
@@ -72,14 +76,30 @@ def test_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
         "OMP_NUM_THREADS": "1",
     }
     cmd = [
-        sys.executable, os.path.join(REPO, "train_net.py"), "--num-gpus", "2", "--dist-url", "auto",
-        "--config-file", f"{CONFIGS}/tiny_defeat.yaml",
-        "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-        "DATASETS.TRAIN", "('defeat_demo_train',)", "DATASETS.TEST", "()",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out),
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "auto",
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        teacher_weights,
+        "DATASETS.TRAIN",
+        "('defeat_demo_train',)",
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "OUTPUT_DIR",
+        str(out),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     for rank, log in ((0, "log.txt"), (1, "log.txt.rank1")):
         assert f"Rank of current process: {rank}. World size: 2" in (out / log).read_text()

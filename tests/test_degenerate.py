@@ -3,17 +3,17 @@
 Besides "losses finite, backward works", the neck masks the model builds are checked cell by
 cell on the padded batch's feature maps (tiny config: strides 4..64, SCALE_BASE 8).
 """
+
 import contextlib
 import math
 
 import pytest
 import torch
+from conftest import defeat_cfg
 from detectron2.data.detection_utils import filter_empty_instances
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-
-from conftest import defeat_cfg
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")
 STRIDES = (4, 8, 16, 32, 64)
@@ -115,12 +115,18 @@ def test_odd_sizes_padded_batch_masks_on_padded_features(models, mode):
     losses, seen = forward(model, batch)
     shapes = [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]  # 64x96 padded batch (size divisibility 32)
     assert seen["shapes"] == shapes
-    want = expected_masks(3, shapes, {
-        (0, 0): [(slice(9, 10), slice(11, 12)),   # floor(36/4)=9=floor(38/4), 11=floor(46/4): one cell
-                 (slice(12, 15), slice(17, 19))],  # rows 12..floor(61/4)=15, cols 17..floor(77/4)=19
-        (2, 1): [(slice(0, 2), slice(0, 4))],      # rows 0..floor(47/16)=2, cols 0..floor(66/16)=4
-        (1, 1): [(slice(1, 3), slice(5, 7))],      # rows 1..floor(30/8)=3, cols 5..floor(60/8)=7
-    })
+    want = expected_masks(
+        3,
+        shapes,
+        {
+            (0, 0): [
+                (slice(9, 10), slice(11, 12)),  # floor(36/4)=9=floor(38/4), 11=floor(46/4): one cell
+                (slice(12, 15), slice(17, 19)),
+            ],  # rows 12..floor(61/4)=15, cols 17..floor(77/4)=19
+            (2, 1): [(slice(0, 2), slice(0, 4))],  # rows 0..floor(47/16)=2, cols 0..floor(66/16)=4
+            (1, 1): [(slice(1, 3), slice(5, 7))],  # rows 1..floor(30/8)=3, cols 5..floor(60/8)=7
+        },
+    )
     assert_masks_equal(seen["masks"], want)
     assert seen["masks"][0][0].sum() == 1 + 3 * 2
 
@@ -158,13 +164,19 @@ def test_zero_area_boxes(models, mode):
         item(64, 64, [[5, 8, 5, 40], [33, 61, 60, 61], [63.5, 63.5, 63.5, 63.5]], seed=7),  # lines; corner point
     ]
     losses, seen = forward(model, batch)
-    want = expected_masks(2, seen["shapes"], {
-        (0, 0): [(slice(5, 6), slice(5, 6))],      # point (20, 20): one cell
-        (1, 0): [(slice(3, 6), slice(1, 5))],      # 30x20 box -> P3 (log2(24.5 / 8) = 1.6)
-        (0, 1): [(slice(2, 10), slice(1, 2)),      # vertical line x=5, y 8..40: one column
-                 (slice(15, 16), slice(8, 15)),    # horizontal line y=61, x 33..60: one row
-                 (slice(15, 16), slice(15, 16))],  # point on the last pixel: the last cell
-    })
+    want = expected_masks(
+        2,
+        seen["shapes"],
+        {
+            (0, 0): [(slice(5, 6), slice(5, 6))],  # point (20, 20): one cell
+            (1, 0): [(slice(3, 6), slice(1, 5))],  # 30x20 box -> P3 (log2(24.5 / 8) = 1.6)
+            (0, 1): [
+                (slice(2, 10), slice(1, 2)),  # vertical line x=5, y 8..40: one column
+                (slice(15, 16), slice(8, 15)),  # horizontal line y=61, x 33..60: one row
+                (slice(15, 16), slice(15, 16)),
+            ],  # point on the last pixel: the last cell
+        },
+    )
     assert_masks_equal(seen["masks"], want)
     assert seen["masks"][0][0].sum() == 1
     defeat = {k: losses[k] for k in DEFEAT_KEYS}
@@ -196,7 +208,7 @@ def test_a_thousand_boxes_per_image(models, mode):
             lvl = 0 if area <= 0 else min(max(math.floor(math.log2(math.sqrt(area) / 8.0)), 0), 4)
             s = STRIDES[lvl]
             lx, ly = math.floor(x1 / s), math.floor(y1 / s)
-            want[lvl][img, ly:max(math.floor(y2 / s), ly + 1), lx:max(math.floor(x2 / s), lx + 1)] = 1
+            want[lvl][img, ly : max(math.floor(y2 / s), ly + 1), lx : max(math.floor(x2 / s), lx + 1)] = 1
     assert_masks_equal(seen["masks"], want)
     assert all(m.sum() > 0 for m in seen["masks"][:3])  # the random sizes reach P2..P4
 

@@ -1,4 +1,5 @@
 """`python -m defeat.demo` end to end on a tiny dataset, and the teacher cache on a second run."""
+
 import json
 import os
 
@@ -46,8 +47,11 @@ def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
 
 
 def test_read_box_metrics_takes_the_last_evaluation(tmp_path):
-    rows = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, **{f"bbox/{k}": 1.0 for k in METRICS}},
-            {"iteration": 3, **{f"bbox/{k}": float(i) for i, k in enumerate(METRICS)}}]
+    rows = [
+        {"iteration": 1, "loss": 1.0},
+        {"iteration": 2, **{f"bbox/{k}": 1.0 for k in METRICS}},
+        {"iteration": 3, **{f"bbox/{k}": float(i) for i, k in enumerate(METRICS)}},
+    ]
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows))
     assert read_box_metrics(str(tmp_path)) == {k: float(i) for i, k in enumerate(METRICS)}
 

@@ -1,4 +1,5 @@
 """DeFeatDistiller on plain tensors: level checks, mask modes, weights, and the NaN guard."""
+
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
@@ -71,11 +72,10 @@ def test_schedule_without_event_storage_uses_iteration_zero():
 
 def test_nan_kd_loss_stops_training_naming_the_loss(teacher_weights):
     """Detectron2's trainer check covers our losses: the message names the non-finite one."""
+    from conftest import defeat_cfg, synthetic_batch
     from detectron2.engine import SimpleTrainer
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
-
-    from conftest import defeat_cfg, synthetic_batch
 
     model = build_model(defeat_cfg(teacher_weights)).train()
     real = model.distiller.neck_losses

@@ -1,12 +1,13 @@
 """Every bad setting fails at model build time (before training) with a message naming the fix."""
+
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, defeat_cfg, make_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from conftest import CONFIGS, defeat_cfg, make_cfg
 from defeat import DeFeatConfigError, TeacherLoadError
 
 
@@ -92,7 +93,9 @@ def test_neck_level_missing_in_teacher(tmp_path):
 
 
 def test_channel_mismatch_without_adapter(teacher_weights):
-    with pytest.raises(ValueError, match="ADAPTER is 'none' but student features have 32 channels and teacher features 48"):
+    with pytest.raises(
+        ValueError, match="ADAPTER is 'none' but student features have 32 channels and teacher features 48"
+    ):
         _build(defeat_cfg(teacher_weights, "MODEL.DEFEAT.NECK.ADAPTER", "none"))
 
 

@@ -1,4 +1,5 @@
 """Student export: DeFeat training checkpoint -> plain Detectron2 checkpoint of the student."""
+
 import importlib.util
 import os
 import subprocess
@@ -6,11 +7,11 @@ import sys
 
 import pytest
 import torch
+from conftest import CONFIGS, REPO, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import CONFIGS, REPO, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from defeat.export import student_state_dict
 
 
@@ -24,10 +25,20 @@ def _tool():
 
 def _run_tool(*args):
     """tools/export_student.py in its own process, as a user runs it: (exit code, output)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "projects"), REPO, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_student.py"), *map(str, args)],
-                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "projects"), REPO, os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "export_student.py"), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     return proc.returncode, proc.stdout
 
 
@@ -44,8 +55,9 @@ def trained_checkpoint(teacher_weights, tmp_path_factory):
     """A DeFeatRCNN after two SGD steps, saved like a training run (optimizer, iteration)."""
     torch.manual_seed(0)
     # The random teacher's features are large: small neck weights keep the student finite.
-    model = build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.NECK.OBJ_WEIGHT", 1e-4,
-                                   "MODEL.DEFEAT.NECK.BG_WEIGHT", 1e-4)).train()
+    model = build_model(
+        defeat_cfg(teacher_weights, "MODEL.DEFEAT.NECK.OBJ_WEIGHT", 1e-4, "MODEL.DEFEAT.NECK.BG_WEIGHT", 1e-4)
+    ).train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
     for it in range(2):
         with EventStorage(it):
@@ -108,11 +120,27 @@ def test_verify_config_overrides_apply_in_any_position(trained_checkpoint, tmp_p
     tool = _tool()
     # the override makes the right config wrong: it must reach the verify config
     with pytest.raises(SystemExit, match="does not fit"):
-        tool.main([ckpt, str(tmp_path / "a.pth"), "MODEL.FPN.OUT_CHANNELS", "48",
-                   "--verify-config", f"{CONFIGS}/tiny_base.yaml"])
+        tool.main(
+            [
+                ckpt,
+                str(tmp_path / "a.pth"),
+                "MODEL.FPN.OUT_CHANNELS",
+                "48",
+                "--verify-config",
+                f"{CONFIGS}/tiny_base.yaml",
+            ]
+        )
     with pytest.raises(SystemExit, match="does not fit"):
-        tool.main(["--verify-config", f"{CONFIGS}/tiny_base.yaml", ckpt, str(tmp_path / "b.pth"),
-                   "MODEL.FPN.OUT_CHANNELS", "48"])
+        tool.main(
+            [
+                "--verify-config",
+                f"{CONFIGS}/tiny_base.yaml",
+                ckpt,
+                str(tmp_path / "b.pth"),
+                "MODEL.FPN.OUT_CHANNELS",
+                "48",
+            ]
+        )
     assert not (tmp_path / "a.pth").exists() and not (tmp_path / "b.pth").exists()
 
 
@@ -123,8 +151,15 @@ def test_verify_config_reads_lazy_configs(trained_checkpoint, tmp_path):
     with pytest.raises(SystemExit, match="does not fit.*tiny_teacher.py"):
         tool.main([ckpt, str(tmp_path / "t.pth"), "--verify-config", f"{CONFIGS}/tiny_teacher.py"])
     with pytest.raises(SystemExit, match="does not fit"):  # a LazyConfig override reaches the model
-        tool.main([ckpt, str(tmp_path / "u.pth"), "--verify-config", f"{CONFIGS}/tiny_base.py",
-                   "model.backbone.out_channels=48"])
+        tool.main(
+            [
+                ckpt,
+                str(tmp_path / "u.pth"),
+                "--verify-config",
+                f"{CONFIGS}/tiny_base.py",
+                "model.backbone.out_channels=48",
+            ]
+        )
     with pytest.raises(SystemExit, match="key=value"):
         tool.main([ckpt, str(tmp_path / "v.pth"), "--verify-config", f"{CONFIGS}/tiny_base.py", "MODEL.X", "1"])
 
@@ -136,8 +171,10 @@ def test_verify_config_of_the_demo_lazy_student(tmp_path):
     model = build_model_from_config(load_config("configs/lazy/demo_student_slimR18.py"))
     ckpt = tmp_path / "demo.pth"
     torch.save({"model": model.state_dict(), "iteration": 3}, ckpt)
-    assert _tool().main([str(ckpt), str(tmp_path / "s.pth"),
-                         "--verify-config", "configs/lazy/demo_student_slimR18.py"]) == 0
+    assert (
+        _tool().main([str(ckpt), str(tmp_path / "s.pth"), "--verify-config", "configs/lazy/demo_student_slimR18.py"])
+        == 0
+    )
 
 
 def test_verify_config_refuses_a_defeat_config(trained_checkpoint, tmp_path):
@@ -174,7 +211,8 @@ def test_export_argument_errors(trained_checkpoint, tmp_path, capsys):
     assert "checkpoint not found: 'nope.pth'" in _parse_error(capsys, ["nope.pth", str(tmp_path / "s.pth")])
     assert "is a folder" in _parse_error(capsys, [ckpt, str(tmp_path)])
     assert "--verify-config file not found" in _parse_error(
-        capsys, [ckpt, str(tmp_path / "s.pth"), "--verify-config", "nope.yaml"])
+        capsys, [ckpt, str(tmp_path / "s.pth"), "--verify-config", "nope.yaml"]
+    )
     assert "without --verify-config" in _parse_error(capsys, [ckpt, str(tmp_path / "s.pth"), "MODEL.X", "1"])
     assert not (tmp_path / "s.pth").exists()
 

@@ -1,19 +1,20 @@
 """DeFeatFCOS (LazyConfig) and the dense-detector rules it shares with DeFeatRetinaNet."""
+
 import json
 import math
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.utils.events import EventStorage
-
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
-from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRetinaNet
 from test_retinanet import _reference_sigmoid_kl, retina_cfg, retina_teacher  # noqa: F401 (fixture)
+
+from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRetinaNet
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 NECK_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
@@ -35,8 +36,13 @@ def fcos_teacher(tmp_path_factory):
 
 
 def fcos_student(weights, *overrides, teacher_config=f"{CONFIGS}/tiny_fcos_teacher.py"):
-    cfg = lazy(f"{CONFIGS}/tiny_fcos_defeat.py", f"model.teacher.weights={weights}",
-               f"model.teacher.config_file={teacher_config}", "model.teacher.device=cpu", *overrides)
+    cfg = lazy(
+        f"{CONFIGS}/tiny_fcos_defeat.py",
+        f"model.teacher.weights={weights}",
+        f"model.teacher.config_file={teacher_config}",
+        "model.teacher.device=cpu",
+        *overrides,
+    )
     torch.manual_seed(0)
     return instantiate(cfg.model)
 
@@ -68,8 +74,12 @@ def _fcos_logits_by_hand(model, images_tensor):
 
 
 def test_head_loss_is_the_sigmoid_kl_over_fcos_locations(fcos_teacher):
-    m = fcos_student(fcos_teacher, "model.defeat.head.temperature=2.0", "model.defeat.head.obj_weight=3.0",
-                     "model.defeat.head.bg_weight=0.5").train()
+    m = fcos_student(
+        fcos_teacher,
+        "model.defeat.head.temperature=2.0",
+        "model.defeat.head.obj_weight=3.0",
+        "model.defeat.head.bg_weight=0.5",
+    ).train()
     batch = synthetic_batch(boxes_per_image=(4, 2))
     losses = _losses(m, batch)
     with torch.no_grad():
@@ -109,17 +119,23 @@ def test_fcos_from_yaml_is_a_clear_error():
 
 # --- across families: the neck only, on the levels both share; the head loss refused ---------------
 
+
 def test_retinanet_teacher_for_fcos_student(retina_teacher):  # noqa: F811
-    m = fcos_student(retina_teacher, "model.defeat.head.enabled=False",
-                     teacher_config=f"{CONFIGS}/tiny_retinanet_teacher.yaml").train()
+    m = fcos_student(
+        retina_teacher, "model.defeat.head.enabled=False", teacher_config=f"{CONFIGS}/tiny_retinanet_teacher.yaml"
+    ).train()
     assert isinstance(m.teacher, RetinaNet) and m.distiller.in_features == ["p3", "p4", "p5", "p6", "p7"]
     losses = _losses(m, synthetic_batch())
     assert set(losses) == FCOS_KEYS | NECK_KEYS and all(torch.isfinite(v) for v in losses.values())
 
 
 def test_fcos_teacher_for_retinanet_and_rcnn_students(fcos_teacher):
-    teacher = ("MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_fcos_teacher.py",
-               "MODEL.DEFEAT.HEAD.ENABLED", False)
+    teacher = (
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_fcos_teacher.py",
+        "MODEL.DEFEAT.HEAD.ENABLED",
+        False,
+    )
     r = build_model(retina_cfg(fcos_teacher, *teacher)).train()
     assert isinstance(r, DeFeatRetinaNet) and isinstance(r.teacher, FCOS)
     assert set(_losses(r, synthetic_batch())) & DEFEAT_KEYS == NECK_KEYS
@@ -141,10 +157,12 @@ def test_head_loss_across_dense_families_is_an_error(fcos_teacher, retina_teache
 def test_fcos_head_loss_needs_the_same_locations(tmp_path):
     """A teacher whose head reads P3-P6 only has other locations than the P3-P7 student."""
     cfg_file = tmp_path / "t.py"
-    cfg_file.write_text("from detectron2.config import LazyConfig\nfrom detectron2.layers import ShapeSpec\n"
-                        f"model = LazyConfig.load({CONFIGS + '/tiny_fcos_teacher.py'!r}).model\n"
-                        'model.head_in_features = ["p3", "p4", "p5", "p6"]\n'
-                        "model.head.input_shape = [ShapeSpec(channels=48)] * 4\n")
+    cfg_file.write_text(
+        "from detectron2.config import LazyConfig\nfrom detectron2.layers import ShapeSpec\n"
+        f"model = LazyConfig.load({CONFIGS + '/tiny_fcos_teacher.py'!r}).model\n"
+        'model.head_in_features = ["p3", "p4", "p5", "p6"]\n'
+        "model.head.input_shape = [ShapeSpec(channels=48)] * 4\n"
+    )
     model = instantiate(lazy(str(cfg_file)).model)
     DetectionCheckpointer(model, str(tmp_path)).save("t")
     with pytest.raises(DeFeatConfigError, match="anchors differ"):
@@ -153,10 +171,18 @@ def test_fcos_head_loss_needs_the_same_locations(tmp_path):
 
 def test_retinanet_on_a_faster_rcnn_backbone_is_a_clear_error(retina_teacher):  # noqa: F811
     """A user switching a Faster R-CNN config to DeFeatRetinaNet (P2-P6 backbone, P3-P7 head)."""
-    cfg = defeat_cfg(retina_teacher, "MODEL.META_ARCHITECTURE", "DeFeatRetinaNet",
-                     "MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_retinanet_teacher.yaml")
-    with pytest.raises(DeFeatConfigError, match=r"IN_FEATURES .* names level 'p7', which the backbone "
-                                                r"build_resnet_fpn_backbone does not produce"):
+    cfg = defeat_cfg(
+        retina_teacher,
+        "MODEL.META_ARCHITECTURE",
+        "DeFeatRetinaNet",
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_retinanet_teacher.yaml",
+    )
+    with pytest.raises(
+        DeFeatConfigError,
+        match=r"IN_FEATURES .* names level 'p7', which the backbone "
+        r"build_resnet_fpn_backbone does not produce",
+    ):
         build_model(cfg)
 
 
@@ -167,6 +193,7 @@ def test_lazy_dense_student_with_missing_head_levels_is_a_clear_error(fcos_teach
 
 # --- lazy_train_net.py: train DeFeatFCOS, evaluate with the plain FCOS config --------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_fcos_data(tmp_path_factory):
     from defeat.demo.data import register_demo_dataset
@@ -176,25 +203,36 @@ def tiny_fcos_data(tmp_path_factory):
 
 
 def _run(config, out, *overrides, eval_only=False):
-    import lazy_train_net
     from detectron2.engine import default_argument_parser
 
+    import lazy_train_net
+
     argv = ["--config-file", config] + (["--eval-only"] if eval_only else [])
-    argv += [f"train.output_dir={out}", "dataloader.train.dataset.names=tiny_fcos_train",
-             "dataloader.test.dataset.names=tiny_fcos_val", *overrides]
+    argv += [
+        f"train.output_dir={out}",
+        "dataloader.train.dataset.names=tiny_fcos_train",
+        "dataloader.test.dataset.names=tiny_fcos_val",
+        *overrides,
+    ]
     return lazy_train_net.main(default_argument_parser().parse_args(argv))
 
 
 def test_lazy_train_net_defeat_fcos_then_plain_fcos_eval(tiny_fcos_data, fcos_teacher, tmp_path):
     out = str(tmp_path / "defeat")
-    _run(f"{CONFIGS}/tiny_fcos_defeat.py", out, f"model.teacher.weights={fcos_teacher}", "train.max_iter=2",
-               "train.log_period=1")
+    _run(
+        f"{CONFIGS}/tiny_fcos_defeat.py",
+        out,
+        f"model.teacher.weights={fcos_teacher}",
+        "train.max_iter=2",
+        "train.log_period=1",
+    )
     with open(os.path.join(out, "metrics.json")) as f:
         rows = [r for r in map(json.loads, f) if "loss_defeat_head_obj" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS)
     plain = str(tmp_path / "plain")
-    res_plain = _run(f"{CONFIGS}/tiny_fcos_base.py", plain, f"train.init_checkpoint={out}/model_final.pth",
-                     eval_only=True)
+    res_plain = _run(
+        f"{CONFIGS}/tiny_fcos_base.py", plain, f"train.init_checkpoint={out}/model_final.pth", eval_only=True
+    )
     dets = [json.load(open(os.path.join(d, "inference", "coco_instances_results.json"))) for d in (out, plain)]
     assert len(dets[0]) > 0 and dets[0] == dets[1]
     assert set(res_plain["bbox"]) >= {"AP", "AP50"}

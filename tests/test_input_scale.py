@@ -1,18 +1,19 @@
 """MODEL.DEFEAT.TEACHER.INPUT_SCALE: the teacher sees a resized batch; its maps and logits are brought
 back to the student's grids, RoIs move between the two frames."""
+
 import math
 
 import pytest
 import torch
+from conftest import defeat_cfg, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList
 from detectron2.utils.events import EventStorage
+from test_retinanet import retina_cfg, retina_teacher  # noqa: F401 (fixture)
 
-from conftest import defeat_cfg, synthetic_batch
 from defeat import DeFeatConfigError
 from defeat.align import align_to_grid, pad_at_least
 from defeat.meta_arch.box_heads import stage_logits
-from test_retinanet import retina_cfg, retina_teacher  # noqa: F401 (fixture)
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 
@@ -60,8 +61,9 @@ def _spy_teacher_input(m):
 @pytest.mark.parametrize("mode", ["teacher", "student"])
 def test_rcnn_teacher_at_1_5x(teacher_weights, mode):
     torch.manual_seed(0)
-    m = build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.INPUT_SCALE", 1.5,
-                               "MODEL.DEFEAT.HEAD.PROPOSALS", mode)).train()
+    m = build_model(
+        defeat_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.INPUT_SCALE", 1.5, "MODEL.DEFEAT.HEAD.PROPOSALS", mode)
+    ).train()
     seen = _spy_teacher_input(m)
     batch = synthetic_batch(boxes_per_image=(4, 2))
     with EventStorage(0):
@@ -106,8 +108,9 @@ def test_neck_loss_compares_the_resampled_teacher_maps(teacher_weights):
     from defeat.losses import decoupled_feature_loss
 
     torch.manual_seed(0)
-    m = build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.INPUT_SCALE", 0.75,
-                               "MODEL.DEFEAT.HEAD.ENABLED", False)).train()
+    m = build_model(
+        defeat_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.INPUT_SCALE", 0.75, "MODEL.DEFEAT.HEAD.ENABLED", False)
+    ).train()
     batch = synthetic_batch(boxes_per_image=(3, 1))
     with torch.no_grad():
         images = m.preprocess_image(batch)
@@ -144,5 +147,8 @@ def test_lazy_config_names_it_teacher_input_scale(teacher_weights):
 
     m = lazy_defeat(teacher_weights, "model.defeat.teacher_input_scale=1.25")
     assert m.teacher_input_scale == 1.25
-    with pytest.raises(DeFeatConfigError, match=r"INPUT_SCALE = -2(\.0)? must be > 0 .*\(LazyConfig: model.defeat.teacher_input_scale\)"):
+    with pytest.raises(
+        DeFeatConfigError,
+        match=r"INPUT_SCALE = -2(\.0)? must be > 0 .*\(LazyConfig: model.defeat.teacher_input_scale\)",
+    ):
         lazy_defeat(teacher_weights, "model.defeat.teacher_input_scale=-2")

@@ -1,16 +1,17 @@
 """DeFeat from LazyConfig (.py) configs: same model and losses as YAML, teacher checks, lazy_train_net.py."""
+
 import json
 import math
 import os
 
 import pytest
 import torch
+from conftest import CONFIGS, REPO, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import CONFIGS, REPO, defeat_cfg, make_cfg, synthetic_batch
 from defeat import DeFeatConfigError, DeFeatRCNN, TeacherLoadError, build_teacher
 from defeat.settings import resolve_settings, settings_from_cfg
 from defeat.teacher import load_teacher_lazy_config
@@ -40,10 +41,22 @@ def _losses(model, batch, iteration):
 SETTINGS = {
     "defaults": ([], []),
     "overridden": (
-        ["MODEL.DEFEAT.NECK.BG_WEIGHT", 8.0, "MODEL.DEFEAT.HEAD.PROPOSALS", "student",
-         "MODEL.DEFEAT.HEAD.TEMPERATURE", 2.0, "MODEL.DEFEAT.LOSS_SCHEDULE", "linear"],
-        ["model.defeat.neck.bg_weight=8", "model.defeat.head.proposals=student",
-         "model.defeat.head.temperature=2.0", "model.defeat.loss_schedule=linear"],
+        [
+            "MODEL.DEFEAT.NECK.BG_WEIGHT",
+            8.0,
+            "MODEL.DEFEAT.HEAD.PROPOSALS",
+            "student",
+            "MODEL.DEFEAT.HEAD.TEMPERATURE",
+            2.0,
+            "MODEL.DEFEAT.LOSS_SCHEDULE",
+            "linear",
+        ],
+        [
+            "model.defeat.neck.bg_weight=8",
+            "model.defeat.head.proposals=student",
+            "model.defeat.head.temperature=2.0",
+            "model.defeat.loss_schedule=linear",
+        ],
     ),
 }
 
@@ -166,6 +179,7 @@ def test_wrong_lazy_teacher_weights_fail_the_model_build(tmp_path):
 
 # ---- lazy_train_net.py end to end ----
 
+
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     from defeat.demo.data import register_demo_dataset
@@ -175,13 +189,18 @@ def tiny_dataset(tmp_path_factory):
 
 
 def _run(config, out, *overrides, eval_only=False, resume=False):
-    import lazy_train_net
     from detectron2.engine import default_argument_parser
 
+    import lazy_train_net
+
     argv = ["--config-file", config] + (["--eval-only"] if eval_only else []) + (["--resume"] if resume else [])
-    argv += [f"train.output_dir={out}", f"dataloader.train.dataset.names={TINY[0]}",
-             f"dataloader.test.dataset.names={TINY[1]}",
-             "model.roi_heads.box_predictor.test_score_thresh=0.0", *overrides]  # untrained: keep low scores
+    argv += [
+        f"train.output_dir={out}",
+        f"dataloader.train.dataset.names={TINY[0]}",
+        f"dataloader.test.dataset.names={TINY[1]}",
+        "model.roi_heads.box_predictor.test_score_thresh=0.0",
+        *overrides,
+    ]  # untrained: keep low scores
     return lazy_train_net.main(default_argument_parser().parse_args(argv))
 
 
@@ -197,8 +216,14 @@ def _detections(out):
 
 def test_lazy_train_net_defeat_run_resume_and_plain_student_eval(tiny_dataset, teacher_weights, tmp_path):
     out = str(tmp_path / "defeat")
-    _run(f"{CONFIGS}/tiny_defeat.py", out, f"model.teacher.weights={teacher_weights}",
-         "model.defeat.warmup_iters=2", "model.defeat.neck.bg_weight=8", "train.log_period=1")
+    _run(
+        f"{CONFIGS}/tiny_defeat.py",
+        out,
+        f"model.teacher.weights={teacher_weights}",
+        "model.defeat.warmup_iters=2",
+        "model.defeat.neck.bg_weight=8",
+        "train.log_period=1",
+    )
 
     rows = [r for r in _metrics(out) if "loss_defeat_neck_obj" in r]
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
@@ -214,8 +239,14 @@ def test_lazy_train_net_defeat_run_resume_and_plain_student_eval(tiny_dataset, t
     assert not [f for f in os.listdir(out) if ".tmp." in f]  # atomic writes left no temporary files
 
     # --resume continues from model_final (iteration 3) instead of starting again.
-    _run(f"{CONFIGS}/tiny_defeat.py", out, f"model.teacher.weights={teacher_weights}", "train.max_iter=5",
-         "train.log_period=1", resume=True)
+    _run(
+        f"{CONFIGS}/tiny_defeat.py",
+        out,
+        f"model.teacher.weights={teacher_weights}",
+        "train.max_iter=5",
+        "train.log_period=1",
+        resume=True,
+    )
     assert [r["iteration"] for r in _metrics(out) if "loss_defeat_neck_obj" in r] == [0, 1, 2, 3, 4]
 
     # --eval-only with the plain lazy student config (GeneralizedRCNN): the same detections.
@@ -232,28 +263,55 @@ def test_lazy_train_net_checks_dataset_boxes(tmp_path):
     from detectron2.data import DatasetCatalog
     from detectron2.structures import BoxMode
 
-    DatasetCatalog.register("tiny_lazy_bad", lambda: [
-        {"file_name": "x.png", "height": 64, "width": 64, "image_id": 0,
-         "annotations": [{"bbox": [10, 10, 5, 30], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
-    ])
+    DatasetCatalog.register(
+        "tiny_lazy_bad",
+        lambda: [
+            {
+                "file_name": "x.png",
+                "height": 64,
+                "width": 64,
+                "image_id": 0,
+                "annotations": [{"bbox": [10, 10, 5, 30], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}],
+            }
+        ],
+    )
     with pytest.raises(ValueError, match="x2 < x1"):
         _run(f"{CONFIGS}/tiny_base.py", str(tmp_path), "dataloader.train.dataset.names=tiny_lazy_bad")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path"
+)
 def test_lazy_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     import subprocess
     import sys
 
     out = tmp_path / "run"
-    env = {**os.environ, "DEFEAT_DATASETS": str(tmp_path / "data"), "DEFEAT_DEMO_NUM_TRAIN": "4",
-           "DEFEAT_DEMO_NUM_VAL": "2", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, os.path.join(REPO, "lazy_train_net.py"), "--num-gpus", "2", "--dist-url", "auto",
-           "--config-file", f"{CONFIGS}/tiny_defeat.py", f"model.teacher.weights={teacher_weights}",
-           "dataloader.train.dataset.names=defeat_demo_train", "dataloader.test.dataset.names=defeat_demo_val",
-           "train.max_iter=2", f"train.output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=240)
+    env = {
+        **os.environ,
+        "DEFEAT_DATASETS": str(tmp_path / "data"),
+        "DEFEAT_DEMO_NUM_TRAIN": "4",
+        "DEFEAT_DEMO_NUM_VAL": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "lazy_train_net.py"),
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "auto",
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.py",
+        f"model.teacher.weights={teacher_weights}",
+        "dataloader.train.dataset.names=defeat_demo_train",
+        "dataloader.test.dataset.names=defeat_demo_val",
+        "train.max_iter=2",
+        f"train.output_dir={out}",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     for rank, log in ((0, "log.txt"), (1, "log.txt.rank1")):
         assert f"Rank of current process: {rank}. World size: 2" in (out / log).read_text()

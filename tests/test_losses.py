@@ -3,6 +3,7 @@
 References are written from that document only: loops over levels / RoIs / anchors in float64
 (``math`` module for the per-RoI and per-anchor KL terms).
 """
+
 import math
 
 import pytest
@@ -40,8 +41,9 @@ def ref_feature_loss(student, teacher, masks):
     return sum(objs) / len(objs), sum(bgs) / len(bgs)
 
 
-def make_feature_case(seed, n=2, c=8, shapes=((24, 20), (12, 10), (6, 5), (3, 3)), mask_kinds=None,
-                      dtype=torch.float32):
+def make_feature_case(
+    seed, n=2, c=8, shapes=((24, 20), (12, 10), (6, 5), (3, 3)), mask_kinds=None, dtype=torch.float32
+):
     g = torch.Generator().manual_seed(seed)
     mask_kinds = mask_kinds or ["random"] * len(shapes)
     student, teacher, masks = [], [], []
@@ -64,8 +66,12 @@ def make_feature_case(seed, n=2, c=8, shapes=((24, 20), (12, 10), (6, 5), (3, 3)
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize(
     "mask_kinds",
-    [None, ["random", "zeros", "ones", "random"], ["zeros", "zeros", "zeros", "zeros"],
-     ["ones", "ones", "single", "random"]],
+    [
+        None,
+        ["random", "zeros", "ones", "random"],
+        ["zeros", "zeros", "zeros", "zeros"],
+        ["ones", "ones", "single", "random"],
+    ],
 )
 def test_feature_loss_matches_reference(seed, mask_kinds):
     s, t, m = make_feature_case(seed, mask_kinds=mask_kinds)
@@ -190,8 +196,8 @@ def ref_kl_loss(student, teacher, is_object, temp):
         kl = sum(math.exp(a) * (a - b) for a, b in zip(lt, ls))
         sums[bool(flag)] += kl
         counts[bool(flag)] += 1
-    obj = temp ** 2 * sums[True] / max(1, counts[True])
-    bg = temp ** 2 * sums[False] / max(1, counts[False])
+    obj = temp**2 * sums[True] / max(1, counts[True])
+    bg = temp**2 * sums[False] / max(1, counts[False])
     return obj, bg
 
 
@@ -213,8 +219,8 @@ def ref_sigmoid_kl_loss(student, teacher, is_object, temp):
             kl += math.exp(lp) * (lp - lq) + math.exp(l1p) * (l1p - l1q)
         sums[bool(flag)] += kl
         counts[bool(flag)] += 1
-    obj = temp ** 2 * sums[True] / max(1, counts[True])
-    bg = temp ** 2 * sums[False] / max(1, counts[False])
+    obj = temp**2 * sums[True] / max(1, counts[True])
+    bg = temp**2 * sums[False] / max(1, counts[False])
     return obj, bg
 
 

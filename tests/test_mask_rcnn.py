@@ -1,4 +1,5 @@
 """DeFeat Mask R-CNN: the mask head trains as in plain Mask R-CNN; train -> plain eval, box and mask AP."""
+
 import json
 import math
 import os
@@ -7,12 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
-
-from conftest import CONFIGS, make_cfg, synthetic_batch
 from test_train_net import _args, _metrics
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
@@ -108,15 +108,25 @@ def _write_mask_dataset(root, name, count, seed):
             cv2.fillPoly(img, [np.round(pts).astype(np.int32)], tuple(int(v) for v in rng.integers(80, 255, 3)))
             x0, y0 = pts.min(0)
             x1, y1 = pts.max(0)
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "iscrowd": 0,
-                         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                         "area": float((x1 - x0) * (y1 - y0)), "segmentation": [pts.flatten().tolist()]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "iscrowd": 0,
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "area": float((x1 - x0) * (y1 - y0)),
+                    "segmentation": [pts.flatten().tolist()],
+                }
+            )
         cv2.imwrite(os.path.join(img_dir, f"{i:04d}.png"), img)
         images.append({"id": i + 1, "file_name": f"{i:04d}.png", "width": 64, "height": 64})
     js = os.path.join(root, f"{name}.json")
     with open(js, "w") as f:
-        json.dump({"images": images, "annotations": anns,
-                   "categories": [{"id": k + 1, "name": f"c{k}"} for k in range(10)]}, f)
+        json.dump(
+            {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": f"c{k}"} for k in range(10)]},
+            f,
+        )
     register_coco_instances(name, {}, js, img_dir)
 
 
@@ -132,23 +142,46 @@ def tiny_mask_dataset(tmp_path_factory):
 
 
 def _opts(out):
-    return ["DATASETS.TRAIN", f"('{TINY[0]}',)", "DATASETS.TEST", f"('{TINY[1]}',)", "OUTPUT_DIR", out,
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
+    return [
+        "DATASETS.TRAIN",
+        f"('{TINY[0]}',)",
+        "DATASETS.TEST",
+        f"('{TINY[1]}',)",
+        "OUTPUT_DIR",
+        out,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        0.0,
+    ]
 
 
 def test_train_net_defeat_mask_rcnn_then_plain_eval_box_and_mask(tiny_mask_dataset, mask_teacher, tmp_path):
     import train_net
 
     out = str(tmp_path / "defeat")
-    train_net.main(_args(f"{CONFIGS}/tiny_mask_defeat.yaml", *_opts(out), "MODEL.DEFEAT.TEACHER.WEIGHTS", mask_teacher,
-                         "SOLVER.MAX_ITER", 2))
+    train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_mask_defeat.yaml",
+            *_opts(out),
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            mask_teacher,
+            "SOLVER.MAX_ITER",
+            2,
+        )
+    )
     rows = [r for r in _metrics(out) if "loss_mask" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS | {"loss_mask"})
     own = [r for r in _metrics(out) if "segm/AP" in r][-1]
 
     plain = str(tmp_path / "plain")
-    res = train_net.main(_args(f"{CONFIGS}/tiny_mask_base.yaml", *_opts(plain), "MODEL.WEIGHTS",
-                               os.path.join(out, "model_final.pth"), eval_only=True))
+    res = train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_mask_base.yaml",
+            *_opts(plain),
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+            eval_only=True,
+        )
+    )
     for task in ("bbox", "segm"):
         for k in ("AP", "AP50"):
             a, b = res[task][k], own[f"{task}/{k}"]

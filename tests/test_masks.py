@@ -3,6 +3,7 @@
 The reference below is written from that document only: a slow per-image, per-box computation
 with the ``math`` module in float64, painted box by box.
 """
+
 import math
 
 import numpy as np
@@ -154,7 +155,7 @@ def assert_masks_equal(got, ref):
     assert len(got) == len(ref)
     for lvl, (m, r) in enumerate(zip(got, ref)):
         assert tuple(m.shape) == tuple(r.shape), f"level {lvl}: shape {tuple(m.shape)} != {tuple(r.shape)}"
-        diff = (m.double() != r)
+        diff = m.double() != r
         if diff.any():
             idx = diff.nonzero()[:5].tolist()
             raise AssertionError(
@@ -236,9 +237,11 @@ def test_level_boundaries_scale_base():
 def test_zero_area_box_goes_to_level0_and_marks_one_cell():
     shapes = feature_shapes_for(256, 256, STRIDES)
     # degenerate point, a horizontal line, a vertical line
-    boxes = [torch.tensor([[50.0, 50.0, 50.0, 50.0]]),
-             torch.tensor([[10.0, 100.0, 200.0, 100.0]]),
-             torch.tensor([[100.0, 10.0, 100.0, 200.0]])]
+    boxes = [
+        torch.tensor([[50.0, 50.0, 50.0, 50.0]]),
+        torch.tensor([[10.0, 100.0, 200.0, 100.0]]),
+        torch.tensor([[100.0, 10.0, 100.0, 200.0]]),
+    ]
     masks = gt_masks(boxes, shapes, STRIDES)
     for lvl in range(1, 5):
         assert masks[lvl].sum() == 0
@@ -372,11 +375,17 @@ def test_boxes_straddling_top_left_border_follow_formula():
     overlaps pixel (0, 0) -- the documented "every box marks at least one cell" holds only for
     boxes inside the map (x1, y1 >= 0)."""
     shapes = feature_shapes_for(128, 128, STRIDES)
-    boxes = [torch.tensor([[-2.0, -2.0, 1.0, 1.0],     # ends inside cell 0: formula gives no cell
-                           [-3.0, 40.0, 2.0, 44.0],    # straddles the left border only
-                           [-9.0, -9.0, 5.0, 3.0],     # lx = -3 -> clipped; rx = 1
-                           [-150.0, -20.0, -1.0, 30.0],  # fully left of the image
-                           [120.0, 120.0, 300.0, 300.0]])]  # beyond bottom-right
+    boxes = [
+        torch.tensor(
+            [
+                [-2.0, -2.0, 1.0, 1.0],  # ends inside cell 0: formula gives no cell
+                [-3.0, 40.0, 2.0, 44.0],  # straddles the left border only
+                [-9.0, -9.0, 5.0, 3.0],  # lx = -3 -> clipped; rx = 1
+                [-150.0, -20.0, -1.0, 30.0],  # fully left of the image
+                [120.0, 120.0, 300.0, 300.0],
+            ]
+        )
+    ]  # beyond bottom-right
     for assignment in ("scale", "all"):
         got = gt_masks(boxes, shapes, STRIDES, assignment=assignment)
         ref = ref_gt_masks(boxes, shapes, STRIDES, assignment=assignment)

@@ -1,14 +1,14 @@
 """DeFeatMixin in a user's own GeneralizedRCNN subclass (examples/custom_rcnn.py, docs/extending.md)."""
+
 import os
 import re
 import sys
 
 import pytest
 import torch
+from conftest import REPO, defeat_cfg, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
-
-from conftest import REPO, defeat_cfg, synthetic_batch
 
 sys.path.insert(0, os.path.join(REPO, "examples"))
 import custom_rcnn  # noqa: E402  (registers CustomDeFeatRCNN)

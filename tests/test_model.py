@@ -1,12 +1,12 @@
 """DeFeatRCNN wiring on tiny models: losses, gradients, frozen hidden teacher, eval == parent."""
+
 import math
 
 import pytest
 import torch
+from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
-
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 PARENT_KEYS = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
@@ -91,9 +91,16 @@ def test_weights_and_warmup_scale_the_losses(teacher_weights):
     scaled = build_model(
         defeat_cfg(
             teacher_weights,
-            "MODEL.DEFEAT.NECK.OBJ_WEIGHT", 8.0, "MODEL.DEFEAT.NECK.BG_WEIGHT", 4.0,
-            "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", 1.0, "MODEL.DEFEAT.HEAD.BG_WEIGHT", 0.0,
-            "MODEL.DEFEAT.WARMUP_ITERS", 10,
+            "MODEL.DEFEAT.NECK.OBJ_WEIGHT",
+            8.0,
+            "MODEL.DEFEAT.NECK.BG_WEIGHT",
+            4.0,
+            "MODEL.DEFEAT.HEAD.OBJ_WEIGHT",
+            1.0,
+            "MODEL.DEFEAT.HEAD.BG_WEIGHT",
+            0.0,
+            "MODEL.DEFEAT.WARMUP_ITERS",
+            10,
         )
     ).train()
     scaled.load_state_dict(state)
@@ -116,8 +123,17 @@ def test_head_loss_matches_independent_kl(teacher_weights):
     from defeat.meta_arch.rcnn import box_head_logits
 
     torch.manual_seed(5)
-    m = build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.HEAD.PROPOSALS", "student",
-                               "MODEL.DEFEAT.NECK.ENABLED", False, "MODEL.DEFEAT.HEAD.TEMPERATURE", 2.0)).train()
+    m = build_model(
+        defeat_cfg(
+            teacher_weights,
+            "MODEL.DEFEAT.HEAD.PROPOSALS",
+            "student",
+            "MODEL.DEFEAT.NECK.ENABLED",
+            False,
+            "MODEL.DEFEAT.HEAD.TEMPERATURE",
+            2.0,
+        )
+    ).train()
     captured = {}
     orig = m.roi_heads.forward
 

@@ -1,5 +1,6 @@
 """Two "machines" on this host (train_net.py --num-machines 2, one gloo process each) train exactly
 like one process with the same total batch: same DeFeat losses, same final weights."""
+
 import json
 import os
 import socket
@@ -8,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import CONFIGS, REPO
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")
@@ -24,7 +24,9 @@ def _metrics(out):
     return [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path"
+)
 def test_two_machines_match_one_process(teacher_weights, tmp_path):
     from defeat.demo.data import generate_dataset
 
@@ -36,28 +38,82 @@ def test_two_machines_match_one_process(teacher_weights, tmp_path):
     data = tmp_path / "data"
     generate_dataset(str(data / "defeat_demo"), num_train=1, num_val=1)
     teacher_cfg = tmp_path / "teacher.yaml"
-    teacher_cfg.write_text(f'_BASE_: "{CONFIGS}/tiny_teacher.yaml"\nMODEL:\n  ROI_HEADS:\n    BATCH_SIZE_PER_IMAGE: 512\n')
-    env = {**os.environ, "DEFEAT_DATASETS": str(data), "DEFEAT_DEMO_NUM_TRAIN": "1", "DEFEAT_DEMO_NUM_VAL": "1",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "projects"), REPO])}
-    opts = ["--config-file", f"{CONFIGS}/tiny_defeat.yaml",
-            "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(teacher_cfg), "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-            "DATASETS.TRAIN", "('defeat_demo_train',)", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2",
-            "SOLVER.MAX_ITER", "3", "SEED", "0", "INPUT.RANDOM_FLIP", "none",
-            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "4096", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512",
-            "MODEL.RESNETS.NORM", "FrozenBN"]
+    teacher_cfg.write_text(
+        f'_BASE_: "{CONFIGS}/tiny_teacher.yaml"\nMODEL:\n  ROI_HEADS:\n    BATCH_SIZE_PER_IMAGE: 512\n'
+    )
+    env = {
+        **os.environ,
+        "DEFEAT_DATASETS": str(data),
+        "DEFEAT_DEMO_NUM_TRAIN": "1",
+        "DEFEAT_DEMO_NUM_VAL": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "projects"), REPO]),
+    }
+    opts = [
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        str(teacher_cfg),
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        teacher_weights,
+        "DATASETS.TRAIN",
+        "('defeat_demo_train',)",
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SEED",
+        "0",
+        "INPUT.RANDOM_FLIP",
+        "none",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+        "4096",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "512",
+        "MODEL.RESNETS.NORM",
+        "FrozenBN",
+    ]
     script = os.path.join(REPO, "train_net.py")
 
     single = str(tmp_path / "single")
-    proc = subprocess.run([sys.executable, script, "--num-gpus", "1", *opts, "OUTPUT_DIR", single], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, script, "--num-gpus", "1", *opts, "OUTPUT_DIR", single],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
 
     multi = str(tmp_path / "multi")
     url = f"tcp://127.0.0.1:{_free_port()}"
     procs = [
-        subprocess.Popen([sys.executable, script, "--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(rank),
-                          "--dist-url", url, *opts, "OUTPUT_DIR", multi], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                script,
+                "--num-gpus",
+                "1",
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                str(rank),
+                "--dist-url",
+                url,
+                *opts,
+                "OUTPUT_DIR",
+                multi,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     try:

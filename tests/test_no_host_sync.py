@@ -5,6 +5,7 @@ tensor values (``.item()``, boolean indexing, ``nonzero``, ``repeat_interleave``
 ``output_size``) raises on them. Running masks, losses and the distiller on ``meta`` checks on a
 CPU-only machine what ``torch.cuda.set_sync_debug_mode("error")`` checks on a GPU.
 """
+
 import pytest
 import torch
 from detectron2.layers import ShapeSpec

@@ -1,16 +1,17 @@
 """Teachers of other backbones: a ViTDet-style LazyConfig teacher (ViT + SimpleFeaturePyramid, square
 padding, RGB) and a ResNeXt teacher from YAML, both for a ResNet-FPN student; the pairing table."""
+
 import logging
 import re
 
 import pytest
 import torch
+from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 from defeat.distiller import pairing_table
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}

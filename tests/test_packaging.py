@@ -1,4 +1,5 @@
 """A pip user gets what they need: sdist -> wheel -> install, with the configs in the package."""
+
 import glob
 import os
 import shutil
@@ -8,8 +9,8 @@ import tarfile
 import zipfile
 
 import pytest
-
 from conftest import REPO
+
 from defeat.config_files import ConfigFileError, get_config_file
 
 BASE_CONFIGS = ["Base-DeFeat-RCNN-FPN.yaml", "Base-DeFeat-RetinaNet.yaml", "Base-RCNN-FPN.yaml", "Base-RetinaNet.yaml"]
@@ -17,8 +18,15 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", "output", "datasets", "build", 
 
 
 def _run(cmd, cwd, **env):
-    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, "PIP_NO_INDEX": "1", **env}, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, "PIP_NO_INDEX": "1", **env},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=180,
+    )
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}"
     return proc.stdout
 
@@ -37,8 +45,11 @@ def sdist(tmp_path_factory):
     """The source distribution, built (offline) from a copy of the working tree."""
     tmp = tmp_path_factory.mktemp("pkg")
     shutil.copytree(REPO, tmp / "src", ignore=IGNORE)
-    _run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(tmp / 'sdist')!r})"],
-         cwd=tmp / "src", PYTHONPATH="")
+    _run(
+        [sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(tmp / 'sdist')!r})"],
+        cwd=tmp / "src",
+        PYTHONPATH="",
+    )
     (path,) = glob.glob(str(tmp / "sdist" / "*.tar.gz"))
     return path
 
@@ -46,10 +57,21 @@ def sdist(tmp_path_factory):
 def test_sdist_carries_the_tests_and_configs(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    needed = ["LICENSE", "MANIFEST.in", "setup.py", "train_net.py", "lazy_train_net.py", "tests/conftest.py",
-              "tests/configs/tiny_base.yaml", "tests/configs/tiny_base.py", "tools/export_student.py",
-              "examples/custom_rcnn.py", "benchmarks/accuracy.py", "configs/lazy/demo_student_slimR18.py",
-              "configs/COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml"]
+    needed = [
+        "LICENSE",
+        "MANIFEST.in",
+        "setup.py",
+        "train_net.py",
+        "lazy_train_net.py",
+        "tests/conftest.py",
+        "tests/configs/tiny_base.yaml",
+        "tests/configs/tiny_base.py",
+        "tools/export_student.py",
+        "examples/custom_rcnn.py",
+        "benchmarks/accuracy.py",
+        "configs/lazy/demo_student_slimR18.py",
+        "configs/COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml",
+    ]
     needed += [f"configs/{c}" for c in BASE_CONFIGS]
     assert [n for n in needed if n not in names] == []
     assert not any(n.startswith(("build/", "dist/", "output/")) or "__pycache__" in n for n in names)
@@ -59,8 +81,22 @@ def test_wheel_from_the_sdist_installs_with_its_configs(sdist, tmp_path):
     with tarfile.open(sdist) as tar:
         tar.extractall(tmp_path / "unpacked")
     (src,) = glob.glob(str(tmp_path / "unpacked" / "*"))
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-          str(tmp_path / "wheel"), src], cwd=tmp_path, PYTHONPATH="")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+            src,
+        ],
+        cwd=tmp_path,
+        PYTHONPATH="",
+    )
     (wheel,) = glob.glob(str(tmp_path / "wheel" / "*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"defeat/configs/{c}" for c in BASE_CONFIGS} <= names
@@ -69,8 +105,11 @@ def test_wheel_from_the_sdist_installs_with_its_configs(sdist, tmp_path):
     assert not any(n.startswith("tests/") for n in names)
 
     site = tmp_path / "site"
-    _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
-         cwd=tmp_path, PYTHONPATH="")
+    _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
+        cwd=tmp_path,
+        PYTHONPATH="",
+    )
     probe = (
         "import os, defeat\n"
         "from detectron2.config import LazyConfig, get_cfg\n"
@@ -84,7 +123,7 @@ def test_wheel_from_the_sdist_installs_with_its_configs(sdist, tmp_path):
     )
     # cwd outside the repository and PYTHONPATH = the install only: nothing comes from the checkout
     log = _run([sys.executable, "-c", probe], cwd=tmp_path, PYTHONPATH=str(site))
-    out = [line[len("PROBE "):] for line in log.splitlines() if line.startswith("PROBE ")]
+    out = [line[len("PROBE ") :] for line in log.splitlines() if line.startswith("PROBE ")]
     assert out[0] == str(site / "defeat")
     assert out[1] == str(site / "defeat" / "configs" / "Base-DeFeat-RCNN-FPN.yaml")
     assert out[2] == "DeFeatRCNN 16.0 ['p2', 'p3', 'p4', 'p5', 'p6']"  # _BASE_ chain inside the package

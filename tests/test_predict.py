@@ -1,4 +1,5 @@
 """tools/predict.py: detections drawn with Detectron2's Visualizer; no random weights; inputs kept."""
+
 import json
 import os
 
@@ -6,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from coco_files import CLASSES, load_tool, write_coco
 from conftest import CONFIGS, make_cfg
 
@@ -30,24 +30,41 @@ def _run(*argv):
 
 
 def _base(weights, images, out, *extra):
-    return ["--config-file", f"{CONFIGS}/tiny_base.yaml", "--weights", weights, "--input", images, "--output", out,
-            *extra, "MODEL.ROI_HEADS.NUM_CLASSES", 2]
+    return [
+        "--config-file",
+        f"{CONFIGS}/tiny_base.yaml",
+        "--weights",
+        weights,
+        "--input",
+        images,
+        "--output",
+        out,
+        *extra,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        2,
+    ]
 
 
 def test_folder_drawn_with_class_names_and_threshold(student, tmp_path):
     weights, json_file, images = student
     before = {f: open(os.path.join(images, f), "rb").read() for f in os.listdir(images)}
     out = tmp_path / "pred"
-    written = _run(*_base(weights, images, out, "--score-threshold", 0.0, "--dataset", f"pred_val={json_file}:{images}"))
+    written = _run(
+        *_base(weights, images, out, "--score-threshold", 0.0, "--dataset", f"pred_val={json_file}:{images}")
+    )
     assert sorted(os.path.basename(p) for p in written) == sorted(before)
     records = json.load(open(out / "predictions.json"))
     dets = [d for r in records for d in r["detections"]]
     assert dets, "an untrained model at threshold 0 still returns its top detections"
-    assert {d["category"] for d in dets} <= set(CLASSES) and all(d["category"] == CLASSES[d["category_id"]] for d in dets)
+    assert {d["category"] for d in dets} <= set(CLASSES) and all(
+        d["category"] == CLASSES[d["category_id"]] for d in dets
+    )
     # The drawing differs from the input exactly where detections are.
     drawn = cv2.imread(written[0])
     original = cv2.imread(os.path.join(images, os.path.basename(written[0])))
-    assert drawn.shape == original.shape and (np.abs(drawn.astype(int) - original).sum() > 0) == bool(records[0]["detections"])
+    assert drawn.shape == original.shape and (np.abs(drawn.astype(int) - original).sum() > 0) == bool(
+        records[0]["detections"]
+    )
     # A higher threshold keeps exactly the detections at or above it.
     scores = sorted({d["score"] for d in dets})  # (rounded to 1e-4 in the json)
     k = next(i for i in range(len(scores) // 2, len(scores) - 1) if scores[i + 1] - scores[i] > 2e-4)
@@ -61,8 +78,16 @@ def test_folder_drawn_with_class_names_and_threshold(student, tmp_path):
 
 def test_refuses_random_weights_unless_asked(student, tmp_path):
     weights, _, images = student
-    argv = ["--config-file", f"{CONFIGS}/tiny_base.yaml", "--input", images, "--output", tmp_path / "o",
-            "MODEL.ROI_HEADS.NUM_CLASSES", 2]
+    argv = [
+        "--config-file",
+        f"{CONFIGS}/tiny_base.yaml",
+        "--input",
+        images,
+        "--output",
+        tmp_path / "o",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        2,
+    ]
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty, so the model would predict with random weights"):
         _run(*argv)
     assert len(_run(*argv[:4], "--allow-random-weights", *argv[4:])) == 3
@@ -85,8 +110,20 @@ def test_never_writes_into_the_input_folder(student, tmp_path):
 
 def test_defeat_config_predicts_with_its_student(student, tmp_path):
     weights, _, images = student
-    written = _run("--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--weights", weights, "--input", images,
-                   "--output", tmp_path / "o", "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.DEFEAT.TEACHER.WEIGHTS", "")
+    written = _run(
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "--weights",
+        weights,
+        "--input",
+        images,
+        "--output",
+        tmp_path / "o",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        2,
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        "",
+    )
     assert len(written) == 3
 
 
@@ -98,6 +135,9 @@ def test_bad_inputs_and_class_names_of_another_dataset(student, tmp_path):
     with pytest.raises(SystemExit, match="holds no images"):
         _run(*_base(weights, tmp_path / "empty", tmp_path / "o"))
     other, other_images = write_coco(str(tmp_path / "three"), num_images=1, classes=("a", "b", "c"))
-    with pytest.raises(SystemExit, match="dataset pred_three has 3 classes but the model 2 "
-                       r"\(MODEL.ROI_HEADS.NUM_CLASSES\)"):
+    with pytest.raises(
+        SystemExit,
+        match="dataset pred_three has 3 classes but the model 2 "
+        r"\(MODEL.ROI_HEADS.NUM_CLASSES\)",
+    ):
         _run(*_base(weights, images, tmp_path / "o", "--dataset", f"pred_three={other}:{other_images}"))

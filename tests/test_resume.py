@@ -1,12 +1,13 @@
 """--resume never corrupts a run: damaged newest checkpoints fall back, another model is refused."""
+
 import logging
 import os
 
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import CONFIGS
+
 from defeat.checkpoint import AtomicDetectionCheckpointer, ResumeError, restore_on_failure
 
 
@@ -100,12 +101,15 @@ def test_intact_newest_checkpoint_loads_without_warning(tmp_path):
     assert it.iter == 5 and not warnings
 
 
-@pytest.mark.parametrize("changed, match", [
-    (dict(k=1), r"shapes: distiller\.adapters\.p2\.weight \(6, 4, 3, 3\) in the checkpoint vs \(6, 4, 1, 1\)"),
-    (dict(levels=("p2",)), r"in the checkpoint only: distiller\.adapters\.p3\.bias"),
-    (dict(levels=("p2", "p3", "p4")), r"in the model only: distiller\.adapters\.p4\.bias"),
-    (dict(width=8), r"distiller\.adapters\.p2\.weight \(6, 4, 3, 3\) in the checkpoint vs \(6, 8, 3, 3\)"),
-])
+@pytest.mark.parametrize(
+    "changed, match",
+    [
+        (dict(k=1), r"shapes: distiller\.adapters\.p2\.weight \(6, 4, 3, 3\) in the checkpoint vs \(6, 4, 1, 1\)"),
+        (dict(levels=("p2",)), r"in the checkpoint only: distiller\.adapters\.p3\.bias"),
+        (dict(levels=("p2", "p3", "p4")), r"in the model only: distiller\.adapters\.p4\.bias"),
+        (dict(width=8), r"distiller\.adapters\.p2\.weight \(6, 4, 3, 3\) in the checkpoint vs \(6, 8, 3, 3\)"),
+    ],
+)
 def test_resume_with_another_defeat_model_is_refused(tmp_path, changed, match):
     _save_run(tmp_path)
     other = _Net(**changed)
@@ -144,6 +148,7 @@ def test_restore_on_failure(tmp_path):
 
 # ---- end to end through train_net.py and lazy_train_net.py ----
 
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     from defeat.demo.data import register_demo_dataset
@@ -157,7 +162,8 @@ def _args(config, *opts, resume=False):
     from detectron2.engine import default_argument_parser
 
     return default_argument_parser().parse_args(
-        ["--config-file", config] + (["--resume"] if resume else []) + [str(o) for o in opts])
+        ["--config-file", config] + (["--resume"] if resume else []) + [str(o) for o in opts]
+    )
 
 
 def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_path):
@@ -165,23 +171,50 @@ def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_p
     import train_net
 
     out = str(tmp_path / "run")
-    opts = ["MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, "DATASETS.TRAIN", f"('{tiny_data}',)",
-            "DATASETS.TEST", "()", "OUTPUT_DIR", out, "SOLVER.CHECKPOINT_PERIOD", 1]
+    opts = [
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        teacher_weights,
+        "DATASETS.TRAIN",
+        f"('{tiny_data}',)",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        out,
+        "SOLVER.CHECKPOINT_PERIOD",
+        1,
+    ]
     train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 2))
     config_yaml = os.path.join(out, "config.yaml")
     saved = open(config_yaml).read()
     metrics = open(os.path.join(out, "metrics.json")).read()
 
     # Another adapter kind: refused before any iteration, config.yaml and metrics untouched.
-    with pytest.raises(ResumeError, match=r"different model.*distiller\.adapters\.p2\.weight \(48, 32, 3, 3\) "
-                                          r"in the checkpoint vs \(48, 32, 1, 1\)"):
-        train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 3,
-                             "MODEL.DEFEAT.NECK.ADAPTER", "conv1x1", resume=True))
+    with pytest.raises(
+        ResumeError,
+        match=r"different model.*distiller\.adapters\.p2\.weight \(48, 32, 3, 3\) "
+        r"in the checkpoint vs \(48, 32, 1, 1\)",
+    ):
+        train_net.main(
+            _args(
+                f"{CONFIGS}/tiny_defeat.yaml",
+                *opts,
+                "SOLVER.MAX_ITER",
+                3,
+                "MODEL.DEFEAT.NECK.ADAPTER",
+                "conv1x1",
+                resume=True,
+            )
+        )
     assert open(config_yaml).read() == saved and open(os.path.join(out, "metrics.json")).read() == metrics
     # Fewer levels, through the LazyConfig twin: refused as well, config.yaml untouched.
-    lazy = _args(f"{CONFIGS}/tiny_defeat.py", f"model.teacher.weights={teacher_weights}",
-                 f"dataloader.train.dataset.names={tiny_data}", f"train.output_dir={out}",
-                 "model.defeat.neck.in_features=[p2,p3]", resume=True)
+    lazy = _args(
+        f"{CONFIGS}/tiny_defeat.py",
+        f"model.teacher.weights={teacher_weights}",
+        f"dataloader.train.dataset.names={tiny_data}",
+        f"train.output_dir={out}",
+        "model.defeat.neck.in_features=[p2,p3]",
+        resume=True,
+    )
     with pytest.raises(ResumeError, match=r"in the checkpoint only: distiller\.adapters\.p4\.bias"):
         lazy_train_net.main(lazy)
     assert open(config_yaml).read() == saved

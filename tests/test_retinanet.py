@@ -1,4 +1,5 @@
 """DeFeatRetinaNet and cross-family teachers on tiny models and through train_net.py."""
+
 import json
 import math
 import os
@@ -6,13 +7,13 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.utils.events import EventStorage
-
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
-from defeat import DeFeatConfigError
 from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
+
+from defeat import DeFeatConfigError
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 NECK_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
@@ -83,8 +84,17 @@ def _dense_logits_by_hand(model, images_tensor):
 
 def test_head_loss_matches_independent_sigmoid_kl_without_ignored_anchors(retina_teacher):
     torch.manual_seed(0)
-    m = build_model(retina_cfg(retina_teacher, "MODEL.DEFEAT.HEAD.TEMPERATURE", 2.0,
-                               "MODEL.DEFEAT.HEAD.OBJ_WEIGHT", 3.0, "MODEL.DEFEAT.HEAD.BG_WEIGHT", 0.5)).train()
+    m = build_model(
+        retina_cfg(
+            retina_teacher,
+            "MODEL.DEFEAT.HEAD.TEMPERATURE",
+            2.0,
+            "MODEL.DEFEAT.HEAD.OBJ_WEIGHT",
+            3.0,
+            "MODEL.DEFEAT.HEAD.BG_WEIGHT",
+            0.5,
+        )
+    ).train()
     batch = synthetic_batch(boxes_per_image=(4, 2))
     losses = _losses(m, batch)
     with torch.no_grad():
@@ -126,13 +136,17 @@ def test_eval_mode_is_plain_retinanet_and_teacher_not_run(retina_teacher):
 
 def test_head_loss_needs_the_same_anchors(retina_teacher, tmp_path):
     cfg_t = tmp_path / "t.yaml"
-    cfg_t.write_text(f'_BASE_: "{CONFIGS}/tiny_retinanet_teacher.yaml"\nMODEL:\n  ANCHOR_GENERATOR:\n'
-                     "    ASPECT_RATIOS: [[1.0, 2.0, 0.5]]\n")
+    cfg_t.write_text(
+        f'_BASE_: "{CONFIGS}/tiny_retinanet_teacher.yaml"\nMODEL:\n  ANCHOR_GENERATOR:\n'
+        "    ASPECT_RATIOS: [[1.0, 2.0, 0.5]]\n"
+    )
     weights = _save(build_model(make_cfg(str(cfg_t))), tmp_path, "t")
     with pytest.raises(DeFeatConfigError, match="anchors differ"):
         build_model(retina_cfg(weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(cfg_t)))
     # The neck loss alone does not pair anchors.
-    m = build_model(retina_cfg(weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(cfg_t), "MODEL.DEFEAT.HEAD.ENABLED", False))
+    m = build_model(
+        retina_cfg(weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(cfg_t), "MODEL.DEFEAT.HEAD.ENABLED", False)
+    )
     assert set(_losses(m.train(), synthetic_batch())) & DEFEAT_KEYS == NECK_KEYS
 
 
@@ -143,9 +157,15 @@ def test_retinanet_class_count_mismatch(retina_teacher):
 
 # --- teachers of another family: neck only, on the levels both FPNs share ---------------------
 
+
 def test_rcnn_teacher_for_retinanet_student(teacher_weights):
-    cfg = retina_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_teacher.yaml",
-                     "MODEL.DEFEAT.HEAD.ENABLED", False)
+    cfg = retina_cfg(
+        teacher_weights,
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_teacher.yaml",
+        "MODEL.DEFEAT.HEAD.ENABLED",
+        False,
+    )
     m = build_model(cfg).train()
     assert isinstance(m.teacher, GeneralizedRCNN)
     assert m.distiller.in_features == ["p3", "p4", "p5", "p6"] and m.distiller.strides == [8, 16, 32, 64]
@@ -157,8 +177,13 @@ def test_rcnn_teacher_for_retinanet_student(teacher_weights):
 
 
 def test_retinanet_teacher_for_rcnn_student(retina_teacher):
-    cfg = defeat_cfg(retina_teacher, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_retinanet_teacher.yaml",
-                     "MODEL.DEFEAT.HEAD.ENABLED", False)
+    cfg = defeat_cfg(
+        retina_teacher,
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_retinanet_teacher.yaml",
+        "MODEL.DEFEAT.HEAD.ENABLED",
+        False,
+    )
     m = build_model(cfg).train()
     assert type(m).__name__ == "DeFeatRCNN" and isinstance(m.teacher, RetinaNet)
     assert m.distiller.in_features == ["p3", "p4", "p5", "p6"]
@@ -178,13 +203,21 @@ def test_head_loss_across_families_is_an_error(teacher_weights, retina_teacher, 
 
 
 def test_no_shared_level_across_families_is_an_error(teacher_weights):
-    cfg = retina_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_teacher.yaml",
-                     "MODEL.DEFEAT.HEAD.ENABLED", False, "MODEL.DEFEAT.NECK.IN_FEATURES", "['p7']")
+    cfg = retina_cfg(
+        teacher_weights,
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_teacher.yaml",
+        "MODEL.DEFEAT.HEAD.ENABLED",
+        False,
+        "MODEL.DEFEAT.NECK.IN_FEATURES",
+        "['p7']",
+    )
     with pytest.raises(DeFeatConfigError, match=r"no level of MODEL.DEFEAT.NECK.IN_FEATURES \['p7'\]"):
         build_model(cfg)
 
 
 # --- end to end through train_net.py ------------------------------------------------------------
+
 
 def _retina_opts(out):
     return _data_opts(out) + ["MODEL.RETINANET.SCORE_THRESH_TEST", 0.0]
@@ -194,16 +227,31 @@ def test_train_net_defeat_retinanet_then_plain_eval(tiny_dataset, retina_teacher
     import train_net
 
     out = str(tmp_path / "defeat")
-    train_net.main(_args(f"{CONFIGS}/tiny_retinanet_defeat.yaml", *_retina_opts(out),
-                         "MODEL.DEFEAT.TEACHER.WEIGHTS", retina_teacher, "SOLVER.MAX_ITER", 3))
+    train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_retinanet_defeat.yaml",
+            *_retina_opts(out),
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            retina_teacher,
+            "SOLVER.MAX_ITER",
+            3,
+        )
+    )
     rows = [r for r in _metrics(out) if "loss_defeat_head_obj" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS)
     ckpt = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     assert not any(k.startswith("teacher") for k in ckpt) and any(k.startswith("distiller.") for k in ckpt)
 
     plain_out = str(tmp_path / "plain")
-    train_net.main(_args(f"{CONFIGS}/tiny_retinanet_base.yaml", *_retina_opts(plain_out), "MODEL.WEIGHTS",
-                         os.path.join(out, "model_final.pth"), eval_only=True))
+    train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_retinanet_base.yaml",
+            *_retina_opts(plain_out),
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+            eval_only=True,
+        )
+    )
     preds = [json.load(open(os.path.join(d, "inference", "coco_instances_results.json"))) for d in (out, plain_out)]
     assert len(preds[0]) > 0 and preds[0] == preds[1]
 
@@ -212,10 +260,22 @@ def test_train_net_cross_family_smoke(tiny_dataset, teacher_weights, tmp_path): 
     import train_net
 
     out = str(tmp_path / "cross")
-    train_net.main(_args(f"{CONFIGS}/tiny_retinanet_defeat.yaml", *_retina_opts(out),
-                         "MODEL.DEFEAT.TEACHER.CONFIG_FILE", f"{CONFIGS}/tiny_teacher.yaml",
-                         "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, "MODEL.DEFEAT.HEAD.ENABLED", False,
-                         "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0))
+    train_net.main(
+        _args(
+            f"{CONFIGS}/tiny_retinanet_defeat.yaml",
+            *_retina_opts(out),
+            "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+            f"{CONFIGS}/tiny_teacher.yaml",
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            teacher_weights,
+            "MODEL.DEFEAT.HEAD.ENABLED",
+            False,
+            "SOLVER.MAX_ITER",
+            2,
+            "TEST.EVAL_PERIOD",
+            0,
+        )
+    )
     rows = [r for r in _metrics(out) if "loss_defeat_neck_bg" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in NECK_KEYS)
     assert not any("loss_defeat_head_obj" in r for r in _metrics(out))
@@ -232,10 +292,14 @@ def test_lazycall_construction_equals_yaml(retina_teacher):
     yaml_model = build_model(retina_cfg(retina_teacher)).train()
     parts = RetinaNet.from_config(make_cfg(f"{CONFIGS}/tiny_retinanet_base.yaml"))
     lazy = L(DeFeatRetinaNet)(
-        teacher=L(build_teacher)(config_file=f"{CONFIGS}/tiny_retinanet_teacher.yaml", weights=retina_teacher,
-                                 device="cpu"),
-        defeat={"neck": {"in_features": ["p3", "p4", "p5", "p6", "p7"], "scale_base": 12.0},
-                "head": {"enabled": True}, "max_iter": 4},
+        teacher=L(build_teacher)(
+            config_file=f"{CONFIGS}/tiny_retinanet_teacher.yaml", weights=retina_teacher, device="cpu"
+        ),
+        defeat={
+            "neck": {"in_features": ["p3", "p4", "p5", "p6", "p7"], "scale_base": 12.0},
+            "head": {"enabled": True},
+            "max_iter": 4,
+        },
         **parts,
     )
     lazy_model = instantiate(lazy).train()

@@ -1,4 +1,5 @@
 """KD weight over iterations: warm-up and decay schedules against closed forms."""
+
 import math
 
 import pytest

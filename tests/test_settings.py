@@ -1,10 +1,11 @@
 """The nested lowercase DeFeat settings: the one mapping between YAML keys, LazyConfig and the distiller."""
+
 import inspect
 
 import pytest
+from conftest import CONFIGS, make_cfg
 from omegaconf import OmegaConf
 
-from conftest import make_cfg, CONFIGS
 from defeat import DeFeatConfigError, DeFeatDistiller
 from defeat.settings import default_settings, distiller_kwargs, resolve_settings, settings_from_cfg
 
@@ -27,7 +28,9 @@ def test_distiller_kwargs_cover_every_distiller_setting():
 
 
 def test_partial_settings_fill_in_defaults_and_resolve_interpolations():
-    root = OmegaConf.create({"train": {"max_iter": 123}, "defeat": {"neck": {"bg_weight": 2.5}, "max_iter": "${train.max_iter}"}})
+    root = OmegaConf.create(
+        {"train": {"max_iter": 123}, "defeat": {"neck": {"bg_weight": 2.5}, "max_iter": "${train.max_iter}"}}
+    )
     s = resolve_settings(root.defeat)
     expected = default_settings()
     expected["neck"]["bg_weight"], expected["max_iter"] = 2.5, 123
@@ -35,11 +38,14 @@ def test_partial_settings_fill_in_defaults_and_resolve_interpolations():
     assert default_settings()["neck"]["bg_weight"] == 4.0  # defaults are not mutated
 
 
-@pytest.mark.parametrize("given, match", [
-    ({"neck": {"bg_wieght": 1.0}}, r"unknown DeFeat setting model\.defeat\.neck\.bg_wieght"),
-    ({"teacher": {"weights": "x"}}, r"unknown DeFeat setting model\.defeat\.teacher"),
-    ({"head": 3}, r"model\.defeat\.head must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "given, match",
+    [
+        ({"neck": {"bg_wieght": 1.0}}, r"unknown DeFeat setting model\.defeat\.neck\.bg_wieght"),
+        ({"teacher": {"weights": "x"}}, r"unknown DeFeat setting model\.defeat\.teacher"),
+        ({"head": 3}, r"model\.defeat\.head must be a mapping"),
+    ],
+)
 def test_bad_settings_are_errors(given, match):
     with pytest.raises(DeFeatConfigError, match=match):
         resolve_settings(given)

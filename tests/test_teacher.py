@@ -1,8 +1,9 @@
 """Teacher construction: config chains, model-zoo names, strict weight loading, freezing."""
+
 import pytest
 import torch
-
 from conftest import CONFIGS
+
 from defeat import TeacherLoadError, build_teacher
 from defeat.teacher import load_teacher_config
 
@@ -30,13 +31,18 @@ def test_unknown_model_zoo_name():
 def test_teacher_reading_rgb_gets_flipped_channels_and_its_own_normalisation(tmp_path):
     """A BGR student with an RGB teacher of other pixel statistics: the teacher's batch is its own
     preprocessing of the channel-flipped images, not the student's tensor."""
+    from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
-
-    rgb = ("INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
-           "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]")
+    rgb = (
+        "INPUT.FORMAT",
+        "RGB",
+        "MODEL.PIXEL_MEAN",
+        "[123.675, 116.28, 103.53]",
+        "MODEL.PIXEL_STD",
+        "[58.395, 57.12, 57.375]",
+    )
     cfg_t = tmp_path / "rgb_teacher.yaml"
     cfg_t.write_text(make_cfg(f"{CONFIGS}/tiny_teacher.yaml", *rgb).dump())
     DetectionCheckpointer(build_model(make_cfg(str(cfg_t))), str(tmp_path)).save("t")
@@ -56,6 +62,7 @@ def test_teacher_reading_rgb_gets_flipped_channels_and_its_own_normalisation(tmp
 
 # ---- the teacher is sound before step 0 ----
 
+
 def test_non_finite_teacher_weights_are_refused_naming_the_tensor(teacher_weights, tmp_path):
     state = torch.load(teacher_weights, map_location="cpu", weights_only=False)
     state["model"]["roi_heads.box_head.fc1.weight"][0, 0] = float("nan")
@@ -66,7 +73,8 @@ def test_non_finite_teacher_weights_are_refused_naming_the_tensor(teacher_weight
         build_teacher(f"{CONFIGS}/tiny_teacher.yaml", str(path))
     del state["model"]["backbone.fpn_output5.weight"]
     state["model"]["backbone.fpn_output5.weight"] = torch.zeros_like(
-        torch.load(teacher_weights, map_location="cpu", weights_only=False)["model"]["backbone.fpn_output5.weight"])
+        torch.load(teacher_weights, map_location="cpu", weights_only=False)["model"]["backbone.fpn_output5.weight"]
+    )
     torch.save(state, path)
     with pytest.raises(TeacherLoadError, match=r"roi_heads\.box_head\.fc1\.weight has 1 NaN/inf entries"):
         build_teacher(f"{CONFIGS}/tiny_teacher.yaml", str(path))
@@ -111,7 +119,10 @@ def test_teacher_that_is_a_user_defeat_subclass_is_refused(teacher_weights, tmp_
     assert "WEIGHTS" not in str(e.value)
     # The same with the target given by its import path (string) in a LazyConfig.
     if kind == "py":
-        cfg.write_text(cfg.read_text().replace("model._target_ = CustomDeFeatRCNN",
-                                               "model._target_ = 'custom_rcnn.CustomDeFeatRCNN'"))
+        cfg.write_text(
+            cfg.read_text().replace(
+                "model._target_ = CustomDeFeatRCNN", "model._target_ = 'custom_rcnn.CustomDeFeatRCNN'"
+            )
+        )
         with pytest.raises(TeacherLoadError, match="is itself a DeFeat config"):
             build_teacher(str(cfg), teacher_weights)

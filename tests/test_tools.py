@@ -1,4 +1,5 @@
 """tools/visualize_masks.py and tools/plot_losses.py write the figures they promise."""
+
 import importlib.util
 import json
 import os
@@ -7,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import CONFIGS, REPO
+
 from defeat.plots import loss_figure, read_metrics, series
 from defeat.visualize import mask_panel, upsample_cells
 
@@ -21,6 +22,7 @@ def _tool(name):
 
 
 # ---- visualize_masks ------------------------------------------------------------------------
+
 
 def test_upsample_cells_covers_stride_blocks_and_crops():
     cells = np.array([[1, 0], [0, 1]], dtype=np.float32)
@@ -68,8 +70,11 @@ def _rectangles(ax, colour):
     """XYXY of the box outlines drawn in ``colour`` on ``ax``."""
     from matplotlib.colors import to_rgb
 
-    return sorted([round(p.get_x()), round(p.get_y()), round(p.get_x() + p.get_width()),
-                   round(p.get_y() + p.get_height())] for p in ax.patches if to_rgb(p.get_edgecolor()) == colour)
+    return sorted(
+        [round(p.get_x()), round(p.get_y()), round(p.get_x() + p.get_width()), round(p.get_y() + p.get_height())]
+        for p in ax.patches
+        if to_rgb(p.get_edgecolor()) == colour
+    )
 
 
 def _known_record(name):
@@ -88,9 +93,18 @@ def test_visualize_masks_draws_the_distillers_masks_per_level(known_images, tmp_
     from defeat.masks import gt_masks
     from defeat.visualize import BOX_COLOR, OTHER_BOX_COLOR
 
-    written = _tool("visualize_masks").main([
-        "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images,
-        "--panel-size", "96", "--output", str(tmp_path)])
+    written = _tool("visualize_masks").main(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_defeat.yaml",
+            "--dataset",
+            known_images,
+            "--panel-size",
+            "96",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     assert len(written) == 1 and written[0].endswith("grey_masks.png")
     png = cv2.imread(written[0])
     assert png is not None and 5 * 96 <= png.shape[1] <= 7 * 96 and 96 <= png.shape[0] <= 2 * 96
@@ -98,15 +112,20 @@ def test_visualize_masks_draws_the_distillers_masks_per_level(known_images, tmp_
     fig = _viewer(f"{CONFIGS}/tiny_defeat.yaml").render(_known_record(known_images), 96)
     axes = fig.axes
     assert len(axes) == 6  # image + p2..p6, no colour bar without --teacher-diff
-    masks = gt_masks([torch.tensor(list(KNOWN_BOXES.values()), dtype=torch.float32)],
-                     [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)], [4, 8, 16, 32, 64], "scale", 8.0)
+    masks = gt_masks(
+        [torch.tensor(list(KNOWN_BOXES.values()), dtype=torch.float32)],
+        [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)],
+        [4, 8, 16, 32, 64],
+        "scale",
+        8.0,
+    )
     assert [bool(m.any()) for m in masks] == [True, True, False, True, False]
     assert _green_pixels(axes[0].get_images()[0].get_array()) == 0  # the image panel has no mask
     assert len(_rectangles(axes[0], BOX_COLOR)) == 3
     for i, (m, ax) in enumerate(zip(masks, axes[1:])):
         panel = np.asarray(ax.get_images()[0].get_array())
         assert panel.shape == (64, 64, 3)  # the padded frame, one pixel per image pixel
-        cell = 4 * 2 ** i
+        cell = 4 * 2**i
         area = sum(min(cell, 64 - y * cell) * min(cell, 64 - x * cell) for y, x in torch.nonzero(m[0]).tolist())
         assert _green_pixels(panel) == area, (i, _green_pixels(panel), area)
         level = f"p{i + 2}"
@@ -130,14 +149,32 @@ def _save_defeat_checkpoint(cfg_file, path, *opts):
 def test_visualize_masks_teacher_diff_heat_maps_share_one_colour_scale(known_images, teacher_weights, tmp_path):
     ckpt = tmp_path / "defeat_final.pth"
     _save_defeat_checkpoint(f"{CONFIGS}/tiny_defeat.yaml", ckpt, "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights)
-    written = _tool("visualize_masks").main([
-        "--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images, "--panel-size", "64",
-        "--output", str(tmp_path / "vis"), "--teacher-diff", "--weights", str(ckpt),
-        "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights])
+    written = _tool("visualize_masks").main(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_defeat.yaml",
+            "--dataset",
+            known_images,
+            "--panel-size",
+            "64",
+            "--output",
+            str(tmp_path / "vis"),
+            "--teacher-diff",
+            "--weights",
+            str(ckpt),
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            teacher_weights,
+        ]
+    )
     assert written[0].endswith("grey_masks_diff.png") and cv2.imread(written[0]) is not None
 
-    viewer = _viewer(f"{CONFIGS}/tiny_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights,
-                     teacher_diff=True, weights=str(ckpt))
+    viewer = _viewer(
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        teacher_weights,
+        teacher_diff=True,
+        weights=str(ckpt),
+    )
     fig = viewer.render(_known_record(known_images), 64)
     heat = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "inferno"]
     assert len(heat) == 5  # p2..p6
@@ -160,13 +197,23 @@ def test_visualize_masks_teacher_diff_heat_maps_share_one_colour_scale(known_ima
 
 
 def test_visualize_masks_refuses_missing_or_partial_student_weights(known_images, teacher_weights, tmp_path):
+    from conftest import make_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from conftest import make_cfg
-
-    args = ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", known_images, "--panel-size", "64",
-            "--output", str(tmp_path / "vis"), "--teacher-diff", "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights]
+    args = [
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "--dataset",
+        known_images,
+        "--panel-size",
+        "64",
+        "--output",
+        str(tmp_path / "vis"),
+        "--teacher-diff",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        teacher_weights,
+    ]
     tool = _tool("visualize_masks")
     with pytest.raises(SystemExit, match="needs the DeFeat student's trained weights.*--allow-random-weights"):
         tool.main(args)
@@ -186,19 +233,41 @@ def test_visualize_masks_reads_lazy_configs(known_images, teacher_weights, tmp_p
     """The LazyConfig twins draw the same masks as their YAML configs; --teacher-diff builds the
     LazyConfig's model (teacher from model.teacher)."""
     record = _known_record(known_images)
-    for lazy, yaml in ((f"{CONFIGS}/tiny_defeat.py", f"{CONFIGS}/tiny_defeat.yaml"),
-                       ("configs/lazy/demo_defeat_slimR18_from_R18.py", "configs/demo/defeat_slimR18_from_R18.yaml")):
+    for lazy, yaml in (
+        (f"{CONFIGS}/tiny_defeat.py", f"{CONFIGS}/tiny_defeat.yaml"),
+        ("configs/lazy/demo_defeat_slimR18_from_R18.py", "configs/demo/defeat_slimR18_from_R18.yaml"),
+    ):
         a = [np.asarray(ax.get_images()[0].get_array()) for ax in _viewer(lazy).render(record, 64).axes]
         b = [np.asarray(ax.get_images()[0].get_array()) for ax in _viewer(yaml).render(record, 64).axes]
         assert len(a) == len(b) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b)), lazy
-    written = _tool("visualize_masks").main([
-        "--config-file", "configs/lazy/demo_defeat_slimR18_from_R18.py", "--dataset", known_images,
-        "--panel-size", "64", "--output", str(tmp_path)])
+    written = _tool("visualize_masks").main(
+        [
+            "--config-file",
+            "configs/lazy/demo_defeat_slimR18_from_R18.py",
+            "--dataset",
+            known_images,
+            "--panel-size",
+            "64",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     assert cv2.imread(written[0]) is not None
-    written = _tool("visualize_masks").main([
-        "--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", known_images, "--panel-size", "64",
-        "--output", str(tmp_path / "diff"), "--teacher-diff", "--allow-random-weights",
-        f"model.teacher.weights={teacher_weights}"])
+    written = _tool("visualize_masks").main(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_defeat.py",
+            "--dataset",
+            known_images,
+            "--panel-size",
+            "64",
+            "--output",
+            str(tmp_path / "diff"),
+            "--teacher-diff",
+            "--allow-random-weights",
+            f"model.teacher.weights={teacher_weights}",
+        ]
+    )
     assert written[0].endswith("_masks_diff.png") and cv2.imread(written[0]) is not None
 
 
@@ -223,12 +292,14 @@ def test_visualize_masks_argument_errors(four_images, tmp_path, capsys):
     assert "--weights is only used with --teacher-diff" in err("--weights", "x.pth")
     assert "is not registered" in err("--dataset", "no_such_dataset")
     assert "config file not found: 'nope.yaml'" in _usage_error(
-        capsys, "visualize_masks", ["--config-file", "nope.yaml", "--dataset", four_images])
+        capsys, "visualize_masks", ["--config-file", "nope.yaml", "--dataset", four_images]
+    )
     assert "cannot apply overrides" in err("MODEL.NO_SUCH_KEY", "1")
     no_train = tmp_path / "no_train.yaml"
     no_train.write_text(f'_BASE_: "{CONFIGS}/tiny_defeat.yaml"\nDATASETS:\n  TRAIN: ()\n')
     assert "names no training dataset; pass --dataset NAME" in _usage_error(
-        capsys, "visualize_masks", ["--config-file", str(no_train)])
+        capsys, "visualize_masks", ["--config-file", str(no_train)]
+    )
     (tmp_path / "file").write_text("x")
     assert "is a file" in _usage_error(capsys, "visualize_masks", base[:4] + ["--output", str(tmp_path / "file")])
     assert not (tmp_path / "o").exists()
@@ -248,26 +319,42 @@ def test_visualize_masks_never_overwrites_a_dataset_image(tmp_path):
     records = []
     for i, name in enumerate(("photo.png", "photo_masks.png")):
         cv2.imwrite(str(tmp_path / name), np.full((64, 64, 3), 90, dtype=np.uint8))
-        records.append({"file_name": str(tmp_path / name), "height": 64, "width": 64, "image_id": i,
-                        "annotations": [{"bbox": [2, 2, 30, 30], "bbox_mode": 0, "category_id": 0}]})
+        records.append(
+            {
+                "file_name": str(tmp_path / name),
+                "height": 64,
+                "width": 64,
+                "image_id": i,
+                "annotations": [{"bbox": [2, 2, 30, 30], "bbox_mode": 0, "category_id": 0}],
+            }
+        )
     if "tiny_vis_clash" not in DatasetCatalog.list():
         DatasetCatalog.register("tiny_vis_clash", lambda: [dict(r) for r in records])
     before = (tmp_path / "photo_masks.png").read_bytes()
     with pytest.raises(SystemExit, match="would overwrite an image of dataset 'tiny_vis_clash'"):
-        _tool("visualize_masks").main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset",
-                                       "tiny_vis_clash", "--output", str(tmp_path)])
+        _tool("visualize_masks").main(
+            ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tiny_vis_clash", "--output", str(tmp_path)]
+        )
     assert (tmp_path / "photo_masks.png").read_bytes() == before
 
 
 # ---- plot_losses ----------------------------------------------------------------------------
 
+
 def _synthetic_metrics(path, iters=100):
     with open(path, "w") as f:
         for it in range(9, iters, 10):
-            row = {"iteration": it, "loss_cls": 1.0 - it / iters, "loss_box_reg": 0.5,
-                   "loss_defeat_neck_obj": 0.2 + it / iters, "loss_defeat_neck_bg": 2.0,
-                   "loss_defeat_head_obj": 0.1, "loss_defeat_head_bg": 0.05 + 0.1 * it / iters,
-                   "defeat/kd_weight": min(1.0, (it + 1) / 50), "lr": 0.01}
+            row = {
+                "iteration": it,
+                "loss_cls": 1.0 - it / iters,
+                "loss_box_reg": 0.5,
+                "loss_defeat_neck_obj": 0.2 + it / iters,
+                "loss_defeat_neck_bg": 2.0,
+                "loss_defeat_head_obj": 0.1,
+                "loss_defeat_head_bg": 0.05 + 0.1 * it / iters,
+                "defeat/kd_weight": min(1.0, (it + 1) / 50),
+                "lr": 0.01,
+            }
             f.write(json.dumps(row) + "\n")
         f.write(json.dumps({"iteration": iters, "bbox/AP": 12.0}) + "\n")
         f.write('{"iteration": 100, "loss_cls"')  # a run killed mid-write
@@ -295,8 +382,12 @@ def test_loss_figure_panels_curves_and_legends(tmp_path):
     fig = loss_figure(rows, 800, 600)
     fig.canvas.draw()
     axes = [ax for ax in fig.axes if ax.get_lines()]
-    expected = [["loss_box_reg", "loss_cls"], ["loss_defeat_neck_bg", "loss_defeat_neck_obj"],
-                ["loss_defeat_head_bg", "loss_defeat_head_obj"], ["defeat/kd_weight"]]
+    expected = [
+        ["loss_box_reg", "loss_cls"],
+        ["loss_defeat_neck_bg", "loss_defeat_neck_obj"],
+        ["loss_defeat_head_bg", "loss_defeat_head_obj"],
+        ["defeat/kd_weight"],
+    ]
     assert len(axes) == 4
     its = list(range(9, 100, 10))
     for ax, keys in zip(axes, expected):
@@ -358,7 +449,8 @@ def test_plot_losses_argument_errors(tmp_path, capsys):
     assert "at least 300x200 pixels" in _usage_error(capsys, "plot_losses", [m, "--height", "-5"])
     for out in ("losses", "losses.txt", "losses.bmp"):
         assert "extension must be one of png" in _usage_error(
-            capsys, "plot_losses", [m, "--output", str(tmp_path / out)])
+            capsys, "plot_losses", [m, "--output", str(tmp_path / out)]
+        )
     (tmp_path / "d.png").mkdir()
     assert "is a folder" in _usage_error(capsys, "plot_losses", [m, "--output", str(tmp_path / "d.png")])
     before = metrics.read_text()
@@ -366,8 +458,9 @@ def test_plot_losses_argument_errors(tmp_path, capsys):
     os.symlink(metrics, link)
     assert "is the metrics file" in _usage_error(capsys, "plot_losses", [m, "--output", str(link)])
     assert metrics.read_text() == before
-    assert not any(p.suffix in (".png", ".txt", ".bmp") and p.is_file() and not p.is_symlink()
-                   for p in tmp_path.iterdir())
+    assert not any(
+        p.suffix in (".png", ".txt", ".bmp") and p.is_file() and not p.is_symlink() for p in tmp_path.iterdir()
+    )
 
 
 def test_plot_losses_metrics_without_losses_is_an_error(tmp_path):
@@ -380,27 +473,52 @@ def test_plot_losses_metrics_without_losses_is_an_error(tmp_path):
 
 def test_visualize_masks_teacher_diff_needs_a_defeat_config(known_images, tmp_path):
     with pytest.raises(SystemExit, match="needs a DeFeat config"):
-        _tool("visualize_masks").main(["--config-file", f"{CONFIGS}/tiny_base.yaml", "--dataset", known_images,
-                                       "--output", str(tmp_path), "--teacher-diff"])
+        _tool("visualize_masks").main(
+            [
+                "--config-file",
+                f"{CONFIGS}/tiny_base.yaml",
+                "--dataset",
+                known_images,
+                "--output",
+                str(tmp_path),
+                "--teacher-diff",
+            ]
+        )
 
 
 def test_visualize_masks_teacher_diff_for_retinanet(known_images, tmp_path):
     """DeFeatRetinaNet: its own levels (P3-P7) and its teacher's features."""
+    from conftest import make_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
-
-    from conftest import make_cfg
 
     torch.manual_seed(0)
     teacher = build_model(make_cfg(f"{CONFIGS}/tiny_retinanet_teacher.yaml"))
     DetectionCheckpointer(teacher, str(tmp_path)).save("teacher")
-    written = _tool("visualize_masks").main([
-        "--config-file", f"{CONFIGS}/tiny_retinanet_defeat.yaml", "--dataset", known_images,
-        "--panel-size", "64", "--output", str(tmp_path / "vis"), "--teacher-diff", "--allow-random-weights",
-        "MODEL.DEFEAT.TEACHER.WEIGHTS", str(tmp_path / "teacher.pth")])
+    written = _tool("visualize_masks").main(
+        [
+            "--config-file",
+            f"{CONFIGS}/tiny_retinanet_defeat.yaml",
+            "--dataset",
+            known_images,
+            "--panel-size",
+            "64",
+            "--output",
+            str(tmp_path / "vis"),
+            "--teacher-diff",
+            "--allow-random-weights",
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            str(tmp_path / "teacher.pth"),
+        ]
+    )
     assert cv2.imread(written[0]) is not None
-    viewer = _viewer(f"{CONFIGS}/tiny_retinanet_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS",
-                     str(tmp_path / "teacher.pth"), teacher_diff=True, allow_random_weights=True)
+    viewer = _viewer(
+        f"{CONFIGS}/tiny_retinanet_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        str(tmp_path / "teacher.pth"),
+        teacher_diff=True,
+        allow_random_weights=True,
+    )
     fig = viewer.render(_known_record(known_images), 64)
     heat = [np.asarray(im.get_array()) for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "inferno"]
     assert [a.shape for a in heat] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]  # p3..p7 on 64 px

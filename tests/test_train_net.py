@@ -1,12 +1,12 @@
 """End to end through train_net.py on a tiny generated dataset: teacher -> DeFeat -> plain eval."""
+
 import json
 import math
 import os
 
 import pytest
 import torch
-
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS
 
 TINY = ("tiny_shapes_train", "tiny_shapes_val")
 
@@ -27,8 +27,16 @@ def _args(config, *opts, eval_only=False, resume=False):
 
 
 def _data_opts(out):
-    return ["DATASETS.TRAIN", f"('{TINY[0]}',)", "DATASETS.TEST", f"('{TINY[1]}',)", "OUTPUT_DIR", out,
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]  # untrained models: keep low-score detections
+    return [
+        "DATASETS.TRAIN",
+        f"('{TINY[0]}',)",
+        "DATASETS.TEST",
+        f"('{TINY[1]}',)",
+        "OUTPUT_DIR",
+        out,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        0.0,
+    ]  # untrained models: keep low-score detections
 
 
 def _metrics(out):
@@ -50,8 +58,16 @@ def test_defeat_run_then_plain_student_eval(trained_teacher, tmp_path):
 
     out = str(tmp_path / "defeat")
     cfg = train_net.setup(
-        _args(f"{CONFIGS}/tiny_defeat.yaml", *_data_opts(out), "MODEL.DEFEAT.TEACHER.WEIGHTS", trained_teacher,
-              "SOLVER.MAX_ITER", 4, "MODEL.DEFEAT.WARMUP_ITERS", 2)
+        _args(
+            f"{CONFIGS}/tiny_defeat.yaml",
+            *_data_opts(out),
+            "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            trained_teacher,
+            "SOLVER.MAX_ITER",
+            4,
+            "MODEL.DEFEAT.WARMUP_ITERS",
+            2,
+        )
     )
     trainer = train_net.Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -77,8 +93,13 @@ def test_defeat_run_then_plain_student_eval(trained_teacher, tmp_path):
     # --eval-only with the plain student config: no missing keys, the same COCO metrics.
     plain_out = str(tmp_path / "plain")
     res = train_net.main(
-        _args(f"{CONFIGS}/tiny_base.yaml", *_data_opts(plain_out), "MODEL.WEIGHTS",
-              os.path.join(out, "model_final.pth"), eval_only=True)
+        _args(
+            f"{CONFIGS}/tiny_base.yaml",
+            *_data_opts(plain_out),
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+            eval_only=True,
+        )
     )
     assert set(res["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     ap, ref = res["bbox"]["AP"], [r for r in _metrics(out) if "bbox/AP" in r][-1]["bbox/AP"]

@@ -1,11 +1,12 @@
 """Every DeFeat setting is type- and range-checked at model build, on the YAML and LazyConfig paths."""
+
 import math
 
 import pytest
+from conftest import CONFIGS, defeat_cfg
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 
-from conftest import CONFIGS, defeat_cfg
 from defeat import DeFeatConfigError, TeacherLoadError
 from defeat.settings import default_settings, resolve_settings
 from defeat.validation import RULES, setting_name, validate_settings
@@ -74,17 +75,23 @@ def test_integral_values_are_normalised():
     assert s["neck"]["in_features"] == ["p3", "p4"]
 
 
-@pytest.mark.parametrize("changes", [
-    {"neck.enabled": False, "head.enabled": False},
-    {"neck.obj_weight": 0.0, "neck.bg_weight": 0.0, "head.enabled": False},
-    {"neck.enabled": False, "head.enabled": True, "head.obj_weight": 0.0, "head.bg_weight": 0.0},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"neck.enabled": False, "head.enabled": False},
+        {"neck.obj_weight": 0.0, "neck.bg_weight": 0.0, "head.enabled": False},
+        {"neck.enabled": False, "head.enabled": True, "head.obj_weight": 0.0, "head.bg_weight": 0.0},
+    ],
+)
 def test_no_defeat_loss_enabled_is_refused(changes):
-    with pytest.raises(DeFeatConfigError, match="no DeFeat loss is enabled.*To train the plain student.*GeneralizedRCNN"):
+    with pytest.raises(
+        DeFeatConfigError, match="no DeFeat loss is enabled.*To train the plain student.*GeneralizedRCNN"
+    ):
         validate_settings(_settings(**changes))
 
 
 # ---- the YAML path: build_model refuses before the teacher is even loaded ----
+
 
 def test_yaml_infinite_values_fail_the_build(teacher_weights, tmp_path):
     for key in ("NECK:\n      BG_WEIGHT: .inf", "HEAD:\n      TEMPERATURE: .inf"):
@@ -115,21 +122,28 @@ def test_yaml_no_loss_is_refused(teacher_weights):
 
 # ---- the LazyConfig path: overrides as typed on the command line ----
 
+
 def _lazy_model(teacher_weights, *overrides):
     cfg = LazyConfig.load(f"{CONFIGS}/tiny_defeat.py")
     cfg = LazyConfig.apply_overrides(cfg, [f"model.teacher.weights={teacher_weights}", *overrides])
     return instantiate(cfg.model)
 
 
-@pytest.mark.parametrize("override, match", [
-    ("model.defeat.neck.obj_weight=abc", r"MODEL\.DEFEAT\.NECK\.OBJ_WEIGHT = 'abc' must be a number.*model\.defeat\.neck\.obj_weight"),
-    ("model.defeat.neck.bg_weight=inf", "NECK.BG_WEIGHT = inf must be finite"),
-    ("model.defeat.neck.in_features=p3", r"IN_FEATURES = 'p3' must be a list of level names, e\.g\. \['p3'\]"),
-    ("model.defeat.neck.in_features=[p3,p3]", "more than once"),
-    ("model.defeat.neck.enabled='false'", "NECK.ENABLED = 'false' must be True or False"),
-    ("model.defeat.warmup_iters=2.7", "WARMUP_ITERS = 2.7 must be a whole number"),
-    ("model.defeat.head.temperature=nan", "TEMPERATURE = nan must be finite"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        (
+            "model.defeat.neck.obj_weight=abc",
+            r"MODEL\.DEFEAT\.NECK\.OBJ_WEIGHT = 'abc' must be a number.*model\.defeat\.neck\.obj_weight",
+        ),
+        ("model.defeat.neck.bg_weight=inf", "NECK.BG_WEIGHT = inf must be finite"),
+        ("model.defeat.neck.in_features=p3", r"IN_FEATURES = 'p3' must be a list of level names, e\.g\. \['p3'\]"),
+        ("model.defeat.neck.in_features=[p3,p3]", "more than once"),
+        ("model.defeat.neck.enabled='false'", "NECK.ENABLED = 'false' must be True or False"),
+        ("model.defeat.warmup_iters=2.7", "WARMUP_ITERS = 2.7 must be a whole number"),
+        ("model.defeat.head.temperature=nan", "TEMPERATURE = nan must be finite"),
+    ],
+)
 def test_lazy_overrides_are_checked_naming_the_key(teacher_weights, override, match):
     with pytest.raises(DeFeatConfigError, match=match):
         _lazy_model(teacher_weights, override)
@@ -142,14 +156,21 @@ def test_lazy_settings_resolve_to_the_checked_form():
 
 def test_level_that_neither_model_has_is_an_error_across_families(tmp_path):
     """A RetinaNet student with a Faster R-CNN teacher keeps the shared levels; a typo is not one."""
-    from detectron2.checkpoint import DetectionCheckpointer
-
     from conftest import make_cfg
+    from detectron2.checkpoint import DetectionCheckpointer
 
     teacher = build_model(make_cfg(f"{CONFIGS}/tiny_teacher.yaml"))
     DetectionCheckpointer(teacher, str(tmp_path)).save("t")
-    cfg = make_cfg(f"{CONFIGS}/tiny_retinanet_defeat.yaml", "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
-                   f"{CONFIGS}/tiny_teacher.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS", str(tmp_path / "t.pth"),
-                   "MODEL.DEFEAT.HEAD.ENABLED", False, "MODEL.DEFEAT.NECK.IN_FEATURES", "['p3','p33']")
+    cfg = make_cfg(
+        f"{CONFIGS}/tiny_retinanet_defeat.yaml",
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_teacher.yaml",
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        str(tmp_path / "t.pth"),
+        "MODEL.DEFEAT.HEAD.ENABLED",
+        False,
+        "MODEL.DEFEAT.NECK.IN_FEATURES",
+        "['p3','p33']",
+    )
     with pytest.raises(DeFeatConfigError, match=r"\['p33'\] are produced by neither"):
         build_model(cfg)

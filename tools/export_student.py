@@ -11,6 +11,7 @@ weights are first loaded into that config's model, and nothing is written if any
 missing, unexpected or of the wrong shape. Trailing overrides apply to the verify config
 (``KEY VALUE`` pairs for YAML, ``key=value`` for a LazyConfig).
 """
+
 import logging
 import os
 import sys
@@ -34,16 +35,20 @@ def verify(config_file: str, state, opts=()) -> None:
     elif "train" in cfg:
         cfg.train.device = "cpu"
     if is_defeat_config(cfg):
-        raise SystemExit(f"--verify-config wants the plain student config, got {architecture(cfg).__name__} "
-                         f"in {config_file!r} (a DeFeat config)")
+        raise SystemExit(
+            f"--verify-config wants the plain student config, got {architecture(cfg).__name__} "
+            f"in {config_file!r} (a DeFeat config)"
+        )
     model = build_model_from_config(cfg)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches raise even when not strict
         raise SystemExit(f"export does not fit {config_file}: {' '.join(str(e).split())}") from e
     if result.missing_keys or result.unexpected_keys:
-        raise SystemExit(f"export does not fit {config_file}: missing {result.missing_keys[:10]}, "
-                         f"unexpected {result.unexpected_keys[:10]}")
+        raise SystemExit(
+            f"export does not fit {config_file}: missing {result.missing_keys[:10]}, "
+            f"unexpected {result.unexpected_keys[:10]}"
+        )
     print(f"verified: all {len(state)} tensors load into {type(model).__name__} of {config_file}")
 
 
@@ -51,10 +56,19 @@ def parse_args(argv=None):
     p = ToolArgumentParser(prog="export_student.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="DeFeat checkpoint (e.g. model_final.pth of a DeFeat run)")
     p.add_argument("output", help="path of the exported student checkpoint (its folder is created)")
-    p.add_argument("--verify-config", default="", metavar="FILE",
-                   help="plain student config (YAML or LazyConfig .py) to load the export into before writing it")
-    p.add_argument("opts", nargs="*", default=[], metavar="OVERRIDE",
-                   help="overrides for --verify-config: KEY VALUE pairs (YAML) or key=value (LazyConfig)")
+    p.add_argument(
+        "--verify-config",
+        default="",
+        metavar="FILE",
+        help="plain student config (YAML or LazyConfig .py) to load the export into before writing it",
+    )
+    p.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        metavar="OVERRIDE",
+        help="overrides for --verify-config: KEY VALUE pairs (YAML) or key=value (LazyConfig)",
+    )
     args = p.parse_intermixed_args(argv)
     if not os.path.isfile(args.checkpoint):
         p.error(f"checkpoint not found: {args.checkpoint!r}")

@@ -10,6 +10,7 @@ how many boxes each FPN level of ``MODEL.DEFEAT.NECK.IN_FEATURES`` gets under
 and a suggested ``SCALE_BASE``; writes a PNG of the same histograms. Reads the dataset only.
 The computation is ``defeat.dataset_stats``.
 """
+
 import argparse
 import logging
 import os
@@ -30,9 +31,13 @@ logger = logging.getLogger("defeat.tools.inspect_dataset")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, metavar="FILE", help="DeFeat (or plain) YAML config")
-    p.add_argument("--dataset", default="", metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
-                   help="dataset to inspect: a known name or a COCO json named on the spot "
-                   "(default: the config's first DATASETS.TRAIN)")
+    p.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+        help="dataset to inspect: a known name or a COCO json named on the spot "
+        "(default: the config's first DATASETS.TRAIN)",
+    )
     p.add_argument("--output", default="", help="PNG of the histograms (default: output/inspect/<dataset>.png)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p.parse_args(argv)
@@ -57,11 +62,14 @@ def main(argv=None):
     dicts = DatasetCatalog.get(name)
     meta = MetadataCatalog.get(name)
     classes = meta.get("thing_classes") or [
-        str(c) for c in range(1 + max((a["category_id"] for r in dicts for a in r.get("annotations", ())), default=0))]
+        str(c) for c in range(1 + max((a["category_id"] for r in dicts for a in r.get("annotations", ())), default=0))
+    ]
     out = os.path.abspath(args.output or os.path.join("output", "inspect", f"{name}.png"))
     image_root = meta.get("image_root")
     if out in _inputs(name, dicts) or (image_root and out.startswith(os.path.abspath(image_root) + os.sep)):
-        raise SystemExit(f"--output {out} is an input of dataset {name} or inside its image folder: choose another path")
+        raise SystemExit(
+            f"--output {out} is an input of dataset {name} or inside its image folder: choose another path"
+        )
     backbone = build_backbone(cfg)  # the student's levels and strides, as the distiller uses them
     shapes = backbone.output_shape()
     features = list(cfg.MODEL.DEFEAT.NECK.IN_FEATURES)
@@ -70,8 +78,16 @@ def main(argv=None):
         raise SystemExit(f"MODEL.DEFEAT.NECK.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
     neck = cfg.MODEL.DEFEAT.NECK
     stats = compute_stats(
-        dicts, name, classes, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, features,
-        [shapes[f].stride for f in features], backbone.size_divisibility, neck.MASK_ASSIGN, neck.SCALE_BASE,
+        dicts,
+        name,
+        classes,
+        cfg.INPUT.MIN_SIZE_TEST,
+        cfg.INPUT.MAX_SIZE_TEST,
+        features,
+        [shapes[f].stride for f in features],
+        backbone.size_divisibility,
+        neck.MASK_ASSIGN,
+        neck.SCALE_BASE,
     )
     print(format_report(stats))
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -9,6 +9,7 @@ DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and sched
 ``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
 Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 """
+
 import logging
 import os
 
@@ -21,16 +22,20 @@ logger = logging.getLogger("defeat.tools.plot_losses")
 def parse_args(argv=None):
     p = ToolArgumentParser(prog="plot_losses.py", description=__doc__.splitlines()[0])
     p.add_argument("metrics", help="metrics.json of a Detectron2 run")
-    p.add_argument("--output", default="", help="image path (default: losses.png beside metrics.json); "
-                   f"extension one of {', '.join(IMAGE_FORMATS)}")
+    p.add_argument(
+        "--output",
+        default="",
+        help=f"image path (default: losses.png beside metrics.json); extension one of {', '.join(IMAGE_FORMATS)}",
+    )
     p.add_argument("--width", type=int, default=1000, help=f"pixels, at least {MIN_SIZE[0]}")
     p.add_argument("--height", type=int, default=900, help=f"pixels, at least {MIN_SIZE[1]}")
     args = p.parse_args(argv)
     if not os.path.isfile(args.metrics):
         p.error(f"metrics file not found: {args.metrics!r}")
     if args.width < MIN_SIZE[0] or args.height < MIN_SIZE[1]:
-        p.error(f"--width {args.width} --height {args.height}: the figure needs at least "
-                f"{MIN_SIZE[0]}x{MIN_SIZE[1]} pixels")
+        p.error(
+            f"--width {args.width} --height {args.height}: the figure needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels"
+        )
     args.output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "losses.png")
     ext = os.path.splitext(args.output)[1][1:].lower()
     if ext not in IMAGE_FORMATS:

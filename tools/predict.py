@@ -14,6 +14,7 @@ the teacher). Weights are required (``--weights`` or ``MODEL.WEIGHTS``) and must
 parameter of the model unless ``--allow-random-weights``; the output folder must differ from
 the input's folder, so inputs are never overwritten.
 """
+
 import argparse
 import json
 import logging
@@ -47,10 +48,17 @@ def parse_args(argv=None):
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", default="output/predictions", help="folder for the drawn images (not the input's)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections below this score are not kept")
-    p.add_argument("--dataset", default="", metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
-                   help="dataset whose class names label the detections")
-    p.add_argument("--allow-random-weights", action="store_true",
-                   help="predict even without weights or with weights that leave parameters random")
+    p.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+        help="dataset whose class names label the detections",
+    )
+    p.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="predict even without weights or with weights that leave parameters random",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p.parse_args(argv)
 
@@ -68,8 +76,10 @@ def setup_cfg(args):
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_threshold
     if not cfg.MODEL.WEIGHTS and not args.allow_random_weights:
-        raise SystemExit("no weights: MODEL.WEIGHTS is empty, so the model would predict with random weights; "
-                         "pass --weights STUDENT.pth (or --allow-random-weights to see an untrained model)")
+        raise SystemExit(
+            "no weights: MODEL.WEIGHTS is empty, so the model would predict with random weights; "
+            "pass --weights STUDENT.pth (or --allow-random-weights to see an untrained model)"
+        )
     cfg.freeze()
     return cfg
 
@@ -93,10 +103,15 @@ def build_predictor(cfg, allow_random: bool = False) -> DefaultPredictor:
         found = checkpointer.incompatible
         missing = [] if found is None else found.missing_keys + [k for k, _, _ in found.incorrect_shapes]
         if (found is None or missing) and not allow_random:
-            what = "holds no model weights" if found is None else (
-                f"leaves {len(missing)} tensors at random: {', '.join(missing[:5])}")
-            raise SystemExit(f"weights {cfg.MODEL.WEIGHTS} {what}; they are not a trained model of "
-                             f"{cfg.MODEL.META_ARCHITECTURE} for this config (--allow-random-weights to predict anyway)")
+            what = (
+                "holds no model weights"
+                if found is None
+                else (f"leaves {len(missing)} tensors at random: {', '.join(missing[:5])}")
+            )
+            raise SystemExit(
+                f"weights {cfg.MODEL.WEIGHTS} {what}; they are not a trained model of "
+                f"{cfg.MODEL.META_ARCHITECTURE} for this config (--allow-random-weights to predict anyway)"
+            )
     return predictor
 
 
@@ -148,7 +163,9 @@ def main(argv=None) -> List[str]:
     out_dir = os.path.abspath(args.output)
     input_dir = os.path.abspath(args.input if os.path.isdir(args.input) else os.path.dirname(args.input))
     if out_dir == input_dir:
-        raise SystemExit(f"--output {args.output} is the input's folder: choose another one (inputs are never overwritten)")
+        raise SystemExit(
+            f"--output {args.output} is the input's folder: choose another one (inputs are never overwritten)"
+        )
     meta = metadata(cfg, args.dataset)
     predictor = build_predictor(cfg, args.allow_random_weights)
     os.makedirs(out_dir, exist_ok=True)
@@ -165,10 +182,20 @@ def main(argv=None) -> List[str]:
             raise SystemExit(f"could not write {target}")
         written.append(target)
         classes = meta.thing_classes if meta is not None else None
-        records.append({"file_name": path, "detections": [
-            {"bbox_xyxy": [round(float(v), 2) for v in b], "score": round(float(s), 4), "category_id": int(c),
-             **({"category": classes[int(c)]} if classes else {})}
-            for b, s, c in zip(instances.pred_boxes.tensor, instances.scores, instances.pred_classes)]})
+        records.append(
+            {
+                "file_name": path,
+                "detections": [
+                    {
+                        "bbox_xyxy": [round(float(v), 2) for v in b],
+                        "score": round(float(s), 4),
+                        "category_id": int(c),
+                        **({"category": classes[int(c)]} if classes else {}),
+                    }
+                    for b, s, c in zip(instances.pred_boxes.tensor, instances.scores, instances.pred_classes)
+                ],
+            }
+        )
         logger.info("%s: %d detections -> %s", path, len(instances), target)
     with open(os.path.join(out_dir, "predictions.json"), "w") as f:
         json.dump(records, f, indent=1)

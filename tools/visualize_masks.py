@@ -17,6 +17,7 @@ and adds a row of heat maps of ``mean_c (adapter(S) - T)^2`` on one colour scale
 levels, with its colour bar (captions give the mean over object and background cells).
 Images are resized as at test time and shown in the padded frame the masks live in.
 """
+
 import logging
 import os
 from typing import List
@@ -30,7 +31,6 @@ from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller
 from defeat.align import align_to_grid
-from defeat.datasets import dataset_from_argument
 from defeat.config_files import (
     ConfigFileError,
     architecture,
@@ -38,14 +38,15 @@ from defeat.config_files import (
     build_model_from_config,
     defeat_settings,
     image_format,
+    inference_augmentations,
     is_defeat_config,
     load_config,
     model_device,
     model_weights,
     pixel_stats,
-    inference_augmentations,
     train_dataset_names,
 )
+from defeat.datasets import dataset_from_argument
 from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
 from defeat.masks import assign_levels
 from defeat.plots import save_figure
@@ -60,21 +61,37 @@ MIN_PANEL_SIZE = 32
 def build_parser():
     p = ToolArgumentParser(prog="visualize_masks.py", description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, metavar="FILE", help="YAML or LazyConfig (.py) config")
-    p.add_argument("--dataset", default="", metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
-                   help="dataset to show: a known name or a COCO json named on the spot "
-                   "(default: the config's first training set)")
+    p.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+        help="dataset to show: a known name or a COCO json named on the spot "
+        "(default: the config's first training set)",
+    )
     p.add_argument("--num-images", type=int, default=4, help="how many images, at least 1")
     p.add_argument("--start", type=int, default=0, help="index of the first image in the dataset")
     p.add_argument("--output", default="output/vis_masks", help="folder for the PNGs (created)")
-    p.add_argument("--panel-size", type=int, default=256,
-                   help=f"longer side of each panel in pixels, at least {MIN_PANEL_SIZE}")
+    p.add_argument(
+        "--panel-size", type=int, default=256, help=f"longer side of each panel in pixels, at least {MIN_PANEL_SIZE}"
+    )
     p.add_argument("--teacher-diff", action="store_true", help="add the teacher-student difference row")
-    p.add_argument("--weights", default="",
-                   help="DeFeat student checkpoint for --teacher-diff (default MODEL.WEIGHTS / train.init_checkpoint)")
-    p.add_argument("--allow-random-weights", action="store_true",
-                   help="with --teacher-diff: draw even if the student weights are missing or load only in part")
-    p.add_argument("opts", nargs="*", default=[], metavar="OVERRIDE",
-                   help="config overrides: KEY VALUE pairs (YAML) or key=value (LazyConfig)")
+    p.add_argument(
+        "--weights",
+        default="",
+        help="DeFeat student checkpoint for --teacher-diff (default MODEL.WEIGHTS / train.init_checkpoint)",
+    )
+    p.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="with --teacher-diff: draw even if the student weights are missing or load only in part",
+    )
+    p.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        metavar="OVERRIDE",
+        help="config overrides: KEY VALUE pairs (YAML) or key=value (LazyConfig)",
+    )
     return p
 
 
@@ -148,8 +165,10 @@ def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> No
         SystemExit: no weights, a missing file, or tensors left at their random initialisation,
             unless ``allow_random`` (then it only warns).
     """
-    hint = ("pass --weights with the DeFeat run's checkpoint (model_final.pth), or "
-            "--allow-random-weights to draw an untrained student")
+    hint = (
+        "pass --weights with the DeFeat run's checkpoint (model_final.pth), or "
+        "--allow-random-weights to draw an untrained student"
+    )
     if not weights:
         if not allow_random:
             raise SystemExit(f"--teacher-diff needs the DeFeat student's trained weights: {hint}")
@@ -164,8 +183,10 @@ def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> No
     if found is None:
         unloaded = ["(the file holds no model weights)"]
     if unloaded:
-        message = (f"student weights {weights!r} leave {len(unloaded)} tensors of {type(model).__name__} "
-                   f"unloaded (e.g. {unloaded[:3]}); {hint}")
+        message = (
+            f"student weights {weights!r} leave {len(unloaded)} tensors of {type(model).__name__} "
+            f"unloaded (e.g. {unloaded[:3]}); {hint}"
+        )
         if not allow_random:
             raise SystemExit(message)
         logger.warning("--allow-random-weights: %s", message)
@@ -204,8 +225,9 @@ class MaskViewer:
             return self.model.preprocess_image(inputs)
         mean, std = (torch.tensor(v).view(-1, 1, 1) for v in pixel_stats(self.cfg))
         x = [((d["image"].float() - mean) / std).to(self.device) for d in inputs]
-        return ImageList.from_tensors(x, self.backbone.size_divisibility,
-                                      padding_constraints=self.backbone.padding_constraints)
+        return ImageList.from_tensors(
+            x, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
 
     @torch.no_grad()
     def render(self, record: dict, panel_size: int):
@@ -224,8 +246,13 @@ class MaskViewer:
         levels = []
         for lvl, (f, s, m) in enumerate(zip(d_.in_features, d_.strides, masks)):
             m = m[0]
-            view = LevelView(f, s, m.cpu().numpy(), on_level[lvl],
-                             f"{f} /{s}: {int(on_level[lvl].sum())} boxes, obj {100 * float(m.mean()):.0f}%")
+            view = LevelView(
+                f,
+                s,
+                m.cpu().numpy(),
+                on_level[lvl],
+                f"{f} /{s}: {int(on_level[lvl].sum())} boxes, obj {100 * float(m.mean()):.0f}%",
+            )
             if teacher is not None:
                 t_map = align_to_grid(teacher[f], feats[f].shape[-2:], self.model.teacher_input_scale)
                 diff = (d_.adapters[f](feats[f]) - t_map).pow(2).mean(1)[0]
@@ -264,10 +291,15 @@ def _boxes_per_level(boxes: torch.Tensor, distiller) -> List[np.ndarray]:
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    records = args.records[args.start:args.start + args.num_images]
+    records = args.records[args.start : args.start + args.num_images]
     if len(records) < args.num_images:
-        logger.info("dataset %r has %d images from index %d (asked for %d)",
-                    args.dataset, len(records), args.start, args.num_images)
+        logger.info(
+            "dataset %r has %d images from index %d (asked for %d)",
+            args.dataset,
+            len(records),
+            args.start,
+            args.num_images,
+        )
     viewer = MaskViewer(args.cfg, args.teacher_diff, args.weights, args.allow_random_weights)
     os.makedirs(args.output, exist_ok=True)
     inputs = {os.path.realpath(r["file_name"]) for r in args.records}
@@ -276,8 +308,10 @@ def main(argv=None) -> List[str]:
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         path = os.path.join(args.output, f"{stem}_masks{'_diff' if args.teacher_diff else ''}.png")
         if os.path.realpath(path) in inputs:
-            raise SystemExit(f"visualize_masks.py: error: {path} would overwrite an image of dataset "
-                             f"{args.dataset!r}; choose another --output folder")
+            raise SystemExit(
+                f"visualize_masks.py: error: {path} would overwrite an image of dataset "
+                f"{args.dataset!r}; choose another --output folder"
+            )
         save_figure(viewer.render(record, args.panel_size), path)
         logger.info("wrote %s", path)
         written.append(path)

@@ -6,6 +6,7 @@ has no FCOS R101 weights), then, with COCO and GPUs:
 
     python lazy_train_net.py --config-file configs/lazy/defeat_fcos_R_50_FPN_1x_from_R101_FPN_3x.py --num-gpus 8
 """
+
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 

@@ -6,6 +6,7 @@ student's checkpoints evaluate with that plain config. Needs COCO and GPUs:
 
     python lazy_train_net.py --config-file configs/lazy/defeat_mask_rcnn_R_50_FPN_100ep_LSJ_from_R101.py --num-gpus 8
 """
+
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 

@@ -2,6 +2,7 @@
 demo R18 FCOS teacher (train it first: ``python lazy_train_net.py --config-file
 configs/lazy/demo_fcos_teacher_R18.py``). Neck loss on P3-P7, per-location sigmoid head KL
 (objects: the locations FCOS assigns to a GT box)."""
+
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatFCOS, build_teacher

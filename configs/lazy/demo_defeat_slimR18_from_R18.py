@@ -3,6 +3,7 @@
 The slim R18 student of demo_student_slimR18.py, distilled from the demo R18 teacher (a YAML
 config: a LazyConfig teacher works the same way). Train the teacher first (``make demo`` does).
 """
+
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatRCNN, build_teacher

@@ -8,6 +8,7 @@ evaluates DeFeat FCOS checkpoints:
     python lazy_train_net.py --config-file configs/lazy/demo_fcos_student_slimR18.py --eval-only \
         train.init_checkpoint=output/lazy/demo_defeat_fcos_slimR18_from_R18/model_final.pth
 """
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
@@ -19,8 +20,12 @@ from .demo_student_slimR18 import dataloader, lr_multiplier, optimizer, train
 
 model = get_config("common/models/fcos.py").model
 model.backbone.bottom_up = L(slim_resnet)(
-    depth=18, stem_out_channels=32, res2_out_channels=32, norm="BN",
-    out_features=["res3", "res4", "res5"], freeze_at=0,  # from scratch: train (and BN) everything
+    depth=18,
+    stem_out_channels=32,
+    res2_out_channels=32,
+    norm="BN",
+    out_features=["res3", "res4", "res5"],
+    freeze_at=0,  # from scratch: train (and BN) everything
 )
 model.backbone.out_channels = 64
 model.backbone.top_block = L(LastLevelP6P7)(in_channels=64, out_channels=64, in_feature="p5")

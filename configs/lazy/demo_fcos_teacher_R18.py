@@ -1,5 +1,6 @@
 """Demo FCOS teacher: ResNet-18 FPN at full width (FPN and head 128), trained twice as long as the
 students (1200 iterations), for demo_defeat_fcos_slimR18_from_R18.py."""
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet

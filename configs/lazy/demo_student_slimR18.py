@@ -7,8 +7,6 @@ demo_defeat_slimR18_from_R18.py:
     python lazy_train_net.py --config-file configs/lazy/demo_student_slimR18.py --eval-only \
         train.init_checkpoint=output/lazy/demo_defeat_slimR18_from_R18/model_final.pth
 """
-from fvcore.common.param_scheduler import MultiStepParamScheduler
-from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
@@ -22,14 +20,20 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import MultiStepParamScheduler
+from omegaconf import OmegaConf
 
 from defeat.demo.backbone import slim_resnet
 
 # Detectron2's Mask R-CNN FPN recipe, reshaped: Faster R-CNN (no mask head), demo sizes.
 model = get_config("common/models/mask_rcnn_fpn.py").model
 model.backbone.bottom_up = L(slim_resnet)(
-    depth=18, stem_out_channels=32, res2_out_channels=32, norm="BN",
-    out_features=["res2", "res3", "res4", "res5"], freeze_at=0,  # from scratch: train (and BN) everything
+    depth=18,
+    stem_out_channels=32,
+    res2_out_channels=32,
+    norm="BN",
+    out_features=["res2", "res3", "res4", "res5"],
+    freeze_at=0,  # from scratch: train (and BN) everything
 )
 model.backbone.out_channels = 64
 model.proposal_generator.head.in_channels = 64

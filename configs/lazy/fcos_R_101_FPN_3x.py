@@ -4,6 +4,7 @@ Detectron2's model zoo has no trained FCOS R101, so train this first (COCO, 8 GP
 
     python lazy_train_net.py --config-file configs/lazy/fcos_R_101_FPN_3x.py --num-gpus 8
 """
+
 from detectron2.model_zoo import get_config
 
 _base = get_config("COCO-Detection/fcos_R_50_FPN_1x.py")

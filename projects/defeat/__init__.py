@@ -2,16 +2,17 @@
 
 Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``.
 """
+
+from .adapters import build_adapter, build_adapters
 from .config import add_defeat_config
 from .config_files import get_config_file
+from .demo import backbone as _demo_backbone  # noqa: F401  (registers the demo's slim backbones)
+from .distiller import DeFeatConfigError, DeFeatDistiller
 from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
 from .masks import gt_masks
-from .schedule import kd_weight
-from .adapters import build_adapter, build_adapters
-from .teacher import TeacherLoadError, build_teacher
-from .distiller import DeFeatConfigError, DeFeatDistiller
 from .meta_arch import DeFeatDenseMixin, DeFeatFCOS, DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
-from .demo import backbone as _demo_backbone  # noqa: F401  (registers the demo's slim backbones)
+from .schedule import kd_weight
+from .teacher import TeacherLoadError, build_teacher
 
 __version__ = "0.1.0"
 

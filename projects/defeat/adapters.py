@@ -1,4 +1,5 @@
 """Per-level adapters that map student neck features to the teacher's channel count."""
+
 from typing import Dict
 
 import torch.nn as nn

@@ -7,6 +7,7 @@ student's grid. A teacher that sees the batch resized by ``scale`` (``TEACHER.IN
 its maps sampled bilinearly at the student's cell centres: student cell ``i`` (centre
 ``(i + 0.5) s`` student pixels) is teacher cell ``(i + 0.5) scale - 0.5``.
 """
+
 import math
 from typing import Sequence, Tuple
 

@@ -7,6 +7,7 @@ is missing, truncated or unreadable (copied, synced or damaged after the fact) i
 newest intact ``model_XXXXXXX.pth`` with a warning, and a checkpoint of another DeFeat model
 (adapter kind, levels or widths) is refused before any weight is loaded.
 """
+
 import contextlib
 import os
 import re
@@ -110,10 +111,12 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         """Raise :class:`ResumeError` if ``saved`` (a state dict) is of another DeFeat model: other
         ``distiller.*`` tensors (adapter kind, levels) or any tensor of another shape (widths)."""
         ours = self.model.state_dict()
-        theirs = {k[len("module."):] if k.startswith("module.") else k: v for k, v in saved.items()}
+        theirs = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in saved.items()}
         changes = []
-        for name, keys in (("in the checkpoint only", set(theirs) - set(ours)),
-                           ("in the model only", set(ours) - set(theirs))):
+        for name, keys in (
+            ("in the checkpoint only", set(theirs) - set(ours)),
+            ("in the model only", set(ours) - set(theirs)),
+        ):
             kd = sorted(k for k in keys if k.startswith("distiller."))
             if kd:
                 changes.append(f"{name}: " + ", ".join(kd[:6]) + (" ..." if len(kd) > 6 else ""))
@@ -160,11 +163,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             if skipped:
                 self.logger.warning(
                     "Resuming from %s, the newest intact checkpoint: skipped the newer %s",
-                    os.path.basename(candidate), "; ".join(skipped),
+                    os.path.basename(candidate),
+                    "; ".join(skipped),
                 )
             return out
         raise ResumeError(
-            f"--resume: no checkpoint in {self.save_dir} can be read: " + "; ".join(skipped)
+            f"--resume: no checkpoint in {self.save_dir} can be read: "
+            + "; ".join(skipped)
             + ". Restore a checkpoint, or remove last_checkpoint (and the damaged files) to start from scratch"
         )
 

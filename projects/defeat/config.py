@@ -1,5 +1,6 @@
 """Detectron2 config keys of DeFeat (docs/algorithm.md, section 6), and the resolution of the teacher
 config's path."""
+
 import os
 from typing import Any, Optional, Sequence, Tuple
 

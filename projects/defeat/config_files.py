@@ -9,6 +9,7 @@ A YAML config becomes a ``CfgNode`` with DeFeat's keys (overrides ``KEY VALUE`` 
 ``lazy_train_net.py``). The accessors below read the same facts from either form, so a tool
 never needs to know which one it was given.
 """
+
 import os
 from typing import Any, Dict, List, Sequence, Tuple, Union
 

@@ -8,6 +8,7 @@ regions. :func:`check_dataset_boxes` reports such boxes and refuses malformed on
 :func:`check_dataset_images` opens every image (an unreadable one would otherwise stop training
 at a random iteration with an error that names no file). :func:`check_training_data` runs them all.
 """
+
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ IMAGE_CHECKS = ("verify", "full", "none")
 
 class DataCheckError(ValueError):
     """A training dataset does not fit the model, or holds nothing to train on, or an unreadable image."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +89,12 @@ def check_dataset_boxes(
                 continue
             x1, y1, x2, y2 = xyxy
             problem = (
-                "a non-finite coordinate" if not all(math.isfinite(v) for v in xyxy)
-                else "x2 < x1" if x2 < x1
-                else "y2 < y1" if y2 < y1
+                "a non-finite coordinate"
+                if not all(math.isfinite(v) for v in xyxy)
+                else "x2 < x1"
+                if x2 < x1
+                else "y2 < y1"
+                if y2 < y1
                 else None
             )
             if problem:
@@ -118,7 +123,11 @@ def check_dataset_boxes(
             "dataset %r: %d box(es) in %d image(s) extend outside their image; Detectron2 clips them "
             "to the image (and drops boxes left empty) without a warning. Check the annotations' frame "
             "and the images' height/width. First %d:\n  %s",
-            dataset_name, num_outside, images_outside, len(listed), "\n  ".join(listed),
+            dataset_name,
+            num_outside,
+            images_outside,
+            len(listed),
+            "\n  ".join(listed),
         )
     return num_outside
 
@@ -160,7 +169,9 @@ def check_dataset_has_boxes(dataset_dicts: Sequence[Dict], dataset_name: str) ->
     if zero:
         logger.warning(
             "dataset %r: %d of its %d boxes have zero width or height; Detectron2 drops them while training",
-            dataset_name, zero, total,
+            dataset_name,
+            zero,
+            total,
         )
     return usable, zero
 
@@ -254,7 +265,8 @@ def check_dataset_images(
     if bad:
         raise DataCheckError(
             f"dataset {dataset_name!r}: {len(bad)} of {len(records)} images cannot be trained on; first "
-            f"{min(len(bad), max_listed)}:\n  " + "\n  ".join(bad[:max_listed])
+            f"{min(len(bad), max_listed)}:\n  "
+            + "\n  ".join(bad[:max_listed])
             + "\nfix or remove them from the annotation file"
         )
     return len(records)

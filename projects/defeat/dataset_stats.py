@@ -13,6 +13,7 @@ log space) gives COCO's share of boxes per level at 56: about 65 / 18 / 11 / 5 /
 levels. :func:`suggest_scale_base` returns the ``SCALE_BASE`` whose level shares on the
 dataset are closest (L1) to those reference shares.
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -76,8 +77,14 @@ def resize_records(dicts: Sequence[Dict], min_size: int, max_size: int) -> Tuple
                 continue
             boxes.append([x1 * nw / w, y1 * nh / h, x2 * nw / w, y2 * nh / h])
             classes.append(a["category_id"])
-        out.append(ResizedImage(nh, nw, torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4),
-                                torch.tensor(classes, dtype=torch.int64)))
+        out.append(
+            ResizedImage(
+                nh,
+                nw,
+                torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4),
+                torch.tensor(classes, dtype=torch.int64),
+            )
+        )
     return out, skipped
 
 
@@ -109,7 +116,9 @@ def coco_level_shares(num_levels: int, scale_base: float = 56.0) -> np.ndarray:
     return np.diff([0.0, *edges, 1.0])
 
 
-def suggest_scale_base(images: Sequence[ResizedImage], num_levels: int, steps_per_octave: int = 16) -> Tuple[float, float]:
+def suggest_scale_base(
+    images: Sequence[ResizedImage], num_levels: int, steps_per_octave: int = 16
+) -> Tuple[float, float]:
     """``(SCALE_BASE, L1 distance)``: the base whose level shares are closest to COCO's at 56.
 
     Bases ``2^(k / steps_per_octave)`` from 1 to 4096 px are scanned; of equally close ones
@@ -194,16 +203,28 @@ def compute_stats(
     if assignment in ("scale", "all"):
         shares = object_cell_shares(images, strides, size_divisibility, assignment, scale_base)
     return DatasetStats(
-        name=name, num_images=len(dicts), class_names=list(class_names), class_counts=counts, sides=_sides(images),
-        skipped=skipped, min_size=min_size, max_size=max_size, in_features=list(in_features),
-        strides=list(strides), scale_base=scale_base, assignment=assignment, level_counts=level_counts,
-        coco_shares=coco, object_shares=shares, suggested=suggest_scale_base(images, num_levels),
+        name=name,
+        num_images=len(dicts),
+        class_names=list(class_names),
+        class_counts=counts,
+        sides=_sides(images),
+        skipped=skipped,
+        min_size=min_size,
+        max_size=max_size,
+        in_features=list(in_features),
+        strides=list(strides),
+        scale_base=scale_base,
+        assignment=assignment,
+        level_counts=level_counts,
+        coco_shares=coco,
+        object_shares=shares,
+        suggested=suggest_scale_base(images, num_levels),
         distance_now=float(np.abs(level_counts / total - coco).sum()),
     )
 
 
 def _level_range(k: int, num_levels: int, base: float) -> str:
-    lo, hi = base * 2 ** k, base * 2 ** (k + 1)
+    lo, hi = base * 2**k, base * 2 ** (k + 1)
     if num_levels == 1:
         return "all"
     if k == 0:
@@ -214,8 +235,11 @@ def _level_range(k: int, num_levels: int, base: float) -> str:
 def format_report(s: DatasetStats) -> str:
     """The statistics as the text ``tools/inspect_dataset.py`` prints."""
     n = len(s.sides)
-    resize = (f"short side {s.min_size}, long side <= {s.max_size} (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST)"
-              if s.min_size else "not resized (INPUT.MIN_SIZE_TEST 0)")
+    resize = (
+        f"short side {s.min_size}, long side <= {s.max_size} (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST)"
+        if s.min_size
+        else "not resized (INPUT.MIN_SIZE_TEST 0)"
+    )
     lines = [
         f"dataset {s.name}: {s.num_images} images, {n} boxes used "
         f"({s.skipped['crowd']} crowd and {s.skipped['zero_area']} zero-area boxes left out), "
@@ -229,25 +253,38 @@ def format_report(s: DatasetStats) -> str:
         lines.append(f"  {c:<{width}} {int(k):>7}")
     if n:
         q = np.percentile(s.sides, [0, 10, 25, 50, 75, 90, 100])
-        lines += ["", "box size sqrt(w*h) after resizing, px: "
-                  + ", ".join(f"{lab} {v:.1f}" for lab, v in zip(("min", "10%", "25%", "median", "75%", "90%", "max"), q))]
+        lines += [
+            "",
+            "box size sqrt(w*h) after resizing, px: "
+            + ", ".join(f"{lab} {v:.1f}" for lab, v in zip(("min", "10%", "25%", "median", "75%", "90%", "max"), q)),
+        ]
         edges = [0, 8, 16, 32, 64, 128, 256, 512, 1024, np.inf]
         hist, _ = np.histogram(s.sides, bins=edges)
         used = np.flatnonzero(hist)  # the bins from the first to the last that hold boxes
-        lines += [f"  {lo:>4g} - {hi:<4g}: {int(k):>7}  {'#' * int(round(40 * k / max(1, hist.max())))}".rstrip()
-                  for lo, hi, k in list(zip(edges[:-1], edges[1:], hist))[used[0]: used[-1] + 1]]
+        lines += [
+            f"  {lo:>4g} - {hi:<4g}: {int(k):>7}  {'#' * int(round(40 * k / max(1, hist.max())))}".rstrip()
+            for lo, hi, k in list(zip(edges[:-1], edges[1:], hist))[used[0] : used[-1] + 1]
+        ]
     total = max(1, n)
-    lines += ["", f"FPN levels under MASK_ASSIGN scale, SCALE_BASE {s.scale_base:g} "
-              "(level = floor(log2(sqrt(w*h) / SCALE_BASE)), clamped to the levels):",
-              "  level feature stride  box side (px)      boxes  share  COCO@56  object cells ("
-              + ("MASK_ASSIGN " + s.assignment + ")" if s.object_shares is not None else "coupled: none)")]
+    lines += [
+        "",
+        f"FPN levels under MASK_ASSIGN scale, SCALE_BASE {s.scale_base:g} "
+        "(level = floor(log2(sqrt(w*h) / SCALE_BASE)), clamped to the levels):",
+        "  level feature stride  box side (px)      boxes  share  COCO@56  object cells ("
+        + ("MASK_ASSIGN " + s.assignment + ")" if s.object_shares is not None else "coupled: none)"),
+    ]
     for k, (f, st) in enumerate(zip(s.in_features, s.strides)):
         obj = f"{100 * s.object_shares[k]:11.1f}%" if s.object_shares is not None else "          -"
-        lines.append(f"  {k:>5} {f:<7} {st:>6}  {_level_range(k, len(s.strides), s.scale_base):<16} "
-                     f"{int(s.level_counts[k]):>7} {100 * s.level_counts[k] / total:5.0f}% {100 * s.coco_shares[k]:7.0f}% {obj}")
+        lines.append(
+            f"  {k:>5} {f:<7} {st:>6}  {_level_range(k, len(s.strides), s.scale_base):<16} "
+            f"{int(s.level_counts[k]):>7} {100 * s.level_counts[k] / total:5.0f}% {100 * s.coco_shares[k]:7.0f}% {obj}"
+        )
     base, dist = s.suggested
-    lines += ["", f"suggested SCALE_BASE: {base:g} (boxes spread over the levels like COCO's at 56 on 800-px images: "
-              f"L1 distance {dist:.2f}, vs {s.distance_now:.2f} at {s.scale_base:g}); set MODEL.DEFEAT.NECK.SCALE_BASE"]
+    lines += [
+        "",
+        f"suggested SCALE_BASE: {base:g} (boxes spread over the levels like COCO's at 56 on 800-px images: "
+        f"L1 distance {dist:.2f}, vs {s.distance_now:.2f} at {s.scale_base:g}); set MODEL.DEFEAT.NECK.SCALE_BASE",
+    ]
     return "\n".join(lines)
 
 
@@ -262,8 +299,12 @@ def stats_figure(s: DatasetStats, path: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     ax = axes[0, 0]
     ax.bar(range(len(s.class_names)), s.class_counts, color="tab:blue")
-    ax.set_xticks(range(len(s.class_names)), s.class_names, rotation=45 if len(s.class_names) > 6 else 0, ha="right"
-                  if len(s.class_names) > 6 else "center")
+    ax.set_xticks(
+        range(len(s.class_names)),
+        s.class_names,
+        rotation=45 if len(s.class_names) > 6 else 0,
+        ha="right" if len(s.class_names) > 6 else "center",
+    )
     ax.set(title="boxes per class", ylabel="boxes")
     ax = axes[0, 1]
     if len(s.sides):
@@ -271,8 +312,13 @@ def stats_figure(s: DatasetStats, path: str) -> None:
         ax.hist(s.sides, bins=bins, color="tab:gray")
         ax.set_xscale("log", base=2)
     for k in range(1, len(s.strides)):
-        ax.axvline(s.scale_base * 2 ** k, color="tab:red", linestyle="--", linewidth=1,
-                   label="level edges at SCALE_BASE" if k == 1 else None)
+        ax.axvline(
+            s.scale_base * 2**k,
+            color="tab:red",
+            linestyle="--",
+            linewidth=1,
+            label="level edges at SCALE_BASE" if k == 1 else None,
+        )
     ax.set(title="box size after test-time resize", xlabel="sqrt(w*h), px", ylabel="boxes")
     if len(s.strides) > 1:
         ax.legend(loc="best")

@@ -8,6 +8,7 @@ to that variable, so the processes it starts (DDP workers, ``train_net.py`` runs
 ``benchmarks/accuracy.py``) register the same names. Registration goes through Detectron2's
 ``register_coco_instances`` (``DatasetCatalog`` + ``MetadataCatalog``, ``evaluator_type="coco"``).
 """
+
 import argparse
 import contextlib
 import functools
@@ -99,7 +100,7 @@ def _load_coco_json(spec: CocoDatasetSpec):
         if not categories:
             raise DatasetSpecError(
                 f"dataset {spec.name!r}: {spec.json_file} has no 'categories'; a COCO json needs "
-                "a list like [{\"id\": 1, \"name\": \"cat\"}, ...] naming every class"
+                'a list like [{"id": 1, "name": "cat"}, ...] naming every class'
             ) from e
         raise DatasetSpecError(f"dataset {spec.name!r}: cannot load {spec.json_file}: {type(e).__name__}: {e}") from e
 
@@ -202,7 +203,7 @@ def take_dataset_options(args: argparse.Namespace) -> argparse.Namespace:
             i += 2
             continue
         if item.startswith("--dataset="):
-            found.append(item[len("--dataset="):])
+            found.append(item[len("--dataset=") :])
         else:
             rest.append(item)
         i += 1

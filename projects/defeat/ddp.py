@@ -1,4 +1,5 @@
 """DDP wrapping that works for CPU (gloo) models as well as GPU ones."""
+
 from detectron2.engine import create_ddp_model
 
 __all__ = ["create_ddp_model_any_device"]

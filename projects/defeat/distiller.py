@@ -3,6 +3,7 @@
 It is independent of the detector family: meta-architectures hand it feature dicts, GT boxes
 and per-RoI (or per-anchor) logits; it owns the adapters, masks, losses, weights and schedule.
 """
+
 import logging
 from typing import Dict, List, Optional, Sequence
 
@@ -48,7 +49,8 @@ def shared_levels(
             f"(levels {sorted(student_shapes)}) nor the teacher's (levels {sorted(teacher_shapes)})"
         )
     shared = [
-        f for f in in_features
+        f
+        for f in in_features
         if f in student_shapes and f in teacher_shapes and student_shapes[f].stride == teacher_shapes[f].stride
     ]
     if not shared:
@@ -63,7 +65,9 @@ def shared_levels(
 
 
 def pairing_table(
-    in_features: Sequence[str], student_shapes: Dict[str, ShapeSpec], teacher_shapes: Dict[str, ShapeSpec],
+    in_features: Sequence[str],
+    student_shapes: Dict[str, ShapeSpec],
+    teacher_shapes: Dict[str, ShapeSpec],
     adapter: str,
 ) -> str:
     """The neck loss's level pairing as a text table: student level, teacher level, stride,
@@ -137,12 +141,16 @@ class DeFeatDistiller(nn.Module):
         if self.neck_enabled:
             self._check_levels(student_shapes, teacher_shapes)
         self.strides = [student_shapes[f].stride for f in self.in_features] if self.neck_enabled else []
-        self.adapters = build_adapters(
-            adapter,
-            {f: student_shapes[f].channels for f in self.in_features},
-            {f: teacher_shapes[f].channels for f in self.in_features},
-            float(adapter_init_std),
-        ) if self.neck_enabled else nn.ModuleDict()
+        self.adapters = (
+            build_adapters(
+                adapter,
+                {f: student_shapes[f].channels for f in self.in_features},
+                {f: teacher_shapes[f].channels for f in self.in_features},
+                float(adapter_init_std),
+            )
+            if self.neck_enabled
+            else nn.ModuleDict()
+        )
         if self.neck_enabled:
             table = pairing_table(self.in_features, student_shapes, teacher_shapes, adapter)
             logger.info("DeFeat neck pairing:\n%s", table)

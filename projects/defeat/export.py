@@ -4,6 +4,7 @@ A DeFeat checkpoint holds the student, the adapters (``distiller.*``) and the tr
 (optimizer, scheduler, iteration). The export keeps ``{"model": student weights}`` only, which
 loads into the student's own config (e.g. ``GeneralizedRCNN``) with no unexpected keys.
 """
+
 import logging
 import os
 from typing import Dict, Mapping, Tuple
@@ -39,7 +40,7 @@ def student_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Ten
     A ``module.`` prefix (a state dict taken from a DDP wrapper) is removed first.
     """
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return {k: v for k, v in state.items() if not k.startswith(DISTILLATION_PREFIXES)}
 
 
@@ -64,11 +65,17 @@ def read_student_state(checkpoint: str) -> Dict[str, torch.Tensor]:
         raise ExportError(f"{checkpoint!r} is not a Detectron2 training checkpoint (no 'model' entry)")
     state = student_state_dict(data["model"])
     if not state:
-        raise ExportError(f"{checkpoint!r} holds no student weights (its 'model' entry is empty "
-                          "or has only distillation tensors)")
+        raise ExportError(
+            f"{checkpoint!r} holds no student weights (its 'model' entry is empty or has only distillation tensors)"
+        )
     dropped = len(data["model"]) - len(state)
-    logger.info("Read %d student tensors from %s (dropped %d distillation tensors and %s)",
-                len(state), checkpoint, dropped, sorted(k for k in data if k != "model") or "nothing else")
+    logger.info(
+        "Read %d student tensors from %s (dropped %d distillation tensors and %s)",
+        len(state),
+        checkpoint,
+        dropped,
+        sorted(k for k in data if k != "model") or "nothing else",
+    )
     return state
 
 

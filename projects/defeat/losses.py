@@ -4,6 +4,7 @@ Each returns an ``(obj, bg)`` pair of scalar tensors, unweighted; the caller app
 Teacher inputs are always detached; every normaliser is clamped with ``max(1, .)`` on device
 (no host synchronisation).
 """
+
 from typing import Optional, Sequence, Tuple
 
 import torch

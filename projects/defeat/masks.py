@@ -1,4 +1,5 @@
 """Ground-truth box masks over FPN levels (docs/algorithm.md, section 1). Pure tensor code."""
+
 from typing import List, Sequence, Tuple
 
 import torch
@@ -71,15 +72,20 @@ def gt_masks(
     if assignment not in ("scale", "all"):
         raise ValueError(f"assignment must be 'scale' or 'all', got {assignment!r}")
     if len(feature_shapes) != len(strides):
-        raise ValueError(
-            f"feature_shapes ({len(feature_shapes)}) and strides ({len(strides)}) differ in length"
-        )
+        raise ValueError(f"feature_shapes ({len(feature_shapes)}) and strides ({len(strides)}) differ in length")
     n = len(boxes)
     device = boxes[0].device if n else torch.device("cpu")
-    all_boxes = torch.cat([b.reshape(-1, 4).to(device=device, dtype=torch.float32) for b in boxes]) if n else torch.zeros((0, 4))
+    all_boxes = (
+        torch.cat([b.reshape(-1, 4).to(device=device, dtype=torch.float32) for b in boxes])
+        if n
+        else torch.zeros((0, 4))
+    )
     # Image index of every box, filled on the device from host-side sizes (no copy, no sync).
-    img_idx = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=device) for i, b in enumerate(boxes)]) \
-        if n else torch.zeros((0,), dtype=torch.int64)
+    img_idx = (
+        torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=device) for i, b in enumerate(boxes)])
+        if n
+        else torch.zeros((0,), dtype=torch.int64)
+    )
     num_levels = len(strides)
     levels = assign_levels(all_boxes, num_levels, scale_base) if assignment == "scale" else None
     out = []

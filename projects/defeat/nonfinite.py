@@ -5,6 +5,7 @@ Detectron2's ``SimpleTrainer`` already moves every loss to the host to log it an
 step of a trainer: no extra check and no extra host sync per iteration; the explanation is only
 computed once the trainer has found a non-finite loss.
 """
+
 import functools
 import math
 from typing import Mapping
@@ -44,14 +45,18 @@ def nonfinite_loss_message(loss_dict: Mapping, iteration: int) -> str:
     shown = ", ".join(f"{k}={bad[k]}" for k in defeat + detector)
     head = f"Loss became infinite or NaN at iteration={iteration}"
     if defeat and detector:
-        return (f"{head}: the DeFeat terms {defeat} and the detector terms {detector} went non-finite at the same "
-                f"iteration ({shown}); the DeFeat terms are the likely cause: {_DEFEAT_CHECKS}.")
+        return (
+            f"{head}: the DeFeat terms {defeat} and the detector terms {detector} went non-finite at the same "
+            f"iteration ({shown}); the DeFeat terms are the likely cause: {_DEFEAT_CHECKS}."
+        )
     if defeat:
         return f"{head}: the DeFeat term {defeat[0]} went non-finite first ({shown}); {_DEFEAT_CHECKS}."
     if detector:
         return f"{head}: the detector loss {detector[0]} went non-finite first ({shown}); {_DETECTOR_CHECKS}."
-    return (f"{head}: every loss of this process is finite ({values}), so another process's went non-finite; "
-            f"see its log. {_DEFEAT_CHECKS}.")
+    return (
+        f"{head}: every loss of this process is finite ({values}), so another process's went non-finite; "
+        f"see its log. {_DEFEAT_CHECKS}."
+    )
 
 
 def explain_nonfinite_losses(trainer) -> None:

@@ -5,6 +5,7 @@
 Figures are ``matplotlib.figure.Figure`` objects on an Agg canvas: nothing touches pyplot's
 global state or a display.
 """
+
 import json
 import math
 import os

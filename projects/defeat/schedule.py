@@ -1,4 +1,5 @@
 """Weight of the distillation losses over training iterations. Pure functions."""
+
 import math
 
 __all__ = ["SCHEDULES", "kd_weight"]

@@ -6,6 +6,7 @@ builds the teacher module itself); ``MODEL.DEFEAT.TEACHER.INPUT_SCALE`` is ``tea
 One more key, ``max_iter``, is ``SOLVER.MAX_ITER`` (the end of the ``linear``/``cosine`` KD
 schedules).
 """
+
 import copy
 from typing import Any, Dict, Mapping, Optional
 

@@ -4,6 +4,7 @@ The config is a Detectron2 YAML file (``_BASE_`` chains allowed) or a LazyConfig
 with a ``model`` node, either by path or as ``model_zoo:<name>``; both go through the same
 checks, strict weight loading and freezing.
 """
+
 import functools
 import itertools
 import logging
@@ -19,8 +20,13 @@ from detectron2.utils.file_io import PathManager
 from .datasets import expand_path
 
 __all__ = [
-    "TeacherLoadError", "load_teacher_config", "load_teacher_lazy_config", "build_teacher", "freeze",
-    "check_finite", "is_defeat_architecture",
+    "TeacherLoadError",
+    "load_teacher_config",
+    "load_teacher_lazy_config",
+    "build_teacher",
+    "freeze",
+    "check_finite",
+    "is_defeat_architecture",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,7 +64,7 @@ def _resolve_config_path(config_file: str) -> str:
         from detectron2 import model_zoo
 
         try:
-            config_file = model_zoo.get_config_file(config_file[len(MODEL_ZOO_PREFIX):])
+            config_file = model_zoo.get_config_file(config_file[len(MODEL_ZOO_PREFIX) :])
         except RuntimeError as e:
             raise TeacherLoadError(f"unknown model-zoo teacher config: {e}") from e
     given, config_file = config_file, expand_path(config_file)

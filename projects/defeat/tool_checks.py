@@ -1,4 +1,5 @@
 """Argument handling the command-line tools share: one-line errors, never write over an input."""
+
 import argparse
 import os
 from typing import NoReturn, Optional

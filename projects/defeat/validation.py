@@ -4,6 +4,7 @@ A setting is checked in its nested lowercase form (``defeat.settings``); an erro
 ``MODEL.DEFEAT.NECK.BG_WEIGHT = <value> <problem> (LazyConfig: model.defeat.neck.bg_weight)``,
 so both kinds of config get the same message. A new setting is one row of :data:`RULES`.
 """
+
 import math
 import numbers
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Images are ``[H, W, 3]`` uint8 RGB arrays in the padded frame the model sees. A 
 ``[H_l, W_l]`` covers that frame with one cell per ``stride x stride`` pixels. Figures are
 ``matplotlib.figure.Figure`` objects on an Agg canvas (no display, no pyplot state).
 """
+
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -84,8 +85,9 @@ def _panel(ax, image: np.ndarray, title: str, fontsize: float) -> None:
     ax.set_axis_off()
 
 
-def mask_figure(image: np.ndarray, boxes: np.ndarray, levels: Sequence[LevelView], title: str,
-                panel_size: int = 256) -> Figure:
+def mask_figure(
+    image: np.ndarray, boxes: np.ndarray, levels: Sequence[LevelView], title: str, panel_size: int = 256
+) -> Figure:
     """Row 1: ``image`` with all ``boxes`` (XYXY pixels), then per level the mask panel with the
     level's boxes (yellow) and the others (grey). Row 2, if the levels have ``diff``: the heat
     maps of the differences on ONE colour scale shared by all levels (0 to the largest cell of
@@ -122,8 +124,9 @@ def mask_figure(image: np.ndarray, boxes: np.ndarray, levels: Sequence[LevelView
     heat = None
     for lv, ax in zip(levels, axes[1, 1:]):
         h_l, w_l = lv.diff.shape
-        heat = ax.imshow(lv.diff, cmap=HEAT_CMAP, norm=norm, interpolation="nearest",
-                         extent=(0, w_l * lv.stride, h_l * lv.stride, 0))
+        heat = ax.imshow(
+            lv.diff, cmap=HEAT_CMAP, norm=norm, interpolation="nearest", extent=(0, w_l * lv.stride, h_l * lv.stride, 0)
+        )
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         ax.set_title(lv.diff_caption, fontsize=fontsize)

@@ -1,10 +1,10 @@
 """LazyConfig twin of tiny_base.yaml: a very small Faster R-CNN FPN for fast CPU tests (64 px)."""
-from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from ...configs.lazy.demo_student_slimR18 import dataloader, model, optimizer, train
 

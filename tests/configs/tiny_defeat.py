@@ -1,4 +1,5 @@
 """LazyConfig twin of tiny_defeat.yaml (teacher: tiny_teacher.py); tests set model.teacher.weights."""
+
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatRCNN, build_teacher

@@ -1,6 +1,7 @@
 """A very small FCOS (ResNet-18 FPN 32, P3-P7, one head conv) for fast CPU tests (64 px).
 
 Detectron2's FCOS is LazyConfig-only: this is the plain student (and its eval config)."""
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config

@@ -1,4 +1,5 @@
 """Tiny DeFeat FCOS student of tiny_fcos_teacher.py; tests set model.teacher.weights."""
+
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatFCOS, build_teacher

@@ -1,4 +1,5 @@
 """Tiny FCOS teacher: wider FPN (48) than the student (32) so the adapters have work to do."""
+
 from detectron2.layers import ShapeSpec
 
 from .tiny_fcos_base import dataloader, lr_multiplier, model, optimizer, train

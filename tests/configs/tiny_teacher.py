@@ -1,4 +1,5 @@
 """LazyConfig twin of tiny_teacher.yaml: wider FPN than the student (48 channels)."""
+
 from detectron2.layers import ShapeSpec
 
 from .tiny_base import dataloader, lr_multiplier, model, optimizer, train

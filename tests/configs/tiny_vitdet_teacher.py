@@ -3,6 +3,7 @@ channels), Faster R-CNN heads (4conv1fc with LayerNorm, as ViTDet), for 64 px te
 
 The ViT pads every batch to a 128 px square (``square_pad``): its maps are larger than the
 student's (ResNet-FPN, 64 px batches) and are cropped to the student's grids."""
+
 from functools import partial
 
 import torch.nn as nn
@@ -13,8 +14,16 @@ from .tiny_base import dataloader, lr_multiplier, optimizer, train
 
 model = get_config("common/models/mask_rcnn_vitdet.py").model
 model.backbone.net.update(
-    img_size=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.0, window_size=0,
-    window_block_indexes=[], use_rel_pos=False, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+    img_size=128,
+    patch_size=16,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    drop_path_rate=0.0,
+    window_size=0,
+    window_block_indexes=[],
+    use_rel_pos=False,
+    norm_layer=partial(nn.LayerNorm, eps=1e-6),
 )
 model.backbone.out_channels = 48
 model.backbone.square_pad = 128

@@ -1,4 +1,5 @@
 """``python -m defeat.demo``: see :mod:`defeat.demo.runner`."""
+
 import sys
 
 from .runner import main

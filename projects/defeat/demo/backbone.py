@@ -4,6 +4,7 @@ Detectron2's ``build_resnet_backbone`` requires 64 channels in res2 for R18/R34;
 honours ``MODEL.RESNETS.STEM_OUT_CHANNELS`` and ``RES2_OUT_CHANNELS`` for basic-block ResNets,
 doubling the width at each stage, and puts Detectron2's standard FPN on top.
 """
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
@@ -35,8 +36,12 @@ def slim_resnet(
         stride = 1 if i == 0 else 2
         stages.append(
             ResNet.make_stage(
-                BasicBlock, n, stride_per_block=[stride] + [1] * (n - 1),
-                in_channels=in_ch, out_channels=out_ch, norm=norm,
+                BasicBlock,
+                n,
+                stride_per_block=[stride] + [1] * (n - 1),
+                in_channels=in_ch,
+                out_channels=out_ch,
+                norm=norm,
             )
         )
         in_ch, out_ch = out_ch, out_ch * 2
@@ -46,8 +51,12 @@ def slim_resnet(
 def _slim_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     r = cfg.MODEL.RESNETS
     return slim_resnet(
-        depth=r.DEPTH, stem_out_channels=r.STEM_OUT_CHANNELS, res2_out_channels=r.RES2_OUT_CHANNELS,
-        norm=r.NORM, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        depth=r.DEPTH,
+        stem_out_channels=r.STEM_OUT_CHANNELS,
+        res2_out_channels=r.RES2_OUT_CHANNELS,
+        norm=r.NORM,
+        out_features=r.OUT_FEATURES,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         in_channels=input_shape.channels,
     )
 

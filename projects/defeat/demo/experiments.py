@@ -3,6 +3,7 @@
 Shared by ``python -m defeat.demo`` and ``benchmarks/accuracy.py``. Progress (iteration and ETA)
 is parsed from Detectron2's own log lines, so any ``train_net.py``-style script works.
 """
+
 import hashlib
 import json
 import os
@@ -13,8 +14,17 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = [
-    "METRICS", "load_config", "iters_opts", "run_job", "run_parallel", "read_box_metrics", "config_digest",
-    "format_table", "is_lazy", "lazy_overrides", "load_lazy_config",
+    "METRICS",
+    "load_config",
+    "iters_opts",
+    "run_job",
+    "run_parallel",
+    "read_box_metrics",
+    "config_digest",
+    "format_table",
+    "is_lazy",
+    "lazy_overrides",
+    "load_lazy_config",
 ]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -96,7 +106,7 @@ def lazy_overrides(opts: Sequence[str]) -> List[str]:
         elif key == "DATASETS.TEST":
             out.append(f"dataloader.test.dataset.names={_dataset_name(value)}")
         elif key.startswith("MODEL.DEFEAT."):
-            out.append(f"model.defeat.{key[len('MODEL.DEFEAT.'):].lower()}={value}")
+            out.append(f"model.defeat.{key[len('MODEL.DEFEAT.') :].lower()}={value}")
         else:
             raise ValueError(f"no LazyConfig counterpart for the override {key}; give LazyConfig overrides instead")
     return out
@@ -224,7 +234,11 @@ def format_table(rows: Dict[str, Dict[str, float]], title: str = "") -> str:
     sep = "|" + "---|" * (len(METRICS) + 1)
     lines = ([f"### {title}", ""] if title else []) + [head, sep]
     for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{m[k]:+.2f}" if name.startswith("gain") else f"{m[k]:.2f}" for k in METRICS) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{m[k]:+.2f}" if name.startswith("gain") else f"{m[k]:.2f}" for k in METRICS)
+            + " |"
+        )
     return "\n".join(lines)
 
 

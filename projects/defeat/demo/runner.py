@@ -9,6 +9,7 @@ finished run of the same config exists), then both students side by side, one CP
 Writes ``results.json`` and ``results.md`` (``results_retinanet.*`` for RetinaNet) under the
 output folder and prints a model-zoo style table.
 """
+
 import argparse
 import json
 import os
@@ -61,8 +62,12 @@ class _Progress:
                 self.left[name] = (total - it - 1) * rate
                 if (it + 1) % 20 == 0 or it + 1 == total:
                     left = max(self.left.values()) + self.later_s
-                    print(f"    {name:>8} iter {it + 1}/{total}  stage eta {eta}  "
-                          f"total eta {int(left // 60)}:{int(left % 60):02d}", flush=True)
+                    print(
+                        f"    {name:>8} iter {it + 1}/{total}  stage eta {eta}  "
+                        f"total eta {int(left // 60)}:{int(left % 60):02d}",
+                        flush=True,
+                    )
+
         return on_progress
 
 
@@ -104,13 +109,22 @@ def main(argv=None):
     print(f"[2/2] students side by side: {BASELINE[1]} and {DEFEAT[1]} ({student_iters} iterations)", flush=True)
     t0 = time.time()
     progress = _Progress(0.0)
-    base, kd = run_parallel([
-        dict(config_file=BASELINE[1], output_dir=os.path.join(args.output, BASELINE[2]), opts=student_opts,
-             on_progress=progress.callback("baseline", student_iters, t0)),
-        dict(config_file=DEFEAT[1], output_dir=os.path.join(args.output, DEFEAT[2]),
-             opts=student_opts + ["MODEL.DEFEAT.TEACHER.WEIGHTS", weights],
-             on_progress=progress.callback("defeat", student_iters, t0)),
-    ])
+    base, kd = run_parallel(
+        [
+            dict(
+                config_file=BASELINE[1],
+                output_dir=os.path.join(args.output, BASELINE[2]),
+                opts=student_opts,
+                on_progress=progress.callback("baseline", student_iters, t0),
+            ),
+            dict(
+                config_file=DEFEAT[1],
+                output_dir=os.path.join(args.output, DEFEAT[2]),
+                opts=student_opts + ["MODEL.DEFEAT.TEACHER.WEIGHTS", weights],
+                on_progress=progress.callback("defeat", student_iters, t0),
+            ),
+        ]
+    )
     print(f"    students done in {elapsed(t0)}", flush=True)
     results[BASELINE[0]], results[DEFEAT[0]] = base, kd
     results["gain (DeFeat - alone)"] = {k: kd[k] - base[k] for k in kd}

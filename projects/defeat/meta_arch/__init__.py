@@ -1,4 +1,5 @@
 """DeFeat meta-architectures (importing this module registers them) and the mixins behind them."""
+
 from .dense import DeFeatDenseMixin
 from .fcos import DeFeatFCOS
 from .mixin import DeFeatMixin

@@ -5,6 +5,7 @@ A ``StandardROIHeads`` has one box classifier (``box_head`` + ``box_predictor``)
 runs every stage's classifier on the same RoIs, pairs student stage ``k`` with teacher stage
 ``k`` and averages the per-stage losses (docs/compatibility.md explains the choice).
 """
+
 from typing import Dict, List, Tuple
 
 import torch

@@ -7,6 +7,7 @@ logits (``extra``) and handing the heads only their own rows. One pass instead o
 exact when the box head treats RoIs independently (no BatchNorm over RoIs); otherwise
 ``extra`` stays ``None`` and the caller runs the box head separately.
 """
+
 from typing import List, Optional
 
 import torch

@@ -1,5 +1,6 @@
 """Teacher handling shared by the DeFeat meta-architectures: hidden, frozen, on the right device;
 and the teacher-less student a DeFeat architecture evaluates as."""
+
 import logging
 import math
 from typing import Dict, List, Optional
@@ -13,8 +14,13 @@ from ..distiller import DeFeatConfigError
 from ..teacher import build_teacher
 
 __all__ = [
-    "TeacherMixin", "teacher_from_config", "detector_num_classes", "check_teacher_family",
-    "student_class", "build_eval_model", "lazy_eval_model_config",
+    "TeacherMixin",
+    "teacher_from_config",
+    "detector_num_classes",
+    "check_teacher_family",
+    "student_class",
+    "build_eval_model",
+    "lazy_eval_model_config",
 ]
 
 logger = logging.getLogger(__name__)

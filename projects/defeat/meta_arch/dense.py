@@ -7,6 +7,7 @@ pass is the family's own ``anchor_generator``/``label_anchors``/``losses``; the 
 per-location sigmoid KL with the family's location labels: locations assigned to a GT box are
 objects, ignored ones (label ``-1``) are left out, the rest are background.
 """
+
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch

@@ -1,4 +1,5 @@
 """DeFeatFCOS: Detectron2's FCOS + a frozen teacher + decoupled neck and per-location head distillation."""
+
 from typing import List
 
 from detectron2.modeling import META_ARCH_REGISTRY

@@ -15,6 +15,7 @@ argument to the parent, so a subclass needs no constructor of its own. ``DeFeatR
 mixin plus a forward that saves one student box-head pass (see ``box_tap``); the losses are the
 same (docs/extending.md).
 """
+
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -24,7 +25,7 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..distiller import DeFeatConfigError, DeFeatDistiller
+from ..distiller import DeFeatDistiller
 from ..settings import resolve_settings, settings_from_cfg
 from ..validation import PROPOSAL_MODES, validate_settings
 from .box_heads import check_head_pair, stage_logits
@@ -125,15 +126,17 @@ class DeFeatMixin(TeacherMixin):
         with torch.no_grad():
             if self.head_on_teacher_rois:
                 scale = self.teacher_input_scale
-                t_gt = gt_instances if scale == 1.0 else [
-                    _scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)
-                ]
+                t_gt = (
+                    gt_instances
+                    if scale == 1.0
+                    else [_scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)]
+                )
                 rois = self._teacher_rois(t_images, out["features"], t_gt)
                 out["logits"] = stage_logits(t.roi_heads, out["features"], [r.proposal_boxes for r in rois])
                 # In the student's frame: the student's box head reads the same boxes there.
-                out["rois"] = rois if scale == 1.0 else [
-                    _scaled(r, 1.0 / scale, s) for r, s in zip(rois, images.image_sizes)
-                ]
+                out["rois"] = (
+                    rois if scale == 1.0 else [_scaled(r, 1.0 / scale, s) for r, s in zip(rois, images.image_sizes)]
+                )
         return out
 
     def defeat_losses(

@@ -1,4 +1,5 @@
 """DeFeatRCNN: GeneralizedRCNN + a frozen teacher + decoupled neck and head distillation."""
+
 from typing import Dict, List
 
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN

@@ -1,4 +1,5 @@
 """DeFeatRetinaNet: RetinaNet + a frozen teacher + decoupled neck and per-anchor head distillation."""
+
 from typing import List
 
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
@@ -7,7 +8,6 @@ from ..distiller import DeFeatConfigError
 from .dense import DeFeatDenseMixin, dense_class_logits
 
 __all__ = ["DeFeatRetinaNet", "dense_class_logits"]
-
 
 
 @META_ARCH_REGISTRY.register()

@@ -3,6 +3,7 @@
 ``generate_dataset`` writes the files (numpy + OpenCV only); ``register_demo_dataset``
 also registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 """
+
 import logging
 import os
 
@@ -83,8 +84,7 @@ def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):
         if name in DatasetCatalog.list():
             registered = MetadataCatalog.get(name).get("json_file")
             if registered != json_file:
-                logger.warning("%s already registered with %s; not re-registering with %s",
-                               name, registered, json_file)
+                logger.warning("%s already registered with %s; not re-registering with %s", name, registered, json_file)
         else:
             meta = {"thing_classes": list(CLASS_NAMES[:num_classes])}
             register_coco_instances(name, meta, json_file, paths[f"{split}_images"])

@@ -3,6 +3,7 @@
 Usage: ``python -m defeat.demo.data [--root DIR] [--seed S] [--num-train N] [--num-val M]
 [--image-size P] [--num-classes K] [--force]``
 """
+
 import argparse
 import logging
 import time
@@ -35,14 +36,22 @@ def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    paths = generate_dataset(args.root or default_root(), num_train=args.num_train,
-                             num_val=args.num_val, image_size=args.image_size, seed=args.seed,
-                             num_classes=args.num_classes, force=args.force)
+    paths = generate_dataset(
+        args.root or default_root(),
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=args.image_size,
+        seed=args.seed,
+        num_classes=args.num_classes,
+        force=args.force,
+    )
     print(f"dataset at {paths['root']} ready in {time.perf_counter() - start:.1f}s")
     for split in ("train", "val"):
         st = dataset_stats(paths[f"{split}_json"])
-        print(f"\n[{split}] {st['images']} images, {st['annotations']} objects "
-              f"({st['annotations'] / max(st['images'], 1):.2f} per image)")
+        print(
+            f"\n[{split}] {st['images']} images, {st['annotations']} objects "
+            f"({st['annotations'] / max(st['images'], 1):.2f} per image)"
+        )
         print("  per size : " + ", ".join(f"{k}={v}" for k, v in st["per_size"].items()))
         print("  per class: " + ", ".join(f"{k}={v}" for k, v in st["per_class"].items()))
 

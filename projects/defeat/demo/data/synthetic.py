@@ -26,6 +26,7 @@ Each image draws from its own RNG seeded with ``(seed, split, index)``, so outpu
 bit-identical for a seed (given the same numpy / OpenCV builds) and a smaller dataset
 is a prefix of a larger one.
 """
+
 import colorsys
 import json
 import logging
@@ -42,8 +43,16 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = 3
 
 CLASS_NAMES = (
-    "circle", "ring", "square", "diamond", "triangle",
-    "plus", "star", "hexagon", "bar", "ell",
+    "circle",
+    "ring",
+    "square",
+    "diamond",
+    "triangle",
+    "plus",
+    "star",
+    "hexagon",
+    "bar",
+    "ell",
 )
 DEFAULT_NUM_TRAIN = 3000
 DEFAULT_NUM_VAL = 500
@@ -51,19 +60,19 @@ DEFAULT_IMAGE_SIZE = 128
 DEFAULT_NUM_CLASSES = len(CLASS_NAMES)
 DEFAULT_SEED = 0
 
-MIN_OBJECT_SIZE = 12.0   # smallest object scale sqrt(w*h) of the full shape's box, px
-SMALL_MAX = 32.0         # COCO small/medium boundary on sqrt(area), px
-MEDIUM_MAX = 96.0        # COCO medium/large boundary on sqrt(area), px
-LARGE_PROB = 0.25        # chance that an image starts with a large object
-SMALL_PROB = 0.35        # chance that any other object is small (else medium)
+MIN_OBJECT_SIZE = 12.0  # smallest object scale sqrt(w*h) of the full shape's box, px
+SMALL_MAX = 32.0  # COCO small/medium boundary on sqrt(area), px
+MEDIUM_MAX = 96.0  # COCO medium/large boundary on sqrt(area), px
+LARGE_PROB = 0.25  # chance that an image starts with a large object
+SMALL_PROB = 0.35  # chance that any other object is small (else medium)
 MAX_OBJECTS = 6
 MAX_OCCLUSION = 0.4
 MIN_VISIBLE_PIXELS = 10
 PLACEMENT_TRIES = 12
 _SPLITS = {"train": 0, "val": 1}
-_SHIFT = 4               # sub-pixel bits for cv2.fillPoly
-HUE_JITTER = 30.0        # degrees of hue noise around a class's hue (classes are 36 deg apart)
-_MIN_CONTRAST = 90.0     # L1 RGB distance wanted between an object and what it covers
+_SHIFT = 4  # sub-pixel bits for cv2.fillPoly
+HUE_JITTER = 30.0  # degrees of hue noise around a class's hue (classes are 36 deg apart)
+_MIN_CONTRAST = 90.0  # L1 RGB distance wanted between an object and what it covers
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -105,8 +114,9 @@ def _shape(name, rng):
         theta = rng.uniform(0, 2 * np.pi)
     elif name == "plus":
         t = rng.uniform(0.22, 0.32)
-        p = np.array([[-t, -1], [t, -1], [t, -t], [1, -t], [1, t], [t, t],
-                      [t, 1], [-t, 1], [-t, t], [-1, t], [-1, -t], [-t, -t]])
+        p = np.array(
+            [[-t, -1], [t, -1], [t, -t], [1, -t], [1, t], [t, t], [t, 1], [-t, 1], [-t, t], [-1, t], [-1, -t], [-t, -t]]
+        )
         theta = rng.uniform(0, np.pi / 2)
     elif name == "star":
         inner = rng.uniform(0.38, 0.48)
@@ -167,7 +177,7 @@ def _background(rng, size):
         alpha = (field > np.quantile(field, rng.uniform(0.5, 0.7))).astype(np.float32)
         alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * rng.uniform(0.35, 0.85)
         x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
-        patch = img[y0:y0 + bh, x0:x0 + bw]
+        patch = img[y0 : y0 + bh, x0 : x0 + bw]
         patch += (_rand_color(rng) - patch) * alpha[..., None]
 
     # thin straight lines and wiggly curves
@@ -177,8 +187,7 @@ def _background(rng, size):
         thick = int(rng.integers(1, 3))
         if rng.random() < 0.5:
             p0, p1 = rng.uniform(-0.2 * size, 1.2 * size, (2, 2)).astype(int)
-            cv2.line(canvas, tuple(int(v) for v in p0), tuple(int(v) for v in p1),
-                     color, thick, cv2.LINE_AA)
+            cv2.line(canvas, tuple(int(v) for v in p0), tuple(int(v) for v in p1), color, thick, cv2.LINE_AA)
         else:
             n = int(rng.integers(4, 10))
             steps = rng.normal(0, size / 10, (n, 2)).cumsum(axis=0)
@@ -217,7 +226,7 @@ def _place(rng, name, scale, size):
     ext = hi - lo
     s = min(scale / np.sqrt(ext[0] * ext[1]), (size - 2) / ext.max())
     room = np.maximum(size - 1 - s * ext, 0)
-    corner = rng.uniform(0, room) + 0.5              # top-left of the shape in px
+    corner = rng.uniform(0, room) + 0.5  # top-left of the shape in px
     x0, y0 = (int(v) for v in np.clip(np.floor(corner) - 1, 0, size - 1))
     x1, y1 = (int(v) for v in np.clip(np.ceil(corner + s * ext) + 2, 1, size))
     off = corner - s * lo - [x0, y0]
@@ -260,7 +269,7 @@ def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION
     a list of ``(class_index, [x, y, w, h])`` with integer pixel boxes of the visible part.
     """
     canvas = _background(rng, size)
-    owner = np.full((size, size), -1, np.int16)      # index of the object on top, -1: none
+    owner = np.full((size, size), -1, np.int16)  # index of the object on top, -1: none
     full_px, visible, labels = [], [], []
     n = int(rng.integers(1, MAX_OBJECTS + 1))
     for scale in _sample_scales(rng, n, size):
@@ -272,12 +281,12 @@ def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION
             npx = int(hard.sum())
             if npx < MIN_VISIBLE_PIXELS:
                 continue
-            under = owner[y0:y0 + h, x0:x0 + w]
+            under = owner[y0 : y0 + h, x0 : x0 + w]
             lost = np.bincount(under[hard] + 1, minlength=len(labels) + 1)[1:]
             left = np.asarray(visible, np.int64) - lost
             if len(labels) and np.any(left < (1 - max_occlusion) * np.asarray(full_px)):
                 continue
-            region = canvas[y0:y0 + h, x0:x0 + w]
+            region = canvas[y0 : y0 + h, x0 : x0 + w]
             color = _object_color(rng, region, hard, cls, len(class_names))
             ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
             xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
@@ -339,7 +348,7 @@ def _write_split(out, split, count, cfg):
     """Write images of one split into out/<split>/ and its COCO dict; returns the dict."""
     img_dir = out / split
     img_dir.mkdir(parents=True)
-    names = CLASS_NAMES[:cfg["num_classes"]]
+    names = CLASS_NAMES[: cfg["num_classes"]]
     images, anns = [], []
     for i in range(count):
         rng = np.random.default_rng([cfg["seed"], _SPLITS[split], i])
@@ -348,11 +357,18 @@ def _write_split(out, split, count, cfg):
         ok = cv2.imwrite(str(img_dir / file_name), image[..., ::-1])
         if not ok:
             raise OSError(f"failed to write {img_dir / file_name}")
-        images.append({"id": i + 1, "file_name": file_name,
-                       "width": cfg["image_size"], "height": cfg["image_size"]})
+        images.append({"id": i + 1, "file_name": file_name, "width": cfg["image_size"], "height": cfg["image_size"]})
         for cls, box in objects:
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1,
-                         "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
     return {
         "info": {"description": "DeFeat synthetic shapes demo", "version": str(GENERATOR_VERSION)},
         "licenses": [],
@@ -367,9 +383,15 @@ def _dump_json(obj, path):
         json.dump(obj, f, sort_keys=True, separators=(",", ":"))
 
 
-def generate_dataset(root, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
-                     image_size=DEFAULT_IMAGE_SIZE, seed=DEFAULT_SEED,
-                     num_classes=DEFAULT_NUM_CLASSES, force=False):
+def generate_dataset(
+    root,
+    num_train=DEFAULT_NUM_TRAIN,
+    num_val=DEFAULT_NUM_VAL,
+    image_size=DEFAULT_IMAGE_SIZE,
+    seed=DEFAULT_SEED,
+    num_classes=DEFAULT_NUM_CLASSES,
+    force=False,
+):
     """Generate (if needed) the demo dataset under ``root``; return a dict of paths.
 
     Layout: ``root/{train,val}/NNNNNN.png``, ``root/annotations/{train,val}.json`` and
@@ -397,8 +419,9 @@ def generate_dataset(root, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is a normal folder
-        logger.info("generating %d train + %d val images (%dpx, seed %d) in %s",
-                    num_train, num_val, image_size, seed, root)
+        logger.info(
+            "generating %d train + %d val images (%dpx, seed %d) in %s", num_train, num_val, image_size, seed, root
+        )
         (tmp / "annotations").mkdir()
         for split, count in (("train", num_train), ("val", num_val)):
             _dump_json(_write_split(tmp, split, count, cfg), tmp / "annotations" / f"{split}.json")
@@ -420,9 +443,9 @@ def generate_dataset(root, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL,
 
 def size_range(area):
     """COCO size range name of a box area in px^2: 'small', 'medium' or 'large'."""
-    if area < SMALL_MAX ** 2:
+    if area < SMALL_MAX**2:
         return "small"
-    return "medium" if area <= MEDIUM_MAX ** 2 else "large"
+    return "medium" if area <= MEDIUM_MAX**2 else "large"
 
 
 def dataset_stats(json_file):
@@ -435,5 +458,9 @@ def dataset_stats(json_file):
     for a in coco["annotations"]:
         per_class[names[a["category_id"]]] += 1
         per_size[size_range(a["area"])] += 1
-    return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
-            "per_class": per_class, "per_size": per_size}
+    return {
+        "images": len(coco["images"]),
+        "annotations": len(coco["annotations"]),
+        "per_class": per_class,
+        "per_size": per_size,
+    }
