@@ -11,9 +11,12 @@ from detectron2.structures import ImageList
 
 from ..align import check_input_scale, pad_at_least, resize_image
 from ..distiller import DeFeatConfigError
+from ..settings import settings_from_cfg
 from ..teacher import build_teacher
+from ..validation import validate_settings
 
 __all__ = [
+    "defeat_from_config",
     "TeacherMixin",
     "teacher_from_config",
     "detector_num_classes",
@@ -58,6 +61,13 @@ def teacher_from_config(cfg) -> nn.Module:
     """The frozen teacher named by ``MODEL.DEFEAT.TEACHER`` of a YAML config."""
     t = cfg.MODEL.DEFEAT.TEACHER
     return build_teacher(t.CONFIG_FILE, t.WEIGHTS, cfg.MODEL.DEVICE)
+
+
+def defeat_from_config(cfg) -> Dict:
+    """The DeFeat constructor arguments of a YAML config: ``defeat`` (checked settings, checked
+    before paying for the teacher build) and ``teacher``."""
+    settings = validate_settings(settings_from_cfg(cfg))
+    return {"defeat": settings, "teacher": teacher_from_config(cfg)}
 
 
 class TeacherMixin:

@@ -18,9 +18,8 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 
 from ..align import align_to_grid
 from ..distiller import DeFeatConfigError, DeFeatDistiller
-from ..settings import resolve_settings, settings_from_cfg
-from ..validation import validate_settings
-from .common import TeacherMixin, check_teacher_family, teacher_from_config
+from ..settings import resolve_settings
+from .common import TeacherMixin, check_teacher_family, defeat_from_config
 
 __all__ = ["DeFeatDenseMixin", "dense_class_logits", "check_same_locations", "check_head_in_features"]
 
@@ -113,10 +112,7 @@ class DeFeatDenseMixin(TeacherMixin):
 
     @classmethod
     def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        ret["defeat"] = validate_settings(settings_from_cfg(cfg))  # before paying for the teacher build
-        ret["teacher"] = teacher_from_config(cfg)
-        return ret
+        return {**super().from_config(cfg), **defeat_from_config(cfg)}
 
     def prediction_dims(self) -> List[int]:
         """Per-location sizes of the head's outputs, in order (classification first)."""

@@ -26,10 +26,10 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..distiller import DeFeatDistiller
-from ..settings import resolve_settings, settings_from_cfg
-from ..validation import PROPOSAL_MODES, validate_settings
+from ..settings import resolve_settings
+from ..validation import PROPOSAL_MODES
 from .box_heads import check_head_pair, stage_logits
-from .common import TeacherMixin, check_teacher_family, teacher_from_config
+from .common import TeacherMixin, check_teacher_family, defeat_from_config
 
 __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
 
@@ -98,10 +98,7 @@ class DeFeatMixin(TeacherMixin):
 
     @classmethod
     def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        ret["defeat"] = validate_settings(settings_from_cfg(cfg))  # before paying for the teacher build
-        ret["teacher"] = teacher_from_config(cfg)
-        return ret
+        return {**super().from_config(cfg), **defeat_from_config(cfg)}
 
     @property
     def head_on_teacher_rois(self) -> bool:
