@@ -30,6 +30,7 @@ from defeat.demo.experiments import (
     METRICS,
     config_digest,
     elapsed,
+    evaluate_job,
     is_lazy,
     iters_opts,
     load_config,
@@ -131,6 +132,12 @@ def parse_args(argv=None):
     p.add_argument(
         "--teacher-weights", default=None, help="trained teacher; trained with --teacher-config first if missing"
     )
+    p.add_argument(
+        "--no-eval-teacher",
+        dest="eval_teacher",
+        action="store_false",
+        help="do not evaluate given teacher weights on the test set before the students train",
+    )
     add_dataset_argument(p)
     p.add_argument("--train-set", default=None, help="dataset name (default: the configs')")
     p.add_argument("--test-set", default=None)
@@ -162,15 +169,23 @@ def main(argv=None):
         common += ["DATASETS.TRAIN", f"('{args.train_set}',)"]
     if args.test_set:
         common += ["DATASETS.TEST", f"('{args.test_set}',)"]
-    teacher_ap = None
+    teacher_ap, teacher_note = None, "AP unknown (--no-eval-teacher and no metrics.json beside the weights)"
     if not os.path.isfile(args.teacher_weights):
         print(f"training the teacher: {args.teacher_config}", flush=True)
         teacher_ap = run_job(args.teacher_config, os.path.dirname(args.teacher_weights), common)["AP"]
+        teacher_note = "evaluated at the end of its training"
+    elif args.eval_teacher:  # given weights are measured before any student trains on them
+        out = os.path.join(args.output, f"teacher_eval{args.tag}")
+        teacher_ap = evaluate_job(args.teacher_config, args.teacher_weights, out, common)["AP"]
+        teacher_note = "evaluated on the test set before the students"
     else:
         try:
             teacher_ap = read_box_metrics(os.path.dirname(args.teacher_weights))["AP"]
+            teacher_note = "from its training run's metrics.json"
         except (OSError, RuntimeError):
             pass
+    shown = "?" if teacher_ap is None else f"{teacher_ap:.2f}"
+    print(f"teacher: {args.teacher_config}, weights {args.teacher_weights}, AP {shown} ({teacher_note})", flush=True)
     common += iters_opts(args.iters)
     planned, todo = [], []
     for seed in args.seeds:
@@ -202,7 +217,8 @@ def main(argv=None):
         }
     base = summary.get("baseline", {}).get("mean", {}).get("AP")
     lines = [
-        f"seeds {args.seeds}; teacher AP {teacher_ap if teacher_ap is None else round(teacher_ap, 2)}",
+        f"seeds {args.seeds}; teacher {args.teacher_config}, weights {args.teacher_weights}, "
+        f"AP {shown} ({teacher_note})",
         "",
         "| variant | AP (mean +- std) | AP50 | AP75 | gain | gap closed | per seed |",
         "|---|---|---|---|---|---|---|",

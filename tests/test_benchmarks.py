@@ -114,6 +114,7 @@ def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
                 "--variants",
                 "neck",
                 "cross",
+                "--no-eval-teacher",
             ]
         )
     except _Planned:
@@ -127,6 +128,41 @@ def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
     assert last(opts["neck_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == str(teacher)
     assert last(opts["cross_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == "other.pth"
     assert all(job["config_file"] == acc.FAMILIES["retinanet"][1] for job in planned)
+
+
+def test_accuracy_evaluates_given_teacher_weights_first(tmp_path, monkeypatch, capsys):
+    """Given teacher weights are evaluated on the test set before any student is planned, and the
+    teacher's config, weights and measured AP are printed."""
+    acc = _load("accuracy")
+    calls, events = [], []
+
+    def fake_evaluate(config_file, weights, output_dir, opts=()):
+        calls.append((config_file, weights, list(opts)))
+        events.append("teacher")
+        return dict.fromkeys(acc.METRICS, 37.5)
+
+    def fake_run_parallel(todo, workers):
+        events.append("students")
+        raise _Planned
+
+    monkeypatch.setattr(acc, "evaluate_job", fake_evaluate)
+    monkeypatch.setattr(acc, "run_parallel", fake_run_parallel)
+    teacher = tmp_path / "t.pth"
+    teacher.write_bytes(b"")
+    argv = ["--teacher-weights", str(teacher), "--seeds", "0", "--variants", "baseline", "defeat"]
+    with pytest.raises(_Planned):
+        acc.main(argv + ["--output", str(tmp_path / "out"), "--test-set", "my_val"])
+    assert calls == [(acc.FAMILIES["rcnn"][2], str(teacher), ["DATASETS.TEST", "('my_val',)"])]
+    assert events == ["teacher", "students"]
+    printed = capsys.readouterr().out
+    assert f"teacher: {acc.FAMILIES['rcnn'][2]}, weights {teacher}, AP 37.50 (evaluated on the test set" in printed
+
+    calls.clear()
+    events.clear()
+    with pytest.raises(_Planned):
+        acc.main(argv + ["--output", str(tmp_path / "out2"), "--no-eval-teacher"])
+    assert calls == [] and events == ["students"]
+    assert "AP ? (AP unknown" in capsys.readouterr().out
 
 
 def test_accuracy_reuses_a_run_only_for_the_same_config(tmp_path):

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from defeat.demo import runner as demo
 from defeat.demo.experiments import METRICS, format_table, read_box_metrics
 
@@ -27,9 +29,20 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
     mtime = os.path.getmtime(teacher_file)
-    demo.main(args)
+    trained_ap = results[names[0]]["AP"]
+    stamp = out / "teacher_R18" / "defeat_demo_teacher.json"
+    saved = json.load(open(stamp))
+    saved["metrics"]["AP"] = 99.0  # a stale record: the cached teacher must be measured, not believed
+    json.dump(saved, open(stamp, "w"))
+    again = demo.main(args)
     assert "[teacher] reusing" in capsys.readouterr().out
     assert os.path.getmtime(teacher_file) == mtime
+    assert again[names[0]]["AP"] == pytest.approx(trained_ap, abs=1e-6)  # same weights, same test set
+    assert "evaluated on the test set before the students" in (out / "results.md").read_text()
+    assert f"weights {teacher_file}" in (out / "results.md").read_text()
+    recorded = demo.main(args + ["--no-eval-teacher"])
+    assert recorded[names[0]]["AP"] == 99.0
+    assert "not evaluated again" in (out / "results.md").read_text()
 
 
 def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):

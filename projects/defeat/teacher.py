@@ -7,8 +7,10 @@ checks, strict weight loading and freezing.
 
 import functools
 import itertools
+import json
 import logging
 import os
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -26,6 +28,7 @@ __all__ = [
     "build_teacher",
     "freeze",
     "check_finite",
+    "recorded_box_ap",
     "is_defeat_architecture",
 ]
 
@@ -185,6 +188,27 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def recorded_box_ap(weights: str) -> Optional[float]:
+    """The last ``bbox/AP`` that the Detectron2 run which wrote ``weights`` logged to the
+    ``metrics.json`` in the same folder; None for remote weights or when there is none."""
+    if not weights or "://" in weights:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "metrics.json")
+    ap = None
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and "bbox/AP" in row:
+                    ap = float(row["bbox/AP"])
+    except OSError:
+        return None
+    return ap
+
+
 def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Module:
     """Build the teacher with Detectron2's builders and load every parameter and buffer.
 
@@ -234,6 +258,15 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
             + ". Check that the config (depth, widths, NUM_CLASSES) is the one the weights were trained with."
         )
     check_finite(model, weights)
-    logger.info("Loaded DeFeat teacher %s from %s", arch, weights)
+    ap = recorded_box_ap(local)
+    logger.info(
+        "DeFeat teacher: %s from config %s, weights %s; %s",
+        arch,
+        config_file,
+        weights,
+        f"box AP {ap:.2f} as last evaluated by its training run (metrics.json beside the weights)"
+        if ap is not None
+        else "its AP is unknown here (no metrics.json with bbox/AP beside the weights)",
+    )
     model.teacher_cfg = cfg
     return freeze(model).to(torch.device(device))

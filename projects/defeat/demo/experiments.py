@@ -25,6 +25,8 @@ __all__ = [
     "is_lazy",
     "lazy_overrides",
     "load_lazy_config",
+    "evaluate_job",
+    "read_eval_output",
 ]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -195,28 +197,72 @@ def run_job(
         overrides = lazy_overrides(["OUTPUT_DIR", output_dir, *opts])
     else:
         overrides = ["OUTPUT_DIR", output_dir, *opts]
+    _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)
+    return read_box_metrics(output_dir)
+
+
+def _run_script(
+    train_script: str,
+    config_file: str,
+    args: Sequence[str],
+    output_dir: str,
+    log_name: str,
+    threads: Optional[int] = None,
+    on_progress: Optional[Callable[[int, str], None]] = None,
+) -> List[str]:
+    """Run ``train_script --config-file config_file *args`` with its output in
+    ``<output_dir>/<log_name>``; return the output lines. Raises RuntimeError with the log's tail."""
     if not os.path.isfile(train_script):
         raise FileNotFoundError(f"{train_script} not found; run from the repository root")
     os.makedirs(output_dir, exist_ok=True)
-    cmd: List[str] = [sys.executable, train_script, "--config-file", config_file, *overrides]
+    cmd: List[str] = [sys.executable, train_script, "--config-file", config_file, *args]
     log_path = os.path.join(output_dir, log_name)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    tail: List[str] = []
-    with open(log_path, "w") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    ) as proc:
+    lines: List[str] = []
+    popen = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    with open(log_path, "w") as log, subprocess.Popen(cmd, **popen) as proc:
         for line in proc.stdout:
             log.write(line)
-            tail = (tail + [line])[-40:]
+            lines.append(line)
             m = _ITER.search(line)
             if m and on_progress is not None:
                 on_progress(int(m.group(2)), m.group(1) or "?")
         code = proc.wait()
     if code != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log_path}\n" + "".join(tail))
-    return read_box_metrics(output_dir)
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); log: {log_path}\n" + "".join(lines[-40:]))
+    return lines
+
+
+def read_eval_output(lines: Sequence[str]) -> Dict[str, float]:
+    """The ``bbox`` metrics of an ``--eval-only`` run, from the ``copypaste:`` lines that
+    Detectron2's ``print_csv_format`` writes (task, metric names, values)."""
+    rows = [line.split("copypaste: ", 1)[1].strip() for line in lines if "copypaste: " in line]
+    for i, row in enumerate(rows[:-2]):
+        if row == "Task: bbox":
+            names, values = rows[i + 1].split(","), rows[i + 2].split(",")
+            return {k: float(values[names.index(k)]) for k in METRICS}
+    raise RuntimeError("no bbox metrics in the evaluation output (did the test set load?)")
+
+
+def evaluate_job(
+    config_file: str,
+    weights: str,
+    output_dir: str,
+    opts: Sequence[str] = (),
+    train_script: str = "train_net.py",
+    threads: Optional[int] = None,
+) -> Dict[str, float]:
+    """Evaluate ``weights`` with a plain ``config_file`` on its test set (``--eval-only`` in a
+    subprocess); return its box metrics. ``opts`` in the YAML form, as for :func:`run_job`."""
+    opts = ["OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", weights, *opts]
+    if is_lazy(config_file):
+        if train_script == "train_net.py":
+            train_script = "lazy_train_net.py"
+        opts = lazy_overrides(opts)
+    lines = _run_script(train_script, config_file, ["--eval-only", *opts], output_dir, "log_eval.txt", threads)
+    return read_eval_output(lines)
 
 
 def run_parallel(jobs: Sequence[Dict], workers: int = 2) -> List[Dict[str, float]]:
