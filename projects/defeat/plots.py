@@ -6,7 +6,6 @@ Figures are ``matplotlib.figure.Figure`` objects on an Agg canvas: nothing touch
 global state or a display.
 """
 
-import json
 import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -14,6 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .metrics_file import read_metrics
 
 __all__ = [
     "DPI",
@@ -32,20 +33,6 @@ MIN_SIZE = (300, 200)  # (width, height) in pixels below which the axes and lege
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # file extensions the figures can be saved as
 Series = Tuple[str, np.ndarray, np.ndarray]  # label, iterations, values
 Panel = Tuple[str, List[Series], Optional[Tuple[float, float]]]  # title, curves, fixed y range
-
-
-def read_metrics(path: str) -> List[Dict]:
-    """The dicts of a ``metrics.json``; blank or truncated lines (a killed run) are skipped."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def series(rows: Sequence[Dict], key: str) -> Tuple[np.ndarray, np.ndarray]:

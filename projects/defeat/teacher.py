@@ -7,7 +7,6 @@ checks, strict weight loading and freezing.
 
 import functools
 import itertools
-import json
 import logging
 import os
 from typing import Optional
@@ -20,6 +19,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
 from .datasets import expand_path
+from .metrics_file import read_metrics
 
 __all__ = [
     "TeacherLoadError",
@@ -194,19 +194,11 @@ def recorded_box_ap(weights: str) -> Optional[float]:
     if not weights or "://" in weights:
         return None
     path = os.path.join(os.path.dirname(os.path.abspath(weights)), "metrics.json")
-    ap = None
     try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and "bbox/AP" in row:
-                    ap = float(row["bbox/AP"])
+        rows = [r for r in read_metrics(path) if "bbox/AP" in r]
     except OSError:
         return None
-    return ap
+    return float(rows[-1]["bbox/AP"]) if rows else None
 
 
 def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Module:

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..metrics_file import read_metrics
+
 __all__ = [
     "METRICS",
     "load_config",
@@ -36,12 +38,8 @@ _ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
 def read_box_metrics(output_dir: str) -> Dict[str, float]:
     """The last ``bbox/*`` metrics that Detectron2's ``EvalHook`` wrote to ``metrics.json``."""
     path = os.path.join(output_dir, "metrics.json")
-    last = None
-    with open(path) as f:
-        for line in f:
-            row = json.loads(line)
-            if "bbox/AP" in row:
-                last = row
+    evaluated = [row for row in read_metrics(path) if "bbox/AP" in row]
+    last = evaluated[-1] if evaluated else None
     if last is None:
         raise RuntimeError(f"{path} has no bbox metrics: did the run finish its final evaluation?")
     return {k: float(last[f"bbox/{k}"]) for k in METRICS}
