@@ -220,7 +220,7 @@ def _run_script(
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     lines: List[str] = []
     popen = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    with open(log_path, "w") as log, subprocess.Popen(cmd, **popen) as proc:
+    with open(log_path, "w", buffering=1) as log, subprocess.Popen(cmd, **popen) as proc:  # line-buffered
         for line in proc.stdout:
             log.write(line)
             lines.append(line)
