@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
+from conftest import CONFIGS, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
@@ -23,11 +23,7 @@ STAGE_KEYS = {f"loss_{k}_stage{s}" for k in ("cls", "box_reg") for s in range(3)
 
 @pytest.fixture(scope="module")
 def cascade_teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model(make_cfg(f"{CONFIGS}/tiny_cascade_teacher.yaml"))
-    out = tmp_path_factory.mktemp("cascade_t")
-    DetectionCheckpointer(model, str(out)).save("t")
-    return str(out / "t.pth")
+    return save_random_weights(f"{CONFIGS}/tiny_cascade_teacher.yaml", tmp_path_factory.mktemp("cascade_t"))
 
 
 def cascade_cfg(weights, *opts):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
+from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
@@ -28,11 +28,7 @@ def lazy(path, *overrides):
 @pytest.fixture(scope="module")
 def fcos_teacher(tmp_path_factory):
     """A random tiny FCOS teacher (FPN 48) saved with DetectionCheckpointer."""
-    torch.manual_seed(0)
-    model = instantiate(lazy(f"{CONFIGS}/tiny_fcos_teacher.py").model)
-    out = tmp_path_factory.mktemp("fcos_t")
-    DetectionCheckpointer(model, str(out)).save("t")
-    return str(out / "t.pth")
+    return save_random_weights(f"{CONFIGS}/tiny_fcos_teacher.py", tmp_path_factory.mktemp("fcos_t"))
 
 
 def fcos_student(weights, *overrides, teacher_config=f"{CONFIGS}/tiny_fcos_teacher.py"):

@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, make_cfg, synthetic_batch
-from detectron2.checkpoint import DetectionCheckpointer
+from conftest import CONFIGS, make_cfg, save_random_weights, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
@@ -21,11 +20,7 @@ TINY = ("tiny_masks_train", "tiny_masks_val")
 
 @pytest.fixture(scope="module")
 def mask_teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model(make_cfg(f"{CONFIGS}/tiny_mask_teacher.yaml"))
-    out = tmp_path_factory.mktemp("mask_t")
-    DetectionCheckpointer(model, str(out)).save("t")
-    return str(out / "t.pth")
+    return save_random_weights(f"{CONFIGS}/tiny_mask_teacher.yaml", tmp_path_factory.mktemp("mask_t"))
 
 
 def mask_cfg(weights, *opts):

@@ -6,9 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import LazyConfig, instantiate
+from conftest import CONFIGS, defeat_cfg, save_random_weights, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -22,20 +20,12 @@ RESNEXT = f"{CONFIGS}/tiny_resnext_teacher.yaml"
 @pytest.fixture(scope="module")
 def vit_teacher(tmp_path_factory):
     pytest.importorskip("timm", reason="Detectron2's ViT imports timm (listed in requirements.txt)")
-    torch.manual_seed(0)
-    model = instantiate(LazyConfig.load(VIT).model)
-    out = tmp_path_factory.mktemp("vit_t")
-    DetectionCheckpointer(model, str(out)).save("t")
-    return str(out / "t.pth")
+    return save_random_weights(VIT, tmp_path_factory.mktemp("vit_t"))
 
 
 @pytest.fixture(scope="module")
 def resnext_teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model(make_cfg(RESNEXT))
-    out = tmp_path_factory.mktemp("rx_t")
-    DetectionCheckpointer(model, str(out)).save("t")
-    return str(out / "t.pth")
+    return save_random_weights(RESNEXT, tmp_path_factory.mktemp("rx_t"))
 
 
 def _build(weights, config, *opts):
