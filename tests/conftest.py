@@ -37,6 +37,21 @@ def make_cfg(config_file, *opts):
     return cfg
 
 
+def capture_sampled_rois(model):
+    """Wrap ``model.roi_heads.forward`` so that each call stores the RoIs it sampled (its first
+    output) in the returned dict under ``"rois"``."""
+    captured = {}
+    orig = model.roi_heads.forward
+
+    def spy(*args, **kwargs):
+        sampled, losses = orig(*args, **kwargs)
+        captured["rois"] = sampled
+        return sampled, losses
+
+    model.roi_heads.forward = spy
+    return captured
+
+
 def save_random_weights(config_file, folder, name="t"):
     """Build ``config_file`` (YAML, or LazyConfig ``.py``) with seed 0 and save its random weights
     with ``DetectionCheckpointer`` as ``<folder>/<name>.pth``; returns that path."""

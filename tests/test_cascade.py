@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
+from conftest import CONFIGS, capture_sampled_rois, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
@@ -56,15 +56,7 @@ def test_cascade_head_loss_is_the_mean_of_per_stage_kls(cascade_teacher):
     m = build_model(
         cascade_cfg(cascade_teacher, "MODEL.DEFEAT.HEAD.PROPOSALS", "student", "MODEL.DEFEAT.NECK.ENABLED", False)
     ).train()
-    captured = {}
-    orig = m.roi_heads.forward
-
-    def spy(*a, **k):
-        sampled, losses = orig(*a, **k)
-        captured["rois"] = sampled
-        return sampled, losses
-
-    m.roi_heads.forward = spy
+    captured = capture_sampled_rois(m)
     batch = synthetic_batch(boxes_per_image=(4, 2))
     losses = _losses(m, batch)
     labels = torch.cat([r.gt_classes for r in captured["rois"]])

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, make_cfg, save_random_weights, synthetic_batch
+from conftest import CONFIGS, capture_sampled_rois, make_cfg, save_random_weights, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
@@ -66,15 +66,7 @@ def test_merged_box_pass_leaves_the_mask_loss_intact(mask_teacher):
     loss equals the mask head's loss recomputed on the student's own sampled RoIs."""
     torch.manual_seed(0)
     m = build_model(mask_cfg(mask_teacher)).train()
-    captured = {}
-    orig = m.roi_heads.forward
-
-    def spy(*a, **k):
-        sampled, losses = orig(*a, **k)
-        captured["rois"] = sampled
-        return sampled, losses
-
-    m.roi_heads.forward = spy
+    captured = capture_sampled_rois(m)
     batch = mask_batch()
     losses = _losses(m, batch)
     assert DEFEAT_KEYS <= set(losses) and all(torch.isfinite(v) for v in losses.values())

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
+from conftest import CONFIGS, assert_same_detections, capture_sampled_rois, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
 
@@ -134,15 +134,7 @@ def test_head_loss_matches_independent_kl(teacher_weights):
             2.0,
         )
     ).train()
-    captured = {}
-    orig = m.roi_heads.forward
-
-    def spy(*a, **k):
-        sampled, losses = orig(*a, **k)
-        captured["rois"] = sampled
-        return sampled, losses
-
-    m.roi_heads.forward = spy
+    captured = capture_sampled_rois(m)
     batch = synthetic_batch(boxes_per_image=(4, 2))
     losses, _ = _losses(m, batch)
     with torch.no_grad():
