@@ -84,7 +84,7 @@ optimizer.lr = 0.02
 
 train = get_config("common/train.py").train
 train.output_dir = "./output/lazy/demo_student_slimR18"
-train.max_iter = 600
+train.max_iter = 500
 train.eval_period = 0  # evaluate once, after training
 train.checkpointer.period = 100000
 train.device = "cpu"  # CPU-sized; train.device=cuda on a GPU
@@ -92,10 +92,10 @@ train.seed = 0
 # From-scratch training at this LR can spike early (lazy_train_net.py applies this).
 train.clip_gradients = dict(enabled=True, clip_type="norm", clip_value=10.0, norm_type=2.0)
 
-# Steps at 450 and 540 of 600 iterations, warm-up over 100 (as the YAML twin): fractions of
+# Steps at 375 and 450 of 500 iterations, warm-up over 100 (as the YAML twin): fractions of
 # training, so a train.max_iter override scales the whole schedule.
 lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01], milestones=[450, 540], num_updates=600),
-    warmup_length=100 / 600,
+    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01], milestones=[375, 450], num_updates=500),
+    warmup_length=100 / 500,
     warmup_factor=0.001,
 )

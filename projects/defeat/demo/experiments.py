@@ -178,6 +178,7 @@ def run_job(
     on_progress: Optional[Callable[[int, str], None]] = None,
     log_name: str = "log_stdout.txt",
     threads: Optional[int] = None,
+    processes: int = 1,
 ) -> Dict[str, float]:
     """Train (and evaluate) one config in a subprocess; return its final box metrics.
 
@@ -188,13 +189,20 @@ def run_job(
     output goes to ``<output_dir>/<log_name>``; on failure its tail is in the raised error.
     ``threads`` sets the job's intra-op threads (``OMP_NUM_THREADS``): on a 2-core machine two
     1-thread jobs side by side train about twice as fast in total as one 2-thread job.
+    ``processes > 1`` trains data-parallel on the CPU (``--num-gpus N``: Detectron2's ``launch``
+    with gloo, ``SOLVER.IMS_PER_BATCH`` split between them), each with ``threads`` (default 1).
     """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
     if is_lazy(config_file):  # a LazyConfig: lazy_train_net.py with the overrides translated
         if train_script == "train_net.py":
             train_script = "lazy_train_net.py"
         overrides = lazy_overrides(["OUTPUT_DIR", output_dir, *opts])
     else:
         overrides = ["OUTPUT_DIR", output_dir, *opts]
+    if processes > 1:
+        overrides = ["--num-gpus", str(processes), "--dist-url", "auto", *overrides]
+        threads = threads or 1
     _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)
     return read_box_metrics(output_dir)
 

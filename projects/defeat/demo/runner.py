@@ -51,7 +51,7 @@ SUITES = {
 }
 # Seconds per iteration on 2 CPU cores (students: each on one core, side by side). Only used to
 # estimate the total ETA of stages that have not started yet.
-PRIOR_S_PER_ITER = {"rcnn": {"teacher": 1.3, "students": 0.95}, "retinanet": {"teacher": 0.6, "students": 0.5}}
+PRIOR_S_PER_ITER = {"rcnn": {"teacher": 0.66, "students": 0.95}, "retinanet": {"teacher": 0.4, "students": 0.5}}
 
 
 def _max_iter(config_file, opts):
@@ -88,12 +88,21 @@ def main(argv=None):
     p.add_argument("--student-iters", type=int, default=None, help="override SOLVER.MAX_ITER of both students")
     p.add_argument("--fresh-teacher", action="store_true", help="retrain the teacher even if cached")
     p.add_argument(
+        "--teacher-processes",
+        type=int,
+        default=2,
+        help="train the teacher data-parallel in N one-thread processes (2 cores: about 20%% faster than "
+        "one 2-thread process); 1 trains it in one process",
+    )
+    p.add_argument(
         "--no-eval-teacher",
         dest="eval_teacher",
         action="store_false",
         help="take a cached teacher's AP from its stamp instead of evaluating it on the test set again",
     )
     args = p.parse_args(argv)
+    if args.teacher_processes < 1:
+        p.error(f"--teacher-processes must be >= 1, got {args.teacher_processes}")
     TEACHER, BASELINE, DEFEAT = SUITES[args.family]
     prior = PRIOR_S_PER_ITER[args.family]
     t_start = time.time()
@@ -118,10 +127,17 @@ def main(argv=None):
         print(f"[teacher] reusing {teacher_out} (AP {results[TEACHER[0]]['AP']:.2f})", flush=True)
     else:
         n = _max_iter(TEACHER[1], teacher_opts)
-        print(f"[1/2] teacher: {TEACHER[1]} ({n} iterations)", flush=True)
+        procs = f", {args.teacher_processes} processes" if args.teacher_processes > 1 else ""
+        print(f"[1/2] teacher: {TEACHER[1]} ({n} iterations{procs})", flush=True)
         t0 = time.time()
         progress = _Progress(students_s)
-        metrics = run_job(TEACHER[1], teacher_out, teacher_opts, on_progress=progress.callback("teacher", n, t0))
+        metrics = run_job(
+            TEACHER[1],
+            teacher_out,
+            teacher_opts,
+            on_progress=progress.callback("teacher", n, t0),
+            processes=args.teacher_processes,
+        )
         print(f"    teacher done in {elapsed(t0)}: AP {metrics['AP']:.2f}", flush=True)
         results[TEACHER[0]] = metrics
         teacher_note = "evaluated on the test set at the end of its training"
