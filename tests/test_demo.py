@@ -26,6 +26,8 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert "| model | AP | AP50 | AP75 | APs | APm | APl |" in (out / "results.md").read_text()
     printed = capsys.readouterr().out
     assert "total eta" in printed and "[2/2] students side by side" in printed
+    assert "(2 iterations, 2 processes)" in printed  # the teacher trains data-parallel by default
+    assert "World size: 2" in (out / "teacher_R18" / "log_stdout.txt").read_text()
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
     mtime = os.path.getmtime(teacher_file)
@@ -45,18 +47,31 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert "not evaluated again" in (out / "results.md").read_text()
 
 
+def test_teacher_processes_must_be_positive(tmp_path, capsys):
+    from defeat.demo.experiments import run_job
+
+    with pytest.raises(SystemExit):
+        demo.main(["--output", str(tmp_path / "demo"), "--teacher-processes", "0"])
+    assert "--teacher-processes must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="processes must be >= 1, got 0"):
+        run_job("configs/demo/teacher_R18.yaml", str(tmp_path / "t"), processes=0)
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "t").exists()
+
+
 def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "6")
     out = tmp_path / "demo"
-    results = demo.main(["--family", "retinanet", "--output", str(out), "--teacher-iters", "2", "--student-iters", "2"])
+    args = ["--family", "retinanet", "--output", str(out), "--teacher-iters", "2", "--student-iters", "2"]
+    results = demo.main(args + ["--teacher-processes", "1"])
     assert list(results)[:3] == [run[0] for run in demo.SUITES["retinanet"]]
     assert (out / "retinanet_teacher_R18" / "model_final.pth").is_file()
     assert (out / "defeat_retinanet_slimR18_from_R18" / "model_final.pth").is_file()
     saved = json.load(open(out / "results_retinanet.json"))
     assert saved["results"].keys() == results.keys()
     assert "DeFeat demo (RetinaNet)" in (out / "results_retinanet.md").read_text()
+    assert "World size: 1" in (out / "retinanet_teacher_R18" / "log_stdout.txt").read_text()
 
 
 def test_read_box_metrics_takes_the_last_evaluation(tmp_path):

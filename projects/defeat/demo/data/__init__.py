@@ -1,7 +1,9 @@
-"""Embedded demo dataset: procedurally generated shapes in COCO format.
+"""Embedded demo datasets: procedurally generated objects in COCO format.
 
-``generate_dataset`` writes the files (numpy + OpenCV only); ``register_demo_dataset``
-also registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
+Two styles, selected by name: ``shapes`` (the default; registered as ``defeat_demo_{train,val}``)
+and ``glyphs`` (``defeat_glyphs_{train,val}``; crowded, textured, with unlabelled decoys).
+``generate_dataset`` writes the files (numpy + OpenCV only); ``register_demo_dataset`` also
+registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 """
 
 import logging
@@ -14,10 +16,13 @@ from .synthetic import (
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
+    DEFAULT_STYLE,
     GENERATOR_VERSION,
+    STYLES,
     dataset_stats,
     generate_dataset,
     render_image,
+    style_class_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -27,6 +32,8 @@ DEMO_TRAIN = f"{DEMO_PREFIX}_train"
 DEMO_VAL = f"{DEMO_PREFIX}_val"
 DEMO_CLASSES = CLASS_NAMES
 DATASETS_ENV = "DEFEAT_DATASETS"
+# generator style -> the name prefix of its registered splits (and of its folder)
+STYLE_PREFIXES = {"shapes": DEMO_PREFIX, "glyphs": "defeat_glyphs"}
 
 __all__ = [
     "CLASS_NAMES",
@@ -36,11 +43,14 @@ __all__ = [
     "DEFAULT_NUM_TRAIN",
     "DEFAULT_NUM_VAL",
     "DEFAULT_SEED",
+    "DEFAULT_STYLE",
     "DEMO_CLASSES",
     "DEMO_PREFIX",
     "DEMO_TRAIN",
     "DEMO_VAL",
     "GENERATOR_VERSION",
+    "STYLES",
+    "STYLE_PREFIXES",
     "dataset_stats",
     "default_root",
     "generate_dataset",
@@ -48,12 +58,15 @@ __all__ = [
     "register_demo_dataset_if_used",
     "render_image",
     "settings_from_env",
+    "style_class_names",
 ]
 
 
-def default_root():
-    """``$DEFEAT_DATASETS/defeat_demo``, or ``./datasets/defeat_demo`` when unset."""
-    return os.path.join(os.environ.get(DATASETS_ENV, "datasets"), DEMO_PREFIX)
+def default_root(style=DEFAULT_STYLE):
+    """``$DEFEAT_DATASETS/<prefix>`` (``./datasets/<prefix>`` when unset), the prefix of
+    ``style``: ``defeat_demo`` for ``shapes``, ``defeat_glyphs`` for ``glyphs``."""
+    style_class_names(style)  # names the styles on a typo
+    return os.path.join(os.environ.get(DATASETS_ENV, "datasets"), STYLE_PREFIXES[style])
 
 
 def settings_from_env():
@@ -65,8 +78,9 @@ def settings_from_env():
     return out
 
 
-def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):
-    """Generate the dataset if needed and register ``<prefix>_train`` / ``<prefix>_val``.
+def register_demo_dataset(root=None, name_prefix=None, style=DEFAULT_STYLE, **gen_kwargs):
+    """Generate the dataset of ``style`` if needed and register ``<prefix>_train`` /
+    ``<prefix>_val`` (``name_prefix`` defaults to the style's, see :data:`STYLE_PREFIXES`).
 
     ``gen_kwargs`` go to :func:`generate_dataset` (num_train, num_val, image_size, seed,
     num_classes, force).  Names already in ``DatasetCatalog`` are left untouched.
@@ -75,7 +89,9 @@ def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets import register_coco_instances
 
-    paths = generate_dataset(root if root is not None else default_root(), **gen_kwargs)
+    class_names = style_class_names(style)
+    name_prefix = name_prefix or STYLE_PREFIXES[style]
+    paths = generate_dataset(root if root is not None else default_root(style), style=style, **gen_kwargs)
     num_classes = gen_kwargs.get("num_classes", DEFAULT_NUM_CLASSES)
     names = []
     for split in ("train", "val"):
@@ -86,7 +102,7 @@ def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):
             if registered != json_file:
                 logger.warning("%s already registered with %s; not re-registering with %s", name, registered, json_file)
         else:
-            meta = {"thing_classes": list(CLASS_NAMES[:num_classes])}
+            meta = {"thing_classes": list(class_names[:num_classes])}
             register_coco_instances(name, meta, json_file, paths[f"{split}_images"])
             logger.info("registered %s (%s)", name, json_file)
         names.append(name)
@@ -94,14 +110,15 @@ def register_demo_dataset(root=None, name_prefix=DEMO_PREFIX, **gen_kwargs):
 
 
 def register_demo_dataset_if_used(names) -> None:
-    """Generate (main process first, others wait) and register the demo dataset if any of the
-    dataset ``names`` is one of its splits; generator overrides come from the environment."""
+    """Generate (main process first, others wait) and register each demo dataset that one of
+    the dataset ``names`` is a split of; generator overrides come from the environment."""
     from detectron2.utils import comm
 
-    if not any(str(n).startswith(DEMO_PREFIX) for n in names):
-        return
     settings = settings_from_env()
-    if comm.is_main_process():
-        register_demo_dataset(**settings)
-    comm.synchronize()
-    register_demo_dataset(**settings)
+    for style, prefix in STYLE_PREFIXES.items():
+        if not any(str(n).startswith(prefix + "_") for n in names):
+            continue
+        if comm.is_main_process():
+            register_demo_dataset(style=style, **settings)
+        comm.synchronize()
+        register_demo_dataset(style=style, **settings)

@@ -1,11 +1,12 @@
 """Generate the demo dataset and print a summary.
 
-Usage: ``python -m defeat.demo.data [--root DIR] [--seed S] [--num-train N] [--num-val M]
-[--image-size P] [--num-classes K] [--force]``
+Usage: ``python -m defeat.demo.data [--dataset shapes|glyphs] [--root DIR] [--seed S]
+[--num-train N] [--num-val M] [--image-size P] [--num-classes K] [--force]``
 """
 
 import argparse
 import logging
+import os
 import time
 
 from . import (
@@ -14,6 +15,9 @@ from . import (
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
+    DEFAULT_STYLE,
+    STYLE_PREFIXES,
+    STYLES,
     dataset_stats,
     default_root,
     generate_dataset,
@@ -22,7 +26,14 @@ from . import (
 
 def _parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m defeat.demo.data", description=__doc__.splitlines()[0])
-    p.add_argument("--root", default=None, help="output folder (default: %s)" % default_root())
+    p.add_argument(
+        "--dataset",
+        choices=STYLES,
+        default=DEFAULT_STYLE,
+        help="which generated dataset: shapes (registered as defeat_demo_*) or glyphs (defeat_glyphs_*)",
+    )
+    where = os.path.dirname(default_root())
+    p.add_argument("--root", default=None, help=f"output folder (default: {where}/<prefix of the dataset>)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
     p.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL)
@@ -37,7 +48,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     paths = generate_dataset(
-        args.root or default_root(),
+        args.root or default_root(args.dataset),
+        style=args.dataset,
         num_train=args.num_train,
         num_val=args.num_val,
         image_size=args.image_size,
@@ -45,7 +57,10 @@ def main(argv=None):
         num_classes=args.num_classes,
         force=args.force,
     )
-    print(f"dataset at {paths['root']} ready in {time.perf_counter() - start:.1f}s")
+    print(
+        f"{args.dataset} dataset at {paths['root']} ready in {time.perf_counter() - start:.1f}s "
+        f"(registered by train_net.py as {STYLE_PREFIXES[args.dataset]}_train / _val)"
+    )
     for split in ("train", "val"):
         st = dataset_stats(paths[f"{split}_json"])
         print(

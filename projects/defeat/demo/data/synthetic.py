@@ -211,13 +211,14 @@ def _sample_scales(rng, n, size):
     return scales
 
 
-def _place(rng, name, scale, size):
-    """Random pose of one shape inside the image.
+def _place(rng, name, scale, size, shape_fn=None):
+    """Random pose of one shape inside the image (``shape_fn(name, rng)``: :func:`_shape`'s
+    signature; default :func:`_shape`).
 
     Returns ``(alpha, x0, y0)``: coverage (h, w) float32 in [0, 1] of the crop whose
     top-left pixel is (x0, y0) in the image.
     """
-    outer, holes, theta = _shape(name, rng)
+    outer, holes, theta = (shape_fn or _shape)(name, rng)
     r = _rot(theta)
     outer = [p @ r.T for p in outer]
     holes = [p @ r.T for p in holes]
@@ -262,20 +263,22 @@ def _object_color(rng, canvas, mask, cls, num_classes):
     return best
 
 
-def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION):
-    """Render one image.
+def paint_objects(rng, canvas, items, place, paint, max_occlusion=MAX_OCCLUSION):
+    """Paint objects in order, each where it leaves every earlier one enough visible pixels.
 
-    Returns ``(image, objects)`` where image is (size, size, 3) uint8 RGB and objects is
-    a list of ``(class_index, [x, y, w, h])`` with integer pixel boxes of the visible part.
+    ``items`` is a list of ``(class_index, scale)``; ``place(cls, scale)`` returns a random
+    pose ``(alpha, x0, y0)`` (as :func:`_place`) and ``paint(region, alpha, hard, cls, x0, y0)``
+    blends the object into ``region`` (a view of ``canvas``) in place.  A pose is retried up
+    to ``PLACEMENT_TRIES`` times; an object that never fits is left out.
+
+    Returns ``(owner, labels)``: owner (H, W) int16, the index into ``labels`` of the object
+    on top of each pixel (-1: none); labels the class index of each painted object.
     """
-    canvas = _background(rng, size)
-    owner = np.full((size, size), -1, np.int16)  # index of the object on top, -1: none
+    owner = np.full(canvas.shape[:2], -1, np.int16)
     full_px, visible, labels = [], [], []
-    n = int(rng.integers(1, MAX_OBJECTS + 1))
-    for scale in _sample_scales(rng, n, size):
-        cls = int(rng.integers(len(class_names)))
+    for cls, scale in items:
         for _ in range(PLACEMENT_TRIES):
-            alpha, x0, y0 = _place(rng, class_names[cls], scale, size)
+            alpha, x0, y0 = place(cls, scale)
             h, w = alpha.shape
             hard = alpha >= 0.5
             npx = int(hard.sum())
@@ -286,19 +289,18 @@ def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION
             left = np.asarray(visible, np.int64) - lost
             if len(labels) and np.any(left < (1 - max_occlusion) * np.asarray(full_px)):
                 continue
-            region = canvas[y0 : y0 + h, x0 : x0 + w]
-            color = _object_color(rng, region, hard, cls, len(class_names))
-            ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
-            xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
-            yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
-            fill = color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]
-            region += (fill.clip(0, 255) - region) * alpha[..., None]
+            paint(canvas[y0 : y0 + h, x0 : x0 + w], alpha, hard, cls, x0, y0)
             under[hard] = len(labels)
             visible = list(left) + [npx]
             full_px.append(npx)
             labels.append(cls)
             break
+    return owner, labels
 
+
+def finish_image(rng, canvas, owner, labels):
+    """Optional blur and sensor noise on ``canvas``; returns ``(image, objects)`` as
+    :func:`render_image` (boxes tight around each object's visible pixels)."""
     if rng.random() < 0.3:
         canvas = cv2.GaussianBlur(canvas, (3, 3), 0)
     canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * rng.uniform(2, 10)
@@ -312,16 +314,72 @@ def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION
     return image, objects
 
 
+def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION):
+    """Render one image of the ``shapes`` style.
+
+    Returns ``(image, objects)`` where image is (size, size, 3) uint8 RGB and objects is
+    a list of ``(class_index, [x, y, w, h])`` with integer pixel boxes of the visible part.
+    """
+    canvas = _background(rng, size)
+    n = int(rng.integers(1, MAX_OBJECTS + 1))
+    # the class of each object is drawn just before it is placed (the generator's RNG order)
+    items = ((int(rng.integers(len(class_names))), scale) for scale in _sample_scales(rng, n, size))
+
+    def place(cls, scale):
+        return _place(rng, class_names[cls], scale, size)
+
+    def paint(region, alpha, hard, cls, x0, y0):
+        h, w = alpha.shape
+        color = _object_color(rng, region, hard, cls, len(class_names))
+        ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
+        xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
+        yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
+        fill = color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]
+        region += (fill.clip(0, 255) - region) * alpha[..., None]
+
+    owner, labels = paint_objects(rng, canvas, items, place, paint, max_occlusion)
+    return finish_image(rng, canvas, owner, labels)
+
+
 # ---------------------------------------------------------------------------- dataset
-def _config(num_train, num_val, image_size, seed, num_classes):
+def _styles():
+    """style name -> (render function, class names, version); ``shapes`` is this module's."""
+    from .glyphs import GLYPH_CLASS_NAMES, GLYPHS_VERSION, render_glyphs_image
+
     return {
-        "version": GENERATOR_VERSION,
+        "shapes": (render_image, CLASS_NAMES, GENERATOR_VERSION),
+        "glyphs": (render_glyphs_image, GLYPH_CLASS_NAMES, GLYPHS_VERSION),
+    }
+
+
+STYLES = ("shapes", "glyphs")
+DEFAULT_STYLE = "shapes"
+
+
+def style_class_names(style=DEFAULT_STYLE):
+    """The class names of a generator style (``shapes`` or ``glyphs``)."""
+    return _check_style(style)[1]
+
+
+def _check_style(style):
+    styles = _styles()
+    if style not in styles:
+        raise ValueError(f"unknown dataset style {style!r}; choose one of {', '.join(STYLES)}")
+    return styles[style]
+
+
+def _config(num_train, num_val, image_size, seed, num_classes, style=DEFAULT_STYLE):
+    cfg = {
+        "version": _check_style(style)[2],
         "num_train": int(num_train),
         "num_val": int(num_val),
         "image_size": int(image_size),
         "seed": int(seed),
         "num_classes": int(num_classes),
     }
+    if style != DEFAULT_STYLE:  # the shapes stamp predates styles: it stays as it was
+        cfg["style"] = style
+    return cfg
 
 
 def _paths(root):
@@ -348,11 +406,13 @@ def _write_split(out, split, count, cfg):
     """Write images of one split into out/<split>/ and its COCO dict; returns the dict."""
     img_dir = out / split
     img_dir.mkdir(parents=True)
-    names = CLASS_NAMES[: cfg["num_classes"]]
+    style = cfg.get("style", DEFAULT_STYLE)
+    render, class_names, _ = _check_style(style)
+    names = class_names[: cfg["num_classes"]]
     images, anns = [], []
     for i in range(count):
         rng = np.random.default_rng([cfg["seed"], _SPLITS[split], i])
-        image, objects = render_image(rng, cfg["image_size"], names)
+        image, objects = render(rng, cfg["image_size"], names)
         file_name = f"{i:06d}.png"
         ok = cv2.imwrite(str(img_dir / file_name), image[..., ::-1])
         if not ok:
@@ -370,7 +430,7 @@ def _write_split(out, split, count, cfg):
                 }
             )
     return {
-        "info": {"description": "DeFeat synthetic shapes demo", "version": str(GENERATOR_VERSION)},
+        "info": {"description": f"DeFeat synthetic {style} demo", "version": str(cfg["version"])},
         "licenses": [],
         "images": images,
         "annotations": anns,
@@ -391,8 +451,10 @@ def generate_dataset(
     seed=DEFAULT_SEED,
     num_classes=DEFAULT_NUM_CLASSES,
     force=False,
+    style=DEFAULT_STYLE,
 ):
-    """Generate (if needed) the demo dataset under ``root``; return a dict of paths.
+    """Generate (if needed) the demo dataset of ``style`` (``shapes`` or ``glyphs``, see
+    :data:`STYLES`) under ``root``; return a dict of paths.
 
     Layout: ``root/{train,val}/NNNNNN.png``, ``root/annotations/{train,val}.json`` and
     ``root/meta.json`` (the stamp: generator version, seed and sizes).  When the stamp
@@ -401,15 +463,16 @@ def generate_dataset(
 
     Returns keys ``root, meta, train_images, val_images, train_json, val_json`` (str).
     """
-    if not 1 <= num_classes <= len(CLASS_NAMES):
-        raise ValueError(f"num_classes must be in [1, {len(CLASS_NAMES)}], got {num_classes}")
+    class_names = style_class_names(style)
+    if not 1 <= num_classes <= len(class_names):
+        raise ValueError(f"num_classes must be in [1, {len(class_names)}], got {num_classes}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     if num_train < 0 or num_val < 0:
         raise ValueError(f"image counts must be >= 0, got {num_train}, {num_val}")
     root = Path(root).expanduser().absolute()
     paths = _paths(root)
-    cfg = _config(num_train, num_val, image_size, seed, num_classes)
+    cfg = _config(num_train, num_val, image_size, seed, num_classes, style)
     complete = all(os.path.exists(paths[k]) for k in ("train_json", "val_json"))
     if not force and complete and _read_meta(root) == cfg:
         logger.debug("dataset at %s is up to date", root)
@@ -420,7 +483,13 @@ def generate_dataset(
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is a normal folder
         logger.info(
-            "generating %d train + %d val images (%dpx, seed %d) in %s", num_train, num_val, image_size, seed, root
+            "generating %d train + %d val %s images (%dpx, seed %d) in %s",
+            num_train,
+            num_val,
+            style,
+            image_size,
+            seed,
+            root,
         )
         (tmp / "annotations").mkdir()
         for split, count in (("train", num_train), ("val", num_val)):

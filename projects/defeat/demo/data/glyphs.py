@@ -1,0 +1,140 @@
+"""The ``glyphs`` style: a second generated dataset of a different character from ``shapes``.
+
+Where ``shapes`` has 1-6 flat-coloured objects whose hue narrows the class down, ``glyphs``
+has crowded scenes (3-12 objects, mostly small), ten other object kinds whose colour says
+nothing about the class (each is filled with a random texture: stripes, checks or a flat
+colour of random hue), stretched to aspect ratios from 1:2 to 2:1, over the same cluttered
+backgrounds plus 2-5 *decoys*: textured random polygons painted like objects but never
+labelled, so a detector has to tell object-like distractors from objects by shape.
+
+Annotation conventions are those of :mod:`.synthetic` (boxes tight around the visible pixels,
+area = box area, 1-based ids, at most ``MAX_OCCLUSION`` of an object hidden).
+"""
+
+import numpy as np
+
+from .synthetic import _background, _place, _rand_color, _regular, _rot, finish_image, paint_objects
+
+GLYPHS_VERSION = 1
+GLYPH_CLASS_NAMES = (
+    "arrow",
+    "chevron",
+    "crescent",
+    "cross",
+    "trapezoid",
+    "pentagon",
+    "half_disc",
+    "bowtie",
+    "tee",
+    "frame",
+)
+MIN_OBJECTS, MAX_OBJECTS = 3, 12
+SMALL_PROB = 0.55  # chance that an object is small (10-32 px), else medium (32-80 px)
+LARGE_PROB = 0.1  # chance that an image starts with a large object (80 px up)
+MAX_OCCLUSION = 0.5
+ASPECT_RANGE = (0.5, 2.0)  # width / height stretch of an object before rotation
+NUM_DECOYS = (2, 5)
+
+
+def _glyph(name, rng):
+    """Return (outer polygons, hole polygons, rotation in rad), as ``synthetic._shape``:
+    (N, 2) float arrays centred near the origin, stretched to a random aspect ratio."""
+    holes = []
+    if name == "arrow":
+        t, head = rng.uniform(0.18, 0.28), rng.uniform(0.35, 0.5)
+        neck = 1 - 2 * head
+        outer = [[[-1, -t], [neck, -t], [neck, -0.6], [1, 0], [neck, 0.6], [neck, t], [-1, t]]]
+    elif name == "chevron":
+        t = rng.uniform(0.3, 0.45)
+        outer = [[[-1, -1], [0, 1 - 2 * t], [1, -1], [1, -1 + 2 * t], [0, 1], [-1, -1 + 2 * t]]]
+    elif name == "crescent":
+        outer = [_regular(48)]
+        holes = [_regular(48) * rng.uniform(0.75, 0.9) + [rng.uniform(0.3, 0.5), 0.0]]
+    elif name == "cross":  # an X: two thin bars at +-45 degrees
+        t = rng.uniform(0.15, 0.22)
+        arm = np.array([[-1, -t], [1, -t], [1, t], [-1, t]])
+        outer = [arm @ _rot(np.pi / 4).T, arm @ _rot(-np.pi / 4).T]
+    elif name == "trapezoid":
+        top = rng.uniform(0.3, 0.55)
+        outer = [[[-1, 0.6], [1, 0.6], [top, -0.6], [-top, -0.6]]]
+    elif name == "pentagon":
+        outer = [_regular(5, -np.pi / 2)]
+    elif name == "half_disc":
+        a = np.linspace(0, np.pi, 24)
+        outer = [np.stack([np.cos(a), np.sin(a) - 0.5], axis=1)]
+    elif name == "bowtie":  # two triangles meeting at a narrow waist
+        w = rng.uniform(0.1, 0.25)
+        outer = [[[-1, -1], [1, -1], [0, -w], [1, 1], [-1, 1], [0, w]]]
+    elif name == "tee":
+        t = rng.uniform(0.25, 0.35)
+        bar, stem = -1 + 2 * t, t / 2
+        outer = [[[-1, -1], [1, -1], [1, bar], [stem, bar], [stem, 1], [-stem, 1], [-stem, bar], [-1, bar]]]
+    elif name == "frame":
+        square = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
+        outer, holes = [square], [square * rng.uniform(0.5, 0.7)]
+    else:
+        raise ValueError(f"unknown glyph {name!r}")
+    s = np.sqrt(rng.uniform(*ASPECT_RANGE))
+    stretch = np.array([s, 1.0 / s])
+    theta = rng.uniform(0, 2 * np.pi)
+    return [np.asarray(p, float) * stretch for p in outer], [np.asarray(h, float) * stretch for h in holes], theta
+
+
+def _decoy(name, rng):
+    """An unlabelled distractor: a random star-shaped polygon (6-10 vertices), as ``_glyph``."""
+    n = int(rng.integers(6, 11))
+    a = np.sort(rng.uniform(0, 2 * np.pi, n))
+    r = rng.uniform(0.45, 1.0, n)
+    return [np.stack([r * np.cos(a), r * np.sin(a)], axis=1)], [], rng.uniform(0, 2 * np.pi)
+
+
+def _texture(rng, h, w, x0, y0):
+    """(h, w, 3) float32 fill of one object: stripes, checks or a flat colour, random hues."""
+    c0, c1 = _rand_color(rng), _rand_color(rng)
+    kind = int(rng.integers(3))
+    if kind == 2:
+        return np.broadcast_to(c0, (h, w, 3)).astype(np.float32)
+    yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+    period = rng.uniform(3.0, 7.0)
+    if kind == 0:  # stripes at a random angle
+        a = rng.uniform(0, np.pi)
+        t = (np.cos(a) * xx + np.sin(a) * yy) / period
+        mix = (np.floor(t) % 2).astype(np.float32)
+    else:  # checks
+        mix = ((np.floor(xx / period) + np.floor(yy / period)) % 2).astype(np.float32)
+    return c0 + (c1 - c0) * mix[..., None]
+
+
+def _sample_scales(rng, n, size):
+    """n object scales sqrt(w*h) in px: mostly small, some medium, rarely one large first."""
+    scales = []
+    hi = 0.9 * size
+    if rng.random() < LARGE_PROB:
+        scales.append(rng.uniform(80.0, hi))
+    while len(scales) < n:
+        lo, up = (10.0, 32.0) if rng.random() < SMALL_PROB else (32.0, 80.0)
+        scales.append(float(np.exp(rng.uniform(np.log(lo), np.log(min(up, hi))))))
+    return scales
+
+
+def render_glyphs_image(rng, size, class_names=GLYPH_CLASS_NAMES, max_occlusion=MAX_OCCLUSION):
+    """Render one ``glyphs`` image; returns ``(image, objects)`` as ``synthetic.render_image``."""
+    canvas = _background(rng, size)
+    for _ in range(int(rng.integers(NUM_DECOYS[0], NUM_DECOYS[1] + 1))):  # painted first, never labelled
+        alpha, x0, y0 = _place(rng, "decoy", rng.uniform(10.0, 50.0), size, shape_fn=_decoy)
+        h, w = alpha.shape
+        region = canvas[y0 : y0 + h, x0 : x0 + w]
+        region += (_texture(rng, h, w, x0, y0) - region) * alpha[..., None]
+
+    n = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
+    items = [(int(rng.integers(len(class_names))), scale) for scale in _sample_scales(rng, n, size)]
+
+    def place(cls, scale):
+        return _place(rng, class_names[cls], scale, size, shape_fn=_glyph)
+
+    def paint(region, alpha, hard, cls, x0, y0):
+        h, w = alpha.shape
+        region += (_texture(rng, h, w, x0, y0) - region) * alpha[..., None]
+
+    owner, labels = paint_objects(rng, canvas, items, place, paint, max_occlusion)
+    return finish_image(rng, canvas, owner, labels)
