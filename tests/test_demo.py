@@ -28,6 +28,8 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert "total eta" in printed and "[2/2] students side by side" in printed
     assert "(2 iterations, 2 processes)" in printed  # the teacher trains data-parallel by default
     assert "World size: 2" in (out / "teacher_R18" / "log_stdout.txt").read_text()
+    assert "saved teacher weights: AP" in printed  # not the two processes' mixed end-of-training AP
+    assert "saved weights evaluated on the test set after training" in (out / "results.md").read_text()
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
     mtime = os.path.getmtime(teacher_file)
