@@ -10,8 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from defeat.demo import data as demo_data
-from defeat.demo.data import generate_dataset, register_demo_dataset, register_demo_dataset_if_used
-from defeat.demo.data import glyphs
+from defeat.demo.data import generate_dataset, glyphs, register_demo_dataset, register_demo_dataset_if_used
 from defeat.demo.data.__main__ import main as data_main
 from defeat.demo.data.synthetic import CLASS_NAMES, _config, size_range
 
