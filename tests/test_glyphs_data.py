@@ -30,7 +30,7 @@ def test_glyphs_coco_files(small):
     assert not set(glyphs.GLYPH_CLASS_NAMES) & set(CLASS_NAMES)  # other object kinds than shapes
     per_image = [len(coco.getAnnIds(imgIds=i)) for i in coco.getImgIds()]
     assert len(per_image) == 12 and min(per_image) >= 1 and max(per_image) <= glyphs.MAX_OBJECTS
-    assert sum(per_image) / len(per_image) > 5  # crowded: shapes has 3.5 per image on average
+    assert sum(per_image) / len(per_image) > 4  # busier than shapes (3.5 per image on average)
     for a in coco.loadAnns(coco.getAnnIds()):
         x, y, w, h = a["bbox"]
         assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128 and a["area"] == w * h
@@ -77,7 +77,7 @@ def test_size_mix_and_aspect_ratios():
             sizes[size_range(w * h)] += 1
             aspects.append(w / h)
     total = sum(sizes.values())
-    assert sizes["small"] > 0.4 * total and sizes["medium"] > 0.2 * total and sizes["large"] >= 1, sizes
+    assert sizes["small"] > 0.25 * total and sizes["medium"] > 0.4 * total and sizes["large"] >= 1, sizes
     assert min(aspects) < 0.6 and max(aspects) > 1.7  # stretched objects, both ways
 
 
@@ -86,8 +86,8 @@ def test_decoys_are_painted_but_never_labelled(monkeypatch):
     monkeypatch.setattr(glyphs, "MAX_OBJECTS", 0)
     monkeypatch.setattr(glyphs, "NUM_DECOYS", (4, 4))
     calls = []
-    texture = glyphs._texture
-    monkeypatch.setattr(glyphs, "_texture", lambda *a: calls.append(a) or texture(*a))
+    fill = glyphs._fill_color
+    monkeypatch.setattr(glyphs, "_fill_color", lambda *a: calls.append(a) or fill(*a))
     _, objs = glyphs.render_glyphs_image(np.random.default_rng(0), 128)
     assert objs == [] and len(calls) == 4
 
