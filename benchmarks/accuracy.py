@@ -5,6 +5,7 @@
     python benchmarks/accuracy.py --family retinanet    # the same for the demo RetinaNets
     python benchmarks/accuracy.py --family cascade      # ... Cascade R-CNNs (YAML)
     python benchmarks/accuracy.py --family fcos         # ... FCOS (LazyConfigs, lazy_train_net.py)
+    python benchmarks/accuracy.py --data glyphs         # the Faster R-CNNs on the second demo dataset
     python benchmarks/accuracy.py --variants baseline defeat --seeds 0 1 --iters 300
     python benchmarks/accuracy.py --train-set my_train --test-set my_val \
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
@@ -47,6 +48,9 @@ VARIANTS = {
     "neck": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False"]),
     "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False", "MODEL.DEFEAT.HEAD.ENABLED", "True"]),
     "coupled": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.MASK_ASSIGN", "coupled"]),
+    # the neck's two regions on their own (the defaults' weight for the region kept)
+    "obj": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]),
+    "bg": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.OBJ_WEIGHT", "0.0"]),
 }
 
 
@@ -78,6 +82,15 @@ FAMILIES = {
     ),
 }
 FAMILY_ARGS = ("student", "defeat", "teacher_config", "teacher_weights")
+# --data glyphs: the same four for the second generated dataset (python -m defeat.demo.data --dataset glyphs)
+GLYPHS_FAMILIES = {
+    "rcnn": (
+        "configs/demo/glyphs_student_slimR18.yaml",
+        "configs/demo/glyphs_defeat_slimR18_from_R18.yaml",
+        "configs/demo/glyphs_teacher_R18.yaml",
+        "output/demo/glyphs_teacher_R18/model_final.pth",
+    ),
+}
 
 
 def _coupled_weights(defeat_cfg, opts):
@@ -126,6 +139,12 @@ def parse_args(argv=None):
         default="rcnn",
         help="demo configs whose defaults the next four options take",
     )
+    p.add_argument(
+        "--data",
+        choices=["shapes", "glyphs"],
+        default="shapes",
+        help="which generated demo dataset the family's configs train on (glyphs: --family rcnn)",
+    )
     p.add_argument("--student", default=None)
     p.add_argument("--defeat", default=None)
     p.add_argument("--teacher-config", default=None)
@@ -147,7 +166,15 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
     args = take_dataset_options(p.parse_args(argv))
-    for name, default in zip(FAMILY_ARGS, FAMILIES[args.family]):
+    families = FAMILIES
+    if args.data == "glyphs":
+        if args.family not in GLYPHS_FAMILIES:
+            p.error(
+                f"--data glyphs has demo configs for --family {', '.join(GLYPHS_FAMILIES)} only; for --family "
+                f"{args.family} pass --student, --defeat, --teacher-config and --teacher-weights"
+            )
+        families = GLYPHS_FAMILIES
+    for name, default in zip(FAMILY_ARGS, families[args.family]):
         if getattr(args, name) is None:
             setattr(args, name, default)
     for spec in args.define:

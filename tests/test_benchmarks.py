@@ -52,7 +52,33 @@ def test_accuracy_benchmark_arguments():
     acc = _load("accuracy")
     args = acc.parse_args(["--variants", "baseline", "coupled", "--seeds", "0", "--opts", "SOLVER.BASE_LR", "0.01"])
     assert args.variants == ["baseline", "coupled"] and args.opts == ["SOLVER.BASE_LR", "0.01"]
-    assert set(acc.VARIANTS) == {"baseline", "defeat", "neck", "head", "coupled"}
+    assert set(acc.VARIANTS) == {"baseline", "defeat", "neck", "head", "coupled", "obj", "bg"}
+
+
+def test_accuracy_region_variants_zero_the_other_region():
+    from defeat.demo.experiments import load_config
+
+    acc = _load("accuracy")
+    args = acc.parse_args([])
+    for name, (obj, bg) in {"obj": (1.0, 0.0), "bg": (0.0, 4.0), "neck": (1.0, 4.0)}.items():
+        which, extra = acc.VARIANTS[name]
+        cfg = load_config(args.defeat, extra)
+        assert which == "defeat" and not cfg.MODEL.DEFEAT.HEAD.ENABLED
+        assert (cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT, cfg.MODEL.DEFEAT.NECK.BG_WEIGHT) == (obj, bg)
+
+
+def test_accuracy_glyphs_data_takes_the_glyphs_configs(capsys):
+    from defeat.demo.experiments import load_config
+
+    acc = _load("accuracy")
+    args = acc.parse_args(["--data", "glyphs"])
+    assert (args.student, args.defeat, args.teacher_config, args.teacher_weights) == acc.GLYPHS_FAMILIES["rcnn"]
+    for name in ("student", "defeat", "teacher_config"):
+        assert load_config(getattr(args, name)).DATASETS.TRAIN == ("defeat_glyphs_train",)
+    assert load_config(args.defeat).MODEL.DEFEAT.TEACHER.CONFIG_FILE == args.teacher_config
+    with pytest.raises(SystemExit):
+        acc.parse_args(["--data", "glyphs", "--family", "retinanet"])
+    assert "--data glyphs has demo configs for --family rcnn only" in capsys.readouterr().err
 
 
 def test_accuracy_benchmark_defines_variants():

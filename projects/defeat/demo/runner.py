@@ -1,11 +1,12 @@
 """``make demo``: teacher, student alone and DeFeat student on the embedded dataset, side by side.
 
     python -m defeat.demo [--family rcnn|retinanet] [--output output/demo] [--fresh-teacher]
-                          [--student-iters N] [--teacher-iters N]
+                          [--student-iters N] [--teacher-iters N] [--teacher-processes N]
 
 Runs ``train_net.py`` (from the current directory) with the configs in ``configs/demo`` (Faster
-R-CNN by default, RetinaNet with ``--family retinanet``): the teacher first (reused when a
-finished run of the same config exists), then both students side by side, one CPU thread each.
+R-CNN by default, RetinaNet with ``--family retinanet``): the teacher first (data-parallel in two
+one-thread processes by default; reused when a finished run of the same config exists), then both
+students side by side, one CPU thread each.
 Writes ``results.json`` and ``results.md`` (``results_retinanet.*`` for RetinaNet) under the
 output folder and prints a model-zoo style table.
 """
