@@ -266,7 +266,8 @@ def _object_color(rng, canvas, mask, cls, num_classes):
 def paint_objects(rng, canvas, items, place, paint, max_occlusion=MAX_OCCLUSION):
     """Paint objects in order, each where it leaves every earlier one enough visible pixels.
 
-    ``items`` is a list of ``(class_index, scale)``; ``place(cls, scale)`` returns a random
+    ``items`` yields ``(class_index, scale)`` (a generator may draw from ``rng`` as it goes: it
+    is consumed one object at a time, before that object is placed); ``place(cls, scale)`` returns a random
     pose ``(alpha, x0, y0)`` (as :func:`_place`) and ``paint(region, alpha, hard, cls, x0, y0)``
     blends the object into ``region`` (a view of ``canvas``) in place.  A pose is retried up
     to ``PLACEMENT_TRIES`` times; an object that never fits is left out.
