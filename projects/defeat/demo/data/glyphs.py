@@ -16,7 +16,7 @@ area = box area, 1-based ids, at most ``MAX_OCCLUSION`` of an object hidden).
 
 import numpy as np
 
-from .synthetic import _background, _place, _rand_color, _regular, _rot, finish_image, paint_objects
+from .synthetic import _background, _place, _rand_color, _regular, _rot, finish_image, paint_objects, ramped_fill
 
 GLYPHS_VERSION = 2
 GLYPH_CLASS_NAMES = (
@@ -94,11 +94,7 @@ def _decoy(name, rng):
 def _fill_color(rng, h, w, x0, y0, size):
     """(h, w, 3) float32 fill of one object or decoy: a random colour (any hue, so it says
     nothing about the class) with a faint brightness ramp across the image."""
-    color = _rand_color(rng)
-    ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
-    xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
-    yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
-    return (color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]).clip(0, 255)
+    return ramped_fill(rng, _rand_color(rng), x0, y0, h, w, size)
 
 
 def _sample_scales(rng, n, size):

@@ -249,6 +249,15 @@ def _class_color(rng, cls, num_classes):
     return np.array(rgb, np.float32) * 255.0
 
 
+def ramped_fill(rng, color, x0, y0, h, w, size):
+    """(h, w, 3) float32 in [0, 255]: ``color`` (3,) with a faint random brightness ramp across the
+    image (+-12.5 % at the image's edges), for the crop whose top-left pixel is (x0, y0)."""
+    ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
+    xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
+    yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
+    return (color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]).clip(0, 255)
+
+
 def _object_color(rng, canvas, mask, cls, num_classes):
     """Class-tied colour (3,) float32 contrasting with what the object covers (best of a few)."""
     under = canvas[mask].mean(0) if mask.any() else canvas.reshape(-1, 3).mean(0)
@@ -332,11 +341,7 @@ def render_image(rng, size, class_names=CLASS_NAMES, max_occlusion=MAX_OCCLUSION
     def paint(region, alpha, hard, cls, x0, y0):
         h, w = alpha.shape
         color = _object_color(rng, region, hard, cls, len(class_names))
-        ramp = rng.uniform(-0.25, 0.25, 2).astype(np.float32)
-        xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :] / size - 0.5
-        yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None] / size - 0.5
-        fill = color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]
-        region += (fill.clip(0, 255) - region) * alpha[..., None]
+        region += (ramped_fill(rng, color, x0, y0, h, w, size) - region) * alpha[..., None]
 
     owner, labels = paint_objects(rng, canvas, items, place, paint, max_occlusion)
     return finish_image(rng, canvas, owner, labels)
