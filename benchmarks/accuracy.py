@@ -27,6 +27,7 @@ import sys
 import time
 
 from defeat.datasets import add_dataset_argument, setup_datasets, take_dataset_options
+from defeat.demo.data import DEFAULT_STYLE, STYLES
 from defeat.demo.experiments import (
     METRICS,
     config_digest,
@@ -141,8 +142,8 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--data",
-        choices=["shapes", "glyphs"],
-        default="shapes",
+        choices=STYLES,
+        default=DEFAULT_STYLE,
         help="which generated demo dataset the family's configs train on (glyphs: --family rcnn)",
     )
     p.add_argument("--student", default=None)

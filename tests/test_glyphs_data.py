@@ -92,6 +92,13 @@ def test_decoys_are_painted_but_never_labelled(monkeypatch):
     assert objs == [] and len(calls) == 4
 
 
+def test_every_style_has_a_renderer_and_a_registered_prefix():
+    from defeat.demo.data.synthetic import STYLES, _styles
+
+    assert tuple(_styles()) == STYLES == tuple(demo_data.STYLE_PREFIXES)
+    assert len(set(demo_data.STYLE_PREFIXES.values())) == len(STYLES)
+
+
 def test_unknown_style_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset style 'glyph'.*shapes, glyphs"):
         generate_dataset(tmp_path / "x", num_train=1, num_val=1, style="glyph")

@@ -1,7 +1,7 @@
 """Embedded demo datasets: procedurally generated objects in COCO format.
 
 Two styles, selected by name: ``shapes`` (the default; registered as ``defeat_demo_{train,val}``)
-and ``glyphs`` (``defeat_glyphs_{train,val}``; crowded, textured, with unlabelled decoys).
+and ``glyphs`` (``defeat_glyphs_{train,val}``; other object kinds in random colours, unlabelled decoys).
 ``generate_dataset`` writes the files (numpy + OpenCV only); ``register_demo_dataset`` also
 registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 """
