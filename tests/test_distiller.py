@@ -4,7 +4,7 @@ import pytest
 import torch
 from detectron2.layers import ShapeSpec
 
-from defeat import DeFeatConfigError, DeFeatDistiller, decoupled_feature_loss, gt_masks
+from defeat import DeFeatConfigError, DeFeatDistiller, decoupled_feature_loss, gt_masks, standardize_channels
 
 S = {"p2": ShapeSpec(channels=8, stride=4), "p3": ShapeSpec(channels=8, stride=8)}
 T = {"p2": ShapeSpec(channels=16, stride=4), "p3": ShapeSpec(channels=16, stride=8)}
@@ -92,3 +92,28 @@ def test_nan_kd_loss_stops_training_naming_the_loss(teacher_weights):
         trainer.iter = 7
         with pytest.raises(FloatingPointError, match=r"iteration=7(.|\n)*loss_defeat_neck_bg"):
             trainer.run_step()
+
+
+def test_channel_feature_norm_standardises_both_maps_before_the_decoupled_loss():
+    d = _distiller(feature_norm="channel", neck_obj_weight=2.0, neck_bg_weight=3.0)
+    s, t = _feats(8, 0), _feats(16, 1)
+    got = d.neck_losses(s, t, BOXES)
+    masks = gt_masks(BOXES, [(16, 16), (8, 8)], [4, 8], "scale", 8.0)
+    adapted = [standardize_channels(d.adapters[k](s[k])) for k in ("p2", "p3")]
+    obj, bg = decoupled_feature_loss(adapted, [standardize_channels(t[k]) for k in ("p2", "p3")], masks)
+    assert got["loss_defeat_neck_obj"].item() == pytest.approx(2.0 * obj.item(), rel=1e-6)
+    assert got["loss_defeat_neck_bg"].item() == pytest.approx(3.0 * bg.item(), rel=1e-6)
+    # the teacher's per-channel scale and offset no longer matter; without the norm they do
+    t_rescaled = {k: v * 9.0 + 4.0 for k, v in t.items()}
+    again = d.neck_losses(s, t_rescaled, BOXES)
+    assert again["loss_defeat_neck_bg"].item() == pytest.approx(got["loss_defeat_neck_bg"].item(), rel=1e-4)
+    plain = _distiller(neck_obj_weight=2.0, neck_bg_weight=3.0)
+    plain.load_state_dict(d.state_dict())
+    assert plain.neck_losses(s, t_rescaled, BOXES)["loss_defeat_neck_bg"].item() != pytest.approx(
+        plain.neck_losses(s, t, BOXES)["loss_defeat_neck_bg"].item(), rel=1e-2
+    )
+
+
+def test_unknown_feature_norm_is_refused_naming_the_setting():
+    with pytest.raises(DeFeatConfigError, match="MODEL.DEFEAT.NECK.FEATURE_NORM = 'batch' is not supported"):
+        _distiller(feature_norm="batch")

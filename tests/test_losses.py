@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from defeat import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
+from defeat import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss, standardize_channels
 
 
 def _close(got, ref, rtol=1e-4, atol=1e-6):
@@ -443,3 +443,56 @@ def test_fp16_inputs_are_computed_in_fp32_without_overflow():
     for fn in (decoupled_kl_loss, decoupled_sigmoid_kl_loss):
         obj, bg = fn(logits, logits.flip(0), torch.tensor([True, False] * 3))
         assert obj.dtype == bg.dtype == torch.float32 and torch.isfinite(obj) and torch.isfinite(bg)
+
+
+# ======================================================================================
+# NECK.FEATURE_NORM "channel": standardize_channels
+# ======================================================================================
+def test_standardize_channels_matches_reference():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 5, 4, generator=g) * 7.0 + 2.0
+    got = standardize_channels(x)
+    for n in range(2):
+        for c in range(3):
+            vals = [float(v) for v in x[n, c].flatten()]
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / len(vals)
+            ref = [(v - mean) / math.sqrt(var + 1e-5) for v in vals]
+            for a, b in zip(got[n, c].flatten().tolist(), ref):
+                assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
+def test_standardize_channels_ignores_each_channels_scale_and_offset():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 6, 6, generator=g)
+    scale = torch.tensor([0.5, 3.0, 10.0, 100.0]).view(1, 4, 1, 1)
+    shift = torch.tensor([-4.0, 0.0, 1.0, 50.0]).view(1, 4, 1, 1)
+    assert torch.allclose(standardize_channels(x * scale + shift), standardize_channels(x), atol=1e-4)
+
+
+def test_feature_loss_of_standardised_maps_is_one_minus_mean_pearson_correlation():
+    """With one region covering every cell: sum (s-t)^2 / (2 C HW) = 1 - mean_c rho_c per image
+    (eps aside), rho_c the Pearson correlation of channel c's values over the cells."""
+    g = torch.Generator().manual_seed(5)
+    t = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
+    s = 0.6 * t + 0.4 * torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
+    obj, bg = decoupled_feature_loss(
+        [standardize_channels(s, eps=0.0)], [standardize_channels(t, eps=0.0)], [torch.ones(1, 8, 8)]
+    )
+    rhos = []
+    for c in range(3):
+        a, b = s[0, c].flatten().tolist(), t[0, c].flatten().tolist()
+        ma, mb = sum(a) / len(a), sum(b) / len(b)
+        cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+        rhos.append(cov / math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)))
+    _close(obj, 1.0 - sum(rhos) / 3, rtol=1e-5)
+    assert float(bg) == 0.0
+
+
+def test_standardize_channels_passes_gradients_and_handles_constant_maps():
+    x = torch.full((1, 2, 3, 3), 5.0, requires_grad=True)  # zero variance: eps keeps it finite
+    y = standardize_channels(x)
+    assert torch.equal(y, torch.zeros_like(y))
+    z = torch.randn(1, 2, 3, 3, requires_grad=True)
+    (standardize_channels(z) * torch.randn(1, 2, 3, 3)).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0

@@ -54,6 +54,8 @@ BAD = [
     ("neck.in_features", ["p3", 4], "must hold level names"),
     ("neck.adapter", "conv5x5", "is not supported; choose one of"),
     ("neck.mask_assign", 3, "is not supported"),
+    ("neck.feature_norm", "chanel", "is not supported; choose one of"),
+    ("neck.feature_norm", None, "is not supported"),
     ("head.proposals", "both", "is not supported"),
     ("loss_schedule", "Linear", "is not supported"),
 ]

@@ -8,7 +8,7 @@ from .config import add_defeat_config
 from .config_files import get_config_file
 from .demo import backbone as _demo_backbone  # noqa: F401  (registers the demo's slim backbones)
 from .distiller import DeFeatConfigError, DeFeatDistiller
-from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
+from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss, standardize_channels
 from .masks import gt_masks
 from .meta_arch import DeFeatDenseMixin, DeFeatFCOS, DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
 from .schedule import kd_weight
@@ -23,6 +23,7 @@ __all__ = [
     "decoupled_feature_loss",
     "decoupled_kl_loss",
     "decoupled_sigmoid_kl_loss",
+    "standardize_channels",
     "kd_weight",
     "build_adapter",
     "build_adapters",

@@ -36,6 +36,9 @@ def add_defeat_config(cfg):
     # Std of the conv adapters' initial weights (normal, truncated at 2 std); the near-zero
     # 1e-4 passes only a tiny share of the KD gradient to the student at first.
     cfg.MODEL.DEFEAT.NECK.ADAPTER_INIT_STD = 1e-4
+    # "none", or "channel": student (adapted) and teacher maps standardised per image and channel
+    # before the loss (an addition to the paper; benchmarks/RESULTS.md).
+    cfg.MODEL.DEFEAT.NECK.FEATURE_NORM = "none"
     # "scale" or "all" (docs/algorithm.md, section 1); "coupled" = no object/background split (ablation baseline).
     cfg.MODEL.DEFEAT.NECK.MASK_ASSIGN = "scale"
     cfg.MODEL.DEFEAT.NECK.SCALE_BASE = 56.0

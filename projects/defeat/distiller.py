@@ -15,7 +15,13 @@ from detectron2.utils.events import get_event_storage, has_event_storage
 
 from .adapters import ADAPTERS, build_adapters
 from .align import align_to_grid
-from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss
+from .losses import (
+    FEATURE_NORMS,
+    decoupled_feature_loss,
+    decoupled_kl_loss,
+    decoupled_sigmoid_kl_loss,
+    standardize_channels,
+)
 from .masks import gt_masks
 from .schedule import SCHEDULES, kd_weight
 from .settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg
@@ -99,6 +105,7 @@ class DeFeatDistiller(nn.Module):
         neck_bg_weight: float = 16.0,
         adapter: str = "conv3x3",
         adapter_init_std: float = 1e-4,
+        feature_norm: str = "none",
         mask_assign: str = "scale",
         scale_base: float = 56.0,
         head_enabled: bool = True,
@@ -117,6 +124,7 @@ class DeFeatDistiller(nn.Module):
         """
         super().__init__()
         _check_choice("MODEL.DEFEAT.NECK.ADAPTER", adapter, ADAPTERS)
+        _check_choice("MODEL.DEFEAT.NECK.FEATURE_NORM", feature_norm, FEATURE_NORMS)
         _check_choice("MODEL.DEFEAT.NECK.MASK_ASSIGN", mask_assign, MASK_MODES)
         _check_choice("MODEL.DEFEAT.LOSS_SCHEDULE", schedule, SCHEDULES)
         for key, value in (
@@ -156,6 +164,7 @@ class DeFeatDistiller(nn.Module):
             logger.info("DeFeat neck pairing:\n%s", table)
         self.neck_weights = (float(neck_obj_weight), float(neck_bg_weight))
         self.head_weights = (float(head_obj_weight), float(head_bg_weight))
+        self.feature_norm = feature_norm
         self.mask_assign = mask_assign
         self.scale_base = float(scale_base)
         self.temperature = float(temperature)
@@ -219,13 +228,17 @@ class DeFeatDistiller(nn.Module):
 
         Masks are built on the student's grids from ``gt_boxes`` (student frame); teacher maps
         are cropped or resampled to those grids (:func:`defeat.align.align_to_grid`, with
-        ``teacher_scale`` = teacher input size / student input size).
+        ``teacher_scale`` = teacher input size / student input size). With ``feature_norm``
+        "channel" both maps are standardised per image and channel first (after alignment).
         """
         masks = self.masks(gt_boxes, student_feats)
         adapted = [self.adapters[f](student_feats[f]) for f in self.in_features]
         teacher = [
             align_to_grid(teacher_feats[f], student_feats[f].shape[-2:], teacher_scale) for f in self.in_features
         ]
+        if self.feature_norm == "channel":
+            adapted = [standardize_channels(a) for a in adapted]
+            teacher = [standardize_channels(t.detach()) for t in teacher]
         obj, bg = decoupled_feature_loss(adapted, teacher, masks)
         return {
             "loss_defeat_neck_obj": obj * self.neck_weights[0],

@@ -10,7 +10,16 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["decoupled_feature_loss", "decoupled_kl_loss", "decoupled_sigmoid_kl_loss"]
+__all__ = [
+    "FEATURE_NORMS",
+    "decoupled_feature_loss",
+    "decoupled_kl_loss",
+    "decoupled_sigmoid_kl_loss",
+    "standardize_channels",
+]
+
+# MODEL.DEFEAT.NECK.FEATURE_NORM: "none" imitates raw maps (the paper), "channel" standardised ones.
+FEATURE_NORMS = ("none", "channel")
 
 
 def _split_mean(
@@ -35,6 +44,19 @@ def _tempered(student_logits, teacher_logits, temperature):
         raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
     t = float(temperature)
     return student_logits.float() / t, teacher_logits.detach().float() / t, t * t
+
+
+def standardize_channels(feat: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each image's channels to zero mean and unit variance over its ``H x W`` cells (fp32).
+
+    ``feat [N, C, H, W]`` -> ``(feat - mean) / sqrt(var + eps)``, mean and (biased) variance per
+    ``(n, c)``. On standardised maps the feature loss of a cell is ``1 - `` the channels'
+    mean Pearson correlation over the map's cells, whatever the two models' feature scales.
+    """
+    x = feat.float()
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
 
 
 def decoupled_feature_loss(

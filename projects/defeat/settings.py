@@ -86,6 +86,7 @@ def distiller_kwargs(settings: Mapping) -> Dict[str, Any]:
         "neck_bg_weight": neck["bg_weight"],
         "adapter": neck["adapter"],
         "adapter_init_std": neck["adapter_init_std"],
+        "feature_norm": neck["feature_norm"],
         "mask_assign": neck["mask_assign"],
         "scale_base": neck["scale_base"],
         "head_enabled": head["enabled"],

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .adapters import ADAPTERS
+from .losses import FEATURE_NORMS
 from .schedule import SCHEDULES
 
 __all__ = ["DeFeatConfigError", "Rule", "RULES", "MASK_MODES", "PROPOSAL_MODES", "setting_name", "validate_settings"]
@@ -53,6 +54,7 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("neck", "bg_weight"): _WEIGHT,
     ("neck", "adapter"): Rule("choice", choices=ADAPTERS),
     ("neck", "adapter_init_std"): Rule("number", low=0.0, strict=True),
+    ("neck", "feature_norm"): Rule("choice", choices=FEATURE_NORMS),
     ("neck", "mask_assign"): Rule("choice", choices=MASK_MODES),
     ("neck", "scale_base"): Rule("number", low=0.0, strict=True, hint="(box size in pixels of the first level)"),
     ("head", "enabled"): Rule("bool"),
