@@ -15,7 +15,8 @@ Overrides (``key=value``) must name keys the config has (Detectron2 would silent
 misspelt one): every parent of the key must exist, and the key itself unless its parent is a
 ``LazyCall`` (a new argument); write ``+key=value`` (Hydra's explicit addition) to add keys. A value
 must have the type of the one it replaces (a number for a number, a boolean for a boolean, a
-mapping for a mapping); ``model.defeat.*`` values are checked like every DeFeat setting.
+mapping for a mapping, text for text: quote a number meant as text, ``key='5'``);
+``model.defeat.*`` values are checked like every DeFeat setting.
 
 ``--dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT]`` names a COCO-format dataset, as for
 ``train_net.py``; the training sets are checked against ``model.roi_heads.num_classes`` (or
@@ -155,6 +156,8 @@ def _type_problem(old, new):
         ok, kind = is_num(new), "a number"
     elif isinstance(old, DictConfig):
         ok, kind = isinstance(new, (dict, DictConfig)), "a mapping"
+    elif isinstance(old, str):  # a path, a name, a device: a number or bool there is a slip
+        ok, kind = not (is_num(new) or isinstance(new, bool)), "text (quote a number meant as text: key='5')"
     else:
         return None
     return None if ok else f"the config's value is {old!r}, so it must be {kind}"

@@ -29,6 +29,8 @@ from defeat.nonfinite import nonfinite_loss_message
         ("model.roi_heads=3", r"model\.roi_heads got 3 .*must be a mapping"),
         ("model.defeat=null", r"model\.defeat got None .*must be a mapping"),  # would silently mean the defaults
         ("train.max_iter", r"is not of the form key=value"),
+        ("train.output_dir=5", r"train\.output_dir got 5 \(int\).*must be text"),
+        ("train.device=True", r"train\.device got True \(bool\).*must be text"),
     ],
 )
 def test_bad_override_is_refused_naming_it(override, match):
@@ -55,6 +57,8 @@ def test_good_overrides_pass():
             "+train.clip_gradients.enabled=True",
             "+train.new_group.value=3",  # explicitly added
             "model.defeat.max_iter=${train.max_iter}",
+            "train.output_dir='5'",  # a number quoted as text
+            "train.output_dir=out/run1",
         ],
     )
 
