@@ -149,3 +149,18 @@ def test_cli_glyphs(tmp_path, capsys):
     data_main(["--dataset", "glyphs", "--root", str(tmp_path / "cli"), "--num-train", "2", "--num-val", "1"])
     out = capsys.readouterr().out
     assert "glyphs dataset at" in out and "defeat_glyphs_train" in out and "arrow=" in out
+
+
+@pytest.mark.parametrize("global_rank, local_rank, first", [(0, 0, True), (2, 0, True), (3, 1, False)])
+def test_demo_data_is_generated_by_the_first_process_of_each_machine(monkeypatch, global_rank, local_rank, first):
+    """Machine 2's first process (global rank 2, local rank 0) generates before the barrier too:
+    the other machine's disk does not hold the data; a second process of a machine waits."""
+    from detectron2.utils import comm
+
+    events = []
+    monkeypatch.setattr(comm, "get_rank", lambda: global_rank)
+    monkeypatch.setattr(comm, "get_local_rank", lambda: local_rank)
+    monkeypatch.setattr(comm, "synchronize", lambda: events.append("barrier"))
+    monkeypatch.setattr(demo_data, "register_demo_dataset", lambda style, **kw: events.append(style))
+    register_demo_dataset_if_used(["defeat_demo_train"])
+    assert events == (["shapes", "barrier", "shapes"] if first else ["barrier", "shapes"])

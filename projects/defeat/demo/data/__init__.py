@@ -110,15 +110,16 @@ def register_demo_dataset(root=None, name_prefix=None, style=DEFAULT_STYLE, **ge
 
 
 def register_demo_dataset_if_used(names) -> None:
-    """Generate (main process first, others wait) and register each demo dataset that one of
-    the dataset ``names`` is a split of; generator overrides come from the environment."""
+    """Generate (the first process of each machine, while the others wait: every machine has
+    its own disk) and register each demo dataset that one of the dataset ``names`` is a split
+    of; generator overrides come from the environment."""
     from detectron2.utils import comm
 
     settings = settings_from_env()
     for style, prefix in STYLE_PREFIXES.items():
         if not any(str(n).startswith(prefix + "_") for n in names):
             continue
-        if comm.is_main_process():
+        if comm.get_local_rank() == 0:
             register_demo_dataset(style=style, **settings)
         comm.synchronize()
         register_demo_dataset(style=style, **settings)
