@@ -50,8 +50,9 @@ def standardize_channels(feat: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Each image's channels to zero mean and unit variance over its ``H x W`` cells (fp32).
 
     ``feat [N, C, H, W]`` -> ``(feat - mean) / sqrt(var + eps)``, mean and (biased) variance per
-    ``(n, c)``. On standardised maps the feature loss of a cell is ``1 - `` the channels'
-    mean Pearson correlation over the map's cells, whatever the two models' feature scales.
+    ``(n, c)``. On two standardised maps, :func:`decoupled_feature_loss` over one region
+    covering the whole map is ``1 -`` the channels' mean Pearson correlation, whatever the
+    two models' feature scales.
     """
     x = feat.float()
     mean = x.mean(dim=(2, 3), keepdim=True)
