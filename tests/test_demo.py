@@ -29,6 +29,14 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert "(2 iterations, 2 processes)" in printed  # the teacher trains data-parallel by default
     assert "World size: 2" in (out / "teacher_R18" / "log_stdout.txt").read_text()
     assert "saved teacher weights: AP" in printed  # not the two processes' mixed end-of-training AP
+    # ... and evaluated once: the data-parallel training itself runs no evaluation
+    assert "copypaste" not in (out / "teacher_R18" / "log_stdout.txt").read_text()
+    assert "copypaste" in (out / "teacher_R18" / "eval" / "log_eval.txt").read_text()
+    # that one evaluation is recorded as the run's last, for the teacher line of DeFeat logs
+    teacher_ap = results[names[0]]["AP"]
+    assert read_box_metrics(str(out / "teacher_R18"))["AP"] == pytest.approx(teacher_ap)
+    defeat_log = (out / "defeat_slimR18_from_R18" / "log_stdout.txt").read_text()
+    assert f"box AP {teacher_ap:.2f} as last evaluated" in defeat_log
     assert "saved weights evaluated on the test set after training" in (out / "results.md").read_text()
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
@@ -57,6 +65,8 @@ def test_teacher_processes_must_be_positive(tmp_path, capsys):
     assert "--teacher-processes must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="processes must be >= 1, got 0"):
         run_job("configs/demo/teacher_R18.yaml", str(tmp_path / "t"), processes=0)
+    with pytest.raises(ValueError, match="evaluate=False needs a YAML config; .*slimR18.py is a LazyConfig"):
+        run_job("configs/lazy/demo_student_slimR18.py", str(tmp_path / "t"), evaluate=False)
     assert not (tmp_path / "demo").exists() and not (tmp_path / "t").exists()
 
 

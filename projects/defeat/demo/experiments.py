@@ -17,6 +17,7 @@ from ..metrics_file import read_metrics
 
 __all__ = [
     "METRICS",
+    "record_box_metrics",
     "load_config",
     "iters_opts",
     "run_job",
@@ -33,6 +34,15 @@ __all__ = [
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 _ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
+
+
+def record_box_metrics(output_dir: str, metrics: Dict[str, float], iteration: int) -> None:
+    """Append ``metrics`` (``{"AP": ..., ...}``) to ``<output_dir>/metrics.json`` as a ``bbox/*``
+    row at ``iteration``, the way Detectron2's ``EvalHook`` records an evaluation, so that later
+    readers (:func:`read_box_metrics`, the teacher line in DeFeat logs) take it as the run's last."""
+    row = {"iteration": int(iteration), **{f"bbox/{k}": float(v) for k, v in metrics.items()}}
+    with open(os.path.join(output_dir, "metrics.json"), "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def read_box_metrics(output_dir: str) -> Dict[str, float]:
@@ -179,6 +189,7 @@ def run_job(
     log_name: str = "log_stdout.txt",
     threads: Optional[int] = None,
     processes: int = 1,
+    evaluate: bool = True,
 ) -> Dict[str, float]:
     """Train (and evaluate) one config in a subprocess; return its final box metrics.
 
@@ -191,9 +202,15 @@ def run_job(
     1-thread jobs side by side train about twice as fast in total as one 2-thread job.
     ``processes > 1`` trains data-parallel on the CPU (``--num-gpus N``: Detectron2's ``launch``
     with gloo, ``SOLVER.IMS_PER_BATCH`` split between them), each with ``threads`` (default 1).
+    ``evaluate=False`` trains without a test set (``DATASETS.TEST ()``, YAML configs only) and
+    returns ``{}``: for a caller that evaluates the saved weights itself.
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
+    if not evaluate and is_lazy(config_file):
+        raise ValueError(f"evaluate=False needs a YAML config; {config_file} is a LazyConfig")
+    if not evaluate:
+        opts = [*opts, "DATASETS.TEST", "()"]
     if is_lazy(config_file):  # a LazyConfig: lazy_train_net.py with the overrides translated
         if train_script == "train_net.py":
             train_script = "lazy_train_net.py"
@@ -204,7 +221,7 @@ def run_job(
         overrides = ["--num-gpus", str(processes), "--dist-url", "auto", *overrides]
         threads = threads or 1
     _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)
-    return read_box_metrics(output_dir)
+    return read_box_metrics(output_dir) if evaluate else {}
 
 
 def _run_script(

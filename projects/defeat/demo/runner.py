@@ -25,6 +25,7 @@ from .experiments import (
     format_table,
     iters_opts,
     load_config,
+    record_box_metrics,
     run_job,
     run_parallel,
 )
@@ -133,21 +134,27 @@ def main(argv=None):
         print(f"[1/2] teacher: {TEACHER[1]} ({n} iterations{procs})", flush=True)
         t0 = time.time()
         progress = _Progress(students_s)
+        # Data-parallel processes keep their own BatchNorm running statistics, so an evaluation
+        # at the end of training would mix them; the saved weights (the first process's) are what
+        # the students see, and are evaluated once, after training, instead.
+        parallel = args.teacher_processes > 1
         metrics = run_job(
             TEACHER[1],
             teacher_out,
             teacher_opts,
             on_progress=progress.callback("teacher", n, t0),
             processes=args.teacher_processes,
+            evaluate=not parallel,
         )
-        print(f"    teacher done in {elapsed(t0)}: AP {metrics['AP']:.2f}", flush=True)
-        teacher_note = "evaluated on the test set at the end of its training"
-        if args.teacher_processes > 1:
-            # Each process kept its own BatchNorm running statistics and evaluated part of the
-            # test set with them; the saved weights (the first process's) are what students see.
+        if parallel:
+            print(f"    teacher done in {elapsed(t0)}", flush=True)
             metrics = evaluate_job(TEACHER[1], weights, os.path.join(teacher_out, "eval"), teacher_opts)
+            record_box_metrics(teacher_out, metrics, n)  # the AP a DeFeat run logs for this teacher
             teacher_note = "its saved weights evaluated on the test set after training"
             print(f"    saved teacher weights: AP {metrics['AP']:.2f}", flush=True)
+        else:
+            print(f"    teacher done in {elapsed(t0)}: AP {metrics['AP']:.2f}", flush=True)
+            teacher_note = "evaluated on the test set at the end of its training"
         results[TEACHER[0]] = metrics
         with open(stamp, "w") as f:
             json.dump({"digest": digest, "metrics": metrics}, f)
