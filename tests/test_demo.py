@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from defeat.demo import runner as demo
 from defeat.demo.experiments import METRICS, format_table, read_box_metrics
@@ -25,7 +26,7 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert saved["results"].keys() == results.keys()
     assert "| model | AP | AP50 | AP75 | APs | APm | APl |" in (out / "results.md").read_text()
     printed = capsys.readouterr().out
-    assert "total eta" in printed and "[2/2] students side by side" in printed
+    assert "total eta" in printed and "[students] side by side" in printed
     assert "(2 iterations, 2 processes)" in printed  # the teacher trains data-parallel by default
     assert "World size: 2" in (out / "teacher_R18" / "log_stdout.txt").read_text()
     assert "saved teacher weights: AP" in printed  # not the two processes' mixed end-of-training AP
@@ -83,7 +84,25 @@ def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
     saved = json.load(open(out / "results_retinanet.json"))
     assert saved["results"].keys() == results.keys()
     assert "DeFeat demo (RetinaNet)" in (out / "results_retinanet.md").read_text()
-    assert "World size: 1" in (out / "retinanet_teacher_R18" / "log_stdout.txt").read_text()
+    teacher_log = (out / "retinanet_teacher_R18" / "log_stdout.txt").read_text()
+    assert "World size: 1" in teacher_log
+    # the RetinaNet teacher starts from the Faster R-CNN demo teacher, trained first
+    init = out / "teacher_R18" / "model_final.pth"
+    assert f"Loading from {init} ..." in teacher_log
+    printed = capsys.readouterr().out
+    assert printed.index("[init] teacher R18-FPN") < printed.index("[teacher] RetinaNet teacher R18-FPN")
+    # both are reused by a second run; other starting weights retrain the RetinaNet teacher
+    again_args = args + ["--teacher-processes", "1", "--no-eval-teacher", "--student-iters", "1"]
+    demo.main(again_args)
+    printed = capsys.readouterr().out
+    assert "[init] reusing" in printed and "[teacher] reusing" in printed
+    state = torch.load(init, map_location="cpu", weights_only=False)
+    first = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][first] = state["model"][first] + 1.0
+    torch.save(state, init)
+    demo.main(again_args)
+    printed = capsys.readouterr().out
+    assert "[init] reusing" in printed and "[teacher] RetinaNet teacher R18-FPN" in printed
 
 
 def test_read_box_metrics_takes_the_last_evaluation(tmp_path):

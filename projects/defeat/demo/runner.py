@@ -6,12 +6,14 @@
 Runs ``train_net.py`` (from the current directory) with the configs in ``configs/demo`` (Faster
 R-CNN by default, RetinaNet with ``--family retinanet``): the teacher first (data-parallel in two
 one-thread processes by default; reused when a finished run of the same config exists), then both
-students side by side, one CPU thread each.
+students side by side, one CPU thread each. The RetinaNet teacher starts from the Faster R-CNN
+demo teacher's weights, so that one is trained (or reused) before it.
 Writes ``results.json`` and ``results.md`` (``results_retinanet.*`` for RetinaNet) under the
 output folder and prints a model-zoo style table.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -51,6 +53,9 @@ SUITES = {
         _run("RetinaNet student slim-R18-FPN + DeFeat", "defeat_retinanet_slimR18_from_R18"),
     ),
 }
+# family -> the demo teacher whose saved weights initialise the family's teacher (MODEL.WEIGHTS in
+# its config): a RetinaNet from scratch learns far too slowly on these images (benchmarks/RESULTS.md).
+INIT = {"retinanet": SUITES["rcnn"][0]}
 # Seconds per iteration on 2 CPU cores (students: each on one core, side by side). Only used to
 # estimate the total ETA of stages that have not started yet. The RetinaNet teacher's 0.5 is its
 # measured 2-thread 0.6 scaled by the R-CNN teacher's data-parallel speed-up (0.66 / 0.80).
@@ -83,6 +88,64 @@ class _Progress:
         return on_progress
 
 
+def _file_digest(path: str) -> str:
+    """A short hash of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_digest="", fresh=False):
+    """Train the teacher ``run`` (label, config, folder) under ``args.output``, or reuse a finished
+    one of the same config digest (``extra_digest``: the digest of the weights it starts from).
+    Returns ``(metrics, weights, note)``; a reused teacher is evaluated again when ``remeasure``
+    and ``args.eval_teacher``."""
+    out = os.path.join(args.output, run[2])
+    weights = os.path.join(out, "model_final.pth")
+    stamp = os.path.join(out, "defeat_demo_teacher.json")
+    digest = config_digest(run[1], opts) + extra_digest
+    cached = not fresh and os.path.isfile(stamp) and json.load(open(stamp)).get("digest") == digest
+    if cached and remeasure and args.eval_teacher:  # a cached teacher is measured again before use
+        t0 = time.time()
+        metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts)
+        print(f"[{stage}] reusing {weights}: AP {metrics['AP']:.2f} ({elapsed(t0)})", flush=True)
+        return metrics, weights, "evaluated on the test set before the students"
+    if cached:
+        metrics = json.load(open(stamp))["metrics"]
+        print(f"[{stage}] reusing {out} (AP {metrics['AP']:.2f})", flush=True)
+        return metrics, weights, "from the end of its training (not evaluated again)"
+    n = _max_iter(run[1], opts)
+    procs = f", {args.teacher_processes} processes" if args.teacher_processes > 1 else ""
+    print(f"[{stage}] {run[0]}: {run[1]} ({n} iterations{procs})", flush=True)
+    t0 = time.time()
+    # Data-parallel processes keep their own BatchNorm running statistics, so an evaluation at
+    # the end of training would mix them; the saved weights (the first process's) are what the
+    # students see, and are evaluated once, after training, instead.
+    parallel = args.teacher_processes > 1
+    metrics = run_job(
+        run[1],
+        out,
+        opts,
+        on_progress=_Progress(later_s).callback(stage, n, t0),
+        processes=args.teacher_processes,
+        evaluate=not parallel,
+    )
+    if parallel:
+        print(f"    {stage} done in {elapsed(t0)}", flush=True)
+        metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts)
+        record_box_metrics(out, metrics, n)  # the AP a DeFeat run logs for this teacher
+        note = "its saved weights evaluated on the test set after training"
+        print(f"    saved {stage} weights: AP {metrics['AP']:.2f}", flush=True)
+    else:
+        print(f"    {stage} done in {elapsed(t0)}: AP {metrics['AP']:.2f}", flush=True)
+        note = "evaluated on the test set at the end of its training"
+    with open(stamp, "w") as f:
+        json.dump({"digest": digest, "metrics": metrics}, f)
+    return metrics, weights, note
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=sorted(SUITES), default="rcnn", help="detector family of the demo")
@@ -110,56 +173,19 @@ def main(argv=None):
     prior = PRIOR_S_PER_ITER[args.family]
     t_start = time.time()
     teacher_opts, student_opts = iters_opts(args.teacher_iters), iters_opts(args.student_iters)
-    teacher_out = os.path.join(args.output, TEACHER[2])
-    weights = os.path.join(teacher_out, "model_final.pth")
-    stamp = os.path.join(teacher_out, "defeat_demo_teacher.json")
-    digest = config_digest(TEACHER[1], teacher_opts)
-    cached = not args.fresh_teacher and os.path.isfile(stamp) and json.load(open(stamp)).get("digest") == digest
     student_iters = _max_iter(BASELINE[1], student_opts)
     students_s = student_iters * prior["students"]
-    results = {}
+    init_digest = ""
+    if args.family in INIT:  # the teacher starts from another demo teacher's weights: that one first
+        _, init_weights, _ = _ensure_teacher(INIT[args.family], teacher_opts, args, students_s, "init", False)
+        teacher_opts = teacher_opts + ["MODEL.WEIGHTS", init_weights]
+        init_digest = _file_digest(init_weights)  # other starting weights: another teacher
+    metrics, weights, teacher_note = _ensure_teacher(
+        TEACHER, teacher_opts, args, students_s, "teacher", extra_digest=init_digest, fresh=args.fresh_teacher
+    )
+    results = {TEACHER[0]: metrics}
 
-    if cached and args.eval_teacher:  # a cached teacher is measured again before the students use it
-        t0 = time.time()
-        results[TEACHER[0]] = evaluate_job(TEACHER[1], weights, os.path.join(teacher_out, "eval"), teacher_opts)
-        teacher_note = "evaluated on the test set before the students"
-        print(f"[teacher] reusing {weights}: AP {results[TEACHER[0]]['AP']:.2f} ({elapsed(t0)})", flush=True)
-    elif cached:
-        results[TEACHER[0]] = json.load(open(stamp))["metrics"]
-        teacher_note = "from the end of its training (not evaluated again)"
-        print(f"[teacher] reusing {teacher_out} (AP {results[TEACHER[0]]['AP']:.2f})", flush=True)
-    else:
-        n = _max_iter(TEACHER[1], teacher_opts)
-        procs = f", {args.teacher_processes} processes" if args.teacher_processes > 1 else ""
-        print(f"[1/2] teacher: {TEACHER[1]} ({n} iterations{procs})", flush=True)
-        t0 = time.time()
-        progress = _Progress(students_s)
-        # Data-parallel processes keep their own BatchNorm running statistics, so an evaluation
-        # at the end of training would mix them; the saved weights (the first process's) are what
-        # the students see, and are evaluated once, after training, instead.
-        parallel = args.teacher_processes > 1
-        metrics = run_job(
-            TEACHER[1],
-            teacher_out,
-            teacher_opts,
-            on_progress=progress.callback("teacher", n, t0),
-            processes=args.teacher_processes,
-            evaluate=not parallel,
-        )
-        if parallel:
-            print(f"    teacher done in {elapsed(t0)}", flush=True)
-            metrics = evaluate_job(TEACHER[1], weights, os.path.join(teacher_out, "eval"), teacher_opts)
-            record_box_metrics(teacher_out, metrics, n)  # the AP a DeFeat run logs for this teacher
-            teacher_note = "its saved weights evaluated on the test set after training"
-            print(f"    saved teacher weights: AP {metrics['AP']:.2f}", flush=True)
-        else:
-            print(f"    teacher done in {elapsed(t0)}: AP {metrics['AP']:.2f}", flush=True)
-            teacher_note = "evaluated on the test set at the end of its training"
-        results[TEACHER[0]] = metrics
-        with open(stamp, "w") as f:
-            json.dump({"digest": digest, "metrics": metrics}, f)
-
-    print(f"[2/2] students side by side: {BASELINE[1]} and {DEFEAT[1]} ({student_iters} iterations)", flush=True)
+    print(f"[students] side by side: {BASELINE[1]} and {DEFEAT[1]} ({student_iters} iterations)", flush=True)
     t0 = time.time()
     progress = _Progress(0.0)
     base, kd = run_parallel(
