@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+import torch.nn as nn
 from conftest import CONFIGS, REPO
 
 from defeat.checkpoint import AtomicDetectionCheckpointer, atomic_write
@@ -117,3 +118,22 @@ def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights
     assert last["iteration"] == step + 2
     # The KD warm-up continues from the checkpoint's iteration: weight (it + 1) / 10.
     assert last["defeat/kd_weight"] == pytest.approx((step + 3) / 10)
+
+
+def test_missing_start_weights_are_refused_naming_the_setting(tmp_path):
+    """A local MODEL.WEIGHTS that is not there stops the run with the setting named (Detectron2
+    only asserts); an existing file loads, '' starts from scratch, a resumable run ignores it."""
+    model = nn.Linear(3, 2)
+    (tmp_path / "run").mkdir()
+    ckpt = AtomicDetectionCheckpointer(model, save_dir=str(tmp_path / "run"))
+    missing = str(tmp_path / "teacher" / "model_final.pth")
+    for resume in (False, True):  # nothing to resume from: the path is what would load
+        with pytest.raises(FileNotFoundError, match=r"MODEL.WEIGHTS: '.*teacher/model_final.pth' is not a file"):
+            ckpt.resume_or_load(missing, resume=resume)
+    assert ckpt.resume_or_load("", resume=False) == {}
+    saved = tmp_path / "w.pth"
+    torch.save({"model": {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}}, saved)
+    ckpt.resume_or_load(str(saved), resume=False)
+    assert torch.equal(model.weight, torch.ones(2, 3))
+    ckpt.save("model_final")  # now a run to resume: MODEL.WEIGHTS is not read
+    ckpt.resume_or_load(missing, resume=True)

@@ -143,8 +143,15 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         Raises:
             ResumeError: checkpoints exist but none can be read, or the one read belongs to
                 another model (see :meth:`_check_same_model`); never a silent fresh start.
+            FileNotFoundError: ``path`` is to be loaded and is a local path with no file there.
         """
         if not (resume and self.has_checkpoint()) or not self._local():
+            if path and "://" not in path and not os.path.isfile(path):  # a local file that is not there
+                raise FileNotFoundError(
+                    f"MODEL.WEIGHTS: {path!r} is not a file. Train or copy that checkpoint first (the run "
+                    "that writes it), point MODEL.WEIGHTS at an existing one, or set MODEL.WEIGHTS '' "
+                    "to start from scratch"
+                )
             return super().resume_or_load(path, resume=resume)
         skipped = []
         for candidate in self._resume_candidates():
