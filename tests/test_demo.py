@@ -118,3 +118,22 @@ def test_read_box_metrics_takes_the_last_evaluation(tmp_path):
 def test_format_table_signs_gains():
     table = format_table({"a": dict.fromkeys(METRICS, 10.0), "gain (x)": dict.fromkeys(METRICS, 1.5)})
     assert "| a | 10.00 |" in table and "| gain (x) | +1.50 |" in table
+
+
+def test_evaluate_job_evaluates_the_given_weights(monkeypatch, tmp_path):
+    """The weights to evaluate win over a MODEL.WEIGHTS in the run's overrides (the weights a
+    teacher started from): the RetinaNet teacher's evaluation once read its starting weights."""
+    from defeat.demo import experiments
+
+    seen = []
+
+    def fake_run(script, config_file, args, output_dir, log_name, threads=None, on_progress=None):
+        seen.append(list(args))
+        return ["copypaste: Task: bbox\n", "copypaste: " + ",".join(METRICS) + "\n", "copypaste: 1,2,3,4,5,6\n"]
+
+    monkeypatch.setattr(experiments, "_run_script", fake_run)
+    opts = ["MODEL.WEIGHTS", "start.pth", "SOLVER.MAX_ITER", "2"]
+    got = experiments.evaluate_job("configs/demo/retinanet_teacher_R18.yaml", "final.pth", str(tmp_path), opts)
+    args = seen[0]
+    assert args[len(args) - 1 - args[::-1].index("MODEL.WEIGHTS") + 1] == "final.pth"  # the last one wins
+    assert got == dict(zip(METRICS, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))

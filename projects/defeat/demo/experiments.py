@@ -278,8 +278,9 @@ def evaluate_job(
     threads: Optional[int] = None,
 ) -> Dict[str, float]:
     """Evaluate ``weights`` with a plain ``config_file`` on its test set (``--eval-only`` in a
-    subprocess); return its box metrics. ``opts`` in the YAML form, as for :func:`run_job`."""
-    opts = ["OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", weights, *opts]
+    subprocess); return its box metrics. ``opts`` in the YAML form, as for :func:`run_job`;
+    ``weights`` wins over a ``MODEL.WEIGHTS`` in them (the weights a run started from)."""
+    opts = ["OUTPUT_DIR", output_dir, *opts, "MODEL.WEIGHTS", weights]
     if is_lazy(config_file):
         if train_script == "train_net.py":
             train_script = "lazy_train_net.py"
