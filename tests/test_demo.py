@@ -137,3 +137,28 @@ def test_evaluate_job_evaluates_the_given_weights(monkeypatch, tmp_path):
     args = seen[0]
     assert args[len(args) - 1 - args[::-1].index("MODEL.WEIGHTS") + 1] == "final.pth"  # the last one wins
     assert got == dict(zip(METRICS, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+
+
+def test_init_teacher_eta_counts_the_later_teacher(monkeypatch, tmp_path):
+    """While the init teacher trains, the total ETA includes the family's teacher and the students."""
+    calls = []
+    init_weights = tmp_path / "init.pth"
+    init_weights.write_bytes(b"weights")
+
+    def fake_ensure(run, opts, args, later_s, stage, *a, **k):
+        calls.append((stage, later_s))
+        return {"AP": 1.0}, str(init_weights), "note"
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(demo, "_ensure_teacher", fake_ensure)
+    monkeypatch.setattr(demo, "run_parallel", stop)
+    with pytest.raises(Stop):
+        demo.main(["--family", "retinanet", "--output", str(tmp_path), "--teacher-iters", "7", "--student-iters", "3"])
+    prior = demo.PRIOR_S_PER_ITER["retinanet"]
+    students_s = 3 * prior["students"]
+    assert calls == [("init", pytest.approx(7 * prior["teacher"] + students_s)), ("teacher", students_s)]

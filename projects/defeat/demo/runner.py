@@ -177,7 +177,11 @@ def main(argv=None):
     students_s = student_iters * prior["students"]
     init_digest = ""
     if args.family in INIT:  # the teacher starts from another demo teacher's weights: that one first
-        _, init_weights, _ = _ensure_teacher(INIT[args.family], teacher_opts, args, students_s, "init", False)
+        # its total ETA includes the family's teacher (a prior estimate; it may turn out cached)
+        teacher_s = _max_iter(TEACHER[1], teacher_opts) * prior["teacher"]
+        _, init_weights, _ = _ensure_teacher(
+            INIT[args.family], teacher_opts, args, teacher_s + students_s, "init", False
+        )
         teacher_opts = teacher_opts + ["MODEL.WEIGHTS", init_weights]
         init_digest = _file_digest(init_weights)  # other starting weights: another teacher
     metrics, weights, teacher_note = _ensure_teacher(
