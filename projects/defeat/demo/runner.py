@@ -57,9 +57,9 @@ SUITES = {
 # its config): a RetinaNet from scratch learns far too slowly on these images (benchmarks/RESULTS.md).
 INIT = {"retinanet": SUITES["rcnn"][0]}
 # Seconds per iteration on 2 CPU cores (students: each on one core, side by side). Only used to
-# estimate the total ETA of stages that have not started yet (the RetinaNet teacher: 1045 s for
-# 1800 iterations as two data-parallel processes).
-PRIOR_S_PER_ITER = {"rcnn": {"teacher": 0.66, "students": 0.95}, "retinanet": {"teacher": 0.58, "students": 0.5}}
+# estimate the total ETA of stages that have not started yet (RetinaNet: 2014 s for the teacher's
+# 3600 iterations as two data-parallel processes, 333 s for the students' 600).
+PRIOR_S_PER_ITER = {"rcnn": {"teacher": 0.66, "students": 0.95}, "retinanet": {"teacher": 0.56, "students": 0.55}}
 
 
 def _max_iter(config_file, opts):
