@@ -29,15 +29,7 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
-from detectron2.engine import (
-    AMPTrainer,
-    SimpleTrainer,
-    default_argument_parser,
-    default_setup,
-    default_writers,
-    hooks,
-    launch,
-)
+from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
@@ -50,6 +42,7 @@ from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_data
 from defeat.ddp import create_ddp_model_any_device
 from defeat.demo.data import register_demo_dataset_if_used
 from defeat.meta_arch.common import lazy_eval_model_config
+from defeat.mixed_precision import build_step_trainer, check_amp
 from defeat.nonfinite import explain_nonfinite_losses
 from defeat.settings import resolve_settings
 
@@ -110,7 +103,9 @@ def build_trainer(args, cfg, train_dicts=None):
     with preloaded_datasets(train_dicts):  # the dicts checked in main(), not loaded again
         train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model_any_device(model, **cfg.train.ddp)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    trainer = build_step_trainer(
+        model, train_loader, optimizer, amp=cfg.train.get("amp", {}).get("enabled", False), device=cfg.train.device
+    )
     explain_nonfinite_losses(trainer)
     checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     main_process = comm.is_main_process()
@@ -226,6 +221,10 @@ def setup(args):
     """The LazyConfig with ``key=value`` overrides applied; logging, seed and demo data set up."""
     setup_datasets(getattr(args, "dataset", None))  # in every process, as in train_net.py
     cfg = load_config(args)
+    if not args.eval_only:
+        check_amp(
+            cfg.train.get("amp", {}).get("enabled", False), cfg.train.device, setting="train.amp.enabled"
+        )  # before anything is written
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
     names = [] if args.eval_only else _names(cfg.dataloader.train.dataset)

@@ -12,16 +12,13 @@
 (``defeat.data_checks``; ``--check-images`` sets how thoroughly the images are read).
 """
 
-import contextlib
 import os
-import weakref
 
-import detectron2.engine.defaults as trainer_defaults
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
@@ -30,43 +27,13 @@ from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
 from defeat.config import merge_defeat_config_file
 from defeat.data_checks import IMAGE_CHECKS, check_training_data, model_num_classes
 from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
-from defeat.ddp import create_ddp_model_any_device
 from defeat.demo.data import register_demo_dataset_if_used
 from defeat.meta_arch.common import build_eval_model
-from defeat.nonfinite import explain_nonfinite_losses
+from defeat.mixed_precision import check_amp
+from defeat.trainer import DeFeatTrainer
 
-
-@contextlib.contextmanager
-def _ddp_on_cpu():
-    """Let DefaultTrainer wrap a CPU model in DDP (gloo): Detectron2 passes ``device_ids=[rank]``,
-    which DDP rejects for CPU modules, and has no hook for it; patched only while constructing."""
-    original = trainer_defaults.create_ddp_model
-    trainer_defaults.create_ddp_model = create_ddp_model_any_device
-    try:
-        yield
-    finally:
-        trainer_defaults.create_ddp_model = original
-
-
-class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, resumes
-    that skip damaged checkpoints, multi-process training on CPU (gloo) as well as on GPUs, and a
-    NaN/inf loss reported with the term that went first."""
-
-    def __init__(self, cfg):
-        with _ddp_on_cpu():
-            super().__init__(cfg)
-        explain_nonfinite_losses(self._trainer)
-
-    def build_hooks(self):
-        # Called from DefaultTrainer.__init__ before the checkpoint hook is made: swap in ours.
-        self.checkpointer = AtomicDetectionCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        return super().build_hooks()
-
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+# The trainer lives in the package (``defeat.trainer``); the name is kept for scripts that import it.
+Trainer = DeFeatTrainer
 
 
 def register_demo_datasets(cfg, eval_only: bool = False):
@@ -107,6 +74,8 @@ def setup(args):
     # ``args``, and $DEFEAT_COCO_DATASETS (exported here) reaches the processes started later.
     setup_datasets(getattr(args, "dataset", None))
     cfg = load_config(args)
+    if not args.eval_only:
+        check_amp(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)  # before anything is written
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="defeat")
     register_demo_datasets(cfg, eval_only=args.eval_only)
