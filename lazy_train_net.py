@@ -29,7 +29,7 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch
+from detectron2.engine import default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
@@ -37,13 +37,14 @@ from omegaconf import DictConfig, OmegaConf
 
 import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
-from defeat.data_checks import IMAGE_CHECKS, check_training_data
-from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
+from defeat.data_checks import check_training_data
+from defeat.datasets import preloaded_datasets, setup_datasets
 from defeat.ddp import create_ddp_model_any_device
 from defeat.demo.data import register_demo_dataset_if_used
 from defeat.meta_arch.common import lazy_eval_model_config
 from defeat.mixed_precision import build_step_trainer, check_amp
 from defeat.nonfinite import explain_nonfinite_losses
+from defeat.script import launch_main, parse_args
 from defeat.settings import resolve_settings
 
 logger = logging.getLogger("defeat.lazy_train_net")
@@ -85,13 +86,6 @@ def model_num_classes(cfg):
     if cfg.model.get("num_classes") is not None:
         return cfg.model.num_classes, "model.num_classes"
     return None, ""
-
-
-def do_train(args, cfg, train_dicts=None):
-    """Build, resume (with ``--resume``) and train; the metrics go to metrics.json."""
-    trainer, start_iter = build_trainer(args, cfg, train_dicts)
-    trainer.train(start_iter, cfg.train.max_iter)
-    return trainer
 
 
 def build_trainer(args, cfg, train_dicts=None):
@@ -255,20 +249,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = add_dataset_argument(default_argument_parser())  # the same options as train_net.py
-    parser.add_argument(
-        "--check-images",
-        choices=IMAGE_CHECKS,
-        default="verify",
-        help="how the training images are read before training (see docs/tools.md)",
-    )
-    args = take_dataset_options(parser.parse_args())
-    setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_main(main, parse_args())  # the same options as train_net.py

@@ -17,7 +17,7 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
@@ -25,11 +25,12 @@ import defeat  # noqa: F401  (registers DeFeatRCNN)
 from defeat import add_defeat_config
 from defeat.checkpoint import AtomicDetectionCheckpointer, restore_on_failure
 from defeat.config import merge_defeat_config_file
-from defeat.data_checks import IMAGE_CHECKS, check_training_data, model_num_classes
-from defeat.datasets import add_dataset_argument, preloaded_datasets, setup_datasets, take_dataset_options
+from defeat.data_checks import check_training_data, model_num_classes
+from defeat.datasets import preloaded_datasets, setup_datasets
 from defeat.demo.data import register_demo_dataset_if_used
 from defeat.meta_arch.common import build_eval_model
 from defeat.mixed_precision import check_amp
+from defeat.script import argument_parser, launch_main, parse_args  # noqa: F401 (argument_parser: kept public)
 from defeat.trainer import DeFeatTrainer
 
 # The trainer lives in the package (``defeat.trainer``); the name is kept for scripts that import it.
@@ -41,23 +42,6 @@ def register_demo_datasets(cfg, eval_only: bool = False):
     (with ``eval_only``, only if a test set is one of its splits)."""
     names = tuple(cfg.DATASETS.TEST) if eval_only else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
     register_demo_dataset_if_used(names)
-
-
-def argument_parser():
-    """Detectron2's ``default_argument_parser`` plus ``--dataset`` and ``--check-images``."""
-    parser = add_dataset_argument(default_argument_parser())
-    parser.add_argument(
-        "--check-images",
-        choices=IMAGE_CHECKS,
-        default="verify",
-        help="how the training images are read before training (see docs/tools.md)",
-    )
-    return parser
-
-
-def parse_args(argv=None):
-    """Command-line arguments; ``--dataset`` is also accepted among the trailing config overrides."""
-    return take_dataset_options(argument_parser().parse_args(argv))
 
 
 def load_config(args):
@@ -115,14 +99,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    print("Command Line Args:", args)
-    setup_datasets(args.dataset)  # errors before any process starts; exported to the workers
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_main(main, parse_args())

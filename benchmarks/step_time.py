@@ -144,6 +144,33 @@ def _graph_bytes(forward):
     return sum(storages.values())
 
 
+def _what_ran(model, defeat_step):
+    """What one DeFeat step (c) computed, to tell the head modes apart in the results: its loss
+    keys, how often the teacher's RPN ran, and how many RoIs the student's box head read."""
+    seen = {"teacher_rpn": 0, "student_box_head_rois": 0}
+
+    def count_rpn(*_):
+        seen["teacher_rpn"] += 1
+
+    def count_rois(module, inputs):
+        seen["student_box_head_rois"] += int(inputs[0].shape[0])
+
+    handles = [
+        model.teacher.proposal_generator.register_forward_hook(count_rpn),
+        model.roi_heads.box_head.register_forward_pre_hook(count_rois),
+    ]
+    try:
+        keys = sorted(defeat_step())
+    finally:
+        for h in handles:
+            h.remove()
+    return {
+        "c_loss_keys": keys,
+        "c_teacher_rpn_calls": seen["teacher_rpn"],
+        "c_student_box_head_rois": seen["student_box_head_rois"],
+    }
+
+
 def _tensor_bytes(obj):
     """Total bytes of the tensors in nested dicts/lists/tuples."""
     if isinstance(obj, torch.Tensor):
@@ -283,6 +310,7 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                 "e": masks_and_losses,
             }
             t = _time_interleaved(fns, steps, warmup, device)
+            ran = _what_ran(model, lambda: step(model, batch))
             row = {
                 "a_student_step_s": t["a"],
                 "b_teacher_forward_s": t["b"],
@@ -292,6 +320,7 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
                 "a_peak_mem_bytes": _peak_of(fns["a"], device),
                 "b_peak_mem_bytes": _peak_of(fns["b"], device),
                 "c_peak_mem_bytes": _peak_of(fns["c"], device),
+                **ran,
             }
             with autocast:
                 row["a_graph_bytes"] = _graph_bytes(lambda: student(batch))

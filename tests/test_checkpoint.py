@@ -135,5 +135,10 @@ def test_missing_start_weights_are_refused_naming_the_setting(tmp_path):
     torch.save({"model": {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}}, saved)
     ckpt.resume_or_load(str(saved), resume=False)
     assert torch.equal(model.weight, torch.ones(2, 3))
+    with torch.no_grad():
+        model.weight.fill_(7.0)
     ckpt.save("model_final")  # now a run to resume: MODEL.WEIGHTS is not read
+    with torch.no_grad():
+        model.weight.zero_()
     ckpt.resume_or_load(missing, resume=True)
+    assert torch.equal(model.weight, torch.full((2, 3), 7.0))  # the run's checkpoint was loaded

@@ -2,16 +2,14 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import CONFIGS, REPO, defeat_cfg, synthetic_batch
+from conftest import CONFIGS, defeat_cfg, synthetic_batch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
+from launch_harness import assert_replicas_in_sync, cpu_env, finish, start
 from torch.nn.parallel import DistributedDataParallel
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")
@@ -63,21 +61,16 @@ def test_teacher_is_not_wrapped_or_synchronised_by_ddp(teacher_weights, single_p
     assert all(torch.equal(v, teacher_state[k]) for k, v in model.teacher.state_dict().items())
 
 
-@pytest.mark.skipif(
-    torch.cuda.is_available(), reason="launch() uses NCCL when CUDA is present; this is the CPU/gloo path"
-)
 def test_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
+    """--num-gpus 2 on the CPU (gloo, CUDA hidden if present): both processes train, log and end
+    with the same student weights although each read other images."""
     out = tmp_path / "run"
-    env = {
-        **os.environ,
-        "DEFEAT_DATASETS": str(tmp_path / "data"),  # train_net generates and registers the demo set here
-        "DEFEAT_DEMO_NUM_TRAIN": "4",
-        "DEFEAT_DEMO_NUM_VAL": "2",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [
-        sys.executable,
-        os.path.join(REPO, "train_net.py"),
+    env = cpu_env(
+        DEFEAT_DATASETS=tmp_path / "data",  # train_net generates and registers the demo set here
+        DEFEAT_DEMO_NUM_TRAIN=4,
+        DEFEAT_DEMO_NUM_VAL=2,
+    )
+    argv = [
         "--num-gpus",
         "2",
         "--dist-url",
@@ -97,12 +90,10 @@ def test_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
         "OUTPUT_DIR",
         str(out),
     ]
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:]
+    finish([start("train_net", argv, str(tmp_path / "w"), env=env)])
     for rank, log in ((0, "log.txt"), (1, "log.txt.rank1")):
         assert f"Rank of current process: {rank}. World size: 2" in (out / log).read_text()
+    assert_replicas_in_sync(str(tmp_path / "w"))
 
     rows = [json.loads(line) for line in open(out / "metrics.json")]
     last = rows[-1]

@@ -171,10 +171,25 @@ def test_verify_config_of_the_demo_lazy_student(tmp_path):
     model = build_model_from_config(load_config("configs/lazy/demo_student_slimR18.py"))
     ckpt = tmp_path / "demo.pth"
     torch.save({"model": model.state_dict(), "iteration": 3}, ckpt)
-    assert (
-        _tool().main([str(ckpt), str(tmp_path / "s.pth"), "--verify-config", "configs/lazy/demo_student_slimR18.py"])
-        == 0
-    )
+    out = tmp_path / "s.pth"
+    assert _tool().main([str(ckpt), str(out), "--verify-config", "configs/lazy/demo_student_slimR18.py"]) == 0
+    # The written file loads strictly into the config's model, tensor for tensor.
+    written = torch.load(out, map_location="cpu", weights_only=False)["model"]
+    fresh = build_model_from_config(load_config("configs/lazy/demo_student_slimR18.py"))
+    fresh.load_state_dict(written, strict=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
+    # A checkpoint of that model with a tensor missing is refused by the same check.
+    partial = {k: v for k, v in model.state_dict().items() if not k.startswith("roi_heads.box_predictor.")}
+    torch.save({"model": partial, "iteration": 3}, tmp_path / "partial.pth")
+    with pytest.raises(SystemExit, match="box_predictor"):
+        _tool().main(
+            [
+                str(tmp_path / "partial.pth"),
+                str(tmp_path / "p.pth"),
+                "--verify-config",
+                "configs/lazy/demo_student_slimR18.py",
+            ]
+        )
 
 
 def test_verify_config_refuses_a_defeat_config(trained_checkpoint, tmp_path):

@@ -109,22 +109,59 @@ def test_never_writes_into_the_input_folder(student, tmp_path):
 
 
 def test_defeat_config_predicts_with_its_student(student, tmp_path):
+    """A DeFeat config predicts with its student: the same detections, image by image, as the
+    plain student config with the same weights (at threshold 0, so there are many)."""
     weights, _, images = student
+    common = ["--weights", weights, "--input", images, "--score-threshold", 0.0]
     written = _run(
         "--config-file",
         f"{CONFIGS}/tiny_defeat.yaml",
-        "--weights",
-        weights,
-        "--input",
-        images,
+        *common,
         "--output",
-        tmp_path / "o",
+        tmp_path / "defeat",
         "MODEL.ROI_HEADS.NUM_CLASSES",
         2,
         "MODEL.DEFEAT.TEACHER.WEIGHTS",
         "",
     )
     assert len(written) == 3
+    _run(
+        "--config-file",
+        f"{CONFIGS}/tiny_base.yaml",
+        *common,
+        "--output",
+        tmp_path / "plain",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        2,
+    )
+    got, expected = (json.load(open(tmp_path / d / "predictions.json")) for d in ("defeat", "plain"))
+    assert sum(len(r["detections"]) for r in expected) > 0
+    assert got == expected
+    # ... and they are the weights' detections, not a fresh model's: another seed's weights differ.
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(1)
+    other = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 2))
+    (tmp_path / "w1").mkdir()
+    DetectionCheckpointer(other, str(tmp_path / "w1")).save("model_final")
+    _run(
+        "--config-file",
+        f"{CONFIGS}/tiny_defeat.yaml",
+        "--weights",
+        tmp_path / "w1" / "model_final.pth",
+        "--input",
+        images,
+        "--score-threshold",
+        0.0,
+        "--output",
+        tmp_path / "other",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        2,
+        "MODEL.DEFEAT.TEACHER.WEIGHTS",
+        "",
+    )
+    assert json.load(open(tmp_path / "other" / "predictions.json")) != expected
 
 
 def test_bad_inputs_and_class_names_of_another_dataset(student, tmp_path):

@@ -14,9 +14,12 @@ from defeat.checkpoint import AtomicDetectionCheckpointer, ResumeError, restore_
 class _Net(nn.Module):
     """A student with DeFeat-style adapters: ``distiller.adapters.<level>``."""
 
-    def __init__(self, levels=("p2", "p3"), k=3, width=4):
+    def __init__(self, levels=("p2", "p3"), k=3, width=4, body=3, fpn=4, head=5, depth=1):
         super().__init__()
-        self.body = nn.Linear(3, 2)
+        self.body = nn.Linear(body, 2)
+        self.blocks = nn.Sequential(*[nn.Linear(2, 2) for _ in range(depth)])
+        self.fpn = nn.Conv2d(2, fpn, 1)
+        self.head = nn.Linear(fpn, head)
         self.distiller = nn.Module()
         self.distiller.adapters = nn.ModuleDict({f: nn.Conv2d(width, 6, k, padding=k // 2) for f in levels})
 
@@ -108,6 +111,11 @@ def test_intact_newest_checkpoint_loads_without_warning(tmp_path):
         (dict(levels=("p2",)), r"in the checkpoint only: distiller\.adapters\.p3\.bias"),
         (dict(levels=("p2", "p3", "p4")), r"in the model only: distiller\.adapters\.p4\.bias"),
         (dict(width=8), r"distiller\.adapters\.p2\.weight \(6, 4, 3, 3\) in the checkpoint vs \(6, 8, 3, 3\)"),
+        # the student's own tensors, not only the adapters: body, FPN and head widths, depth
+        (dict(body=5), r"shapes: body\.weight \(2, 3\) in the checkpoint vs \(2, 5\)"),
+        (dict(fpn=8), r"fpn\.weight \(4, 2, 1, 1\) in the checkpoint vs \(8, 2, 1, 1\)"),
+        (dict(head=7), r"shapes: head\.weight \(5, 4\) in the checkpoint vs \(7, 4\)"),
+        (dict(depth=2), r"in the model only: blocks\.1\.bias, blocks\.1\.weight"),
     ],
 )
 def test_resume_with_another_defeat_model_is_refused(tmp_path, changed, match):
@@ -206,6 +214,27 @@ def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_p
             )
         )
     assert open(config_yaml).read() == saved and open(os.path.join(out, "metrics.json")).read() == metrics
+    # The student's own widths, not only the adapters': body, FPN, box head.
+    for key, value, match in (
+        (
+            "MODEL.RESNETS.STEM_OUT_CHANNELS",
+            32,
+            r"backbone\.bottom_up\.stem\.conv1\.weight \(64, 3, 7, 7\) in the checkpoint",
+        ),
+        (
+            "MODEL.FPN.OUT_CHANNELS",
+            16,
+            r"backbone\.fpn_lateral2\.weight \(32, 64, 1, 1\) in the checkpoint vs \(16, 64",
+        ),
+        (
+            "MODEL.ROI_BOX_HEAD.FC_DIM",
+            32,
+            r"roi_heads\.box_head\.fc1\.weight \(64, 1568\) in the checkpoint vs \(32, 1568\)",
+        ),
+    ):
+        with pytest.raises(ResumeError, match="different model(.|\n)*" + match):
+            train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 3, key, value, resume=True))
+        assert open(config_yaml).read() == saved and open(os.path.join(out, "metrics.json")).read() == metrics
     # Fewer levels, through the LazyConfig twin: refused as well, config.yaml untouched.
     lazy = _args(
         f"{CONFIGS}/tiny_defeat.py",

@@ -61,6 +61,23 @@ def test_good_overrides_pass():
             "train.output_dir=out/run1",
         ],
     )
+    # ... and they reach the config that lazy_train_net builds from.
+    args = _lazy_args(
+        "train.max_iter=5",
+        "model.defeat.neck.bg_weight=8",
+        "optimizer.lr=0.02",
+        "model.roi_heads.box_predictor.test_score_thresh=0.5",
+        "+train.new_group.value=3",
+        "model.defeat.max_iter=${train.max_iter}",
+        "train.output_dir=out/run1",
+    )
+    cfg = lazy_train_net.load_config(args)
+    assert cfg.train.max_iter == 5 and cfg.optimizer.lr == 0.02 and cfg.train.output_dir == "out/run1"
+    assert cfg.model.defeat.neck.bg_weight == 8 and cfg.train.new_group.value == 3
+    assert cfg.model.roi_heads.box_predictor.test_score_thresh == 0.5
+    from defeat.settings import resolve_settings
+
+    assert resolve_settings(cfg.model.defeat)["max_iter"] == 5
 
 
 def _lazy_args(*opts, eval_only=False):

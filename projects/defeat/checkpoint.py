@@ -108,8 +108,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         return super()._load_model(checkpoint)
 
     def _check_same_model(self, saved: dict) -> None:
-        """Raise :class:`ResumeError` if ``saved`` (a state dict) is of another DeFeat model: other
-        ``distiller.*`` tensors (adapter kind, levels) or any tensor of another shape (widths)."""
+        """Raise :class:`ResumeError` if ``saved`` (a state dict) is of another model: a tensor
+        that only one of them has (adapter kind or levels, depth, heads) or any tensor of another
+        shape (body, FPN, head or adapter widths)."""
         ours = self.model.state_dict()
         theirs = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in saved.items()}
         changes = []
@@ -117,7 +118,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             ("in the checkpoint only", set(theirs) - set(ours)),
             ("in the model only", set(ours) - set(theirs)),
         ):
-            kd = sorted(k for k in keys if k.startswith("distiller."))
+            kd = sorted(keys)
             if kd:
                 changes.append(f"{name}: " + ", ".join(kd[:6]) + (" ..." if len(kd) > 6 else ""))
         shapes = [
@@ -130,8 +131,10 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if changes:
             raise ResumeError(
                 f"--resume: the checkpoint in {self.save_dir} was written by a different model than this "
-                "config builds (MODEL.DEFEAT.NECK.ADAPTER, NECK.IN_FEATURES, NECK.ENABLED, or the FPN "
-                "widths changed): " + " | ".join(changes) + ". Resume with the run's own config "
+                "config builds (MODEL.DEFEAT.NECK.ADAPTER, NECK.IN_FEATURES, NECK.ENABLED, a width or depth of "
+                "the backbone, FPN or heads, or the architecture changed): "
+                + " | ".join(changes)
+                + ". Resume with the run's own config "
                 "(its config.yaml), or start the changed run in a new OUTPUT_DIR"
             )
 
