@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import torch
 from coco_files import CLASSES, write_coco
 from conftest import CONFIGS, REPO
 
@@ -64,6 +63,7 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "DEFEAT_COCO_DATASETS"}
     env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU path (gloo) of the two-process teacher, on any machine
 
     # Steps that do not depend on each other run side by side (the order a user follows is 1-8).
     # 1. Inspect: classes, sizes, levels, SCALE_BASE.
@@ -71,7 +71,7 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
         "tools/inspect_dataset.py", "--config-file", defeat, *datasets[:2], "--output", out / "inspect.png", env=env
     )
     # 2. Teacher (two processes on CPU: each DDP worker registers the datasets itself).
-    gpus = ["--num-gpus", "2"] if not torch.cuda.is_available() else []
+    gpus = ["--num-gpus", "2"]
     teacher_run = _start(
         "train_net.py", "--config-file", teacher, *gpus, *datasets, *ITERS, "OUTPUT_DIR", out / "teacher", env=env
     )
