@@ -1,0 +1,339 @@
+#!/usr/bin/env python
+"""Mutation check: break each promise of the docs once, on a throwaway copy, and see a test fail.
+
+    .venv/bin/python tests/mutants.py                 # every mutant
+    .venv/bin/python tests/mutants.py resume_shapes ddp_no_average   # some of them
+    .venv/bin/python tests/mutants.py --list
+
+Not part of ``make test`` (it runs the selected tests once per mutant, about 15 minutes in all).
+The copy is ``git worktree add --detach`` of HEAD in a temporary folder (uncommitted changes are
+not in it); each mutant replaces one exact piece of source text (the script stops if that text is
+gone, so the list cannot rot silently), runs its tests with the copy's package first on the path,
+and is restored. A mutant is *killed* when at least one of its tests fails. Exit status 1 if any
+mutant survives.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import NamedTuple, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Mutant(NamedTuple):
+    name: str
+    promise: str
+    path: str
+    old: object  # the exact source text, or a tuple of texts (each replaced by the same item of new)
+    new: object
+    tests: Tuple[str, ...]  # pytest arguments (files, -k expressions)
+
+
+_NO_AVERAGE = """    import torch
+
+    ddp = create_ddp_model(model, **kwargs)
+    if hasattr(ddp, "register_comm_hook"):
+
+        def local(state, bucket):
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        ddp.register_comm_hook(None, local)
+    return ddp"""
+
+MUTANTS = [
+    Mutant(
+        "mask_min_cell",
+        "every box marks at least one cell",
+        "projects/defeat/masks.py",
+        "rx = torch.maximum(b[:, 2], lx + 1)",
+        "rx = b[:, 2]",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "mask_level_round",
+        "level = floor(log2(sqrt(wh) / SCALE_BASE))",
+        "projects/defeat/masks.py",
+        "lvl = torch.floor(torch.log2(side / scale_base))",
+        "lvl = torch.round(torch.log2(side / scale_base))",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "neck_normaliser",
+        "object term normalised by 2 * C * mask cells",
+        "projects/defeat/losses.py",
+        "obj_terms.append((sq * m).sum() / (2.0 * c * m.sum()).clamp(min=1.0))",
+        "obj_terms.append((sq * m).sum() / (c * m.sum()).clamp(min=1.0))",
+        ("tests/test_losses.py",),
+    ),
+    Mutant(
+        "neck_teacher_grad",
+        "gradients of the neck loss reach the student only",
+        "projects/defeat/losses.py",
+        "sq = (s.float() - t.detach().float()).pow(2).sum(dim=1)",
+        "sq = (s.float() - t.float()).pow(2).sum(dim=1)",
+        ("tests/test_losses.py",),
+    ),
+    Mutant(
+        "kl_temperature",
+        "KL scaled by T^2",
+        "projects/defeat/losses.py",
+        "return student_logits.float() / t, teacher_logits.detach().float() / t, t * t",
+        "return student_logits.float() / t, teacher_logits.detach().float() / t, t",
+        ("tests/test_losses.py",),
+    ),
+    Mutant(
+        "kl_teacher_grad",
+        "teacher logits detached",
+        "projects/defeat/losses.py",
+        "return student_logits.float() / t, teacher_logits.detach().float() / t, t * t",
+        "return student_logits.float() / t, teacher_logits.float() / t, t * t",
+        ("tests/test_losses.py",),
+    ),
+    Mutant(
+        "teacher_trainable",
+        "teacher frozen (requires_grad False)",
+        "projects/defeat/teacher.py",
+        "        p.requires_grad_(False)",
+        "        p.requires_grad_(True)",
+        ("tests/test_teacher.py", "tests/test_model.py"),
+    ),
+    Mutant(
+        "teacher_train_mode",
+        "teacher always in eval mode",
+        "projects/defeat/meta_arch/common.py",
+        """        if "teacher" in self.__dict__:
+            self.teacher.eval()""",
+        """        if "teacher" in self.__dict__:
+            self.teacher.train(mode)""",
+        ("tests/test_teacher.py", "tests/test_model.py"),
+    ),
+    Mutant(
+        "teacher_not_strict",
+        "teacher weights load strictly",
+        "projects/defeat/teacher.py",
+        "    if problems:\n        raise TeacherLoadError(",
+        "    if False:\n        raise TeacherLoadError(",
+        ("tests/test_teacher.py",),
+    ),
+    Mutant(
+        "teacher_in_state_dict",
+        "checkpoints hold the student only",
+        "projects/defeat/meta_arch/common.py",
+        'object.__setattr__(self, "teacher", teacher)',
+        "self.teacher = teacher",
+        ("tests/test_model.py", "tests/test_checkpoint.py"),
+    ),
+    Mutant(
+        "resume_shapes_adapters_only",
+        "resume into another model refused (every shape, not only the adapters')",
+        "projects/defeat/checkpoint.py",
+        'if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)',
+        'if k.startswith("distiller.") and k in theirs and tuple(theirs[k].shape) != tuple(v.shape)',
+        ("tests/test_resume.py",),
+    ),
+    Mutant(
+        "resume_keys_adapters_only",
+        "resume into a model with other tensors refused (depth, heads)",
+        "projects/defeat/checkpoint.py",
+        "            kd = sorted(keys)",
+        '            kd = sorted(k for k in keys if k.startswith("distiller."))',
+        ("tests/test_resume.py",),
+    ),
+    Mutant(
+        "resume_config_not_restored",
+        "a refused resume leaves config.yaml as it was",
+        "projects/defeat/checkpoint.py",
+        "        if old is not None:\n            atomic_write(path, lambda f: f.write(old))",
+        "        if False:\n            pass",
+        ("tests/test_resume.py",),
+    ),
+    Mutant(
+        "checkpoint_not_atomic",
+        "checkpoints written atomically (temporary file, then rename)",
+        "projects/defeat/checkpoint.py",
+        ("        with open(tmp, mode) as f:", "        os.replace(tmp, path)\n"),
+        ("        with open(path, mode) as f:", "\n"),
+        ("tests/test_checkpoint.py",),
+    ),
+    Mutant(
+        "ddp_no_average",
+        "data-parallel processes average their gradients",
+        "projects/defeat/ddp.py",
+        "    return create_ddp_model(model, **kwargs)",
+        _NO_AVERAGE,
+        ("tests/test_multi_machine.py", "tests/test_ddp.py"),
+    ),
+    Mutant(
+        "export_keeps_adapters",
+        "the exported student holds no distillation tensors",
+        "projects/defeat/export.py",
+        'DISTILLATION_PREFIXES: Tuple[str, ...] = ("distiller.", "teacher.")',
+        'DISTILLATION_PREFIXES: Tuple[str, ...] = ("teacher.",)',
+        ("tests/test_export.py",),
+    ),
+    Mutant(
+        "data_classes_unchecked",
+        "dataset categories checked against NUM_CLASSES",
+        "projects/defeat/data_checks.py",
+        "    if len(classes) != num_classes:",
+        "    if False:",
+        ("tests/test_data_checks.py",),
+    ),
+    Mutant(
+        "data_zero_boxes_unchecked",
+        "a dataset with no usable box refused",
+        "projects/defeat/data_checks.py",
+        "    if usable == 0:",
+        "    if False:",
+        ("tests/test_data_checks.py",),
+    ),
+    Mutant(
+        "predict_into_inputs",
+        "predict.py never writes into its input folder",
+        "tools/predict.py",
+        "    if out_dir == input_dir:",
+        "    if False:",
+        ("tests/test_predict.py",),
+    ),
+    Mutant(
+        "predict_random_weights",
+        "predict.py refuses weights that leave tensors random",
+        "tools/predict.py",
+        "        if (found is None or missing) and not allow_random:",
+        "        if False:",
+        ("tests/test_predict.py",),
+    ),
+    Mutant(
+        "nonfinite_unexplained",
+        "a NaN loss is reported naming the term",
+        "projects/defeat/nonfinite.py",
+        "    trainer._write_metrics = checked",
+        "    pass",
+        ("tests/test_distiller.py", "tests/test_errors.py"),
+    ),
+    Mutant(
+        "setting_bool_untyped",
+        "a string where a boolean belongs is refused",
+        "projects/defeat/validation.py",
+        "        if not isinstance(value, bool):",
+        "        if False:",
+        ("tests/test_validation.py",),
+    ),
+    Mutant(
+        "warmup_off_by_one",
+        "the KD warm-up ramps as (iteration + 1) / WARMUP_ITERS",
+        "projects/defeat/schedule.py",
+        "min(1.0, (iteration + 1) / warmup_iters)",
+        "min(1.0, iteration / warmup_iters)",
+        ("tests/test_distiller.py", "tests/test_losses.py"),
+    ),
+    Mutant(
+        "head_all_objects",
+        "head KL split by the RoI labels (background RoIs in the background term)",
+        "projects/defeat/meta_arch/mixin.py",
+        "is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)",
+        "is_object = labels >= 0",
+        ("tests/test_model.py", "tests/test_mixin.py"),
+    ),
+    Mutant(
+        "dense_all_objects",
+        "RetinaNet head KL: matched anchors are objects, the rest background",
+        "projects/defeat/meta_arch/dense.py",
+        "is_object = valid & (labels.flatten() != self.num_classes)",
+        "is_object = valid",
+        ("tests/test_retinanet.py",),
+    ),
+    Mutant(
+        "amp_not_autocast",
+        "SOLVER.AMP.ENABLED on a CPU computes in bf16",
+        "projects/defeat/mixed_precision.py",
+        '        with torch.autocast("cpu", dtype=self.precision):',
+        '        with torch.autocast("cpu", dtype=self.precision, enabled=False):',
+        ("tests/test_mixed_precision.py",),
+    ),
+    Mutant(
+        "amp_unchecked",
+        "AMP on a CPU without bf16 refused before anything is written",
+        "projects/defeat/mixed_precision.py",
+        "    if not cpu_bf16_supported():",
+        "    if False:",
+        ("tests/test_mixed_precision.py",),
+    ),
+]
+
+
+def _run_tests(copy: str, tests, timeout: int) -> Tuple[bool, str]:
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([os.path.join(copy, "projects"), copy]),
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return True, "timed out (counted as killed)"
+    failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    return proc.returncode != 0, (failed[0] if failed else summary)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per mutant's tests")
+    args = p.parse_args(argv)
+    known = {m.name: m for m in MUTANTS}
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:28s} {m.promise}  [{m.path}; {' '.join(m.tests)}]")
+        return 0
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        p.error(f"unknown mutants {unknown}; see --list")
+    chosen = [known[n] for n in args.names] if args.names else MUTANTS
+    survivors = []
+    with tempfile.TemporaryDirectory(prefix="defeat-mutants-") as tmp:
+        copy = os.path.join(tmp, "repo")
+        subprocess.run(["git", "worktree", "add", "--detach", copy, "HEAD"], cwd=REPO, check=True, capture_output=True)
+        try:
+            for m in chosen:
+                path = os.path.join(copy, m.path)
+                original = open(path).read()
+                olds, news = (m.old, m.new) if isinstance(m.old, tuple) else ((m.old,), (m.new,))
+                mutated = original
+                for old, new in zip(olds, news):
+                    if mutated.count(old) != 1:
+                        raise SystemExit(f"{m.name}: the text to mutate occurs {mutated.count(old)} times in {m.path}")
+                    mutated = mutated.replace(old, new)
+                with open(path, "w") as f:
+                    f.write(mutated)
+                t0 = time.time()
+                try:
+                    killed, detail = _run_tests(copy, m.tests, args.timeout)
+                finally:
+                    with open(path, "w") as f:
+                        f.write(original)
+                print(
+                    f"{'killed ' if killed else 'SURVIVED'} {m.name:28s} {time.time() - t0:5.0f}s  {detail}", flush=True
+                )
+                if not killed:
+                    survivors.append(m.name)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", copy], cwd=REPO, capture_output=True)
+    print(
+        f"{len(chosen) - len(survivors)} of {len(chosen)} mutants killed"
+        + (f"; survivors: {survivors}" if survivors else "")
+    )
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
