@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 
-from defeat.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 from defeat.demo.data import DEFAULT_STYLE, STYLES
 from defeat.demo.experiments import (
     METRICS,
@@ -41,6 +40,7 @@ from defeat.demo.experiments import (
     run_job,
     run_parallel,
 )
+from defeat.engine.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -97,7 +97,7 @@ GLYPHS_FAMILIES = {
 def _coupled_weights(defeat_cfg, opts):
     """OBJ_WEIGHT = obj + bg of the decoupled config, BG_WEIGHT = 0 (same total weight)."""
     if is_lazy(defeat_cfg):
-        from defeat.settings import resolve_settings
+        from defeat.config.settings import resolve_settings
 
         neck = resolve_settings(load_lazy_config(defeat_cfg, opts).model.defeat)["neck"]
         total = neck["obj_weight"] + neck["bg_weight"]

@@ -37,15 +37,15 @@ def main(argv=None):
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from defeat.demo.data import register_demo_dataset_if_used
     from defeat.demo.experiments import load_config
-    from defeat.meta_arch.box_heads import stage_logits
+    from defeat.engine.datasets import register_provided_datasets
+    from defeat.modeling.meta_arch.box_heads import stage_logits
 
     cfg = load_config(
         args.defeat_config,
         ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0", *args.opts],
     )
-    register_demo_dataset_if_used(cfg.DATASETS.TRAIN)
+    register_provided_datasets(cfg.DATASETS.TRAIN)
     torch.manual_seed(0)
     model = build_model(cfg).train()
     loader = iter(build_detection_train_loader(cfg))

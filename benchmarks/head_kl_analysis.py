@@ -39,7 +39,7 @@ def main(argv=None):
     import defeat
     from defeat.demo.data import register_demo_dataset
     from defeat.demo.experiments import load_config
-    from defeat.meta_arch.rcnn import box_head_logits
+    from defeat.modeling.meta_arch.rcnn import box_head_logits
 
     cfg = load_config(
         args.defeat_config, ["MODEL.DEFEAT.TEACHER.WEIGHTS", args.teacher_weights, "DATALOADER.NUM_WORKERS", "0"]

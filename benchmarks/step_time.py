@@ -198,8 +198,8 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
     from detectron2.utils.events import EventStorage
 
     import defeat  # noqa: F401
-    from defeat.losses import decoupled_feature_loss
-    from defeat.meta_arch.rcnn import box_head_logits
+    from defeat.modeling.losses import decoupled_feature_loss
+    from defeat.modeling.meta_arch.rcnn import box_head_logits
 
     student_cfg, defeat_cfg, teacher_cfg, size, n = PRESETS[preset]
     dev = ["MODEL.DEVICE", device]

@@ -25,16 +25,11 @@ def _no_exported_datasets(monkeypatch):
 
 
 def make_cfg(config_file, *opts):
-    """A Detectron2 config with DeFeat keys, merged from ``config_file`` and ``opts``."""
-    from detectron2.config import get_cfg
+    """A Detectron2 config with DeFeat keys, merged from ``config_file`` and ``opts`` (the
+    package's one loader)."""
+    from defeat.config.files import load_config
 
-    from defeat import add_defeat_config
-
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list([str(o) for o in opts])
-    return cfg
+    return load_config(str(config_file), [str(o) for o in opts])
 
 
 def capture_sampled_rois(model):

@@ -63,9 +63,7 @@ def finish(procs, timeout=400):
 def rank_weights(weights_dir: str, world_size: int, when: str = "final"):
     """The weights of ranks ``0..world_size-1`` (state dicts) at the ``"start"`` or the
     ``"final"`` of training."""
-    return [
-        torch.load(os.path.join(weights_dir, f"rank{r}_{when}.pth"), weights_only=False) for r in range(world_size)
-    ]
+    return [torch.load(os.path.join(weights_dir, f"rank{r}_{when}.pth"), weights_only=False) for r in range(world_size)]
 
 
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -116,7 +114,7 @@ def _worker(script: str, args):
 
 def _main(argv):
     sys.path.insert(0, REPO)
-    from defeat.script import launch_main, parse_args
+    from defeat.engine.script import launch_main, parse_args
 
     launch_main(functools.partial(_worker, argv[0]), parse_args(argv[1:]))
 

@@ -50,7 +50,7 @@ MUTANTS = [
     Mutant(
         "mask_min_cell",
         "every box marks at least one cell",
-        "projects/defeat/masks.py",
+        "projects/defeat/modeling/masks.py",
         "rx = torch.maximum(b[:, 2], lx + 1)",
         "rx = b[:, 2]",
         ("tests/test_masks.py",),
@@ -58,7 +58,7 @@ MUTANTS = [
     Mutant(
         "mask_level_round",
         "level = floor(log2(sqrt(wh) / SCALE_BASE))",
-        "projects/defeat/masks.py",
+        "projects/defeat/modeling/masks.py",
         "lvl = torch.floor(torch.log2(side / scale_base))",
         "lvl = torch.round(torch.log2(side / scale_base))",
         ("tests/test_masks.py",),
@@ -66,7 +66,7 @@ MUTANTS = [
     Mutant(
         "neck_normaliser",
         "object term normalised by 2 * C * mask cells",
-        "projects/defeat/losses.py",
+        "projects/defeat/modeling/losses.py",
         "obj_terms.append((sq * m).sum() / (2.0 * c * m.sum()).clamp(min=1.0))",
         "obj_terms.append((sq * m).sum() / (c * m.sum()).clamp(min=1.0))",
         ("tests/test_losses.py",),
@@ -74,7 +74,7 @@ MUTANTS = [
     Mutant(
         "neck_teacher_grad",
         "gradients of the neck loss reach the student only",
-        "projects/defeat/losses.py",
+        "projects/defeat/modeling/losses.py",
         "sq = (s.float() - t.detach().float()).pow(2).sum(dim=1)",
         "sq = (s.float() - t.float()).pow(2).sum(dim=1)",
         ("tests/test_losses.py",),
@@ -82,7 +82,7 @@ MUTANTS = [
     Mutant(
         "kl_temperature",
         "KL scaled by T^2",
-        "projects/defeat/losses.py",
+        "projects/defeat/modeling/losses.py",
         "return student_logits.float() / t, teacher_logits.detach().float() / t, t * t",
         "return student_logits.float() / t, teacher_logits.detach().float() / t, t",
         ("tests/test_losses.py",),
@@ -90,7 +90,7 @@ MUTANTS = [
     Mutant(
         "kl_teacher_grad",
         "teacher logits detached",
-        "projects/defeat/losses.py",
+        "projects/defeat/modeling/losses.py",
         "return student_logits.float() / t, teacher_logits.detach().float() / t, t * t",
         "return student_logits.float() / t, teacher_logits.float() / t, t * t",
         ("tests/test_losses.py",),
@@ -98,7 +98,7 @@ MUTANTS = [
     Mutant(
         "teacher_trainable",
         "teacher frozen (requires_grad False)",
-        "projects/defeat/teacher.py",
+        "projects/defeat/modeling/teacher.py",
         "        p.requires_grad_(False)",
         "        p.requires_grad_(True)",
         ("tests/test_teacher.py", "tests/test_model.py"),
@@ -106,7 +106,7 @@ MUTANTS = [
     Mutant(
         "teacher_train_mode",
         "teacher always in eval mode",
-        "projects/defeat/meta_arch/common.py",
+        "projects/defeat/modeling/meta_arch/common.py",
         """        if "teacher" in self.__dict__:
             self.teacher.eval()""",
         """        if "teacher" in self.__dict__:
@@ -116,15 +116,15 @@ MUTANTS = [
     Mutant(
         "teacher_not_strict",
         "teacher weights load strictly",
-        "projects/defeat/teacher.py",
+        "projects/defeat/modeling/teacher.py",
         "    if problems:\n        raise TeacherLoadError(",
         "    if False:\n        raise TeacherLoadError(",
-        ("tests/test_teacher.py",),
+        ("tests/test_teacher.py", "tests/test_errors.py"),
     ),
     Mutant(
         "teacher_in_state_dict",
         "checkpoints hold the student only",
-        "projects/defeat/meta_arch/common.py",
+        "projects/defeat/modeling/meta_arch/common.py",
         'object.__setattr__(self, "teacher", teacher)',
         "self.teacher = teacher",
         ("tests/test_model.py", "tests/test_checkpoint.py"),
@@ -132,7 +132,7 @@ MUTANTS = [
     Mutant(
         "resume_shapes_adapters_only",
         "resume into another model refused (every shape, not only the adapters')",
-        "projects/defeat/checkpoint.py",
+        "projects/defeat/engine/checkpoint.py",
         'if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)',
         'if k.startswith("distiller.") and k in theirs and tuple(theirs[k].shape) != tuple(v.shape)',
         ("tests/test_resume.py",),
@@ -140,7 +140,7 @@ MUTANTS = [
     Mutant(
         "resume_keys_adapters_only",
         "resume into a model with other tensors refused (depth, heads)",
-        "projects/defeat/checkpoint.py",
+        "projects/defeat/engine/checkpoint.py",
         "            kd = sorted(keys)",
         '            kd = sorted(k for k in keys if k.startswith("distiller."))',
         ("tests/test_resume.py",),
@@ -148,7 +148,7 @@ MUTANTS = [
     Mutant(
         "resume_config_not_restored",
         "a refused resume leaves config.yaml as it was",
-        "projects/defeat/checkpoint.py",
+        "projects/defeat/engine/checkpoint.py",
         "        if old is not None:\n            atomic_write(path, lambda f: f.write(old))",
         "        if False:\n            pass",
         ("tests/test_resume.py",),
@@ -156,7 +156,7 @@ MUTANTS = [
     Mutant(
         "checkpoint_not_atomic",
         "checkpoints written atomically (temporary file, then rename)",
-        "projects/defeat/checkpoint.py",
+        "projects/defeat/engine/checkpoint.py",
         ("        with open(tmp, mode) as f:", "        os.replace(tmp, path)\n"),
         ("        with open(path, mode) as f:", "\n"),
         ("tests/test_checkpoint.py",),
@@ -164,7 +164,7 @@ MUTANTS = [
     Mutant(
         "ddp_no_average",
         "data-parallel processes average their gradients",
-        "projects/defeat/ddp.py",
+        "projects/defeat/engine/ddp.py",
         "    return create_ddp_model(model, **kwargs)",
         _NO_AVERAGE,
         ("tests/test_multi_machine.py", "tests/test_ddp.py"),
@@ -172,7 +172,7 @@ MUTANTS = [
     Mutant(
         "export_keeps_adapters",
         "the exported student holds no distillation tensors",
-        "projects/defeat/export.py",
+        "projects/defeat/analysis/export.py",
         'DISTILLATION_PREFIXES: Tuple[str, ...] = ("distiller.", "teacher.")',
         'DISTILLATION_PREFIXES: Tuple[str, ...] = ("teacher.",)',
         ("tests/test_export.py",),
@@ -180,7 +180,7 @@ MUTANTS = [
     Mutant(
         "data_classes_unchecked",
         "dataset categories checked against NUM_CLASSES",
-        "projects/defeat/data_checks.py",
+        "projects/defeat/engine/data_checks.py",
         "    if len(classes) != num_classes:",
         "    if False:",
         ("tests/test_data_checks.py",),
@@ -188,7 +188,7 @@ MUTANTS = [
     Mutant(
         "data_zero_boxes_unchecked",
         "a dataset with no usable box refused",
-        "projects/defeat/data_checks.py",
+        "projects/defeat/engine/data_checks.py",
         "    if usable == 0:",
         "    if False:",
         ("tests/test_data_checks.py",),
@@ -212,15 +212,15 @@ MUTANTS = [
     Mutant(
         "nonfinite_unexplained",
         "a NaN loss is reported naming the term",
-        "projects/defeat/nonfinite.py",
+        "projects/defeat/engine/nonfinite.py",
         "    trainer._write_metrics = checked",
         "    pass",
-        ("tests/test_distiller.py", "tests/test_errors.py"),
+        ("tests/test_run_guards.py",),
     ),
     Mutant(
         "setting_bool_untyped",
         "a string where a boolean belongs is refused",
-        "projects/defeat/validation.py",
+        "projects/defeat/config/validation.py",
         "        if not isinstance(value, bool):",
         "        if False:",
         ("tests/test_validation.py",),
@@ -228,7 +228,7 @@ MUTANTS = [
     Mutant(
         "warmup_off_by_one",
         "the KD warm-up ramps as (iteration + 1) / WARMUP_ITERS",
-        "projects/defeat/schedule.py",
+        "projects/defeat/modeling/schedule.py",
         "min(1.0, (iteration + 1) / warmup_iters)",
         "min(1.0, iteration / warmup_iters)",
         ("tests/test_distiller.py", "tests/test_losses.py"),
@@ -236,7 +236,7 @@ MUTANTS = [
     Mutant(
         "head_all_objects",
         "head KL split by the RoI labels (background RoIs in the background term)",
-        "projects/defeat/meta_arch/mixin.py",
+        "projects/defeat/modeling/meta_arch/mixin.py",
         "is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)",
         "is_object = labels >= 0",
         ("tests/test_model.py", "tests/test_mixin.py"),
@@ -244,7 +244,7 @@ MUTANTS = [
     Mutant(
         "dense_all_objects",
         "RetinaNet head KL: matched anchors are objects, the rest background",
-        "projects/defeat/meta_arch/dense.py",
+        "projects/defeat/modeling/meta_arch/dense.py",
         "is_object = valid & (labels.flatten() != self.num_classes)",
         "is_object = valid",
         ("tests/test_retinanet.py",),
@@ -252,7 +252,7 @@ MUTANTS = [
     Mutant(
         "amp_not_autocast",
         "SOLVER.AMP.ENABLED on a CPU computes in bf16",
-        "projects/defeat/mixed_precision.py",
+        "projects/defeat/engine/mixed_precision.py",
         '        with torch.autocast("cpu", dtype=self.precision):',
         '        with torch.autocast("cpu", dtype=self.precision, enabled=False):',
         ("tests/test_mixed_precision.py",),
@@ -260,7 +260,7 @@ MUTANTS = [
     Mutant(
         "amp_unchecked",
         "AMP on a CPU without bf16 refused before anything is written",
-        "projects/defeat/mixed_precision.py",
+        "projects/defeat/engine/mixed_precision.py",
         "    if not cpu_bf16_supported():",
         "    if False:",
         ("tests/test_mixed_precision.py",),

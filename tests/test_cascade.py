@@ -14,7 +14,7 @@ from detectron2.utils.events import EventStorage
 from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
 from defeat import DeFeatConfigError
-from defeat.meta_arch.box_heads import check_head_pair, stage_logits
+from defeat.modeling.meta_arch.box_heads import check_head_pair, stage_logits
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 NECK_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from conftest import CONFIGS, REPO
 
-from defeat.checkpoint import AtomicDetectionCheckpointer, atomic_write
+from defeat.engine.checkpoint import AtomicDetectionCheckpointer, atomic_write
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

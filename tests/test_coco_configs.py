@@ -65,7 +65,7 @@ def random_teachers(tmp_path_factory):
     """``teacher config -> path of a random checkpoint saved from it`` (built once per config)."""
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from defeat.teacher import _teacher_builder
+    from defeat.modeling.teacher import _teacher_builder
 
     cache, root = {}, tmp_path_factory.mktemp("teachers")
 
@@ -143,7 +143,7 @@ def test_lazy_fcos_recipe_student_is_the_model_zoo_fcos():
     from detectron2.model_zoo import get_config
 
     from defeat import DeFeatFCOS
-    from defeat.settings import resolve_settings
+    from defeat.config.settings import resolve_settings
 
     recipe = LazyConfig.load("configs/lazy/defeat_fcos_R_50_FPN_1x_from_R101_FPN_3x.py")
     plain = get_config("COCO-Detection/fcos_R_50_FPN_1x.py")

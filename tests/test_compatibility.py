@@ -11,7 +11,7 @@ from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.utils.events import EventStorage
 
 from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRCNN, DeFeatRetinaNet
-from defeat.teacher import freeze
+from defeat.modeling.teacher import freeze
 
 NECK = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
 HEAD = {"loss_defeat_head_obj", "loss_defeat_head_bg"}

@@ -1,4 +1,4 @@
-"""defeat.config_files: one loader for YAML and LazyConfig files, used by every tool."""
+"""defeat.config.files: one loader for YAML and LazyConfig files, used by every tool."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import CONFIGS, REPO
 
-from defeat.config_files import (
+from defeat.config.files import (
     ConfigFileError,
     architecture,
     build_model_from_config,

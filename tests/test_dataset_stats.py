@@ -1,4 +1,4 @@
-"""defeat.dataset_stats against independent computations; tools/inspect_dataset.py end to end."""
+"""defeat.analysis.dataset_stats against independent computations; tools/inspect_dataset.py end to end."""
 
 import math
 import os
@@ -11,7 +11,7 @@ from coco_files import load_tool, write_coco
 from conftest import CONFIGS
 from detectron2.structures import BoxMode
 
-from defeat.dataset_stats import (
+from defeat.analysis.dataset_stats import (
     COCO_LOG_SIDE,
     ResizedImage,
     coco_level_shares,
@@ -130,7 +130,7 @@ def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_pa
     )
     from detectron2.data import DatasetCatalog
 
-    from defeat.datasets import register_coco_dataset
+    from defeat.engine.datasets import register_coco_dataset
 
     register_coco_dataset("stats_files", json_file, images)
     dicts = DatasetCatalog.get("stats_files")

@@ -12,7 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
 
-from defeat.export import student_state_dict
+from defeat.analysis.export import student_state_dict
 
 
 def _tool():
@@ -166,7 +166,7 @@ def test_verify_config_reads_lazy_configs(trained_checkpoint, tmp_path):
 
 def test_verify_config_of_the_demo_lazy_student(tmp_path):
     """The demo LazyConfig student builds through the tools' loader (slim R18, FPN 64)."""
-    from defeat.config_files import build_model_from_config, load_config
+    from defeat.config.files import build_model_from_config, load_config
 
     model = build_model_from_config(load_config("configs/lazy/demo_student_slimR18.py"))
     ckpt = tmp_path / "demo.pth"

@@ -12,8 +12,8 @@ from detectron2.utils.events import EventStorage
 from test_retinanet import retina_cfg, retina_teacher  # noqa: F401 (fixture)
 
 from defeat import DeFeatConfigError
-from defeat.align import align_to_grid, pad_at_least
-from defeat.meta_arch.box_heads import stage_logits
+from defeat.modeling.align import align_to_grid, pad_at_least
+from defeat.modeling.meta_arch.box_heads import stage_logits
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 
@@ -105,7 +105,7 @@ def test_teacher_rois_are_in_the_student_frame_and_its_logits_on_scaled_boxes(te
 
 def test_neck_loss_compares_the_resampled_teacher_maps(teacher_weights):
     """loss_defeat_neck_* equal the decoupled loss against align_to_grid(teacher map, scale)."""
-    from defeat.losses import decoupled_feature_loss
+    from defeat.modeling.losses import decoupled_feature_loss
 
     torch.manual_seed(0)
     m = build_model(

@@ -13,8 +13,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from defeat import DeFeatConfigError, DeFeatRCNN, TeacherLoadError, build_teacher
-from defeat.settings import resolve_settings, settings_from_cfg
-from defeat.teacher import load_teacher_lazy_config
+from defeat.config.settings import resolve_settings, settings_from_cfg
+from defeat.modeling.teacher import load_teacher_lazy_config
 
 LAZY = os.path.join(REPO, "configs", "lazy")
 TINY = ("tiny_lazy_train", "tiny_lazy_val")

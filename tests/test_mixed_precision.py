@@ -8,8 +8,8 @@ import torch
 from conftest import CONFIGS, defeat_cfg, synthetic_batch
 from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
-from defeat import mixed_precision
-from defeat.mixed_precision import AMPUnsupportedError, CPUAutocastTrainer, build_step_trainer, check_amp
+from defeat.engine import mixed_precision
+from defeat.engine.mixed_precision import AMPUnsupportedError, CPUAutocastTrainer, build_step_trainer, check_amp
 
 BF16 = pytest.mark.skipif(not mixed_precision.cpu_bf16_supported(), reason="this CPU has no native bf16")
 
@@ -112,7 +112,7 @@ def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_
     from detectron2.modeling import build_model
 
     import train_net
-    from defeat.mixed_precision import CPUAutocastTrainer
+    from defeat.engine.mixed_precision import CPUAutocastTrainer
 
     out = str(tmp_path / "run")
     teacher = str(tmp_path / "t")

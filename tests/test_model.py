@@ -120,7 +120,7 @@ def test_weights_and_warmup_scale_the_losses(teacher_weights):
 
 def test_head_loss_matches_independent_kl(teacher_weights):
     """Student-RoI mode: recompute the KL from both box heads on the sampled RoIs by hand."""
-    from defeat.meta_arch.rcnn import box_head_logits
+    from defeat.modeling.meta_arch.rcnn import box_head_logits
 
     torch.manual_seed(5)
     m = build_model(
@@ -190,7 +190,7 @@ def test_kd_losses_are_fp32_under_autocast(teacher_weights):
 def test_one_box_head_pass_equals_two(teacher_weights, monkeypatch):
     """Teacher-RoI mode runs the teacher's RoIs through the student's normal box-head call;
     the losses and gradients equal those of a separate second pass."""
-    from defeat.meta_arch import box_tap
+    from defeat.modeling.meta_arch import box_tap
 
     def run(merge):
         monkeypatch.setattr(box_tap, "rows_independent", lambda head: merge)

@@ -10,7 +10,7 @@ from conftest import CONFIGS, defeat_cfg, save_random_weights, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from defeat.distiller import pairing_table
+from defeat.modeling.distiller import pairing_table
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 VIT = f"{CONFIGS}/tiny_vitdet_teacher.py"
@@ -69,7 +69,7 @@ def test_vitdet_neck_loss_reads_the_cropped_teacher_maps(vit_teacher):
     square-padded batch, cropped top-left to the student's grids (computed here by hand)."""
     from detectron2.structures import ImageList
 
-    from defeat.losses import decoupled_feature_loss
+    from defeat.modeling.losses import decoupled_feature_loss
 
     m = _build(vit_teacher, VIT, "MODEL.DEFEAT.HEAD.ENABLED", False)
     batch = _batch_64x96()
@@ -104,7 +104,7 @@ def test_pairing_table_is_logged_before_training(resnext_teacher):
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("defeat.distiller")
+    logger = logging.getLogger("defeat.modeling.distiller")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from conftest import REPO
 
-from defeat.config_files import ConfigFileError, get_config_file
+from defeat.config.files import ConfigFileError, get_config_file
 
 BASE_CONFIGS = ["Base-DeFeat-RCNN-FPN.yaml", "Base-DeFeat-RetinaNet.yaml", "Base-RCNN-FPN.yaml", "Base-RetinaNet.yaml"]
 IGNORE = shutil.ignore_patterns(".git", ".venv", "output", "datasets", "build", "dist", "__pycache__", "*.egg-info")
@@ -101,7 +101,7 @@ def test_wheel_from_the_sdist_installs_with_its_configs(sdist, tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"defeat/configs/{c}" for c in BASE_CONFIGS} <= names
     assert "defeat/configs/COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml" in names
-    assert "defeat/configs/lazy/demo_student_slimR18.py" in names and "defeat/config_files.py" in names
+    assert "defeat/configs/lazy/demo_student_slimR18.py" in names and "defeat/config/files.py" in names
     assert not any(n.startswith("tests/") for n in names)
 
     site = tmp_path / "site"

@@ -11,7 +11,7 @@ from detectron2.config import LazyConfig
 from detectron2.modeling import build_model
 
 from defeat import DeFeatConfigError
-from defeat.nonfinite import nonfinite_loss_message
+from defeat.engine.nonfinite import nonfinite_loss_message
 
 # ---- LazyConfig overrides ----
 
@@ -75,7 +75,7 @@ def test_good_overrides_pass():
     assert cfg.train.max_iter == 5 and cfg.optimizer.lr == 0.02 and cfg.train.output_dir == "out/run1"
     assert cfg.model.defeat.neck.bg_weight == 8 and cfg.train.new_group.value == 3
     assert cfg.model.roi_heads.box_predictor.test_score_thresh == 0.5
-    from defeat.settings import resolve_settings
+    from defeat.config.settings import resolve_settings
 
     assert resolve_settings(cfg.model.defeat)["max_iter"] == 5
 
@@ -186,7 +186,7 @@ def test_lazy_eval_only_needs_no_teacher_and_no_demo_training_set(defeat_checkpo
 def test_eval_model_is_the_student_with_the_defeat_models_detections(teacher_weights, defeat_checkpoint):
     from conftest import assert_same_detections, synthetic_batch
 
-    from defeat.meta_arch.common import build_eval_model
+    from defeat.modeling.meta_arch.common import build_eval_model
 
     cfg = defeat_cfg("missing.pth", "MODEL.WEIGHTS", defeat_checkpoint)
     student = build_eval_model(cfg)
@@ -251,7 +251,7 @@ def test_student_class_of_every_defeat_family():
     from detectron2.modeling import GeneralizedRCNN, RetinaNet
 
     from defeat import DeFeatRCNN, DeFeatRetinaNet
-    from defeat.meta_arch.common import student_class
+    from defeat.modeling.meta_arch.common import student_class
 
     sys.path.insert(0, os.path.join(REPO, "examples"))
     import custom_rcnn

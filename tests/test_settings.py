@@ -7,7 +7,7 @@ from conftest import CONFIGS, make_cfg
 from omegaconf import OmegaConf
 
 from defeat import DeFeatConfigError, DeFeatDistiller
-from defeat.settings import default_settings, distiller_kwargs, resolve_settings, settings_from_cfg
+from defeat.config.settings import default_settings, distiller_kwargs, resolve_settings, settings_from_cfg
 
 
 def test_settings_are_the_yaml_keys_in_lowercase():
@@ -24,7 +24,36 @@ def test_settings_are_the_yaml_keys_in_lowercase():
 
 def test_distiller_kwargs_cover_every_distiller_setting():
     params = set(inspect.signature(DeFeatDistiller.__init__.__wrapped__).parameters) - {"self"}
-    assert set(distiller_kwargs(default_settings())) == params - {"student_shapes", "teacher_shapes"}
+    assert set(distiller_kwargs(default_settings())) == params - {"student_shapes", "teacher_shapes", "_validated"}
+
+
+def test_a_distiller_built_directly_takes_the_package_defaults_and_the_gate():
+    """No defaults of its own: left-out settings are add_defeat_config's; given ones are checked
+    by the one gate (its messages name the config key)."""
+    from detectron2.layers import ShapeSpec
+
+    from defeat import DeFeatConfigError
+
+    shapes = {f: ShapeSpec(channels=8, stride=s) for f, s in zip(("p2", "p3", "p4", "p5", "p6"), (4, 8, 16, 32, 64))}
+    d = DeFeatDistiller(student_shapes=shapes, teacher_shapes=shapes)
+    defaults = default_settings()
+    assert d.neck_weights == (defaults["neck"]["obj_weight"], defaults["neck"]["bg_weight"]) == (1.0, 4.0)
+    assert d.head_enabled is defaults["head"]["enabled"] is False
+    assert d.head_weights == (defaults["head"]["obj_weight"], defaults["head"]["bg_weight"])
+    assert d.in_features == defaults["neck"]["in_features"] and d.schedule == defaults["loss_schedule"]
+    with pytest.raises(DeFeatConfigError, match=r"MODEL.DEFEAT.NECK.BG_WEIGHT = -1.0 must be >= 0"):
+        DeFeatDistiller(student_shapes=shapes, teacher_shapes=shapes, neck_bg_weight=-1.0)
+    with pytest.raises(DeFeatConfigError, match=r"MODEL.DEFEAT.HEAD.ENABLED = 'true' must be True or False"):
+        DeFeatDistiller(student_shapes=shapes, teacher_shapes=shapes, head_enabled="true")
+
+
+def test_checked_settings_pass_the_gate_once():
+    """Settings that passed the gate are not checked again: resolve_settings returns them as they are."""
+    from defeat.config.validation import CheckedSettings, validate_settings
+
+    checked = resolve_settings({"neck": {"bg_weight": 2}})
+    assert isinstance(checked, CheckedSettings) and checked["neck"]["bg_weight"] == 2
+    assert resolve_settings(checked) is checked and validate_settings(checked) is checked
 
 
 def test_partial_settings_fill_in_defaults_and_resolve_interpolations():

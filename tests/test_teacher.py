@@ -5,7 +5,7 @@ import torch
 from conftest import CONFIGS
 
 from defeat import TeacherLoadError, build_teacher
-from defeat.teacher import load_teacher_config
+from defeat.modeling.teacher import load_teacher_config
 
 
 def test_teacher_loads_every_tensor_and_is_frozen(teacher_weights):

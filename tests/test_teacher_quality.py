@@ -8,7 +8,7 @@ from conftest import CONFIGS
 
 from defeat import build_teacher
 from defeat.demo.experiments import METRICS, read_eval_output
-from defeat.teacher import recorded_box_ap
+from defeat.modeling.teacher import recorded_box_ap
 
 
 def _eval_lines(task_rows):
@@ -57,13 +57,13 @@ def test_teacher_log_names_config_weights_and_ap(tmp_path, teacher_weights, capl
     weights.write_bytes(open(teacher_weights, "rb").read())
     (tmp_path / "metrics.json").write_text(json.dumps({"bbox/AP": 42.25}) + "\n")
     config = f"{CONFIGS}/tiny_teacher.yaml"
-    with caplog.at_level(logging.INFO, logger="defeat.teacher"):
+    with caplog.at_level(logging.INFO, logger="defeat.modeling.teacher"):
         build_teacher(config, str(weights), "cpu")
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("DeFeat teacher:"))
     assert config in line and str(weights) in line and "box AP 42.25" in line
 
     caplog.clear()
     (tmp_path / "metrics.json").unlink()
-    with caplog.at_level(logging.INFO, logger="defeat.teacher"):
+    with caplog.at_level(logging.INFO, logger="defeat.modeling.teacher"):
         build_teacher(config, str(weights), "cpu")
     assert any("its AP is unknown here" in r.getMessage() for r in caplog.records)

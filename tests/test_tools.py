@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import CONFIGS, REPO
 
-from defeat.plots import loss_figure, read_metrics, series
-from defeat.visualize import mask_panel, upsample_cells
+from defeat.analysis.loss_figures import loss_figure, read_metrics, series
+from defeat.analysis.mask_figures import mask_panel, upsample_cells
 
 
 def _tool(name):
@@ -84,14 +84,14 @@ def _known_record(name):
 
 
 def _viewer(config_file, *opts, **kwargs):
-    from defeat.config_files import load_config
+    from defeat.config.files import load_config
 
     return _tool("visualize_masks").MaskViewer(load_config(config_file, opts), **kwargs)
 
 
 def test_visualize_masks_draws_the_distillers_masks_per_level(known_images, tmp_path):
-    from defeat.masks import gt_masks
-    from defeat.visualize import BOX_COLOR, OTHER_BOX_COLOR
+    from defeat.analysis.mask_figures import BOX_COLOR, OTHER_BOX_COLOR
+    from defeat.modeling.masks import gt_masks
 
     written = _tool("visualize_masks").main(
         [
@@ -138,7 +138,7 @@ def _save_defeat_checkpoint(cfg_file, path, *opts):
     """A complete DeFeat student checkpoint (student + adapters), as a training run saves it."""
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from defeat.config_files import build_model_from_config, load_config
+    from defeat.config.files import build_model_from_config, load_config
 
     torch.manual_seed(1)
     model = build_model_from_config(load_config(cfg_file, opts))

@@ -8,8 +8,8 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 
 from defeat import DeFeatConfigError, TeacherLoadError
-from defeat.settings import default_settings, resolve_settings
-from defeat.validation import RULES, setting_name, validate_settings
+from defeat.config.settings import default_settings, resolve_settings
+from defeat.config.validation import RULES, setting_name, validate_settings
 
 
 def _settings(**changes):

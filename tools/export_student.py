@@ -18,9 +18,9 @@ import sys
 
 from detectron2.config import CfgNode
 
-from defeat.config_files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
-from defeat.export import ExportError, read_student_state, write_student
-from defeat.tool_checks import ToolArgumentParser, overwritten_input
+from defeat.analysis.cli import ToolArgumentParser, overwritten_input
+from defeat.analysis.export import ExportError, read_student_state, write_student
+from defeat.config.files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
 
 
 def verify(config_file: str, state, opts=()) -> None:

@@ -8,7 +8,7 @@ Prints boxes per class, the distribution of box sizes after the config's test-ti
 how many boxes each FPN level of ``MODEL.DEFEAT.NECK.IN_FEATURES`` gets under
 ``MASK_ASSIGN: scale`` with the config's ``SCALE_BASE``, the share of object cells per level
 and a suggested ``SCALE_BASE``; writes a PNG of the same histograms. Reads the dataset only.
-The computation is ``defeat.dataset_stats``.
+The computation is ``defeat.analysis.dataset_stats``.
 """
 
 import argparse
@@ -20,10 +20,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_backbone
 
 from defeat import add_defeat_config
+from defeat.analysis.dataset_stats import compute_stats, format_report, stats_figure
 from defeat.config import merge_defeat_config_file
-from defeat.dataset_stats import compute_stats, format_report, stats_figure
-from defeat.datasets import dataset_from_argument
-from defeat.demo.data import register_demo_dataset_if_used
+from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
 
 logger = logging.getLogger("defeat.tools.inspect_dataset")
 
@@ -58,7 +57,7 @@ def main(argv=None):
     merge_defeat_config_file(cfg, args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
     name = dataset_from_argument(args.dataset or cfg.DATASETS.TRAIN[0])
-    register_demo_dataset_if_used([name])
+    register_provided_datasets([name])
     dicts = DatasetCatalog.get(name)
     meta = MetadataCatalog.get(name)
     classes = meta.get("thing_classes") or [

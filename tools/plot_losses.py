@@ -13,8 +13,8 @@ Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 import logging
 import os
 
-from defeat.plots import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
-from defeat.tool_checks import ToolArgumentParser, overwritten_input
+from defeat.analysis.cli import ToolArgumentParser, overwritten_input
+from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
 
 logger = logging.getLogger("defeat.tools.plot_losses")
 

@@ -8,11 +8,12 @@
 Each image is written as ``<output>/<name>.png`` with its detections drawn by Detectron2's
 ``Visualizer`` (class names from ``--dataset``'s metadata, else from the config's first test or
 training set when its class names are known, else class indices), and all detections go to
-``<output>/predictions.json``. The model is Detectron2's ``DefaultPredictor`` (test-time
-resize, input format). A DeFeat config predicts with its student (the architecture without
-the teacher). Weights are required (``--weights`` or ``MODEL.WEIGHTS``) and must cover every
-parameter of the model unless ``--allow-random-weights``; the output folder must differ from
-the input's folder, so inputs are never overwritten.
+``<output>/predictions.json``. The config is a YAML file or a LazyConfig (``.py``); the model
+predicts like Detectron2's ``DefaultPredictor`` (test-time resize, input format). A DeFeat config
+predicts with its student (the architecture without the teacher). Weights are required
+(``--weights``, ``MODEL.WEIGHTS`` or ``train.init_checkpoint``) and must cover every parameter of
+the model unless ``--allow-random-weights``; the output folder must differ from the input's
+folder, so inputs are never overwritten.
 """
 
 import argparse
@@ -22,28 +23,41 @@ import os
 from typing import List
 
 import cv2
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
+import torch
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultPredictor
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import convert_image_to_rgb
 from detectron2.utils.visualizer import Visualizer
+from omegaconf import OmegaConf
 
-from defeat import add_defeat_config
-from defeat.config import merge_defeat_config_file
-from defeat.data_checks import model_num_classes
-from defeat.datasets import dataset_from_argument
-from defeat.demo.data import register_demo_dataset_if_used
+import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
+from defeat.config.files import (
+    architecture,
+    image_format,
+    inference_augmentations,
+    load_config,
+    model_weights,
+    num_classes,
+    train_dataset_names,
+)
+from defeat.engine.checkpoint import RecordingCheckpointer
+from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.errors import ConfigFileError, OverrideError
+from defeat.modeling.meta_arch.common import build_student_model
 
 logger = logging.getLogger("defeat.tools.predict")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# The plain detector a DeFeat student is (what tools/export_student.py's output loads into).
-STUDENT_ARCH = {"DeFeatRCNN": "GeneralizedRCNN", "DeFeatRetinaNet": "RetinaNet"}
+# LazyConfig keys of the models' own score thresholds (an R-CNN's, a dense detector's).
+LAZY_THRESHOLDS = ("model.roi_heads.box_predictor.test_score_thresh", "model.test_score_thresh")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config-file", required=True, metavar="FILE", help="the student's (or DeFeat) YAML config")
+    p.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the student's (or DeFeat) YAML or LazyConfig (.py) config"
+    )
     p.add_argument("--weights", default="", help="trained or exported student weights (default: MODEL.WEIGHTS)")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", default="output/predictions", help="folder for the drawn images (not the input's)")
@@ -59,47 +73,63 @@ def parse_args(argv=None):
         action="store_true",
         help="predict even without weights or with weights that leave parameters random",
     )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
     return p.parse_args(argv)
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    merge_defeat_config_file(cfg, args.config_file, args.opts)
-    if args.weights:
-        cfg.MODEL.WEIGHTS = args.weights
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch in STUDENT_ARCH:
-        logger.info("%s config: predicting with its student (%s)", arch, STUDENT_ARCH[arch])
-        cfg.MODEL.META_ARCHITECTURE = STUDENT_ARCH[arch]
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_threshold
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_threshold
-    if not cfg.MODEL.WEIGHTS and not args.allow_random_weights:
+    """The config (YAML or LazyConfig, through the package's one loader) with the weights and the
+    score threshold set."""
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except (ConfigFileError, OverrideError) as e:
+        raise SystemExit(f"--config-file: {e}") from e
+    if isinstance(cfg, CfgNode):
+        if args.weights:
+            cfg.MODEL.WEIGHTS = args.weights
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_threshold
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_threshold
+        cfg.freeze()
+    else:
+        if args.weights:
+            cfg.train.init_checkpoint = args.weights
+        for key in LAZY_THRESHOLDS:
+            if OmegaConf.select(cfg, key, default=None) is not None:
+                OmegaConf.update(cfg, key, args.score_threshold)
+    if not model_weights(cfg) and not args.allow_random_weights:
         raise SystemExit(
             "no weights: MODEL.WEIGHTS is empty, so the model would predict with random weights; "
             "pass --weights STUDENT.pth (or --allow-random-weights to see an untrained model)"
         )
-    cfg.freeze()
     return cfg
 
 
-class _Checkpointer(DetectionCheckpointer):
-    """Keeps what loading left out (Detectron2 only logs it)."""
+class Predictor:
+    """The config's student model in eval mode with its test-time resize and input format; called
+    on a BGR image (as OpenCV reads it), like Detectron2's ``DefaultPredictor``."""
 
-    incompatible = None
+    def __init__(self, cfg, model: torch.nn.Module):
+        self.model = model.eval()
+        self.resize = T.AugmentationList(inference_augmentations(cfg))
+        self.input_format = image_format(cfg)
 
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
+    def __call__(self, bgr_image):
+        with torch.no_grad():
+            image = bgr_image[:, :, ::-1] if self.input_format == "RGB" else bgr_image
+            height, width = image.shape[:2]
+            aug = T.AugInput(image)
+            self.resize(aug)
+            tensor = torch.as_tensor(aug.image.astype("float32").transpose(2, 0, 1))
+            return self.model([{"image": tensor, "height": height, "width": width}])[0]
 
 
-def build_predictor(cfg, allow_random: bool = False) -> DefaultPredictor:
-    """``DefaultPredictor`` whose weights are checked to cover every parameter of the model."""
-    predictor = DefaultPredictor(_no_weights(cfg))
-    if cfg.MODEL.WEIGHTS:
-        checkpointer = _Checkpointer(predictor.model)
-        checkpointer.load(cfg.MODEL.WEIGHTS)
+def build_predictor(cfg, allow_random: bool = False) -> Predictor:
+    """A :class:`Predictor` whose weights are checked to cover every parameter of the model."""
+    model = build_student_model(cfg)
+    weights = model_weights(cfg)
+    if weights:
+        checkpointer = RecordingCheckpointer(model)
+        checkpointer.load(weights)
         found = checkpointer.incompatible
         missing = [] if found is None else found.missing_keys + [k for k, _, _ in found.incorrect_shapes]
         if (found is None or missing) and not allow_random:
@@ -109,19 +139,10 @@ def build_predictor(cfg, allow_random: bool = False) -> DefaultPredictor:
                 else (f"leaves {len(missing)} tensors at random: {', '.join(missing[:5])}")
             )
             raise SystemExit(
-                f"weights {cfg.MODEL.WEIGHTS} {what}; they are not a trained model of "
-                f"{cfg.MODEL.META_ARCHITECTURE} for this config (--allow-random-weights to predict anyway)"
+                f"weights {weights} {what}; they are not a trained model of "
+                f"{architecture(cfg).__name__} for this config (--allow-random-weights to predict anyway)"
             )
-    return predictor
-
-
-def _no_weights(cfg):
-    """A copy of ``cfg`` without ``MODEL.WEIGHTS`` (loaded and checked after building)."""
-    c = cfg.clone()
-    c.defrost()
-    c.MODEL.WEIGHTS = ""
-    c.freeze()
-    return c
+    return Predictor(cfg, model)
 
 
 def list_images(path: str) -> List[str]:
@@ -139,15 +160,15 @@ def metadata(cfg, dataset: str):
     """Metadata with ``thing_classes`` for the labels (None when none is known)."""
     if dataset:
         name = dataset_from_argument(dataset)
-        register_demo_dataset_if_used([name])
+        register_provided_datasets([name])
         if not MetadataCatalog.get(name).get("thing_classes"):
             DatasetCatalog.get(name)  # a COCO json sets its class names when loaded
         meta = MetadataCatalog.get(name)
     else:
-        names = [*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN]
+        names = [*(cfg.DATASETS.TEST if isinstance(cfg, CfgNode) else []), *train_dataset_names(cfg)]
         meta = MetadataCatalog.get(names[0]) if names else None
     classes = meta.get("thing_classes") if meta is not None else None
-    num, key = model_num_classes(cfg)
+    num, key = num_classes(cfg)
     if classes and len(classes) != num:
         if dataset:
             raise SystemExit(f"dataset {meta.name} has {len(classes)} classes but the model {num} ({key})")
@@ -176,7 +197,8 @@ def main(argv=None) -> List[str]:
             raise SystemExit(f"cannot read image {path}")
         instances = predictor(image)["instances"].to("cpu")  # BGR in; it converts to INPUT.FORMAT
         instances = instances[instances.scores >= args.score_threshold]
-        drawn = Visualizer(image[:, :, ::-1], meta).draw_instance_predictions(instances).get_image()[:, :, ::-1]
+        rgb = convert_image_to_rgb(image, "BGR")
+        drawn = Visualizer(rgb, meta).draw_instance_predictions(instances).get_image()[:, :, ::-1]
         target = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         if not cv2.imwrite(target, drawn):
             raise SystemExit(f"could not write {target}")

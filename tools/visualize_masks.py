@@ -30,8 +30,10 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller
-from defeat.align import align_to_grid
-from defeat.config_files import (
+from defeat.analysis.cli import ToolArgumentParser
+from defeat.analysis.loss_figures import save_figure
+from defeat.analysis.mask_figures import LevelView, mask_figure
+from defeat.config.files import (
     ConfigFileError,
     architecture,
     build_backbone_from_config,
@@ -46,12 +48,9 @@ from defeat.config_files import (
     pixel_stats,
     train_dataset_names,
 )
-from defeat.datasets import dataset_from_argument
-from defeat.demo.data import DEMO_PREFIX, register_demo_dataset, settings_from_env
-from defeat.masks import assign_levels
-from defeat.plots import save_figure
-from defeat.tool_checks import ToolArgumentParser
-from defeat.visualize import LevelView, mask_figure
+from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.modeling.align import align_to_grid
+from defeat.modeling.masks import assign_levels
 
 logger = logging.getLogger("defeat.tools.visualize_masks")
 
@@ -142,9 +141,8 @@ def enable_neck(cfg) -> None:
 
 
 def load_records(name: str) -> List[dict]:
-    """The dataset dicts of ``name`` (the demo dataset is registered on demand)."""
-    if name.startswith(DEMO_PREFIX) and name not in DatasetCatalog.list():
-        register_demo_dataset(**settings_from_env())
+    """The dataset dicts of ``name`` (a generated dataset is registered on demand)."""
+    register_provided_datasets([name])
     return DatasetCatalog.get(name)
 
 

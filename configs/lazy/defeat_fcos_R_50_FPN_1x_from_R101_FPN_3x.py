@@ -11,7 +11,7 @@ from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
 from defeat import DeFeatFCOS, build_teacher
-from defeat.settings import default_settings
+from defeat.config.settings import default_settings
 
 _student = get_config("COCO-Detection/fcos_R_50_FPN_1x.py")
 dataloader = _student.dataloader

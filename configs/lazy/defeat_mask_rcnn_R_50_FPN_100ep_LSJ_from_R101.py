@@ -11,7 +11,7 @@ from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
 from defeat import DeFeatRCNN, build_teacher
-from defeat.settings import default_settings
+from defeat.config.settings import default_settings
 
 _student = get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
 dataloader = _student.dataloader

@@ -6,7 +6,7 @@ configs/lazy/demo_fcos_teacher_R18.py``). Neck loss on P3-P7, per-location sigmo
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatFCOS, build_teacher
-from defeat.settings import default_settings
+from defeat.config.settings import default_settings
 
 from .demo_fcos_student_slimR18 import dataloader, lr_multiplier, model, optimizer, train
 

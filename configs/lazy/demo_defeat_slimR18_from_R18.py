@@ -7,7 +7,7 @@ config: a LazyConfig teacher works the same way). Train the teacher first (``mak
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatRCNN, build_teacher
-from defeat.settings import default_settings
+from defeat.config.settings import default_settings
 
 from .demo_student_slimR18 import dataloader, lr_multiplier, model, optimizer, train
 

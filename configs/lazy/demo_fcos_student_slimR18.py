@@ -14,7 +14,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-from defeat.demo.backbone import slim_resnet
+from defeat.modeling.backbones import slim_resnet
 
 from .demo_student_slimR18 import dataloader, lr_multiplier, optimizer, train
 

@@ -23,7 +23,7 @@ from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from omegaconf import OmegaConf
 
-from defeat.demo.backbone import slim_resnet
+from defeat.modeling.backbones import slim_resnet
 
 # Detectron2's Mask R-CNN FPN recipe, reshaped: Faster R-CNN (no mask head), demo sizes.
 model = get_config("common/models/mask_rcnn_fpn.py").model

@@ -3,18 +3,21 @@
 Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``.
 """
 
-from .adapters import build_adapter, build_adapters
+from ._compat import install as _install_old_paths
 from .config import add_defeat_config
-from .config_files import get_config_file
-from .demo import backbone as _demo_backbone  # noqa: F401  (registers the demo's slim backbones)
-from .distiller import DeFeatConfigError, DeFeatDistiller
-from .losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss, standardize_channels
-from .masks import gt_masks
-from .meta_arch import DeFeatDenseMixin, DeFeatFCOS, DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
-from .schedule import kd_weight
-from .teacher import TeacherLoadError, build_teacher
+from .config.files import get_config_file
+from .modeling import backbones as _backbones  # noqa: F401  (registers the slim CPU backbones)
+from .modeling.adapters import build_adapter, build_adapters
+from .modeling.distiller import DeFeatConfigError, DeFeatDistiller
+from .modeling.losses import decoupled_feature_loss, decoupled_kl_loss, decoupled_sigmoid_kl_loss, standardize_channels
+from .modeling.masks import gt_masks
+from .modeling.meta_arch import DeFeatDenseMixin, DeFeatFCOS, DeFeatMixin, DeFeatRCNN, DeFeatRetinaNet
+from .modeling.schedule import kd_weight
+from .modeling.teacher import TeacherLoadError, build_teacher
 
 __version__ = "0.1.0"
+
+_install_old_paths()  # defeat.masks, defeat.teacher, ... (the flat layout's paths) keep working
 
 __all__ = [
     "add_defeat_config",

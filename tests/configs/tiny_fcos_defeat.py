@@ -3,7 +3,7 @@
 from detectron2.config import LazyCall as L
 
 from defeat import DeFeatFCOS, build_teacher
-from defeat.settings import default_settings
+from defeat.config.settings import default_settings
 
 from .tiny_fcos_base import dataloader, lr_multiplier, model, optimizer, train
 

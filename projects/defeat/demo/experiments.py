@@ -13,7 +13,8 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..metrics_file import read_metrics
+from ..config.files import load_config  # the one loader (YAML: KEY VALUE overrides)
+from ..engine.metrics_file import read_metrics
 
 __all__ = [
     "METRICS",
@@ -53,17 +54,6 @@ def read_box_metrics(output_dir: str) -> Dict[str, float]:
     if last is None:
         raise RuntimeError(f"{path} has no bbox metrics: did the run finish its final evaluation?")
     return {k: float(last[f"bbox/{k}"]) for k in METRICS}
-
-
-def load_config(config_file: str, opts: Sequence[str] = ()):
-    """A Detectron2 config with the DeFeat keys, merged from a file (``_BASE_`` chain) and overrides."""
-    from detectron2.config import get_cfg
-
-    from ..config import add_defeat_config, merge_defeat_config_file
-
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    return merge_defeat_config_file(cfg, config_file, opts)  # the teacher path as train_net.py resolves it
 
 
 def is_lazy(config_file: str) -> bool:
@@ -124,9 +114,7 @@ def lazy_overrides(opts: Sequence[str]) -> List[str]:
 
 def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
     """A LazyConfig loaded from a file, with YAML-style ``opts`` applied (:func:`lazy_overrides`)."""
-    from detectron2.config import LazyConfig
-
-    return LazyConfig.apply_overrides(LazyConfig.load(config_file), lazy_overrides(opts))
+    return load_config(config_file, lazy_overrides(opts))
 
 
 def iters_opts(n: Optional[int]) -> List[str]:

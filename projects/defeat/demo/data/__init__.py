@@ -56,6 +56,7 @@ __all__ = [
     "generate_dataset",
     "register_demo_dataset",
     "register_demo_dataset_if_used",
+    "register_datasets_if_used",
     "render_image",
     "settings_from_env",
     "style_class_names",
@@ -107,6 +108,12 @@ def register_demo_dataset(root=None, name_prefix=None, style=DEFAULT_STYLE, **ge
             logger.info("registered %s (%s)", name, json_file)
         names.append(name)
     return tuple(names)
+
+
+def register_datasets_if_used(names) -> None:
+    """The provider hook of ``defeat.engine.datasets.PROVIDED_DATASETS``: see
+    :func:`register_demo_dataset_if_used`."""
+    register_demo_dataset_if_used(names)
 
 
 def register_demo_dataset_if_used(names) -> None:

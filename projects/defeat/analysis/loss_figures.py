@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .metrics_file import read_metrics
+from ..engine.metrics_file import read_metrics
 
 __all__ = [
     "DPI",

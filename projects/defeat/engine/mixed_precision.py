@@ -16,13 +16,11 @@ import time
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
+from ..errors import AMPUnsupportedError
+
 __all__ = ["AMPUnsupportedError", "CPUAutocastTrainer", "check_amp", "cpu_bf16_supported", "build_step_trainer"]
 
 logger = logging.getLogger(__name__)
-
-
-class AMPUnsupportedError(RuntimeError):
-    """Mixed precision was asked for on a device that cannot run it."""
 
 
 def cpu_bf16_supported() -> bool:

@@ -19,6 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from ..config.files import expand_path
+from ..errors import DatasetSpecError
+
 __all__ = [
     "DATASETS_ENV",
     "CocoDatasetSpec",
@@ -26,6 +29,8 @@ __all__ = [
     "add_dataset_argument",
     "dataset_from_argument",
     "expand_path",
+    "PROVIDED_DATASETS",
+    "register_provided_datasets",
     "export_dataset_specs",
     "parse_dataset_spec",
     "preloaded_datasets",
@@ -43,10 +48,6 @@ SPEC_FORMAT = "NAME=ANNOTATIONS.json[:IMAGE_ROOT]"
 _SPEC = re.compile(r"^(?P<name>[^=;]+)=(?P<json>[^;]+?\.json)(?::(?P<root>[^;]+))?$", re.IGNORECASE)
 
 
-class DatasetSpecError(ValueError):
-    """A dataset spec is malformed, names missing files, or clashes with a registered dataset."""
-
-
 @dataclass(frozen=True)
 class CocoDatasetSpec:
     """A named COCO-format dataset: absolute paths of its json and image folder."""
@@ -57,13 +58,6 @@ class CocoDatasetSpec:
 
     def __str__(self) -> str:
         return f"{self.name}={self.json_file}:{self.image_root}"
-
-
-def expand_path(path: str) -> str:
-    """``~`` and ``$VARS`` expanded (as a shell would); URLs (``scheme://``) left as they are."""
-    if not path or "://" in path:
-        return path
-    return os.path.expandvars(os.path.expanduser(path))
 
 
 def parse_dataset_spec(text: str) -> CocoDatasetSpec:
@@ -164,6 +158,24 @@ def export_dataset_specs(specs: Sequence[CocoDatasetSpec]) -> None:
     added = [str(s) for s in specs if str(s) not in current]
     if added:
         os.environ[DATASETS_ENV] = ";".join(current + added)
+
+
+# Names that a module supplies on first use (generated data, e.g. the embedded demo datasets):
+# name prefix -> the module (by name, imported only when such a name is used) whose
+# ``register_datasets_if_used(names)`` generates (one process per machine) and registers them.
+PROVIDED_DATASETS = {"defeat_demo_": "defeat.demo.data", "defeat_glyphs_": "defeat.demo.data"}
+
+
+def register_provided_datasets(names: Iterable[str]) -> None:
+    """Register the dataset ``names`` that a module of :data:`PROVIDED_DATASETS` supplies and
+    Detectron2 does not know yet (call it in every process; the provider synchronises them)."""
+    import importlib
+
+    names = [str(n) for n in names]
+    for module in dict.fromkeys(PROVIDED_DATASETS.values()):
+        used = [n for n in names if any(n.startswith(p) for p, m in PROVIDED_DATASETS.items() if m == module)]
+        if used:
+            importlib.import_module(module).register_datasets_if_used(used)
 
 
 def setup_datasets(cli_specs: Optional[Iterable[str]] = ()) -> List[CocoDatasetSpec]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from detectron2.structures import Boxes
 
-from ..settings import DeFeatConfigError
+from ...config.settings import DeFeatConfigError
 
 __all__ = ["box_stages", "stage_logits", "check_head_pair", "is_cascade"]
 

@@ -25,9 +25,9 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from ...config.settings import resolve_settings
+from ...config.validation import PROPOSAL_MODES
 from ..distiller import DeFeatDistiller
-from ..settings import resolve_settings
-from ..validation import PROPOSAL_MODES
 from .box_heads import check_head_pair, stage_logits
 from .common import TeacherMixin, check_teacher_family, defeat_from_config
 

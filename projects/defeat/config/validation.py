@@ -10,17 +10,27 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from .adapters import ADAPTERS
-from .losses import FEATURE_NORMS
-from .schedule import SCHEDULES
+from ..errors import DeFeatConfigError
 
-__all__ = ["DeFeatConfigError", "Rule", "RULES", "MASK_MODES", "PROPOSAL_MODES", "setting_name", "validate_settings"]
+__all__ = [
+    "DeFeatConfigError",
+    "Rule",
+    "RULES",
+    "ADAPTERS",
+    "FEATURE_NORMS",
+    "SCHEDULES",
+    "MASK_MODES",
+    "PROPOSAL_MODES",
+    "setting_name",
+    "validate_settings",
+    "CheckedSettings",
+]
 
 
-class DeFeatConfigError(ValueError):
-    """A ``MODEL.DEFEAT`` (``model.defeat``) setting is invalid or does not fit the model pair."""
-
-
+# The choices of the settings that name a kind (the modules that implement them import these).
+ADAPTERS = ("conv3x3", "conv1x1", "none")  # the neck adapter per level (docs/algorithm.md, section 2)
+FEATURE_NORMS = ("none", "channel")  # maps standardised per image and channel before the neck loss
+SCHEDULES = ("constant", "linear", "cosine")  # the KD weight over training
 # "scale"/"all" place GT boxes on levels (docs/algorithm.md, section 1); "coupled" is the ablation without
 # decoupling: one region covering every cell, reported as the object term (background term 0).
 MASK_MODES = ("scale", "all", "coupled")
@@ -166,8 +176,14 @@ def _check_some_loss(settings: Mapping) -> None:
         )
 
 
-def validate_settings(settings: Mapping) -> Dict[str, Any]:
-    """Check complete nested settings against :data:`RULES`; returns a normalised copy.
+class CheckedSettings(dict):
+    """Complete nested settings that passed :func:`validate_settings` (the one gate): code past the
+    gate takes them as they are. A plain ``dict`` otherwise (``settings["neck"]["bg_weight"]``)."""
+
+
+def validate_settings(settings: Mapping) -> "CheckedSettings":
+    """Check complete nested settings against :data:`RULES`; returns a normalised copy, marked
+    as checked (:class:`CheckedSettings`; given one, returns it unchanged).
 
     Integral floats of ``int`` settings become ints and level tuples become lists.
 
@@ -176,6 +192,8 @@ def validate_settings(settings: Mapping) -> Dict[str, Any]:
     """
     import copy
 
+    if isinstance(settings, CheckedSettings):
+        return settings
     out = copy.deepcopy(dict(settings))
     for path, rule in RULES.items():
         try:
@@ -184,4 +202,4 @@ def validate_settings(settings: Mapping) -> Dict[str, Any]:
             raise DeFeatConfigError(f"DeFeat setting {setting_name(path)} is missing") from None
         _set(out, path, _check_one(path, value, rule))
     _check_some_loss(out)
-    return out
+    return CheckedSettings(out)

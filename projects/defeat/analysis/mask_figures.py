@@ -14,7 +14,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .plots import DPI
+from .loss_figures import DPI
 
 __all__ = [
     "LevelView",

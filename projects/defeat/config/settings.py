@@ -12,9 +12,17 @@ from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .validation import DeFeatConfigError, validate_settings
+from .validation import CheckedSettings, DeFeatConfigError, validate_settings
 
-__all__ = ["DeFeatConfigError", "settings_from_cfg", "default_settings", "resolve_settings", "distiller_kwargs"]
+__all__ = [
+    "DeFeatConfigError",
+    "settings_from_cfg",
+    "default_settings",
+    "resolve_settings",
+    "distiller_kwargs",
+    "settings_from_distiller_kwargs",
+    "DISTILLER_ARGS",
+]
 
 
 def _lower(node) -> Any:
@@ -36,7 +44,7 @@ def default_settings() -> Dict[str, Any]:
     """Defaults of every setting: the ones ``add_defeat_config`` puts in a YAML config."""
     from detectron2.config import get_cfg
 
-    from .config import add_defeat_config
+    from .defaults import add_defeat_config
 
     return settings_from_cfg(add_defeat_config(get_cfg()))
 
@@ -62,38 +70,66 @@ def _merge(base: Dict[str, Any], given: Mapping, prefix: str) -> None:
 
 
 def resolve_settings(given: Optional[Mapping] = None, prefix: str = "model.defeat.") -> Dict[str, Any]:
-    """Every setting: ``given`` (nested, possibly partial) over :func:`default_settings`.
-
-    Every value is then type- and range-checked (``defeat.validation``).
+    """Every setting: ``given`` (nested, possibly partial) over :func:`default_settings`, through
+    the gate (``defeat.config.validation.validate_settings``); settings that passed it already
+    (``CheckedSettings``) are returned as they are.
 
     Raises:
         DeFeatConfigError: a key that is not a DeFeat setting (a typo in an override), or a value
             of the wrong type or range (named as ``MODEL.DEFEAT.<KEY>`` and ``model.defeat.<key>``).
     """
+    if isinstance(given, CheckedSettings):
+        return given
     out = default_settings()
     if given is not None:
         _merge(out, _to_dict(given), prefix)
     return validate_settings(out)
 
 
+# ``DeFeatDistiller`` keyword argument -> the setting it holds (nested path).
+DISTILLER_ARGS = (
+    ("neck_enabled", ("neck", "enabled")),
+    ("in_features", ("neck", "in_features")),
+    ("neck_obj_weight", ("neck", "obj_weight")),
+    ("neck_bg_weight", ("neck", "bg_weight")),
+    ("adapter", ("neck", "adapter")),
+    ("adapter_init_std", ("neck", "adapter_init_std")),
+    ("feature_norm", ("neck", "feature_norm")),
+    ("mask_assign", ("neck", "mask_assign")),
+    ("scale_base", ("neck", "scale_base")),
+    ("head_enabled", ("head", "enabled")),
+    ("head_obj_weight", ("head", "obj_weight")),
+    ("head_bg_weight", ("head", "bg_weight")),
+    ("temperature", ("head", "temperature")),
+    ("schedule", ("loss_schedule",)),
+    ("warmup_iters", ("warmup_iters",)),
+    ("max_iter", ("max_iter",)),
+)
+
+
 def distiller_kwargs(settings: Mapping) -> Dict[str, Any]:
     """``DeFeatDistiller`` keyword arguments (shapes excluded) from complete settings."""
-    neck, head = settings["neck"], settings["head"]
-    return {
-        "neck_enabled": neck["enabled"],
-        "in_features": neck["in_features"],
-        "neck_obj_weight": neck["obj_weight"],
-        "neck_bg_weight": neck["bg_weight"],
-        "adapter": neck["adapter"],
-        "adapter_init_std": neck["adapter_init_std"],
-        "feature_norm": neck["feature_norm"],
-        "mask_assign": neck["mask_assign"],
-        "scale_base": neck["scale_base"],
-        "head_enabled": head["enabled"],
-        "head_obj_weight": head["obj_weight"],
-        "head_bg_weight": head["bg_weight"],
-        "temperature": head["temperature"],
-        "schedule": settings["loss_schedule"],
-        "warmup_iters": settings["warmup_iters"],
-        "max_iter": settings["max_iter"],
-    }
+    out = {}
+    for arg, path in DISTILLER_ARGS:
+        node = settings
+        for key in path:
+            node = node[key]
+        out[arg] = node
+    return out
+
+
+def settings_from_distiller_kwargs(kwargs: Mapping) -> Dict[str, Any]:
+    """Complete nested settings: the package defaults with ``kwargs`` (``DeFeatDistiller``'s
+    argument names, any subset) put in; not yet validated."""
+    names = dict(DISTILLER_ARGS)
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise DeFeatConfigError(f"unknown DeFeatDistiller arguments {unknown}; known: {sorted(names)}")
+    out = default_settings()
+    for arg, value in kwargs.items():
+        node = out
+        *parents, last = names[arg]
+        for key in parents:
+            node = node[key]
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -16,13 +16,28 @@ from typing import List, Optional
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicDetectionCheckpointer", "ResumeError", "atomic_write", "restore_on_failure"]
+from ..errors import ResumeError
+
+__all__ = ["AtomicDetectionCheckpointer", "RecordingCheckpointer", "ResumeError", "atomic_write", "restore_on_failure"]
 
 _NUMBERED = re.compile(r"^model_(\d+)\.pth$")
 
 
-class ResumeError(RuntimeError):
-    """``--resume`` cannot continue the run in OUTPUT_DIR as it is."""
+class RecordingCheckpointer(DetectionCheckpointer):
+    """A ``DetectionCheckpointer`` that keeps what ``_load_model`` found incompatible
+    (``incompatible``: missing keys, unexpected keys, shape mismatches; ``None`` when the file
+    held no model weights).
+
+    Detectron2 only logs a warning for missing keys or mismatched shapes and leaves those
+    parameters at their random initialisation; callers that must not run a half-random model
+    (the teacher, prediction) check it.
+    """
+
+    incompatible = None
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
 
 
 class _Unreadable(Exception):

@@ -9,17 +9,18 @@ import torch
 import torch.nn as nn
 from detectron2.structures import ImageList
 
-from ..align import check_input_scale, pad_at_least, resize_image
+from ...config.settings import settings_from_cfg
+from ...config.validation import validate_settings
+from ..align import pad_at_least, resize_image
 from ..distiller import DeFeatConfigError
-from ..settings import settings_from_cfg
 from ..teacher import build_teacher
-from ..validation import validate_settings
 
 __all__ = [
     "defeat_from_config",
     "TeacherMixin",
     "teacher_from_config",
     "detector_num_classes",
+    "build_student_model",
     "check_teacher_family",
     "student_class",
     "build_eval_model",
@@ -64,8 +65,8 @@ def teacher_from_config(cfg) -> nn.Module:
 
 
 def defeat_from_config(cfg) -> Dict:
-    """The DeFeat constructor arguments of a YAML config: ``defeat`` (checked settings, checked
-    before paying for the teacher build) and ``teacher``."""
+    """The DeFeat constructor arguments of a YAML config: ``defeat`` (settings through the gate
+    before paying for the teacher build; the constructor does not check them again) and ``teacher``."""
     settings = validate_settings(settings_from_cfg(cfg))
     return {"defeat": settings, "teacher": teacher_from_config(cfg)}
 
@@ -76,13 +77,15 @@ class TeacherMixin:
     ``.to()``/``.cuda()``/``.half()`` still reach it (through ``_apply``).
     """
 
+    has_defeat_teacher = True  # what ``defeat.config.files.is_defeat_architecture`` looks for
+
     def _set_teacher(self, teacher: nn.Module, input_scale: float = 1.0) -> None:
         """Hide ``teacher``; it must detect the student's classes and read a compatible format.
 
         ``input_scale``: the teacher sees the batch resized by this factor
         (``MODEL.DEFEAT.TEACHER.INPUT_SCALE``); its maps are resampled to the student's grids.
         """
-        self.teacher_input_scale = check_input_scale(input_scale)
+        self.teacher_input_scale = float(input_scale)  # checked by the settings gate
         theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
         if theirs is not None and theirs != ours:
             raise DeFeatConfigError(
@@ -181,6 +184,16 @@ def build_eval_model(cfg) -> nn.Module:
         return build_model(cfg)
     logger.info("Evaluation: building %s as its student %s (no teacher is loaded)", cls.__name__, plain.__name__)
     return plain(cfg).to(torch.device(cfg.MODEL.DEVICE))
+
+
+def build_student_model(cfg) -> nn.Module:
+    """The model a YAML config or LazyConfig evaluates and predicts with, on its device: a DeFeat
+    config's plain student (no teacher read), any other config's model."""
+    from detectron2.config import CfgNode, instantiate
+
+    if isinstance(cfg, CfgNode):
+        return build_eval_model(cfg)
+    return instantiate(lazy_eval_model_config(cfg.model)).to(cfg.get("train", {}).get("device", "cpu"))
 
 
 def lazy_eval_model_config(model_cfg):

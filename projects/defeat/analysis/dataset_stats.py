@@ -23,7 +23,7 @@ import torch
 from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.structures import BoxMode
 
-from .masks import assign_levels, gt_masks
+from ..modeling.masks import assign_levels, gt_masks
 
 __all__ = [
     "COCO_LOG_SIDE",

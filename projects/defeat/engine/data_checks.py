@@ -17,6 +17,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from detectron2.structures import BoxMode
 
+from ..config.files import num_classes as model_num_classes  # noqa: F401 (the one count; kept here by name)
+from ..errors import DataCheckError
+
 __all__ = [
     "IMAGE_CHECKS",
     "DataCheckError",
@@ -30,10 +33,6 @@ __all__ = [
 
 # How thoroughly check_dataset_images reads each image (see its docstring for the cost).
 IMAGE_CHECKS = ("verify", "full", "none")
-
-
-class DataCheckError(ValueError):
-    """A training dataset does not fit the model, or holds nothing to train on, or an unreadable image."""
 
 
 logger = logging.getLogger(__name__)
@@ -174,13 +173,6 @@ def check_dataset_has_boxes(dataset_dicts: Sequence[Dict], dataset_name: str) ->
             total,
         )
     return usable, zero
-
-
-def model_num_classes(cfg) -> Tuple[int, str]:
-    """``(classes, config key)`` of a YAML config's detector: RetinaNet or R-CNN ROI heads."""
-    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
-        return cfg.MODEL.RETINANET.NUM_CLASSES, "MODEL.RETINANET.NUM_CLASSES"
-    return cfg.MODEL.ROI_HEADS.NUM_CLASSES, "MODEL.ROI_HEADS.NUM_CLASSES"
 
 
 def check_dataset_classes(dataset_name: str, num_classes: int, key: str) -> Optional[int]:

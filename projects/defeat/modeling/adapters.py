@@ -4,9 +4,9 @@ from typing import Dict
 
 import torch.nn as nn
 
-__all__ = ["ADAPTERS", "build_adapter", "build_adapters"]
+from ..config.validation import ADAPTERS
 
-ADAPTERS = ("conv3x3", "conv1x1", "none")
+__all__ = ["ADAPTERS", "build_adapter", "build_adapters"]
 
 
 def build_adapter(kind: str, in_channels: int, out_channels: int, init_std: float = 1e-4) -> nn.Module:

@@ -11,8 +11,9 @@ from typing import Dict, Mapping, Tuple
 
 import torch
 
-from .checkpoint import atomic_write
-from .tool_checks import same_file
+from ..engine.checkpoint import atomic_write
+from ..errors import ExportError
+from .cli import same_file
 
 __all__ = [
     "DISTILLATION_PREFIXES",
@@ -28,10 +29,6 @@ logger = logging.getLogger(__name__)
 # State that only exists for distillation. The teacher is never saved by DeFeatRCNN; its prefix
 # is listed for checkpoints written by other tools that did include it.
 DISTILLATION_PREFIXES: Tuple[str, ...] = ("distiller.", "teacher.")
-
-
-class ExportError(ValueError):
-    """The checkpoint cannot be read or exported, or the output would overwrite it."""
 
 
 def student_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

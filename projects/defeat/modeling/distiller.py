@@ -13,33 +13,22 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.utils.events import get_event_storage, has_event_storage
 
-from .adapters import ADAPTERS, build_adapters
+from ..config.settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg, settings_from_distiller_kwargs
+from ..config.validation import MASK_MODES, validate_settings
+from .adapters import build_adapters
 from .align import align_to_grid
 from .losses import (
-    FEATURE_NORMS,
     decoupled_feature_loss,
     decoupled_kl_loss,
     decoupled_sigmoid_kl_loss,
     standardize_channels,
 )
 from .masks import gt_masks
-from .schedule import SCHEDULES, kd_weight
-from .settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg
-from .validation import MASK_MODES, validate_settings
+from .schedule import kd_weight
 
 __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels", "pairing_table"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise DeFeatConfigError(f"{key} = {value!r} is not supported; choose one of {list(choices)}")
-
-
-def _check_non_negative(key: str, value: float) -> None:
-    if not 0 <= value < float("inf"):  # also rejects NaN
-        raise DeFeatConfigError(f"{key} = {value} must be >= 0 and finite (0 disables that part)")
 
 
 def shared_levels(
@@ -99,78 +88,83 @@ class DeFeatDistiller(nn.Module):
         *,
         student_shapes: Dict[str, ShapeSpec],
         teacher_shapes: Dict[str, ShapeSpec],
-        neck_enabled: bool = True,
-        in_features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
-        neck_obj_weight: float = 4.0,
-        neck_bg_weight: float = 16.0,
-        adapter: str = "conv3x3",
-        adapter_init_std: float = 1e-4,
-        feature_norm: str = "none",
-        mask_assign: str = "scale",
-        scale_base: float = 56.0,
-        head_enabled: bool = True,
-        head_obj_weight: float = 2.0,
-        head_bg_weight: float = 2.0,
-        temperature: float = 1.0,
-        schedule: str = "constant",
-        warmup_iters: int = 0,
-        max_iter: int = 0,
+        neck_enabled: Optional[bool] = None,
+        in_features: Optional[Sequence[str]] = None,
+        neck_obj_weight: Optional[float] = None,
+        neck_bg_weight: Optional[float] = None,
+        adapter: Optional[str] = None,
+        adapter_init_std: Optional[float] = None,
+        feature_norm: Optional[str] = None,
+        mask_assign: Optional[str] = None,
+        scale_base: Optional[float] = None,
+        head_enabled: Optional[bool] = None,
+        head_obj_weight: Optional[float] = None,
+        head_bg_weight: Optional[float] = None,
+        temperature: Optional[float] = None,
+        schedule: Optional[str] = None,
+        warmup_iters: Optional[int] = None,
+        max_iter: Optional[int] = None,
+        _validated: bool = False,
     ):
         """
         Args:
             student_shapes, teacher_shapes: backbone ``output_shape()`` of each model.
-            Others: the ``MODEL.DEFEAT`` settings of docs/algorithm.md, section 6 (``max_iter`` = SOLVER.MAX_ITER);
-                ``defeat.settings.distiller_kwargs`` maps the nested lowercase form to these names.
+            Others: the ``MODEL.DEFEAT`` settings of docs/config_reference.md (``max_iter`` =
+                SOLVER.MAX_ITER) under the names of ``defeat.config.settings.DISTILLER_ARGS``; one
+                left out (``None``) takes the package default (``add_defeat_config``'s). Given
+                ones go through the settings gate (``validate_settings``) here, unless they come
+                from it already (:meth:`from_settings`, :meth:`from_config`).
         """
         super().__init__()
-        _check_choice("MODEL.DEFEAT.NECK.ADAPTER", adapter, ADAPTERS)
-        _check_choice("MODEL.DEFEAT.NECK.FEATURE_NORM", feature_norm, FEATURE_NORMS)
-        _check_choice("MODEL.DEFEAT.NECK.MASK_ASSIGN", mask_assign, MASK_MODES)
-        _check_choice("MODEL.DEFEAT.LOSS_SCHEDULE", schedule, SCHEDULES)
-        for key, value in (
-            ("MODEL.DEFEAT.NECK.OBJ_WEIGHT", neck_obj_weight),
-            ("MODEL.DEFEAT.NECK.BG_WEIGHT", neck_bg_weight),
-            ("MODEL.DEFEAT.HEAD.OBJ_WEIGHT", head_obj_weight),
-            ("MODEL.DEFEAT.HEAD.BG_WEIGHT", head_bg_weight),
-            ("MODEL.DEFEAT.WARMUP_ITERS", warmup_iters),
-        ):
-            _check_non_negative(key, value)
-        for key, value in (
-            ("MODEL.DEFEAT.NECK.ADAPTER_INIT_STD", adapter_init_std),
-            ("MODEL.DEFEAT.HEAD.TEMPERATURE", temperature),
-            ("MODEL.DEFEAT.NECK.SCALE_BASE", scale_base),
-        ):
-            if not 0 < value < float("inf"):
-                raise DeFeatConfigError(f"{key} = {value} must be > 0 and finite")
+        given = {
+            "neck_enabled": neck_enabled,
+            "in_features": in_features,
+            "neck_obj_weight": neck_obj_weight,
+            "neck_bg_weight": neck_bg_weight,
+            "adapter": adapter,
+            "adapter_init_std": adapter_init_std,
+            "feature_norm": feature_norm,
+            "mask_assign": mask_assign,
+            "scale_base": scale_base,
+            "head_enabled": head_enabled,
+            "head_obj_weight": head_obj_weight,
+            "head_bg_weight": head_bg_weight,
+            "temperature": temperature,
+            "schedule": schedule,
+            "warmup_iters": warmup_iters,
+            "max_iter": max_iter,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        s = given if _validated else distiller_kwargs(validate_settings(settings_from_distiller_kwargs(given)))
 
-        self.neck_enabled = bool(neck_enabled)
-        self.head_enabled = bool(head_enabled)
-        self.in_features = list(in_features)
+        self.neck_enabled = s["neck_enabled"]
+        self.head_enabled = s["head_enabled"]
+        self.in_features = list(s["in_features"])
         if self.neck_enabled:
             self._check_levels(student_shapes, teacher_shapes)
         self.strides = [student_shapes[f].stride for f in self.in_features] if self.neck_enabled else []
         self.adapters = (
             build_adapters(
-                adapter,
+                s["adapter"],
                 {f: student_shapes[f].channels for f in self.in_features},
                 {f: teacher_shapes[f].channels for f in self.in_features},
-                float(adapter_init_std),
+                float(s["adapter_init_std"]),
             )
             if self.neck_enabled
             else nn.ModuleDict()
         )
         if self.neck_enabled:
-            table = pairing_table(self.in_features, student_shapes, teacher_shapes, adapter)
+            table = pairing_table(self.in_features, student_shapes, teacher_shapes, s["adapter"])
             logger.info("DeFeat neck pairing:\n%s", table)
-        self.neck_weights = (float(neck_obj_weight), float(neck_bg_weight))
-        self.head_weights = (float(head_obj_weight), float(head_bg_weight))
-        self.feature_norm = feature_norm
-        self.mask_assign = mask_assign
-        self.scale_base = float(scale_base)
-        self.temperature = float(temperature)
-        self.schedule = schedule
-        self.warmup_iters = int(warmup_iters)
-        self.max_iter = int(max_iter)
+        self.neck_weights = (float(s["neck_obj_weight"]), float(s["neck_bg_weight"]))
+        self.head_weights = (float(s["head_obj_weight"]), float(s["head_bg_weight"]))
+        self.feature_norm = s["feature_norm"]
+        self.mask_assign = s["mask_assign"]
+        self.scale_base = float(s["scale_base"])
+        self.temperature = float(s["temperature"])
+        self.schedule = s["schedule"]
+        self.warmup_iters = int(s["warmup_iters"])
+        self.max_iter = int(s["max_iter"])
 
     def _check_levels(self, student_shapes, teacher_shapes) -> None:
         if not self.in_features:
@@ -195,7 +189,9 @@ class DeFeatDistiller(nn.Module):
 
     @classmethod
     def from_settings(cls, settings, student_shapes, teacher_shapes, shared_levels_only: bool = False):
-        """Build from complete lowercase settings (:func:`defeat.settings.resolve_settings`).
+        """Build from complete lowercase settings that passed the gate
+        (:func:`defeat.config.settings.resolve_settings`, not checked again) or otherwise complete
+        ones (checked here).
 
         ``shared_levels_only``: imitate only the ``in_features`` levels that both backbones
         produce with equal strides (teachers of another family, e.g. P2-P6 vs P3-P7).
@@ -204,10 +200,10 @@ class DeFeatDistiller(nn.Module):
 
     @staticmethod
     def _kwargs(settings, student_shapes, teacher_shapes, shared_levels_only: bool) -> Dict:
-        kwargs = distiller_kwargs(validate_settings(settings))
+        kwargs = distiller_kwargs(validate_settings(settings))  # unchanged if it passed the gate already
         if shared_levels_only and kwargs["neck_enabled"]:
             kwargs["in_features"] = shared_levels(kwargs["in_features"], student_shapes, teacher_shapes)
-        return {"student_shapes": student_shapes, "teacher_shapes": teacher_shapes, **kwargs}
+        return {"student_shapes": student_shapes, "teacher_shapes": teacher_shapes, "_validated": True, **kwargs}
 
     def masks(self, gt_boxes: Sequence[torch.Tensor], features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """Object masks ``[N, H_l, W_l]`` of ``in_features`` from per-image GT boxes ``[K_i, 4]``."""

@@ -10,6 +10,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..config.validation import FEATURE_NORMS
+
 __all__ = [
     "FEATURE_NORMS",
     "decoupled_feature_loss",
@@ -19,7 +21,6 @@ __all__ = [
 ]
 
 # MODEL.DEFEAT.NECK.FEATURE_NORM: "none" imitates raw maps (the paper), "channel" standardised ones.
-FEATURE_NORMS = ("none", "channel")
 
 
 def _split_mean(

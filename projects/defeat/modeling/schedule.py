@@ -2,9 +2,9 @@
 
 import math
 
-__all__ = ["SCHEDULES", "kd_weight"]
+from ..config.validation import SCHEDULES
 
-SCHEDULES = ("constant", "linear", "cosine")
+__all__ = ["SCHEDULES", "kd_weight"]
 
 
 def kd_weight(iteration: int, max_iter: int, schedule: str = "constant", warmup_iters: int = 0) -> float:

@@ -15,23 +15,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import ImageList
 
-from .settings import DeFeatConfigError
-
-__all__ = ["check_input_scale", "resize_image", "pad_at_least", "align_to_grid"]
-
-
-def check_input_scale(value) -> float:
-    """``MODEL.DEFEAT.TEACHER.INPUT_SCALE`` as a float; finite and > 0, else DeFeatConfigError."""
-    try:
-        scale = float(value)
-    except (TypeError, ValueError):
-        scale = float("nan")
-    if not (math.isfinite(scale) and scale > 0):
-        raise DeFeatConfigError(
-            f"MODEL.DEFEAT.TEACHER.INPUT_SCALE (model.defeat.teacher_input_scale) = {value!r} must be a "
-            "finite number > 0: the factor by which the teacher's input is resized (1.0 = the student's)"
-        )
-    return scale
+__all__ = ["resize_image", "pad_at_least", "align_to_grid"]
 
 
 def resize_image(image: torch.Tensor, scale: float) -> torch.Tensor:

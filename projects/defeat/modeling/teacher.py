@@ -13,13 +13,14 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.config import CfgNode, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
-from .datasets import expand_path
-from .metrics_file import read_metrics
+from ..config.files import architecture, expand_path, is_defeat_architecture, is_lazy_config, load_config
+from ..engine.checkpoint import RecordingCheckpointer
+from ..engine.metrics_file import read_metrics
+from ..errors import ConfigFileError, TeacherLoadError
 
 __all__ = [
     "TeacherLoadError",
@@ -37,24 +38,6 @@ logger = logging.getLogger(__name__)
 # ``MODEL.DEFEAT.TEACHER.CONFIG_FILE: "model_zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"``
 # names a config bundled with Detectron2 (see ``detectron2.model_zoo.get_config_file``).
 MODEL_ZOO_PREFIX = "model_zoo:"
-
-
-class TeacherLoadError(RuntimeError):
-    """The teacher's config or weights are missing, unreadable or incomplete."""
-
-
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """A ``DetectionCheckpointer`` that keeps what ``_load_model`` found incompatible.
-
-    Detectron2 only logs a warning for missing keys or mismatched shapes and leaves those
-    parameters at their random initialisation; for a teacher that is a silent disaster.
-    """
-
-    incompatible = None
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
 
 
 def _resolve_config_path(config_file: str) -> str:
@@ -81,37 +64,33 @@ def _resolve_config_path(config_file: str) -> str:
 
 
 def _is_lazy(config_file: str) -> bool:
-    return config_file.endswith(".py")
+    return is_lazy_config(config_file)
 
 
 def load_teacher_config(config_file: str, device: str = "cpu"):
-    """The teacher's Detectron2 YAML config (``_BASE_`` chains resolved), frozen, on ``device``."""
-    config_file = _resolve_config_path(config_file)
-    # Local import: the teacher may itself be a DeFeat config (keys must be known to parse it).
-    from .config import add_defeat_config
-
-    cfg = get_cfg()
-    add_defeat_config(cfg)
+    """The teacher's config through the one loader (``defeat.config.files.load_config``): a YAML
+    config (``_BASE_`` chains resolved) frozen on ``device`` with no ``MODEL.WEIGHTS``, or a
+    LazyConfig (a ``.py`` file with a ``model`` node)."""
+    path = _resolve_config_path(config_file)
     try:
-        cfg.merge_from_file(config_file)
-    except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
-        raise TeacherLoadError(f"cannot parse teacher config {config_file!r}: {e}") from e
-    cfg.MODEL.DEVICE = device
-    cfg.MODEL.WEIGHTS = ""
-    cfg.freeze()
+        cfg = load_config(path)
+    except ConfigFileError as e:
+        cause = e.__cause__
+        if not is_lazy_config(path):
+            raise TeacherLoadError(f"cannot parse teacher config {path!r}: {cause or e}") from e
+        if cause is None:  # the file loaded but has nothing to build
+            raise TeacherLoadError(f"teacher LazyConfig {path!r} has no 'model' entry to build") from e
+        raise TeacherLoadError(f"cannot load teacher LazyConfig {path!r}: {type(cause).__name__}: {cause}") from e
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEVICE = device
+        cfg.MODEL.WEIGHTS = ""
+        cfg.freeze()
     return cfg
 
 
 def load_teacher_lazy_config(config_file: str):
-    """The teacher's LazyConfig (a ``.py`` file with a ``model`` node)."""
-    config_file = _resolve_config_path(config_file)
-    try:
-        cfg = LazyConfig.load(config_file)
-    except Exception as e:  # syntax errors, failing imports
-        raise TeacherLoadError(f"cannot load teacher LazyConfig {config_file!r}: {type(e).__name__}: {e}") from e
-    if "model" not in cfg:
-        raise TeacherLoadError(f"teacher LazyConfig {config_file!r} has no 'model' entry to build")
-    return cfg
+    """The teacher's LazyConfig (a ``.py`` file with a ``model`` node); see :func:`load_teacher_config`."""
+    return load_teacher_config(config_file)
 
 
 def _target_name(model_cfg) -> str:
@@ -119,46 +98,27 @@ def _target_name(model_cfg) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
-def _architecture_class(cfg, lazy: bool):
-    """The class a teacher config builds (``META_ARCH_REGISTRY`` name or LazyConfig ``_target_``);
-    None if it cannot be resolved (the build then reports it)."""
-    if lazy:
-        target = cfg.model.get("_target_", None)
-        if isinstance(target, str):
-            from detectron2.utils.registry import locate
-
-            try:
-                target = locate(target)
-            except Exception:
-                return None
-        return target if isinstance(target, type) else None
-    from detectron2.modeling import META_ARCH_REGISTRY
-
+def _architecture_class(cfg):
+    """The class a teacher config builds; None if it cannot be resolved (the build then reports it)."""
     try:
-        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    except KeyError:
+        cls = architecture(cfg)
+    except Exception:  # an unknown registry name or import path
         return None
-
-
-def is_defeat_architecture(cls) -> bool:
-    """Whether ``cls`` is a DeFeat model (anything with a teacher of its own), whatever its name."""
-    from .meta_arch.common import TeacherMixin  # local: meta_arch imports this module
-
-    return isinstance(cls, type) and issubclass(cls, TeacherMixin)
+    return cls if isinstance(cls, type) else None
 
 
 def _teacher_builder(config_file: str, device: str):
     """``(build, config, architecture name)`` of a YAML or LazyConfig teacher config; ``build()``
     returns the randomly initialised model (deferred until the weights file has been checked)."""
     if _is_lazy(config_file):
-        cfg = load_teacher_lazy_config(config_file)
+        cfg = load_teacher_config(config_file)
         arch = _target_name(cfg.model).rsplit(".", 1)[-1]
         build = functools.partial(instantiate, cfg.model)
     else:
         cfg = load_teacher_config(config_file, device)
         arch = cfg.MODEL.META_ARCHITECTURE
         build = functools.partial(build_model, cfg)
-    cls = _architecture_class(cfg, _is_lazy(config_file))
+    cls = _architecture_class(cfg)
     if is_defeat_architecture(cls) or (cls is None and arch.startswith("DeFeat")):
         raise TeacherLoadError(
             f"teacher config {config_file!r} is itself a DeFeat config ({arch}, a DeFeat model that "
@@ -224,7 +184,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
         expanded = f" (expanded to {local!r})" if local != weights else ""
         raise TeacherLoadError(f"teacher weights not found: {weights!r}{expanded} (MODEL.DEFEAT.TEACHER.WEIGHTS)")
     model = build()
-    checkpointer = _RecordingCheckpointer(model)
+    checkpointer = RecordingCheckpointer(model)
     try:
         checkpointer.load(local)
     except Exception as e:

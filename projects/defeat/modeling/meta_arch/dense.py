@@ -16,9 +16,9 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 
+from ...config.settings import resolve_settings
 from ..align import align_to_grid
 from ..distiller import DeFeatConfigError, DeFeatDistiller
-from ..settings import resolve_settings
 from .common import TeacherMixin, check_teacher_family, defeat_from_config
 
 __all__ = ["DeFeatDenseMixin", "dense_class_logits", "check_same_locations", "check_head_in_features"]

@@ -1,0 +1,409 @@
+"""Read a Detectron2 YAML or LazyConfig (``.py``) file and build its model: what the tools share.
+
+``get_config_file`` finds the configs that ship with the package (``configs/`` of the
+repository, copied into an installed wheel as ``defeat/configs``), like
+``detectron2.model_zoo.get_config_file``.
+
+A YAML config becomes a ``CfgNode`` with DeFeat's keys (overrides ``KEY VALUE`` pairs, as
+``train_net.py``); a ``.py`` file becomes a LazyConfig (overrides ``key=value``, as
+``lazy_train_net.py``). The accessors below read the same facts from either form, so a tool
+never needs to know which one it was given.
+"""
+
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+import yaml
+from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigFileError, OverrideError
+
+__all__ = [
+    "ConfigFileError",
+    "expand_path",
+    "resolve_teacher_config_file",
+    "merge_defeat_config_file",
+    "configs_root",
+    "get_config_file",
+    "is_lazy_config",
+    "load_config",
+    "check_overrides",
+    "num_classes",
+    "OverrideError",
+    "architecture",
+    "is_defeat_architecture",
+    "is_defeat_config",
+    "build_model_from_config",
+    "build_backbone_from_config",
+    "model_weights",
+    "model_device",
+    "train_dataset_names",
+    "inference_augmentations",
+    "image_format",
+    "pixel_stats",
+    "defeat_settings",
+]
+
+Config = Union[CfgNode, DictConfig]
+
+
+def expand_path(path: str) -> str:
+    """``~`` and ``$VARS`` expanded (as a shell would); URLs (``scheme://``) left as they are."""
+    if not path or "://" in path:
+        return path
+    return os.path.expandvars(os.path.expanduser(path))
+
+
+def _base_path(base: str, including_file: str) -> str:
+    """Where fvcore looks for ``_BASE_: base`` of ``including_file``."""
+    if base.startswith("~"):
+        base = os.path.expanduser(base)
+    if not base.startswith(("/", "https://", "http://")):
+        base = os.path.join(os.path.dirname(including_file), base)
+    return base
+
+
+def _setter_of(config_file: str, keys: Sequence[str]) -> Optional[Tuple[str, Any]]:
+    """``(file, value)`` of the file of ``config_file``'s ``_BASE_`` chain whose value of the
+    nested ``keys`` wins the merge (the file itself, else its last base that sets it)."""
+    try:
+        with open(config_file) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):  # a URL or an unsafe-YAML base: no setter found there
+        return None
+    node = data
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    if node is not None:
+        return config_file, node
+    bases = data.get("_BASE_") or []
+    for base in reversed(bases if isinstance(bases, list) else [bases]):
+        found = _setter_of(_base_path(base, config_file), keys)
+        if found is not None:
+            return found
+    return None
+
+
+def resolve_teacher_config_file(cfg, config_file: str) -> None:
+    """Make ``MODEL.DEFEAT.TEACHER.CONFIG_FILE`` relative to the config file that sets it.
+
+    Call right after ``cfg.merge_from_file(config_file)``. A relative value is looked up beside
+    the file of the ``_BASE_`` chain that set it (as ``_BASE_`` paths are), after expanding
+    ``~`` and ``$VARS``; if no file is there, the value stays relative to the working directory
+    (the loader checks it then). ``model_zoo:`` names and URLs are left alone.
+    """
+    if "DEFEAT" not in cfg.MODEL:
+        return
+    value = cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE
+    if not value or value.startswith("model_zoo:") or "://" in value:
+        return
+    expanded = expand_path(value)
+    if os.path.isabs(expanded) or config_file.endswith(".py"):
+        return
+    found = _setter_of(config_file, ("MODEL", "DEFEAT", "TEACHER", "CONFIG_FILE"))
+    if found is None or found[1] != value:
+        return
+    beside = os.path.join(os.path.dirname(os.path.abspath(found[0])), expanded)
+    if os.path.isfile(beside):
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE = beside
+        if frozen:
+            cfg.freeze()
+
+
+def merge_defeat_config_file(cfg, config_file: str, opts: Sequence[str] = ()):
+    """``cfg.merge_from_file(config_file)``, the teacher config path resolved
+    (:func:`resolve_teacher_config_file`), then ``cfg.merge_from_list(opts)``; returns ``cfg``."""
+    cfg.merge_from_file(config_file)
+    resolve_teacher_config_file(cfg, config_file)
+    cfg.merge_from_list([str(o) for o in opts])
+    return cfg
+
+
+def configs_root() -> str:
+    """The folder of the bundled configs: ``defeat/configs`` in an installed package, else the
+    ``configs/`` folder of the source checkout the package is imported from."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package folder
+    for root in (os.path.join(here, "configs"), os.path.join(os.path.dirname(os.path.dirname(here)), "configs")):
+        if os.path.isdir(root):
+            return root
+    raise ConfigFileError(f"no bundled configs next to the package {here}: reinstall defeat-detectron2")
+
+
+def get_config_file(config_path: str) -> str:
+    """Absolute path of a bundled config, e.g. ``"Base-DeFeat-RCNN-FPN.yaml"`` or
+    ``"COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml"`` (``_BASE_`` chains resolve
+    inside the same folder).
+
+    Raises:
+        ConfigFileError: no such bundled config (the message lists where it looked).
+    """
+    root = configs_root()
+    path = os.path.normpath(os.path.join(root, config_path))
+    if not path.startswith(root + os.sep) or not os.path.isfile(path):
+        raise ConfigFileError(f"{config_path!r} is not one of DeFeat's bundled configs (in {root})")
+    return path
+
+
+def is_lazy_config(path: str) -> bool:
+    """Whether ``path`` is a LazyConfig (Python) file rather than a YAML one."""
+    return path.endswith(".py")
+
+
+def load_config(path: str, opts: Sequence[str] = ()) -> Config:
+    """The config of ``path`` with ``opts`` applied: the one loader of the scripts, tools,
+    benchmarks, the teacher and the tests.
+
+    YAML: ``get_cfg()`` + ``add_defeat_config`` + the file (``MODEL.DEFEAT.TEACHER.CONFIG_FILE``
+    made relative to the file that sets it) + ``opts`` as ``KEY VALUE`` pairs.
+    ``.py``: ``LazyConfig.load`` + ``opts`` as ``key=value`` strings, each checked first
+    (:func:`check_overrides`: Detectron2 would add a misspelt key silently); ``model.defeat``
+    (if any) then goes through the settings gate.
+
+    Raises:
+        ConfigFileError: the file does not exist, does not parse, or an override does not apply;
+            the message names the file (or the override).
+        OverrideError: a LazyConfig override names no key of the config or has another type.
+        DeFeatConfigError: a ``model.defeat`` setting of a LazyConfig is invalid.
+    """
+    if not os.path.isfile(path):
+        raise ConfigFileError(f"config file not found: {path!r}")
+    opts = [str(o) for o in opts]
+    if is_lazy_config(path):
+        try:
+            cfg = LazyConfig.load(path)
+        except Exception as e:  # syntax errors, failing imports
+            raise ConfigFileError(f"cannot load LazyConfig {path!r}: {type(e).__name__}: {e}") from e
+        if "model" not in cfg:
+            raise ConfigFileError(f"LazyConfig {path!r} has no 'model' entry")
+        bad = [o for o in opts if "=" not in o]
+        if bad:
+            raise ConfigFileError(f"overrides of a LazyConfig are key=value, got {bad} for {path!r}")
+        check_overrides(cfg, opts)
+        try:
+            cfg = LazyConfig.apply_overrides(cfg, opts)
+        except Exception as e:
+            raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
+        if "defeat" in cfg.model:
+            from .settings import resolve_settings
+
+            resolve_settings(cfg.model.defeat)  # raises DeFeatConfigError naming the key
+        return cfg
+    from .defaults import add_defeat_config
+
+    cfg = get_cfg()
+    add_defeat_config(cfg)
+    try:
+        cfg.merge_from_file(path)
+        resolve_teacher_config_file(cfg, path)  # relative to the file that sets it, as _BASE_
+    except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
+        raise ConfigFileError(f"cannot read config {path!r}: {type(e).__name__}: {e}") from e
+    try:
+        cfg.merge_from_list(opts)
+    except Exception as e:  # odd count, unknown key, wrong type
+        raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
+    return cfg
+
+
+def num_classes(cfg: Config) -> Tuple[Optional[int], str]:
+    """``(classes, config key)`` of the config's detector: ``MODEL.RETINANET.NUM_CLASSES`` or
+    ``MODEL.ROI_HEADS.NUM_CLASSES``; ``model.roi_heads.num_classes`` or ``model.num_classes`` of a
+    LazyConfig (``(None, "")`` when it sets neither)."""
+    if isinstance(cfg, CfgNode):
+        if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
+            return cfg.MODEL.RETINANET.NUM_CLASSES, "MODEL.RETINANET.NUM_CLASSES"
+        return cfg.MODEL.ROI_HEADS.NUM_CLASSES, "MODEL.ROI_HEADS.NUM_CLASSES"
+    heads = cfg.model.get("roi_heads")
+    if heads is not None and heads.get("num_classes") is not None:
+        return heads.num_classes, "model.roi_heads.num_classes"
+    if cfg.model.get("num_classes") is not None:
+        return cfg.model.num_classes, "model.num_classes"
+    return None, ""
+
+
+# ---- LazyConfig command-line overrides ----
+
+_ABSENT = object()
+
+
+def _select(cfg, key):
+    """The (resolved) value at dotted ``key``; ``_ABSENT`` if there is none."""
+    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
+
+
+def _type_problem(old, new):
+    """Why ``new`` cannot replace ``old`` (None if it can): same kind of value as the config's."""
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(old, bool):
+        ok, kind = isinstance(new, bool), "True or False"
+    elif isinstance(old, int) and not isinstance(old, bool):
+        ok, kind = isinstance(new, int) and not isinstance(new, bool), "an integer"
+    elif isinstance(old, float):
+        ok, kind = is_num(new), "a number"
+    elif isinstance(old, DictConfig):
+        ok, kind = isinstance(new, (dict, DictConfig)), "a mapping"
+    elif isinstance(old, str):  # a path, a name, a device: a number or bool there is a slip
+        ok, kind = not (is_num(new) or isinstance(new, bool)), "text (quote a number meant as text: key='5')"
+    else:
+        return None
+    return None if ok else f"the config's value is {old!r}, so it must be {kind}"
+
+
+def check_overrides(cfg, overrides):
+    """Refuse overrides that Detectron2's ``apply_overrides`` would silently get wrong.
+
+    Raises:
+        OverrideError: a key with a missing parent (``modle.defeat...``), a new key under a plain
+            mapping (``train.max_itr``) not written ``+key=...``, or a value of another type
+            (``train.max_iter=abc``).
+    """
+    for o in overrides:
+        if "=" not in o:
+            raise OverrideError(f"override {o!r} is not of the form key=value")
+        key, value = o.split("=", 1)
+        key = key.strip()
+        if key.startswith("~"):
+            raise OverrideError(f"override {o!r}: deleting keys is not supported")
+        if key.startswith("+"):
+            continue  # Hydra's explicit addition (+key=value): a new key on purpose
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            node = _select(cfg, parent)
+            if node is _ABSENT:
+                above = _select(cfg, ".".join(parts[: i - 1])) if i > 1 else cfg
+                known = sorted(above.keys()) if isinstance(above, DictConfig) else []
+                raise OverrideError(
+                    f"override {o!r}: {parent!r} is not in the config (known keys there: {known}); check the spelling"
+                )
+        if parts[:2] == ["model", "defeat"] and len(parts) > 2:
+            continue  # DeFeat settings: names, types and ranges checked by resolve_settings in load_config
+        old = _select(cfg, key)
+        if old is _ABSENT:
+            parent = _select(cfg, ".".join(parts[:-1])) if len(parts) > 1 else cfg
+            is_call = isinstance(parent, DictConfig) and "_target_" in parent
+            if not is_call:
+                known = sorted(parent.keys()) if isinstance(parent, DictConfig) else []
+                raise OverrideError(
+                    f"override {o!r}: {key!r} is not in the config (known keys there: {known}); check the "
+                    f"spelling, or write +{key}=... to add a new key"
+                )
+            continue
+        if value.strip().startswith("${"):
+            continue  # an interpolation: its target is checked where it is used
+        new = _select(LazyConfig.apply_overrides(OmegaConf.create({}), [f"{key}={value}"]), key)
+        problem = _type_problem(old, new)
+        if problem:
+            raise OverrideError(f"override {o!r}: {key} got {new!r} ({type(new).__name__}); {problem}")
+
+
+def architecture(cfg: Config) -> type:
+    """The model class a config builds (not built): ``META_ARCHITECTURE`` or ``model._target_``."""
+    if isinstance(cfg, CfgNode):
+        from detectron2.modeling import META_ARCH_REGISTRY
+
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    target = cfg.model._target_
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    return target
+
+
+def is_defeat_architecture(cls) -> bool:
+    """Whether ``cls`` is a DeFeat model (anything with a teacher of its own, marked by the
+    ``has_defeat_teacher`` class attribute of ``TeacherMixin``), whatever its name."""
+    return isinstance(cls, type) and bool(getattr(cls, "has_defeat_teacher", False))
+
+
+def is_defeat_config(cfg: Config) -> bool:
+    """Whether the config builds a DeFeat model (a student with a teacher), whatever its name."""
+    return is_defeat_architecture(architecture(cfg))
+
+
+def model_device(cfg: Config) -> str:
+    """``MODEL.DEVICE`` or ``train.device`` (``cpu`` if the LazyConfig has no ``train``)."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.DEVICE
+    return cfg.get("train", {}).get("device", "cpu")
+
+
+def build_model_from_config(cfg: Config) -> nn.Module:
+    """The config's model on its device: ``build_model(cfg)`` or ``instantiate(cfg.model)``.
+
+    A DeFeat config builds its teacher too (``MODEL.DEFEAT.TEACHER`` / ``model.teacher``).
+    """
+    if isinstance(cfg, CfgNode):
+        from detectron2.modeling import build_model
+
+        return build_model(cfg)
+    return instantiate(cfg.model).to(model_device(cfg))
+
+
+def build_backbone_from_config(cfg: Config) -> nn.Module:
+    """Only the config's backbone (no teacher, no heads), in eval mode on the config's device."""
+    if isinstance(cfg, CfgNode):
+        from detectron2.modeling import build_backbone
+
+        backbone = build_backbone(cfg)
+    else:
+        backbone = instantiate(cfg.model.backbone)
+    return backbone.to(model_device(cfg)).eval()
+
+
+def model_weights(cfg: Config) -> str:
+    """The weights the config starts from: ``MODEL.WEIGHTS`` or ``train.init_checkpoint``."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.WEIGHTS
+    return cfg.get("train", {}).get("init_checkpoint", "") or ""
+
+
+def train_dataset_names(cfg: Config) -> List[str]:
+    """``DATASETS.TRAIN`` or the names of ``dataloader.train.dataset``."""
+    if isinstance(cfg, CfgNode):
+        return list(cfg.DATASETS.TRAIN)
+    try:
+        names = cfg.dataloader.train.dataset.names
+    except Exception:  # no dataloader in the file
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def inference_augmentations(cfg: Config) -> List[Any]:
+    """The test-time resize: ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``
+    or the augmentations of ``dataloader.test.mapper`` (instantiated)."""
+    if isinstance(cfg, CfgNode):
+        from detectron2.data import transforms as T
+
+        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
+    return list(instantiate(cfg.dataloader.test.mapper.augmentations))
+
+
+def image_format(cfg: Config) -> str:
+    """``INPUT.FORMAT`` or the model's ``input_format`` (``BGR`` if unset)."""
+    if isinstance(cfg, CfgNode):
+        return cfg.INPUT.FORMAT
+    return cfg.model.get("input_format", None) or "BGR"
+
+
+def pixel_stats(cfg: Config) -> Tuple[List[float], List[float]]:
+    """``(pixel_mean, pixel_std)`` the model normalises its input with."""
+    if isinstance(cfg, CfgNode):
+        return list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
+    return list(cfg.model.pixel_mean), list(cfg.model.pixel_std)
+
+
+def defeat_settings(cfg: Config) -> Dict[str, Any]:
+    """Every DeFeat setting of the config in the nested lowercase form of ``defeat.settings``."""
+    from .settings import resolve_settings, settings_from_cfg
+
+    if isinstance(cfg, CfgNode):
+        return settings_from_cfg(cfg)
+    return resolve_settings(cfg.model.get("defeat", None))
