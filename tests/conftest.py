@@ -111,3 +111,101 @@ def assert_same_detections(expected, got):
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
         assert torch.equal(a.scores, b.scores)
         assert torch.equal(a.pred_classes, b.pred_classes)
+
+
+# ---- train-then-evaluate round trips through the training scripts ----
+
+TINY = ("tiny_shapes_train", "tiny_shapes_val")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """The demo generator's tiny set (16 train / 6 val images of 64 px) registered as ``TINY``."""
+    from defeat.demo.data import register_demo_dataset
+
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    return register_demo_dataset(str(root), name_prefix="tiny_shapes", num_train=16, num_val=6, image_size=64)
+
+
+def train_args(config, *opts, eval_only=False, resume=False):
+    """The parsed command line of ``train_net.py`` / ``lazy_train_net.py`` (Detectron2's parser)."""
+    from detectron2.engine import default_argument_parser
+
+    argv = ["--config-file", str(config)] + (["--eval-only"] if eval_only else []) + (["--resume"] if resume else [])
+    return default_argument_parser().parse_args(argv + [str(o) for o in opts])
+
+
+def data_opts(out):
+    """YAML overrides: the tiny sets, ``OUTPUT_DIR`` and a score threshold of 0 (untrained
+    models keep their low-score detections)."""
+    return [
+        "DATASETS.TRAIN",
+        f"('{TINY[0]}',)",
+        "DATASETS.TEST",
+        f"('{TINY[1]}',)",
+        "OUTPUT_DIR",
+        out,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        0.0,
+    ]
+
+
+def metrics_rows(out):
+    """The rows of ``<out>/metrics.json``."""
+    import json
+
+    with open(os.path.join(str(out), "metrics.json")) as f:
+        return [json.loads(line) for line in f]
+
+
+# ---- RetinaNet and LazyConfig models ----
+
+
+def save_weights(model, folder, name):
+    """``model`` saved with DetectionCheckpointer as ``<folder>/<name>.pth``; returns that path."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    DetectionCheckpointer(model, str(folder)).save(name)
+    return str(folder / f"{name}.pth")
+
+
+@pytest.fixture(scope="module")
+def retina_teacher(tmp_path_factory):
+    """A random tiny RetinaNet teacher (FPN 48) saved with DetectionCheckpointer."""
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    return save_weights(
+        build_model(make_cfg(f"{CONFIGS}/tiny_retinanet_teacher.yaml")), tmp_path_factory.mktemp("rt"), "t"
+    )
+
+
+def retina_cfg(weights, *opts):
+    return make_cfg(f"{CONFIGS}/tiny_retinanet_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS", weights, *opts)
+
+
+def reference_sigmoid_kl(s, t, T):
+    """Per-row binary KL summed over classes, written out with log-sigmoids, times T^2."""
+    import torch.nn.functional as F
+
+    ps, pt = torch.sigmoid(s / T), torch.sigmoid(t / T)
+    log_ps, log_1ms = F.logsigmoid(s / T), F.logsigmoid(-s / T)
+    kl = pt * (torch.log(pt) - log_ps) + (1 - pt) * (torch.log1p(-pt) - log_1ms)
+    assert torch.isfinite(kl).all() and ps.shape == s.shape
+    return kl.sum(1) * T * T
+
+
+def lazy_cfg(path, *overrides):
+    """A LazyConfig through the package's one loader, ``key=value`` overrides applied."""
+    from defeat.config.files import load_config
+
+    return load_config(str(path), list(overrides))
+
+
+def lazy_defeat(teacher_weights, *overrides):
+    """The tiny LazyConfig DeFeat model (teacher from tiny_teacher.py), instantiated."""
+    from detectron2.config import instantiate
+
+    cfg = lazy_cfg(f"{CONFIGS}/tiny_defeat.py", f"model.teacher.weights={teacher_weights}", *overrides)
+    return instantiate(cfg.model)

@@ -53,7 +53,7 @@ MUTANTS = [
         "projects/defeat/modeling/masks.py",
         "rx = torch.maximum(b[:, 2], lx + 1)",
         "rx = b[:, 2]",
-        ("tests/test_masks.py",),
+        ("tests/modeling/test_masks.py",),
     ),
     Mutant(
         "mask_level_round",
@@ -61,7 +61,7 @@ MUTANTS = [
         "projects/defeat/modeling/masks.py",
         "lvl = torch.floor(torch.log2(side / scale_base))",
         "lvl = torch.round(torch.log2(side / scale_base))",
-        ("tests/test_masks.py",),
+        ("tests/modeling/test_masks.py",),
     ),
     Mutant(
         "neck_normaliser",
@@ -69,7 +69,7 @@ MUTANTS = [
         "projects/defeat/modeling/losses.py",
         "obj_terms.append((sq * m).sum() / (2.0 * c * m.sum()).clamp(min=1.0))",
         "obj_terms.append((sq * m).sum() / (c * m.sum()).clamp(min=1.0))",
-        ("tests/test_losses.py",),
+        ("tests/modeling/test_losses.py",),
     ),
     Mutant(
         "neck_teacher_grad",
@@ -77,7 +77,7 @@ MUTANTS = [
         "projects/defeat/modeling/losses.py",
         "sq = (s.float() - t.detach().float()).pow(2).sum(dim=1)",
         "sq = (s.float() - t.float()).pow(2).sum(dim=1)",
-        ("tests/test_losses.py",),
+        ("tests/modeling/test_losses.py",),
     ),
     Mutant(
         "kl_temperature",
@@ -85,7 +85,7 @@ MUTANTS = [
         "projects/defeat/modeling/losses.py",
         "return student_logits.float() / t, teacher_logits.detach().float() / t, t * t",
         "return student_logits.float() / t, teacher_logits.detach().float() / t, t",
-        ("tests/test_losses.py",),
+        ("tests/modeling/test_losses.py",),
     ),
     Mutant(
         "kl_teacher_grad",
@@ -93,7 +93,7 @@ MUTANTS = [
         "projects/defeat/modeling/losses.py",
         "return student_logits.float() / t, teacher_logits.detach().float() / t, t * t",
         "return student_logits.float() / t, teacher_logits.float() / t, t * t",
-        ("tests/test_losses.py",),
+        ("tests/modeling/test_losses.py",),
     ),
     Mutant(
         "teacher_trainable",
@@ -101,7 +101,7 @@ MUTANTS = [
         "projects/defeat/modeling/teacher.py",
         "        p.requires_grad_(False)",
         "        p.requires_grad_(True)",
-        ("tests/test_teacher.py", "tests/test_model.py"),
+        ("tests/modeling/test_teacher.py", "tests/modeling/test_model.py"),
     ),
     Mutant(
         "teacher_train_mode",
@@ -111,7 +111,7 @@ MUTANTS = [
             self.teacher.eval()""",
         """        if "teacher" in self.__dict__:
             self.teacher.train(mode)""",
-        ("tests/test_teacher.py", "tests/test_model.py"),
+        ("tests/modeling/test_teacher.py", "tests/modeling/test_model.py"),
     ),
     Mutant(
         "teacher_not_strict",
@@ -119,7 +119,7 @@ MUTANTS = [
         "projects/defeat/modeling/teacher.py",
         "    if problems:\n        raise TeacherLoadError(",
         "    if False:\n        raise TeacherLoadError(",
-        ("tests/test_teacher.py", "tests/test_errors.py"),
+        ("tests/modeling/test_teacher.py", "tests/config/test_errors.py"),
     ),
     Mutant(
         "teacher_in_state_dict",
@@ -127,7 +127,7 @@ MUTANTS = [
         "projects/defeat/modeling/meta_arch/common.py",
         'object.__setattr__(self, "teacher", teacher)',
         "self.teacher = teacher",
-        ("tests/test_model.py", "tests/test_checkpoint.py"),
+        ("tests/modeling/test_model.py", "tests/engine/test_checkpoint.py"),
     ),
     Mutant(
         "resume_shapes_adapters_only",
@@ -135,7 +135,7 @@ MUTANTS = [
         "projects/defeat/engine/checkpoint.py",
         'if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)',
         'if k.startswith("distiller.") and k in theirs and tuple(theirs[k].shape) != tuple(v.shape)',
-        ("tests/test_resume.py",),
+        ("tests/engine/test_resume.py",),
     ),
     Mutant(
         "resume_keys_adapters_only",
@@ -143,7 +143,7 @@ MUTANTS = [
         "projects/defeat/engine/checkpoint.py",
         "            kd = sorted(keys)",
         '            kd = sorted(k for k in keys if k.startswith("distiller."))',
-        ("tests/test_resume.py",),
+        ("tests/engine/test_resume.py",),
     ),
     Mutant(
         "resume_config_not_restored",
@@ -151,7 +151,7 @@ MUTANTS = [
         "projects/defeat/engine/checkpoint.py",
         "        if old is not None:\n            atomic_write(path, lambda f: f.write(old))",
         "        if False:\n            pass",
-        ("tests/test_resume.py",),
+        ("tests/engine/test_resume.py",),
     ),
     Mutant(
         "checkpoint_not_atomic",
@@ -159,7 +159,7 @@ MUTANTS = [
         "projects/defeat/engine/checkpoint.py",
         ("        with open(tmp, mode) as f:", "        os.replace(tmp, path)\n"),
         ("        with open(path, mode) as f:", "\n"),
-        ("tests/test_checkpoint.py",),
+        ("tests/engine/test_checkpoint.py",),
     ),
     Mutant(
         "ddp_no_average",
@@ -167,7 +167,7 @@ MUTANTS = [
         "projects/defeat/engine/ddp.py",
         "    return create_ddp_model(model, **kwargs)",
         _NO_AVERAGE,
-        ("tests/test_multi_machine.py", "tests/test_ddp.py"),
+        ("tests/engine/test_multi_machine.py", "tests/engine/test_ddp.py"),
     ),
     Mutant(
         "export_keeps_adapters",
@@ -175,7 +175,7 @@ MUTANTS = [
         "projects/defeat/analysis/export.py",
         'DISTILLATION_PREFIXES: Tuple[str, ...] = ("distiller.", "teacher.")',
         'DISTILLATION_PREFIXES: Tuple[str, ...] = ("teacher.",)',
-        ("tests/test_export.py",),
+        ("tests/analysis/test_export.py",),
     ),
     Mutant(
         "data_classes_unchecked",
@@ -183,7 +183,7 @@ MUTANTS = [
         "projects/defeat/engine/data_checks.py",
         "    if len(classes) != num_classes:",
         "    if False:",
-        ("tests/test_data_checks.py",),
+        ("tests/engine/test_data_checks.py",),
     ),
     Mutant(
         "data_zero_boxes_unchecked",
@@ -191,7 +191,7 @@ MUTANTS = [
         "projects/defeat/engine/data_checks.py",
         "    if usable == 0:",
         "    if False:",
-        ("tests/test_data_checks.py",),
+        ("tests/engine/test_data_checks.py",),
     ),
     Mutant(
         "predict_into_inputs",
@@ -199,7 +199,7 @@ MUTANTS = [
         "tools/predict.py",
         "    if out_dir == input_dir:",
         "    if False:",
-        ("tests/test_predict.py",),
+        ("tests/analysis/test_predict.py",),
     ),
     Mutant(
         "predict_random_weights",
@@ -207,7 +207,7 @@ MUTANTS = [
         "tools/predict.py",
         "        if (found is None or missing) and not allow_random:",
         "        if False:",
-        ("tests/test_predict.py",),
+        ("tests/analysis/test_predict.py",),
     ),
     Mutant(
         "nonfinite_unexplained",
@@ -215,7 +215,7 @@ MUTANTS = [
         "projects/defeat/engine/nonfinite.py",
         "    trainer._write_metrics = checked",
         "    pass",
-        ("tests/test_run_guards.py",),
+        ("tests/engine/test_run_guards.py",),
     ),
     Mutant(
         "setting_bool_untyped",
@@ -223,7 +223,7 @@ MUTANTS = [
         "projects/defeat/config/validation.py",
         "        if not isinstance(value, bool):",
         "        if False:",
-        ("tests/test_validation.py",),
+        ("tests/config/test_validation.py",),
     ),
     Mutant(
         "warmup_off_by_one",
@@ -231,7 +231,7 @@ MUTANTS = [
         "projects/defeat/modeling/schedule.py",
         "min(1.0, (iteration + 1) / warmup_iters)",
         "min(1.0, iteration / warmup_iters)",
-        ("tests/test_distiller.py", "tests/test_losses.py"),
+        ("tests/modeling/test_distiller.py", "tests/modeling/test_losses.py"),
     ),
     Mutant(
         "head_all_objects",
@@ -239,7 +239,7 @@ MUTANTS = [
         "projects/defeat/modeling/meta_arch/mixin.py",
         "is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)",
         "is_object = labels >= 0",
-        ("tests/test_model.py", "tests/test_mixin.py"),
+        ("tests/modeling/test_model.py", "tests/modeling/test_mixin.py"),
     ),
     Mutant(
         "dense_all_objects",
@@ -247,7 +247,7 @@ MUTANTS = [
         "projects/defeat/modeling/meta_arch/dense.py",
         "is_object = valid & (labels.flatten() != self.num_classes)",
         "is_object = valid",
-        ("tests/test_retinanet.py",),
+        ("tests/modeling/test_retinanet.py",),
     ),
     Mutant(
         "amp_not_autocast",
@@ -255,7 +255,7 @@ MUTANTS = [
         "projects/defeat/engine/mixed_precision.py",
         '        with torch.autocast("cpu", dtype=self.precision):',
         '        with torch.autocast("cpu", dtype=self.precision, enabled=False):',
-        ("tests/test_mixed_precision.py",),
+        ("tests/engine/test_mixed_precision.py",),
     ),
     Mutant(
         "amp_unchecked",
@@ -263,7 +263,7 @@ MUTANTS = [
         "projects/defeat/engine/mixed_precision.py",
         "    if not cpu_bf16_supported():",
         "    if False:",
-        ("tests/test_mixed_precision.py",),
+        ("tests/engine/test_mixed_precision.py",),
     ),
 ]
 

@@ -16,14 +16,10 @@ from .synthetic import (
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
-    DEFAULT_STYLE,
     GENERATOR_VERSION,
-    STYLES,
-    dataset_stats,
-    generate_dataset,
     render_image,
-    style_class_names,
 )
+from .writer import DEFAULT_STYLE, STYLES, dataset_stats, generate_dataset, style_class_names
 
 logger = logging.getLogger(__name__)
 

@@ -6,13 +6,21 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
+from conftest import (
+    CONFIGS,
+    assert_same_detections,
+    defeat_cfg,
+    make_cfg,
+    reference_sigmoid_kl,
+    retina_cfg,
+    save_random_weights,
+    synthetic_batch,
+)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.utils.events import EventStorage
-from test_retinanet import _reference_sigmoid_kl, retina_cfg, retina_teacher  # noqa: F401 (fixture)
 
 from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRetinaNet
 
@@ -84,7 +92,7 @@ def test_head_loss_is_the_sigmoid_kl_over_fcos_locations(fcos_teacher):
         t = _fcos_logits_by_hand(m.teacher, images.tensor).double().flatten(0, 1)
         anchors = m.anchor_generator([m.backbone(images.tensor)[f] for f in m.head_in_features])
         labels = torch.stack(m.label_anchors(anchors, [x["instances"] for x in batch])[0]).flatten()
-    kl = _reference_sigmoid_kl(s, t, 2.0)
+    kl = reference_sigmoid_kl(s, t, 2.0)
     obj, bg = labels.lt(10), labels.eq(10)
     assert obj.sum() > 0 and bg.sum() > 0 and (obj | bg).all()  # FCOS ignores no location
     assert losses["loss_defeat_head_obj"].item() == pytest.approx(3.0 * kl[obj].mean().item(), rel=1e-4)
@@ -116,7 +124,7 @@ def test_fcos_from_yaml_is_a_clear_error():
 # --- across families: the neck only, on the levels both share; the head loss refused ---------------
 
 
-def test_retinanet_teacher_for_fcos_student(retina_teacher):  # noqa: F811
+def test_retinanet_teacher_for_fcos_student(retina_teacher):
     m = fcos_student(
         retina_teacher, "model.defeat.head.enabled=False", teacher_config=f"{CONFIGS}/tiny_retinanet_teacher.yaml"
     ).train()
@@ -142,7 +150,7 @@ def test_fcos_teacher_for_retinanet_and_rcnn_students(fcos_teacher):
 
 
 @pytest.mark.parametrize("pair", ["fcos<-retinanet", "retinanet<-fcos"])
-def test_head_loss_across_dense_families_is_an_error(fcos_teacher, retina_teacher, pair):  # noqa: F811
+def test_head_loss_across_dense_families_is_an_error(fcos_teacher, retina_teacher, pair):
     with pytest.raises(DeFeatConfigError, match="HEAD.ENABLED False to distil the neck only across families"):
         if pair == "fcos<-retinanet":
             fcos_student(retina_teacher, teacher_config=f"{CONFIGS}/tiny_retinanet_teacher.yaml")
@@ -165,7 +173,7 @@ def test_fcos_head_loss_needs_the_same_locations(tmp_path):
         fcos_student(str(tmp_path / "t.pth"), teacher_config=str(cfg_file))
 
 
-def test_retinanet_on_a_faster_rcnn_backbone_is_a_clear_error(retina_teacher):  # noqa: F811
+def test_retinanet_on_a_faster_rcnn_backbone_is_a_clear_error(retina_teacher):
     """A user switching a Faster R-CNN config to DeFeatRetinaNet (P2-P6 backbone, P3-P7 head)."""
     cfg = defeat_cfg(
         retina_teacher,

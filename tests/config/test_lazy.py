@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO, defeat_cfg, make_cfg, synthetic_batch
+from conftest import CONFIGS, REPO, defeat_cfg, lazy_defeat, make_cfg, metrics_rows, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
@@ -19,16 +19,6 @@ from defeat.modeling.teacher import load_teacher_lazy_config
 LAZY = os.path.join(REPO, "configs", "lazy")
 TINY = ("tiny_lazy_train", "tiny_lazy_val")
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
-
-
-def lazy_cfg(path, *overrides):
-    return LazyConfig.apply_overrides(LazyConfig.load(path), list(overrides))
-
-
-def lazy_defeat(teacher_weights, *overrides):
-    """The tiny LazyConfig DeFeat model (teacher from tiny_teacher.py), instantiated."""
-    cfg = lazy_cfg(f"{CONFIGS}/tiny_defeat.py", f"model.teacher.weights={teacher_weights}", *overrides)
-    return instantiate(cfg.model)
 
 
 def _losses(model, batch, iteration):
@@ -204,11 +194,6 @@ def _run(config, out, *overrides, eval_only=False, resume=False):
     return lazy_train_net.main(default_argument_parser().parse_args(argv))
 
 
-def _metrics(out):
-    with open(os.path.join(out, "metrics.json")) as f:
-        return [json.loads(line) for line in f]
-
-
 def _detections(out):
     with open(os.path.join(out, "inference", "coco_instances_results.json")) as f:
         return json.load(f)
@@ -225,7 +210,7 @@ def test_lazy_train_net_defeat_run_resume_and_plain_student_eval(tiny_dataset, t
         "train.log_period=1",
     )
 
-    rows = [r for r in _metrics(out) if "loss_defeat_neck_obj" in r]
+    rows = [r for r in metrics_rows(out) if "loss_defeat_neck_obj" in r]
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     for key in DEFEAT_KEYS:
         assert all(math.isfinite(r[key]) for r in rows), key
@@ -247,13 +232,13 @@ def test_lazy_train_net_defeat_run_resume_and_plain_student_eval(tiny_dataset, t
         "train.log_period=1",
         resume=True,
     )
-    assert [r["iteration"] for r in _metrics(out) if "loss_defeat_neck_obj" in r] == [0, 1, 2, 3, 4]
+    assert [r["iteration"] for r in metrics_rows(out) if "loss_defeat_neck_obj" in r] == [0, 1, 2, 3, 4]
 
     # --eval-only with the plain lazy student config (GeneralizedRCNN): the same detections.
     plain = str(tmp_path / "plain")
     res = _run(f"{CONFIGS}/tiny_base.py", plain, f"train.init_checkpoint={out}/model_final.pth", eval_only=True)
     assert set(res["bbox"]) >= {"AP", "AP50", "AP75"}
-    ref = [r for r in _metrics(out) if "bbox/AP" in r][-1]["bbox/AP"]
+    ref = [r for r in metrics_rows(out) if "bbox/AP" in r][-1]["bbox/AP"]
     ap = res["bbox"]["AP"]
     assert (math.isnan(ap) and math.isnan(ref)) or ap == pytest.approx(ref, abs=1e-6)
     assert len(_detections(out)) > 0 and _detections(out) == _detections(plain)
@@ -302,7 +287,7 @@ def test_lazy_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     finish([start("lazy_train_net", argv, str(tmp_path / "w"), env=env)])
     for rank, log in ((0, "log.txt"), (1, "log.txt.rank1")):
         assert f"Rank of current process: {rank}. World size: 2" in (out / log).read_text()
-    last = [r for r in _metrics(str(out)) if "total_loss" in r][-1]
+    last = [r for r in metrics_rows(str(out)) if "total_loss" in r][-1]
     assert last["iteration"] == 1 and all(math.isfinite(last[k]) for k in DEFEAT_KEYS)
     saved = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     assert not any(k.startswith(("module.", "teacher")) for k in saved)

@@ -5,11 +5,10 @@ import math
 
 import pytest
 import torch
-from conftest import defeat_cfg, synthetic_batch
+from conftest import defeat_cfg, retina_cfg, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList
 from detectron2.utils.events import EventStorage
-from test_retinanet import retina_cfg, retina_teacher  # noqa: F401 (fixture)
 
 from defeat import DeFeatConfigError
 from defeat.modeling.align import align_to_grid, pad_at_least
@@ -130,7 +129,7 @@ def test_neck_loss_compares_the_resampled_teacher_maps(teacher_weights):
     assert losses["loss_defeat_neck_bg"].item() == pytest.approx(d.neck_weights[1] * bg.item(), rel=1e-5)
 
 
-def test_retinanet_head_loss_at_another_input_scale(retina_teacher):  # noqa: F811
+def test_retinanet_head_loss_at_another_input_scale(retina_teacher):
     torch.manual_seed(0)
     m = build_model(retina_cfg(retina_teacher, "MODEL.DEFEAT.TEACHER.INPUT_SCALE", 2.0)).train()
     seen = _spy_teacher_input(m)
@@ -143,7 +142,7 @@ def test_retinanet_head_loss_at_another_input_scale(retina_teacher):  # noqa: F8
 
 
 def test_lazy_config_names_it_teacher_input_scale(teacher_weights):
-    from test_lazy import lazy_defeat
+    from conftest import lazy_defeat
 
     m = lazy_defeat(teacher_weights, "model.defeat.teacher_input_scale=1.25")
     assert m.teacher_input_scale == 1.25

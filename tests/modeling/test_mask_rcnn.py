@@ -8,11 +8,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, capture_sampled_rois, make_cfg, save_random_weights, synthetic_batch
+from conftest import (
+    CONFIGS,
+    capture_sampled_rois,
+    make_cfg,
+    metrics_rows,
+    save_random_weights,
+    synthetic_batch,
+    train_args,
+)
 from detectron2.modeling import build_model
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
-from test_train_net import _args, _metrics
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 TINY = ("tiny_masks_train", "tiny_masks_val")
@@ -146,7 +153,7 @@ def test_train_net_defeat_mask_rcnn_then_plain_eval_box_and_mask(tiny_mask_datas
 
     out = str(tmp_path / "defeat")
     train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_mask_defeat.yaml",
             *_opts(out),
             "MODEL.DEFEAT.TEACHER.WEIGHTS",
@@ -155,13 +162,13 @@ def test_train_net_defeat_mask_rcnn_then_plain_eval_box_and_mask(tiny_mask_datas
             2,
         )
     )
-    rows = [r for r in _metrics(out) if "loss_mask" in r]
+    rows = [r for r in metrics_rows(out) if "loss_mask" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS | {"loss_mask"})
-    own = [r for r in _metrics(out) if "segm/AP" in r][-1]
+    own = [r for r in metrics_rows(out) if "segm/AP" in r][-1]
 
     plain = str(tmp_path / "plain")
     res = train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_mask_base.yaml",
             *_opts(plain),
             "MODEL.WEIGHTS",

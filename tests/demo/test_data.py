@@ -12,7 +12,8 @@ from pycocotools.coco import COCO
 
 from defeat.demo.data import CLASS_NAMES, dataset_stats, generate_dataset, register_demo_dataset
 from defeat.demo.data.__main__ import main as data_main
-from defeat.demo.data.synthetic import render_image, size_range
+from defeat.demo.data.synthetic import render_image
+from defeat.demo.data.writer import size_range
 
 SMALL = dict(num_train=40, num_val=10, image_size=128)
 

@@ -6,34 +6,26 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import CONFIGS, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
-from detectron2.checkpoint import DetectionCheckpointer
+from conftest import (
+    CONFIGS,
+    assert_same_detections,
+    data_opts,
+    defeat_cfg,
+    make_cfg,
+    metrics_rows,
+    reference_sigmoid_kl,
+    retina_cfg,
+    save_weights,
+    synthetic_batch,
+    train_args,
+)
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.utils.events import EventStorage
-from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
 from defeat import DeFeatConfigError
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 NECK_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
-
-
-def _save(model, folder, name):
-    folder.mkdir(parents=True, exist_ok=True)
-    DetectionCheckpointer(model, str(folder)).save(name)
-    return str(folder / f"{name}.pth")
-
-
-@pytest.fixture(scope="module")
-def retina_teacher(tmp_path_factory):
-    """A random tiny RetinaNet teacher (FPN 48) saved with DetectionCheckpointer."""
-    torch.manual_seed(0)
-    return _save(build_model(make_cfg(f"{CONFIGS}/tiny_retinanet_teacher.yaml")), tmp_path_factory.mktemp("rt"), "t")
-
-
-def retina_cfg(weights, *opts):
-    return make_cfg(f"{CONFIGS}/tiny_retinanet_defeat.yaml", "MODEL.DEFEAT.TEACHER.WEIGHTS", weights, *opts)
 
 
 def _losses(model, batch, iteration=0):
@@ -61,15 +53,6 @@ def test_losses_finite_gradients_to_student_only_and_hidden_teacher(retina_teach
     assert all(torch.equal(v, before[k]) for k, v in m.teacher.state_dict().items())
 
 
-def _reference_sigmoid_kl(s, t, T):
-    """Per-row binary KL summed over classes, written out with log-sigmoids, times T^2."""
-    ps, pt = torch.sigmoid(s / T), torch.sigmoid(t / T)
-    log_ps, log_1ms = F.logsigmoid(s / T), F.logsigmoid(-s / T)
-    kl = pt * (torch.log(pt) - log_ps) + (1 - pt) * (torch.log1p(-pt) - log_1ms)
-    assert torch.isfinite(kl).all() and ps.shape == s.shape
-    return kl.sum(1) * T * T
-
-
 def _dense_logits_by_hand(model, images_tensor):
     """[N, R, K] logits from the full head forward and an explicit reshape (no shortcut)."""
     feats = model.backbone(images_tensor)
@@ -86,7 +69,6 @@ def test_head_loss_matches_independent_sigmoid_kl_without_ignored_anchors(retina
     torch.manual_seed(0)
     m = build_model(
         retina_cfg(
-            retina_teacher,
             "MODEL.DEFEAT.HEAD.TEMPERATURE",
             2.0,
             "MODEL.DEFEAT.HEAD.OBJ_WEIGHT",
@@ -103,7 +85,7 @@ def test_head_loss_matches_independent_sigmoid_kl_without_ignored_anchors(retina
         t = _dense_logits_by_hand(m.teacher, images.tensor).double()
         anchors = m.anchor_generator([m.backbone(images.tensor)[f] for f in m.head_in_features])
         labels = torch.stack(m.label_anchors(anchors, [x["instances"] for x in batch])[0])
-    kl = _reference_sigmoid_kl(s.flatten(0, 1), t.flatten(0, 1), 2.0)
+    kl = reference_sigmoid_kl(s.flatten(0, 1), t.flatten(0, 1), 2.0)
     labels = labels.flatten()
     obj, bg = labels.ge(0) & labels.lt(10), labels.eq(10)
     assert obj.sum() > 0 and bg.sum() > 0 and labels.eq(-1).sum() > 0  # ignored anchors exist
@@ -140,7 +122,7 @@ def test_head_loss_needs_the_same_anchors(retina_teacher, tmp_path):
         f'_BASE_: "{CONFIGS}/tiny_retinanet_teacher.yaml"\nMODEL:\n  ANCHOR_GENERATOR:\n'
         "    ASPECT_RATIOS: [[1.0, 2.0, 0.5]]\n"
     )
-    weights = _save(build_model(make_cfg(str(cfg_t))), tmp_path, "t")
+    weights = save_weights(build_model(make_cfg(str(cfg_t))), tmp_path, "t")
     with pytest.raises(DeFeatConfigError, match="anchors differ"):
         build_model(retina_cfg(weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(cfg_t)))
     # The neck loss alone does not pair anchors.
@@ -178,7 +160,6 @@ def test_rcnn_teacher_for_retinanet_student(teacher_weights):
 
 def test_retinanet_teacher_for_rcnn_student(retina_teacher):
     cfg = defeat_cfg(
-        retina_teacher,
         "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
         f"{CONFIGS}/tiny_retinanet_teacher.yaml",
         "MODEL.DEFEAT.HEAD.ENABLED",
@@ -220,31 +201,30 @@ def test_no_shared_level_across_families_is_an_error(teacher_weights):
 
 
 def _retina_opts(out):
-    return _data_opts(out) + ["MODEL.RETINANET.SCORE_THRESH_TEST", 0.0]
+    return data_opts(out) + ["MODEL.RETINANET.SCORE_THRESH_TEST", 0.0]
 
 
-def test_train_net_defeat_retinanet_then_plain_eval(tiny_dataset, retina_teacher, tmp_path):  # noqa: F811
+def test_train_net_defeat_retinanet_then_plain_eval(tiny_dataset, retina_teacher, tmp_path):
     import train_net
 
     out = str(tmp_path / "defeat")
     train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_retinanet_defeat.yaml",
             *_retina_opts(out),
             "MODEL.DEFEAT.TEACHER.WEIGHTS",
-            retina_teacher,
             "SOLVER.MAX_ITER",
             3,
         )
     )
-    rows = [r for r in _metrics(out) if "loss_defeat_head_obj" in r]
+    rows = [r for r in metrics_rows(out) if "loss_defeat_head_obj" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS)
     ckpt = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     assert not any(k.startswith("teacher") for k in ckpt) and any(k.startswith("distiller.") for k in ckpt)
 
     plain_out = str(tmp_path / "plain")
     train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_retinanet_base.yaml",
             *_retina_opts(plain_out),
             "MODEL.WEIGHTS",
@@ -256,12 +236,12 @@ def test_train_net_defeat_retinanet_then_plain_eval(tiny_dataset, retina_teacher
     assert len(preds[0]) > 0 and preds[0] == preds[1]
 
 
-def test_train_net_cross_family_smoke(tiny_dataset, teacher_weights, tmp_path):  # noqa: F811
+def test_train_net_cross_family_smoke(tiny_dataset, teacher_weights, tmp_path):
     import train_net
 
     out = str(tmp_path / "cross")
     train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_retinanet_defeat.yaml",
             *_retina_opts(out),
             "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
@@ -276,9 +256,9 @@ def test_train_net_cross_family_smoke(tiny_dataset, teacher_weights, tmp_path): 
             0,
         )
     )
-    rows = [r for r in _metrics(out) if "loss_defeat_neck_bg" in r]
+    rows = [r for r in metrics_rows(out) if "loss_defeat_neck_bg" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in NECK_KEYS)
-    assert not any("loss_defeat_head_obj" in r for r in _metrics(out))
+    assert not any("loss_defeat_head_obj" in r for r in metrics_rows(out))
 
 
 def test_lazycall_construction_equals_yaml(retina_teacher):

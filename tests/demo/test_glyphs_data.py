@@ -12,7 +12,8 @@ from pycocotools.coco import COCO
 from defeat.demo import data as demo_data
 from defeat.demo.data import generate_dataset, glyphs, register_demo_dataset, register_demo_dataset_if_used
 from defeat.demo.data.__main__ import main as data_main
-from defeat.demo.data.synthetic import CLASS_NAMES, _config, size_range
+from defeat.demo.data.synthetic import CLASS_NAMES
+from defeat.demo.data.writer import _config, size_range
 
 SMALL = dict(num_train=12, num_val=4, image_size=128)
 
@@ -93,7 +94,7 @@ def test_decoys_are_painted_but_never_labelled(monkeypatch):
 
 
 def test_every_style_has_a_renderer_and_a_registered_prefix():
-    from defeat.demo.data.synthetic import STYLES, _styles
+    from defeat.demo.data.writer import STYLES, _styles
 
     assert tuple(_styles()) == STYLES == tuple(demo_data.STYLE_PREFIXES)
     assert len(set(demo_data.STYLE_PREFIXES.values())) == len(STYLES)

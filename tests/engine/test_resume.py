@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn as nn
-from conftest import CONFIGS
+from conftest import CONFIGS, train_args
 
 from defeat.engine.checkpoint import AtomicDetectionCheckpointer, ResumeError, restore_on_failure
 
@@ -166,14 +166,6 @@ def tiny_data(tmp_path_factory):
     return "tiny_resume_train"
 
 
-def _args(config, *opts, resume=False):
-    from detectron2.engine import default_argument_parser
-
-    return default_argument_parser().parse_args(
-        ["--config-file", config] + (["--resume"] if resume else []) + [str(o) for o in opts]
-    )
-
-
 def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_path):
     import lazy_train_net
     import train_net
@@ -191,7 +183,7 @@ def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_p
         "SOLVER.CHECKPOINT_PERIOD",
         1,
     ]
-    train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 2))
+    train_net.main(train_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 2))
     config_yaml = os.path.join(out, "config.yaml")
     saved = open(config_yaml).read()
     metrics = open(os.path.join(out, "metrics.json")).read()
@@ -203,7 +195,7 @@ def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_p
         r"in the checkpoint vs \(48, 32, 1, 1\)",
     ):
         train_net.main(
-            _args(
+            train_args(
                 f"{CONFIGS}/tiny_defeat.yaml",
                 *opts,
                 "SOLVER.MAX_ITER",
@@ -233,10 +225,12 @@ def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_p
         ),
     ):
         with pytest.raises(ResumeError, match="different model(.|\n)*" + match):
-            train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 3, key, value, resume=True))
+            train_net.main(
+                train_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 3, key, value, resume=True)
+            )
         assert open(config_yaml).read() == saved and open(os.path.join(out, "metrics.json")).read() == metrics
     # Fewer levels, through the LazyConfig twin: refused as well, config.yaml untouched.
-    lazy = _args(
+    lazy = train_args(
         f"{CONFIGS}/tiny_defeat.py",
         f"model.teacher.weights={teacher_weights}",
         f"dataloader.train.dataset.names={tiny_data}",
@@ -252,7 +246,7 @@ def test_train_net_resume_refusal_and_fallback(teacher_weights, tiny_data, tmp_p
     final = os.path.join(out, "model_final.pth")
     with open(final, "r+b") as f:
         f.truncate(1000)
-    train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 3, resume=True))
+    train_net.main(train_args(f"{CONFIGS}/tiny_defeat.yaml", *opts, "SOLVER.MAX_ITER", 3, resume=True))
     log = open(os.path.join(out, "log.txt")).read()
     assert "Resuming from model_0000001.pth, the newest intact checkpoint: skipped the newer model_final.pth" in log
     assert "Starting training from iteration 2" in log

@@ -5,8 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, synthetic_batch
-from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
+from conftest import CONFIGS, data_opts, defeat_cfg, metrics_rows, synthetic_batch, train_args
 
 from defeat.engine import mixed_precision
 from defeat.engine.mixed_precision import AMPUnsupportedError, CPUAutocastTrainer, build_step_trainer, check_amp
@@ -105,7 +104,7 @@ def test_bf16_steps_run_the_convs_in_bf16_and_keep_weights_and_defeat_losses_in_
     assert all(not p.requires_grad for p in model.teacher.parameters())
 
 
-def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_dataset, tmp_path, bf16_cpu):  # noqa: F811
+def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_dataset, tmp_path, bf16_cpu):
     """fp32 for 2 iterations, then --resume under bf16 to 4 (gradient clipping on): the iteration
     count, optimizer state and metrics continue; then back to fp32 to 5."""
     from detectron2.checkpoint import DetectionCheckpointer
@@ -122,7 +121,7 @@ def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_
 
     DetectionCheckpointer(build_model(make_cfg(f"{CONFIGS}/tiny_teacher.yaml")), teacher).save("t")
     common = [
-        *_data_opts(out),
+        *data_opts(out),
         "MODEL.DEFEAT.TEACHER.WEIGHTS",
         os.path.join(teacher, "t.pth"),
         "SOLVER.CHECKPOINT_PERIOD",
@@ -132,11 +131,13 @@ def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_
         "TEST.EVAL_PERIOD",
         0,
     ]
-    train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *common, "SOLVER.MAX_ITER", 2))
+    train_net.main(train_args(f"{CONFIGS}/tiny_defeat.yaml", *common, "SOLVER.MAX_ITER", 2))
     step2 = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
 
     cfg = train_net.setup(
-        _args(f"{CONFIGS}/tiny_defeat.yaml", *common, "SOLVER.MAX_ITER", 4, "SOLVER.AMP.ENABLED", True, resume=True)
+        train_args(
+            f"{CONFIGS}/tiny_defeat.yaml", *common, "SOLVER.MAX_ITER", 4, "SOLVER.AMP.ENABLED", True, resume=True
+        )
     )
     trainer = train_net.Trainer(cfg)
     assert type(trainer._trainer) is CPUAutocastTrainer
@@ -147,12 +148,12 @@ def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_
     assert all(torch.equal(loaded[k], v) for k, v in step2["model"].items())
     trainer.train()
     assert trainer.iter == 4  # Detectron2 leaves iter one past the last step
-    iters = [r["iteration"] for r in _metrics(out) if "total_loss" in r]
+    iters = [r["iteration"] for r in metrics_rows(out) if "total_loss" in r]
     assert iters == [1, 3]  # each run's last iteration (log period 20)
-    assert all(math.isfinite(r["total_loss"]) for r in _metrics(out) if "total_loss" in r)
+    assert all(math.isfinite(r["total_loss"]) for r in metrics_rows(out) if "total_loss" in r)
 
-    train_net.main(_args(f"{CONFIGS}/tiny_defeat.yaml", *common, "SOLVER.MAX_ITER", 5, resume=True))
-    assert [r["iteration"] for r in _metrics(out) if "total_loss" in r] == [1, 3, 4]
+    train_net.main(train_args(f"{CONFIGS}/tiny_defeat.yaml", *common, "SOLVER.MAX_ITER", 5, resume=True))
+    assert [r["iteration"] for r in metrics_rows(out) if "total_loss" in r] == [1, 3, 4]
 
 
 def test_train_net_refuses_amp_on_a_cpu_without_bf16_before_writing(tmp_path, monkeypatch):
@@ -160,7 +161,7 @@ def test_train_net_refuses_amp_on_a_cpu_without_bf16_before_writing(tmp_path, mo
 
     monkeypatch.setattr(mixed_precision, "cpu_bf16_supported", lambda: False)
     out = tmp_path / "never"
-    args = _args(f"{CONFIGS}/tiny_base.yaml", "OUTPUT_DIR", str(out), "SOLVER.AMP.ENABLED", True)
+    args = train_args(f"{CONFIGS}/tiny_base.yaml", "OUTPUT_DIR", str(out), "SOLVER.AMP.ENABLED", True)
     with pytest.raises(AMPUnsupportedError, match="SOLVER.AMP.ENABLED"):
         train_net.main(args)
     assert not out.exists()

@@ -6,12 +6,21 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, capture_sampled_rois, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
+from conftest import (
+    CONFIGS,
+    capture_sampled_rois,
+    data_opts,
+    defeat_cfg,
+    make_cfg,
+    metrics_rows,
+    save_random_weights,
+    synthetic_batch,
+    train_args,
+)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
 from detectron2.utils.events import EventStorage
-from test_train_net import _args, _data_opts, _metrics, tiny_dataset  # noqa: F401 (fixture)
 
 from defeat import DeFeatConfigError
 from defeat.modeling.meta_arch.box_heads import check_head_pair, stage_logits
@@ -147,27 +156,27 @@ def test_stage_logits_of_a_standard_head_is_one_stage(teacher_weights):
 # --- end to end: train through train_net.py, evaluate with the plain Cascade config ---------------
 
 
-def test_train_net_defeat_cascade_then_plain_cascade_eval(tiny_dataset, cascade_teacher, tmp_path):  # noqa: F811
+def test_train_net_defeat_cascade_then_plain_cascade_eval(tiny_dataset, cascade_teacher, tmp_path):
     import train_net
 
     out = str(tmp_path / "defeat")
     train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_cascade_defeat.yaml",
-            *_data_opts(out),
+            *data_opts(out),
             "MODEL.DEFEAT.TEACHER.WEIGHTS",
             cascade_teacher,
             "SOLVER.MAX_ITER",
             2,
         )
     )
-    rows = [r for r in _metrics(out) if "loss_defeat_head_obj" in r]
+    rows = [r for r in metrics_rows(out) if "loss_defeat_head_obj" in r]
     assert rows and all(math.isfinite(r[k]) for r in rows for k in DEFEAT_KEYS)
     plain = str(tmp_path / "plain")
     res = train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_cascade_base.yaml",
-            *_data_opts(plain),
+            *data_opts(plain),
             "MODEL.WEIGHTS",
             os.path.join(out, "model_final.pth"),
             eval_only=True,
@@ -178,7 +187,7 @@ def test_train_net_defeat_cascade_then_plain_cascade_eval(tiny_dataset, cascade_
     assert len(dets[0]) > 0 and dets[0] == dets[1]
 
 
-def test_cascade_stage_analysis_script(tiny_dataset, cascade_teacher, tmp_path):  # noqa: F811
+def test_cascade_stage_analysis_script(tiny_dataset, cascade_teacher, tmp_path):
     """benchmarks/cascade_stages.py on the tiny pair: last-stage-only gives stages 0-1 no gradient,
     the average reaches all; the last stage agrees with itself."""
     import importlib.util

@@ -6,42 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS
-
-TINY = ("tiny_shapes_train", "tiny_shapes_val")
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    from defeat.demo.data import register_demo_dataset
-
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    return register_demo_dataset(str(root), name_prefix="tiny_shapes", num_train=16, num_val=6, image_size=64)
-
-
-def _args(config, *opts, eval_only=False, resume=False):
-    from detectron2.engine import default_argument_parser
-
-    argv = ["--config-file", config] + (["--eval-only"] if eval_only else []) + (["--resume"] if resume else [])
-    return default_argument_parser().parse_args(argv + [str(o) for o in opts])
-
-
-def _data_opts(out):
-    return [
-        "DATASETS.TRAIN",
-        f"('{TINY[0]}',)",
-        "DATASETS.TEST",
-        f"('{TINY[1]}',)",
-        "OUTPUT_DIR",
-        out,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        0.0,
-    ]  # untrained models: keep low-score detections
-
-
-def _metrics(out):
-    with open(os.path.join(out, "metrics.json")) as f:
-        return [json.loads(line) for line in f]
+from conftest import CONFIGS, data_opts, metrics_rows, train_args
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +14,7 @@ def trained_teacher(tiny_dataset, tmp_path_factory):
     import train_net
 
     out = str(tmp_path_factory.mktemp("teacher"))
-    train_net.main(_args(f"{CONFIGS}/tiny_teacher.yaml", *_data_opts(out), "SOLVER.MAX_ITER", 3))
+    train_net.main(train_args(f"{CONFIGS}/tiny_teacher.yaml", *data_opts(out), "SOLVER.MAX_ITER", 3))
     return os.path.join(out, "model_final.pth")
 
 
@@ -58,9 +23,9 @@ def test_defeat_run_then_plain_student_eval(trained_teacher, tmp_path):
 
     out = str(tmp_path / "defeat")
     cfg = train_net.setup(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_defeat.yaml",
-            *_data_opts(out),
+            *data_opts(out),
             "MODEL.DEFEAT.TEACHER.WEIGHTS",
             trained_teacher,
             "SOLVER.MAX_ITER",
@@ -74,7 +39,7 @@ def test_defeat_run_then_plain_student_eval(trained_teacher, tmp_path):
     trainer.train()
 
     # All four DeFeat losses were logged at every iteration, finite, with the warm-up applied.
-    rows = [r for r in _metrics(out) if "loss_defeat_neck_obj" in r]
+    rows = [r for r in metrics_rows(out) if "loss_defeat_neck_obj" in r]
     assert len(rows) >= 1
     for key in ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"):
         assert all(math.isfinite(r[key]) for r in rows), key
@@ -93,16 +58,16 @@ def test_defeat_run_then_plain_student_eval(trained_teacher, tmp_path):
     # --eval-only with the plain student config: no missing keys, the same COCO metrics.
     plain_out = str(tmp_path / "plain")
     res = train_net.main(
-        _args(
+        train_args(
             f"{CONFIGS}/tiny_base.yaml",
-            *_data_opts(plain_out),
+            *data_opts(plain_out),
             "MODEL.WEIGHTS",
             os.path.join(out, "model_final.pth"),
             eval_only=True,
         )
     )
     assert set(res["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-    ap, ref = res["bbox"]["AP"], [r for r in _metrics(out) if "bbox/AP" in r][-1]["bbox/AP"]
+    ap, ref = res["bbox"]["AP"], [r for r in metrics_rows(out) if "bbox/AP" in r][-1]["bbox/AP"]
     assert (math.isnan(ap) and math.isnan(ref)) or ap == pytest.approx(ref, abs=1e-6)
     # Stronger than equal AP on an untrained model: the very same detections.
     preds = [json.load(open(os.path.join(d, "inference", "coco_instances_results.json"))) for d in (out, plain_out)]
