@@ -4,6 +4,11 @@
     python benchmarks/step_time.py                      # CPU-sized demo models
     python benchmarks/step_time.py --preset coco --device cuda [--amp]
     python benchmarks/step_time.py --head off --opts MODEL.DEFEAT.NECK.ADAPTER conv1x1
+    python benchmarks/step_time.py --precisions fp32 bf16 --heads teacher student off --boxes 10
+
+With ``--precisions``, one interleaved run times the student's step and the DeFeat step of each
+head mode in each precision (the first given is the reference), so that one command shows where
+a step's time goes; ``--boxes`` then takes its first value. Otherwise:
 
 On the same batches, after warm-up, the median over ``--steps`` of:
   (a) the student's plain training step (forward + backward),
@@ -189,17 +194,13 @@ def _peak_of(fn, device):
     return _peak(device, base)
 
 
-def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, head="teacher", opts=()):
-    """``head``: the head loss of (c) on the teacher's RoIs (``teacher``), on the student's
-    (``student``: no extra student box-head work, the teacher's box head runs on the student's
-    RoIs and the teacher's RPN is skipped) or ``off`` (neck only, the package default)."""
+def _models(preset, device, teacher_weights, heads, opts=()):
+    """``(student, {head mode: DeFeat model})`` of a preset in training mode, all with the same
+    student weights (seed 0) and teacher (random weights of the teacher config unless given)."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
-    from detectron2.utils.events import EventStorage
 
     import defeat  # noqa: F401
-    from defeat.modeling.losses import decoupled_feature_loss
-    from defeat.modeling.meta_arch.rcnn import box_head_logits
 
     student_cfg, defeat_cfg, teacher_cfg, size, n = PRESETS[preset]
     dev = ["MODEL.DEVICE", device]
@@ -214,6 +215,15 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
         del teacher
     torch.manual_seed(0)
     student = build_model(_cfg(student_cfg, dev + ["MODEL.WEIGHTS", ""])).train()
+    models = {}
+    for head in heads:
+        models[head] = _defeat_model(defeat_cfg, dev, teacher_cfg, teacher_weights, head, opts, student)
+    return student, models
+
+
+def _defeat_model(defeat_cfg, dev, teacher_cfg, teacher_weights, head, opts, student):
+    from detectron2.modeling import build_model
+
     model = build_model(
         _cfg(
             defeat_cfg,
@@ -236,6 +246,22 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
         )
     ).train()
     model.load_state_dict(student.state_dict(), strict=False)
+    return model
+
+
+def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, head="teacher", opts=()):
+    """``head``: the head loss of (c) on the teacher's RoIs (``teacher``), on the student's
+    (``student``: no extra student box-head work, the teacher's box head runs on the student's
+    RoIs and the teacher's RPN is skipped) or ``off`` (neck only, the package default)."""
+    from detectron2.utils.events import EventStorage
+
+    import defeat  # noqa: F401
+    from defeat.modeling.losses import decoupled_feature_loss
+    from defeat.modeling.meta_arch.rcnn import box_head_logits
+
+    student_cfg, defeat_cfg, teacher_cfg, size, n = PRESETS[preset]
+    student, models = _models(preset, device, teacher_weights, [head], opts)
+    model = models[head]
     autocast = torch.autocast(device.split(":")[0], enabled=amp)
 
     def step(m, batch):
@@ -359,6 +385,74 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
     return results
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_matrix(preset, boxes, steps, warmup, device, precisions, heads, teacher_weights=None, opts=()):
+    """Where a training step's time goes, in one interleaved run: for each precision (``fp32``,
+    or autocast to ``bf16``/``fp16``) the student's step (a) and, for each head mode, the DeFeat
+    step (c); with ``c/a`` per combination and each precision's steps against fp32's."""
+    from detectron2.utils.events import EventStorage
+
+    _, _, _, size, n = PRESETS[preset]
+    student, models = _models(preset, device, teacher_weights, heads, opts)
+    kind = device.split(":")[0]
+    batch = _batch(n, size, boxes, student.roi_heads.num_classes, seed=boxes)
+
+    def step(m, dtype):
+        def go():
+            with torch.autocast(kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+                losses = m(batch)
+            sum(losses.values()).backward()
+            m.zero_grad(set_to_none=True)
+            return losses
+
+        return go
+
+    fns = {}
+    for p in precisions:
+        fns[f"a {p}"] = step(student, PRECISIONS[p])
+        for h in heads:
+            fns[f"c {p} {h}"] = step(models[h], PRECISIONS[p])
+    with EventStorage(0):
+        t = _time_interleaved(fns, steps, warmup, device)
+        ran = {h: _what_ran(models[h], fns[f"c {precisions[0]} {h}"]) for h in heads}
+        dtypes = {p: _conv_dtype(student, fns[f"a {p}"]) for p in precisions}
+    rows = []
+    for p in precisions:
+        for h in heads:
+            rows.append(
+                {
+                    "precision": p,
+                    "head": h,
+                    "conv_dtype": dtypes[p],
+                    "a_student_step_s": t[f"a {p}"],
+                    "c_defeat_step_s": t[f"c {p} {h}"],
+                    "c_over_a": t[f"c {p} {h}"] / t[f"a {p}"],
+                    "c_over_fp32_c": t[f"c {p} {h}"] / t[f"c {precisions[0]} {h}"],
+                    **ran[h],
+                }
+            )
+            print(
+                f"{p:>5} head {h:>7}: a {t[f'a {p}']:.3f}s  c {t[f'c {p} {h}']:.3f}s  c/a {rows[-1]['c_over_a']:.3f}  "
+                f"c/c({precisions[0]}) {rows[-1]['c_over_fp32_c']:.3f}  convs in {dtypes[p]}",
+                flush=True,
+            )
+    return {"preset": preset, "device": device, "boxes": boxes, "steps": steps, "opts": list(opts), "rows": rows}
+
+
+def _conv_dtype(model, forward_step) -> str:
+    """The dtype the student's first convolution computes in during ``forward_step()``."""
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(lambda m, i, o: seen.append(str(o.dtype).replace("torch.", "")))
+    try:
+        forward_step()
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 def _zoo(name):
     from detectron2 import model_zoo
 
@@ -373,7 +467,22 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--amp", action="store_true")
+    p.add_argument("--amp", action="store_true", help="the whole run under autocast (bf16 on a CPU, fp16 on CUDA)")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=None,
+        help="side by side in one run with --heads (e.g. fp32 bf16): the student's and DeFeat's steps "
+        "per precision and head mode, interleaved (the first is the reference)",
+    )
+    p.add_argument(
+        "--heads",
+        nargs="+",
+        choices=["teacher", "student", "off"],
+        default=["teacher", "student", "off"],
+        help="head modes compared with --precisions",
+    )
     p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
     p.add_argument(
         "--head",
@@ -389,8 +498,30 @@ def main(argv=None):
         help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1",
     )
     args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
+    if args.precisions and len(set(args.precisions)) < len(args.precisions):
+        p.error(f"--precisions lists a precision twice: {args.precisions}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precisions:
+        res = run_matrix(
+            args.preset,
+            args.boxes[0],
+            args.steps,
+            args.warmup,
+            args.device,
+            args.precisions,
+            list(dict.fromkeys(args.heads)),
+            args.teacher_weights,
+            args.opts,
+        )
+        res["torch"], res["threads"] = torch.__version__, torch.get_num_threads()
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"wrote {args.json}")
+        return res
     res = run(
         args.preset,
         args.boxes,

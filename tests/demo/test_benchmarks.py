@@ -321,3 +321,35 @@ def test_lazy_overrides_translate_the_yaml_overrides():
     ]
     with pytest.raises(ValueError, match="no LazyConfig counterpart for the override MODEL.RPN.NMS_THRESH"):
         lazy_overrides(["MODEL.RPN.NMS_THRESH", "0.6"])
+
+
+def test_step_time_precisions_and_head_modes_side_by_side(tmp_path):
+    """--precisions fp32 bf16 --heads teacher off: one run, a row per combination, each computed
+    in the precision it names and running the head mode it names."""
+    out = tmp_path / "m.json"
+    _load("step_time").main(
+        ["--preset", "tiny", "--boxes", "3", "--steps", "1", "--warmup", "0", "--json", str(out)]
+        + ["--precisions", "fp32", "bf16", "--heads", "teacher", "off"]
+    )
+    rows = {(r["precision"], r["head"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("fp32", "teacher"), ("fp32", "off"), ("bf16", "teacher"), ("bf16", "off")}
+    for (precision, head), r in rows.items():
+        assert r["conv_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
+        assert (HEAD_KEYS <= set(r["c_loss_keys"])) == (head == "teacher")
+        assert r["c_teacher_rpn_calls"] == (1 if head == "teacher" else 0)
+        assert r["c_over_a"] == pytest.approx(r["c_defeat_step_s"] / r["a_student_step_s"])
+    assert rows[("fp32", "off")]["c_over_fp32_c"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--precisions", "fp32", "fp32"], "--precisions lists a precision twice"),
+        (["--precisions", "fp64"], "invalid choice: 'fp64'"),
+    ],
+)
+def test_step_time_refuses_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        _load("step_time").main(["--preset", "tiny", *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
