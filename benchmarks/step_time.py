@@ -287,15 +287,15 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
             with torch.no_grad():  # RoIs of the same count as the student samples (student mode)
                 images = model.preprocess_image(batch)
                 gt = [x["instances"].to(model.device) for x in batch]
-                fixed_rois = model._teacher_rois(images, model.teacher.backbone(images.tensor), gt)
+                fixed_rois = model.teacher_rois(images, model.teacher.backbone(images.tensor), gt)
 
             def teacher_work():  # the student's preprocessed batch is given, as in (c)
                 with torch.no_grad(), autocast:
-                    t_images = model._teacher_images(batch, images)
+                    t_images = model.teacher_images(batch, images)
                     feats = model.teacher.backbone(t_images.tensor)
                     if head == "off":
                         return feats
-                    rois = model._teacher_rois(t_images, feats, gt) if head == "teacher" else fixed_rois
+                    rois = model.teacher_rois(t_images, feats, gt) if head == "teacher" else fixed_rois
                     return feats, box_head_logits(model.teacher.roi_heads, feats, [r.proposal_boxes for r in rois])
 
             with torch.no_grad():

@@ -240,7 +240,7 @@ class MaskViewer:
         image = _rgb(d["image"], self.format, height, width)
         on_level = _boxes_per_level(boxes.cpu(), self.distiller)
         d_ = self.distiller
-        teacher = self.model._teacher_features([d], images)[1] if self.model is not None else None
+        teacher = self.model.teacher_features([d], images)[1] if self.model is not None else None
         levels = []
         for lvl, (f, s, m) in enumerate(zip(d_.in_features, d_.strides, masks)):
             m = m[0]

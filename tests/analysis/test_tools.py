@@ -191,7 +191,7 @@ def test_visualize_masks_teacher_diff_heat_maps_share_one_colour_scale(known_ima
     with torch.no_grad():
         images = model.preprocess_image([d])
         s = model.backbone(images.tensor)
-        t = model._teacher_features([d], images)[1]
+        t = model.teacher_features([d], images)[1]
         expected = (model.distiller.adapters["p3"](s["p3"]) - t["p3"]).pow(2).mean(1)[0].numpy()
     assert np.allclose(arrays[1], expected, rtol=1e-5, atol=1e-7)
 

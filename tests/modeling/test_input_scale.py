@@ -82,13 +82,13 @@ def test_teacher_rois_are_in_the_student_frame_and_its_logits_on_scaled_boxes(te
     images = m.preprocess_image(batch)
     gt = [x["instances"] for x in batch]
     seen = {}
-    orig = m._teacher_rois
+    orig = m.teacher_rois
 
     def spy(t_images, t_features, t_gt):
         seen["gt"], seen["rois"] = t_gt, orig(t_images, t_features, t_gt)
         return seen["rois"]
 
-    m._teacher_rois = spy
+    m.teacher_rois = spy
     with EventStorage(0):
         out = m.defeat_teacher(batch, images, gt)
     assert out["features"]["p2"].shape[-2:] == (32, 32)  # the teacher's 128 px batch at stride 4
@@ -114,7 +114,7 @@ def test_neck_loss_compares_the_resampled_teacher_maps(teacher_weights):
     with torch.no_grad():
         images = m.preprocess_image(batch)
         feats = m.backbone(images.tensor)
-        _, t_feats = m._teacher_features(batch, images)
+        _, t_feats = m.teacher_features(batch, images)
         d = m.distiller
         masks = d.masks([x["instances"].gt_boxes.tensor for x in batch], feats)
         t = [align_to_grid(t_feats[f], feats[f].shape[-2:], 0.75) for f in d.in_features]

@@ -50,7 +50,7 @@ def test_teacher_reading_rgb_gets_flipped_channels_and_its_own_normalisation(tmp
     assert m.input_format == "BGR" and m.teacher.input_format == "RGB"
     batch = synthetic_batch()
     images = m.preprocess_image(batch)
-    got = m._teacher_images(batch, images).tensor
+    got = m.teacher_images(batch, images).tensor
     mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
     for i, x in enumerate(batch):

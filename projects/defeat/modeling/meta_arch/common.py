@@ -101,7 +101,7 @@ class TeacherMixin:
                 "so set the same format"
             )
         object.__setattr__(self, "teacher", teacher)
-        self._same_preprocessing = None  # decided by the first _teacher_images call
+        self._same_preprocessing = None  # decided by the first teacher_images call
         teacher.eval()
 
     def _apply(self, fn, *args, **kwargs):
@@ -116,13 +116,13 @@ class TeacherMixin:
             self.teacher.eval()
         return self
 
-    def _teacher_features(self, batched_inputs: List[Dict], images: ImageList):
+    def teacher_features(self, batched_inputs: List[Dict], images: ImageList):
         """``(teacher ImageList, teacher backbone features)``, computed without autograd."""
         with torch.no_grad():
-            t_images = self._teacher_images(batched_inputs, images)
+            t_images = self.teacher_images(batched_inputs, images)
             return t_images, self.teacher.backbone(t_images.tensor)
 
-    def _teacher_images(self, batched_inputs: List[Dict], images: ImageList) -> ImageList:
+    def teacher_images(self, batched_inputs: List[Dict], images: ImageList) -> ImageList:
         """The teacher's normalised batch: the student's when preprocessing is identical.
 
         Otherwise the teacher preprocesses the images itself (channels flipped for RGB<->BGR,

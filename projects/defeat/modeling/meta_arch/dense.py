@@ -136,7 +136,7 @@ class DeFeatDenseMixin(TeacherMixin):
     def defeat_losses(self, batched_inputs, images, features, gt_instances, logits, gt_labels) -> Dict:
         """The scheduled ``loss_defeat_*`` of one batch from the student's features, per-level
         logits ``[N, R_l, K]`` and location labels (class, ``num_classes`` = background, -1 = ignored)."""
-        _, t_features = self._teacher_features(batched_inputs, images)
+        _, t_features = self.teacher_features(batched_inputs, images)
         d, scale = self.distiller, self.teacher_input_scale
         kd = {}
         if d.neck_enabled:

@@ -119,7 +119,7 @@ class DeFeatMixin(TeacherMixin):
         """
         t = self.teacher
         out = {"rois": None, "logits": None}
-        t_images, out["features"] = self._teacher_features(batched_inputs, images)
+        t_images, out["features"] = self.teacher_features(batched_inputs, images)
         with torch.no_grad():
             if self.head_on_teacher_rois:
                 scale = self.teacher_input_scale
@@ -128,7 +128,7 @@ class DeFeatMixin(TeacherMixin):
                     if scale == 1.0
                     else [_scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)]
                 )
-                rois = self._teacher_rois(t_images, out["features"], t_gt)
+                rois = self.teacher_rois(t_images, out["features"], t_gt)
                 out["logits"] = stage_logits(t.roi_heads, out["features"], [r.proposal_boxes for r in rois])
                 # In the student's frame: the student's box head reads the same boxes there.
                 out["rois"] = (
@@ -181,7 +181,7 @@ class DeFeatMixin(TeacherMixin):
             losses.update(_stage_mean([d.head_losses(s, t, is_object) for s, t in zip(student_logits, t_logits)]))
         return d.scheduled(losses)
 
-    def _teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:
+    def teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:
         """Teacher RPN proposals, labelled and sampled by the teacher's ROI heads (GT appended)."""
         t = self.teacher
         proposals, _ = t.proposal_generator(t_images, t_features, None)
