@@ -135,14 +135,14 @@ def train_args(config, *opts, eval_only=False, resume=False):
     return default_argument_parser().parse_args(argv + [str(o) for o in opts])
 
 
-def data_opts(out):
-    """YAML overrides: the tiny sets, ``OUTPUT_DIR`` and a score threshold of 0 (untrained
-    models keep their low-score detections)."""
+def data_opts(out, names=TINY):
+    """YAML overrides: the ``(train, test)`` sets ``names`` (default: :data:`TINY`), ``OUTPUT_DIR``
+    and a score threshold of 0 (untrained models keep their low-score detections)."""
     return [
         "DATASETS.TRAIN",
-        f"('{TINY[0]}',)",
+        f"('{names[0]}',)",
         "DATASETS.TEST",
-        f"('{TINY[1]}',)",
+        f"('{names[1]}',)",
         "OUTPUT_DIR",
         out,
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST",

@@ -11,6 +11,7 @@ import torch
 from conftest import (
     CONFIGS,
     capture_sampled_rois,
+    data_opts,
     make_cfg,
     metrics_rows,
     save_random_weights,
@@ -135,19 +136,6 @@ def tiny_mask_dataset(tmp_path_factory):
     return TINY
 
 
-def _opts(out):
-    return [
-        "DATASETS.TRAIN",
-        f"('{TINY[0]}',)",
-        "DATASETS.TEST",
-        f"('{TINY[1]}',)",
-        "OUTPUT_DIR",
-        out,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        0.0,
-    ]
-
-
 def test_train_net_defeat_mask_rcnn_then_plain_eval_box_and_mask(tiny_mask_dataset, mask_teacher, tmp_path):
     import train_net
 
@@ -155,7 +143,7 @@ def test_train_net_defeat_mask_rcnn_then_plain_eval_box_and_mask(tiny_mask_datas
     train_net.main(
         train_args(
             f"{CONFIGS}/tiny_mask_defeat.yaml",
-            *_opts(out),
+            *data_opts(out, TINY),
             "MODEL.DEFEAT.TEACHER.WEIGHTS",
             mask_teacher,
             "SOLVER.MAX_ITER",
@@ -170,7 +158,7 @@ def test_train_net_defeat_mask_rcnn_then_plain_eval_box_and_mask(tiny_mask_datas
     res = train_net.main(
         train_args(
             f"{CONFIGS}/tiny_mask_base.yaml",
-            *_opts(plain),
+            *data_opts(plain, TINY),
             "MODEL.WEIGHTS",
             os.path.join(out, "model_final.pth"),
             eval_only=True,
