@@ -115,3 +115,17 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
         assert "engine.x" in str(e) and "modeling.masks" in str(e)
     else:
         raise AssertionError("the cycle check missed engine.x <-> modeling.masks")
+
+
+def test_importing_the_package_and_the_scripts_loads_no_demo_code():
+    """At run time too: ``import defeat`` and the training scripts leave ``defeat.demo`` unloaded
+    (the demo datasets are provided by name, imported only when a run uses them)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, '.'); import defeat, train_net, lazy_train_net; "
+        "print(sorted(m for m in sys.modules if m.startswith('defeat.demo')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
