@@ -69,6 +69,7 @@ def test_head_loss_matches_independent_sigmoid_kl_without_ignored_anchors(retina
     torch.manual_seed(0)
     m = build_model(
         retina_cfg(
+            retina_teacher,
             "MODEL.DEFEAT.HEAD.TEMPERATURE",
             2.0,
             "MODEL.DEFEAT.HEAD.OBJ_WEIGHT",
@@ -160,6 +161,7 @@ def test_rcnn_teacher_for_retinanet_student(teacher_weights):
 
 def test_retinanet_teacher_for_rcnn_student(retina_teacher):
     cfg = defeat_cfg(
+        retina_teacher,
         "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
         f"{CONFIGS}/tiny_retinanet_teacher.yaml",
         "MODEL.DEFEAT.HEAD.ENABLED",
@@ -213,6 +215,7 @@ def test_train_net_defeat_retinanet_then_plain_eval(tiny_dataset, retina_teacher
             f"{CONFIGS}/tiny_retinanet_defeat.yaml",
             *_retina_opts(out),
             "MODEL.DEFEAT.TEACHER.WEIGHTS",
+            retina_teacher,
             "SOLVER.MAX_ITER",
             3,
         )

@@ -153,7 +153,9 @@ def is_lazy_config(path: str) -> bool:
     return path.endswith(".py")
 
 
-def load_config(path: str, opts: Sequence[str] = ()) -> Config:
+def load_config(
+    path: str, opts: Sequence[str] = (), *, lazy: Optional[bool] = None, check_settings: bool = True
+) -> Config:
     """The config of ``path`` with ``opts`` applied: the one loader of the scripts, tools,
     benchmarks, the teacher and the tests.
 
@@ -161,7 +163,9 @@ def load_config(path: str, opts: Sequence[str] = ()) -> Config:
     made relative to the file that sets it) + ``opts`` as ``KEY VALUE`` pairs.
     ``.py``: ``LazyConfig.load`` + ``opts`` as ``key=value`` strings, each checked first
     (:func:`check_overrides`: Detectron2 would add a misspelt key silently); ``model.defeat``
-    (if any) then goes through the settings gate.
+    (if any) then goes through the settings gate (unless ``check_settings`` is False: a teacher's
+    config is loaded only to be built or refused). ``lazy``: the file is a LazyConfig (a ``.py``
+    file, or the ``config.yaml`` that ``lazy_train_net.py`` saves); ``None`` decides by the name.
 
     Raises:
         ConfigFileError: the file does not exist, does not parse, or an override does not apply;
@@ -172,7 +176,7 @@ def load_config(path: str, opts: Sequence[str] = ()) -> Config:
     if not os.path.isfile(path):
         raise ConfigFileError(f"config file not found: {path!r}")
     opts = [str(o) for o in opts]
-    if is_lazy_config(path):
+    if lazy or (lazy is None and is_lazy_config(path)):
         try:
             cfg = LazyConfig.load(path)
         except Exception as e:  # syntax errors, failing imports
@@ -187,7 +191,7 @@ def load_config(path: str, opts: Sequence[str] = ()) -> Config:
             cfg = LazyConfig.apply_overrides(cfg, opts)
         except Exception as e:
             raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
-        if "defeat" in cfg.model:
+        if check_settings and "defeat" in cfg.model:
             from .settings import resolve_settings
 
             resolve_settings(cfg.model.defeat)  # raises DeFeatConfigError naming the key

@@ -113,8 +113,9 @@ def lazy_overrides(opts: Sequence[str]) -> List[str]:
 
 
 def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
-    """A LazyConfig loaded from a file, with YAML-style ``opts`` applied (:func:`lazy_overrides`)."""
-    return load_config(config_file, lazy_overrides(opts))
+    """A LazyConfig loaded from a file (a ``.py`` file or the ``config.yaml`` a LazyConfig run
+    saved), with YAML-style ``opts`` applied (:func:`lazy_overrides`)."""
+    return load_config(config_file, lazy_overrides(opts), lazy=True)
 
 
 def iters_opts(n: Optional[int]) -> List[str]:

@@ -73,7 +73,7 @@ def load_teacher_config(config_file: str, device: str = "cpu"):
     LazyConfig (a ``.py`` file with a ``model`` node)."""
     path = _resolve_config_path(config_file)
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, check_settings=False)
     except ConfigFileError as e:
         cause = e.__cause__
         if not is_lazy_config(path):
