@@ -15,30 +15,39 @@ import argparse
 import logging
 import os
 
-from detectron2.config import get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_backbone
+from detectron2.data import transforms as T
 
-from defeat import add_defeat_config
+import defeat  # noqa: F401  (registers the DeFeat meta-architectures and backbones)
 from defeat.analysis.dataset_stats import compute_stats, format_report, stats_figure
-from defeat.config import merge_defeat_config_file
+from defeat.config.files import (
+    build_backbone_from_config,
+    defeat_settings,
+    inference_augmentations,
+    load_config,
+    train_dataset_names,
+)
 from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.errors import ConfigFileError, DeFeatConfigError, OverrideError
 
 logger = logging.getLogger("defeat.tools.inspect_dataset")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config-file", required=True, metavar="FILE", help="DeFeat (or plain) YAML config")
+    p.add_argument(
+        "--config-file", required=True, metavar="FILE", help="DeFeat (or plain) YAML or LazyConfig (.py) config"
+    )
     p.add_argument(
         "--dataset",
         default="",
         metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
         help="dataset to inspect: a known name or a COCO json named on the spot "
-        "(default: the config's first DATASETS.TRAIN)",
+        "(default: the config's first training set)",
     )
     p.add_argument("--output", default="", help="PNG of the histograms (default: output/inspect/<dataset>.png)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
     return p.parse_args(argv)
 
 
@@ -52,11 +61,18 @@ def _inputs(name, dicts):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = get_cfg()
-    add_defeat_config(cfg)
-    merge_defeat_config_file(cfg, args.config_file, args.opts)
-    cfg.MODEL.DEVICE = "cpu"
-    name = dataset_from_argument(args.dataset or cfg.DATASETS.TRAIN[0])
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except (ConfigFileError, OverrideError, DeFeatConfigError) as e:
+        raise SystemExit(f"--config-file: {e}") from e
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEVICE = "cpu"
+    else:
+        cfg.train.device = "cpu"
+    names = train_dataset_names(cfg)
+    if not (args.dataset or names):
+        raise SystemExit(f"--dataset: {args.config_file} names no training set; name the dataset to inspect")
+    name = dataset_from_argument(args.dataset or names[0])
     register_provided_datasets([name])
     dicts = DatasetCatalog.get(name)
     meta = MetadataCatalog.get(name)
@@ -69,24 +85,27 @@ def main(argv=None):
         raise SystemExit(
             f"--output {out} is an input of dataset {name} or inside its image folder: choose another path"
         )
-    backbone = build_backbone(cfg)  # the student's levels and strides, as the distiller uses them
+    backbone = build_backbone_from_config(cfg)  # the student's levels and strides, as the distiller uses them
     shapes = backbone.output_shape()
-    features = list(cfg.MODEL.DEFEAT.NECK.IN_FEATURES)
+    neck = defeat_settings(cfg)["neck"]
+    features = list(neck["in_features"])
     missing = [f for f in features if f not in shapes]
     if missing:
         raise SystemExit(f"MODEL.DEFEAT.NECK.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
-    neck = cfg.MODEL.DEFEAT.NECK
+    resize = next((a for a in inference_augmentations(cfg) if isinstance(a, T.ResizeShortestEdge)), None)
+    if resize is None:
+        raise SystemExit(f"{args.config_file}: its test-time augmentations have no ResizeShortestEdge to size boxes by")
     stats = compute_stats(
         dicts,
         name,
         classes,
-        cfg.INPUT.MIN_SIZE_TEST,
-        cfg.INPUT.MAX_SIZE_TEST,
+        resize.short_edge_length[0],
+        resize.max_size,
         features,
         [shapes[f].stride for f in features],
         backbone.size_divisibility,
-        neck.MASK_ASSIGN,
-        neck.SCALE_BASE,
+        neck["mask_assign"],
+        neck["scale_base"],
     )
     print(format_report(stats))
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -177,3 +177,19 @@ def test_inspect_refuses_levels_the_backbone_lacks(tmp_path):
                 "['p2', 'p7']",
             ]
         )
+
+
+def test_inspect_takes_a_lazyconfig_like_its_yaml_twin(tmp_path, capsys):
+    """The tiny DeFeat LazyConfig and its YAML twin give the same report on the same dataset
+    (levels, strides, test-time size and SCALE_BASE read through the one loader)."""
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=3, seed=3)
+    tool = load_tool("inspect_dataset")
+    reports = []
+    for config in (f"{CONFIGS}/tiny_defeat.yaml", f"{CONFIGS}/tiny_defeat.py"):
+        stats = tool.main(
+            ["--config-file", config, "--dataset", f"twin={json_file}:{images}", "--output", str(tmp_path / "t.png")]
+        )
+        reports.append((stats.level_counts.tolist(), sorted(stats.sides.tolist()), capsys.readouterr().out))
+    assert reports[0][:2] == reports[1][:2] and reports[0][2] == reports[1][2].replace("tiny_defeat.py", "tiny_defeat.yaml")
+    with pytest.raises(SystemExit, match=r"--config-file: override 'model.defeat.nek.bg_weight=1'"):
+        tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", "twin", "model.defeat.nek.bg_weight=1"])
