@@ -190,6 +190,8 @@ def test_inspect_takes_a_lazyconfig_like_its_yaml_twin(tmp_path, capsys):
             ["--config-file", config, "--dataset", f"twin={json_file}:{images}", "--output", str(tmp_path / "t.png")]
         )
         reports.append((stats.level_counts.tolist(), sorted(stats.sides.tolist()), capsys.readouterr().out))
-    assert reports[0][:2] == reports[1][:2] and reports[0][2] == reports[1][2].replace("tiny_defeat.py", "tiny_defeat.yaml")
+    assert reports[0][:2] == reports[1][:2] and reports[0][2] == reports[1][2].replace(
+        "tiny_defeat.py", "tiny_defeat.yaml"
+    )
     with pytest.raises(SystemExit, match=r"--config-file: override 'model.defeat.nek.bg_weight=1'"):
         tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", "twin", "model.defeat.nek.bg_weight=1"])
