@@ -270,7 +270,7 @@ def test_lazy_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     from launch_harness import assert_replicas_in_sync, cpu_env, finish, start
 
     out = tmp_path / "run"
-    env = cpu_env(DEFEAT_DATASETS=tmp_path / "data", DEFEAT_DEMO_NUM_TRAIN=4, DEFEAT_DEMO_NUM_VAL=2)
+    env = cpu_env(DEFEAT_DEMO_ROOT=tmp_path / "data", DEFEAT_DEMO_NUM_TRAIN=4, DEFEAT_DEMO_NUM_VAL=2)
     argv = [
         "--num-gpus",
         "2",

@@ -249,7 +249,7 @@ def test_accuracy_benchmark_new_families_smoke(tmp_path, monkeypatch, capsys, fa
     """--family cascade (YAML) / fcos (LazyConfig): teacher, baseline and DeFeat runs of 2 iterations
     each on a 6-image demo dataset, through train_net.py / lazy_train_net.py subprocesses; a second
     call reuses the finished runs (the saved config's digest matches)."""
-    monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "4")
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "2")
     acc = _load("accuracy")

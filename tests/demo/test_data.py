@@ -147,3 +147,15 @@ def test_cli(tmp_path, capsys):
     data_main(["--root", str(tmp_path / "cli"), "--num-train", "3", "--num-val", "2", "--seed", "3"])
     out = capsys.readouterr().out
     assert "[train] 3 images" in out and "per size" in out and "per class" in out
+
+
+def test_demo_root_env_names_the_folder_and_the_earlier_name_still_works(monkeypatch):
+    from defeat.demo.data import default_root
+
+    monkeypatch.delenv("DEFEAT_DEMO_ROOT", raising=False)
+    monkeypatch.delenv("DEFEAT_DATASETS", raising=False)
+    assert default_root() == os.path.join("datasets", "defeat_demo")
+    monkeypatch.setenv("DEFEAT_DATASETS", "/old")
+    assert default_root("glyphs") == os.path.join("/old", "defeat_glyphs")
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", "/new")
+    assert default_root() == os.path.join("/new", "defeat_demo")

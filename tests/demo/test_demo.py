@@ -11,7 +11,7 @@ from defeat.demo.experiments import METRICS, format_table, read_box_metrics
 
 
 def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "6")
     out = tmp_path / "demo"
@@ -72,7 +72,7 @@ def test_teacher_processes_must_be_positive(tmp_path, capsys):
 
 
 def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DEFEAT_DATASETS", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "6")
     out = tmp_path / "demo"

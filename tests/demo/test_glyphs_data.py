@@ -128,7 +128,7 @@ def test_train_net_registers_the_named_style_only(tmp_path, monkeypatch):
     """``defeat_glyphs_*`` in DATASETS generates and registers the glyphs data (and not shapes)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    monkeypatch.setenv(demo_data.DATASETS_ENV, str(tmp_path))
+    monkeypatch.setenv(demo_data.DEMO_ROOT_ENV, str(tmp_path))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "3")
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "2")
     for name in ("defeat_glyphs_train", "defeat_glyphs_val"):

@@ -78,7 +78,7 @@ def _train_cmd(out, teacher_weights, data, max_iter, resume=False):
 
 def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights, tmp_path, monkeypatch):
     data_root = tmp_path / "data"
-    monkeypatch.setenv("DEFEAT_DATASETS", str(data_root))
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(data_root))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "8")
     monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "2")
     data = ("defeat_demo_train", "defeat_demo_val")  # registered by train_net from the env above

@@ -66,7 +66,7 @@ def test_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     with the same student weights although each read other images."""
     out = tmp_path / "run"
     env = cpu_env(
-        DEFEAT_DATASETS=tmp_path / "data",  # train_net generates and registers the demo set here
+        DEFEAT_DEMO_ROOT=tmp_path / "data",  # train_net generates and registers the demo set here
         DEFEAT_DEMO_NUM_TRAIN=4,
         DEFEAT_DEMO_NUM_VAL=2,
     )

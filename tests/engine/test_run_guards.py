@@ -138,7 +138,7 @@ def test_train_net_eval_only_needs_no_teacher_and_no_demo_training_set(
     import train_net
 
     demo_root = tmp_path / "demo_data"
-    monkeypatch.setenv("DEFEAT_DATASETS", str(demo_root))
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(demo_root))
     args = default_argument_parser().parse_args(
         [
             "--config-file",
@@ -167,7 +167,7 @@ def test_lazy_eval_only_needs_no_teacher_and_no_demo_training_set(defeat_checkpo
     import lazy_train_net
 
     demo_root = tmp_path / "demo_data"
-    monkeypatch.setenv("DEFEAT_DATASETS", str(demo_root))
+    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(demo_root))
     res = lazy_train_net.main(
         _lazy_args(
             f"train.output_dir={tmp_path / 'eval'}",

@@ -24,6 +24,7 @@ from ..errors import DatasetSpecError
 
 __all__ = [
     "DATASETS_ENV",
+    "NAMED_DATASETS_ENV",
     "CocoDatasetSpec",
     "DatasetSpecError",
     "add_dataset_argument",
@@ -43,7 +44,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATASETS_ENV = "DEFEAT_COCO_DATASETS"
+# The datasets named on a command line (``--dataset`` specs, ``;``-separated), exported to the
+# processes a script starts.
+NAMED_DATASETS_ENV = "DEFEAT_COCO_DATASETS"
+DATASETS_ENV = NAMED_DATASETS_ENV  # the earlier name of the constant
 SPEC_FORMAT = "NAME=ANNOTATIONS.json[:IMAGE_ROOT]"
 _SPEC = re.compile(r"^(?P<name>[^=;]+)=(?P<json>[^;]+?\.json)(?::(?P<root>[^;]+))?$", re.IGNORECASE)
 
@@ -139,7 +143,7 @@ def register_coco_dataset(name: str, json_file: str, image_root: Optional[str] =
 
 def specs_from_env(environ=None) -> List[str]:
     """The specs in ``$DEFEAT_COCO_DATASETS`` (``;``-separated), in order."""
-    value = (environ if environ is not None else os.environ).get(DATASETS_ENV, "")
+    value = (environ if environ is not None else os.environ).get(NAMED_DATASETS_ENV, "")
     return [s.strip() for s in value.split(";") if s.strip()]
 
 
@@ -157,7 +161,7 @@ def export_dataset_specs(specs: Sequence[CocoDatasetSpec]) -> None:
     current = specs_from_env()
     added = [str(s) for s in specs if str(s) not in current]
     if added:
-        os.environ[DATASETS_ENV] = ";".join(current + added)
+        os.environ[NAMED_DATASETS_ENV] = ";".join(current + added)
 
 
 # Names that a module supplies on first use (generated data, e.g. the embedded demo datasets):
@@ -195,7 +199,7 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         default=[],
         metavar=SPEC_FORMAT,
         help="name a COCO-format dataset (repeatable); IMAGE_ROOT defaults to the json's folder. "
-        f"Also read from ${DATASETS_ENV} (';'-separated)",
+        f"Also read from ${NAMED_DATASETS_ENV} (';'-separated)",
     )
     return parser
 

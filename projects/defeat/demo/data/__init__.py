@@ -27,13 +27,18 @@ DEMO_PREFIX = "defeat_demo"
 DEMO_TRAIN = f"{DEMO_PREFIX}_train"
 DEMO_VAL = f"{DEMO_PREFIX}_val"
 DEMO_CLASSES = CLASS_NAMES
-DATASETS_ENV = "DEFEAT_DATASETS"
+# The folder the generated demo datasets are written to and read from (default ./datasets);
+# ``DEFEAT_DATASETS``, its earlier name, is still read when it is unset.
+DEMO_ROOT_ENV = "DEFEAT_DEMO_ROOT"
+OLD_DEMO_ROOT_ENV = "DEFEAT_DATASETS"
+DATASETS_ENV = DEMO_ROOT_ENV  # the earlier name of the constant
 # generator style -> the name prefix of its registered splits (and of its folder)
 STYLE_PREFIXES = {"shapes": DEMO_PREFIX, "glyphs": "defeat_glyphs"}
 
 __all__ = [
     "CLASS_NAMES",
     "DATASETS_ENV",
+    "DEMO_ROOT_ENV",
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_NUM_CLASSES",
     "DEFAULT_NUM_TRAIN",
@@ -60,10 +65,11 @@ __all__ = [
 
 
 def default_root(style=DEFAULT_STYLE):
-    """``$DEFEAT_DATASETS/<prefix>`` (``./datasets/<prefix>`` when unset), the prefix of
+    """``$DEFEAT_DEMO_ROOT/<prefix>`` (``./datasets/<prefix>`` when unset), the prefix of
     ``style``: ``defeat_demo`` for ``shapes``, ``defeat_glyphs`` for ``glyphs``."""
     style_class_names(style)  # names the styles on a typo
-    return os.path.join(os.environ.get(DATASETS_ENV, "datasets"), STYLE_PREFIXES[style])
+    root = os.environ.get(DEMO_ROOT_ENV) or os.environ.get(OLD_DEMO_ROOT_ENV) or "datasets"
+    return os.path.join(root, STYLE_PREFIXES[style])
 
 
 def settings_from_env():
