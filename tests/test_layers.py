@@ -129,3 +129,21 @@ def test_importing_the_package_and_the_scripts_loads_no_demo_code():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_the_flat_layouts_module_paths_still_import_as_the_same_modules():
+    """Every old path of ``defeat._compat.MOVED`` imports, and is the new module itself (so a
+    monkeypatch through either path reaches the code)."""
+    import importlib
+
+    from defeat._compat import MOVED
+
+    for old, new in MOVED.items():
+        assert importlib.import_module(f"defeat.{old}") is importlib.import_module(f"defeat.{new}"), old
+    from defeat.config import add_defeat_config, merge_defeat_config_file  # noqa: F401 (a package now)
+    from defeat.demo.backbone import slim_resnet
+    from defeat.masks import gt_masks
+    from defeat.modeling.backbones import slim_resnet as new_slim_resnet
+    from defeat.modeling.masks import gt_masks as new_gt_masks
+
+    assert gt_masks is new_gt_masks and slim_resnet is new_slim_resnet
