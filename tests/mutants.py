@@ -279,7 +279,7 @@ def _run_tests(copy: str, tests, timeout: int) -> Tuple[bool, str]:
         proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return True, "timed out (counted as killed)"
-    failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED tests/", "ERROR tests/"))]
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     return proc.returncode != 0, (failed[0] if failed else summary)
 
