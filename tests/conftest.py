@@ -51,14 +51,12 @@ def save_random_weights(config_file, folder, name="t"):
     """Build ``config_file`` (YAML, or LazyConfig ``.py``) with seed 0 and save its random weights
     with ``DetectionCheckpointer`` as ``<folder>/<name>.pth``; returns that path."""
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
-    from detectron2.modeling import build_model
 
+    from defeat.config.files import build_model_from_config, load_config
+
+    cfg = load_config(str(config_file))  # the package's one loader
     torch.manual_seed(0)
-    if str(config_file).endswith(".py"):
-        model = instantiate(LazyConfig.load(str(config_file)).model)
-    else:
-        model = build_model(make_cfg(config_file))
+    model = build_model_from_config(cfg)
     DetectionCheckpointer(model, str(folder)).save(name)
     return os.path.join(str(folder), f"{name}.pth")
 

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..config.files import load_config  # the one loader (YAML: KEY VALUE overrides)
+from ..config.files import is_lazy_config, load_config  # the one loader (YAML: KEY VALUE overrides)
 from ..engine.metrics_file import read_metrics
 
 __all__ = [
@@ -58,7 +58,7 @@ def read_box_metrics(output_dir: str) -> Dict[str, float]:
 
 def is_lazy(config_file: str) -> bool:
     """A LazyConfig (``.py``) file, trained with ``lazy_train_net.py``."""
-    return config_file.endswith(".py")
+    return is_lazy_config(config_file)
 
 
 # YAML keys (as ``train_net.py`` overrides) and the LazyConfig overrides that mean the same for the

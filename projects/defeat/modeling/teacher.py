@@ -63,10 +63,6 @@ def _resolve_config_path(config_file: str) -> str:
     return config_file
 
 
-def _is_lazy(config_file: str) -> bool:
-    return is_lazy_config(config_file)
-
-
 def load_teacher_config(config_file: str, device: str = "cpu"):
     """The teacher's config through the one loader (``defeat.config.files.load_config``): a YAML
     config (``_BASE_`` chains resolved) frozen on ``device`` with no ``MODEL.WEIGHTS``, or a
@@ -110,7 +106,7 @@ def _architecture_class(cfg):
 def _teacher_builder(config_file: str, device: str):
     """``(build, config, architecture name)`` of a YAML or LazyConfig teacher config; ``build()``
     returns the randomly initialised model (deferred until the weights file has been checked)."""
-    if _is_lazy(config_file):
+    if is_lazy_config(config_file):
         cfg = load_teacher_config(config_file)
         arch = _target_name(cfg.model).rsplit(".", 1)[-1]
         build = functools.partial(instantiate, cfg.model)
