@@ -33,6 +33,7 @@ __all__ = [
     "num_classes",
     "OverrideError",
     "architecture",
+    "model_node_class",
     "is_defeat_architecture",
     "is_defeat_config",
     "build_model_from_config",
@@ -308,12 +309,18 @@ def check_overrides(cfg, overrides):
 
 
 def architecture(cfg: Config) -> type:
-    """The model class a config builds (not built): ``META_ARCHITECTURE`` or ``model._target_``."""
+    """The model class a config builds (not built): ``META_ARCHITECTURE`` or ``model._target_``
+    (the one architecture lookup; :func:`model_node_class` for a LazyConfig's ``model`` node)."""
     if isinstance(cfg, CfgNode):
         from detectron2.modeling import META_ARCH_REGISTRY
 
         return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    target = cfg.model._target_
+    return model_node_class(cfg.model)
+
+
+def model_node_class(model_cfg) -> Any:
+    """The class (or callable) of a LazyConfig ``model`` node's ``_target_`` (``None`` if unset)."""
+    target = model_cfg.get("_target_", None)
     if isinstance(target, str):
         from detectron2.utils.registry import locate
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from detectron2.structures import ImageList
 
+from ...config.files import architecture, model_node_class
 from ...config.settings import settings_from_cfg
 from ...config.validation import validate_settings
 from ..align import pad_at_least, resize_image
@@ -176,9 +177,9 @@ def build_eval_model(cfg) -> nn.Module:
     """``build_model(cfg)`` for evaluation: a DeFeat architecture is built as its plain student
     (:func:`student_class`), so no teacher config or weights are read; the checkpoint's
     ``distiller.adapters.*`` are then unused (reported by the checkpointer, harmless)."""
-    from detectron2.modeling import META_ARCH_REGISTRY, build_model
+    from detectron2.modeling import build_model
 
-    cls = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    cls = architecture(cfg)
     plain = student_class(cls)
     if plain is cls:
         return build_model(cfg)
@@ -201,10 +202,7 @@ def lazy_eval_model_config(model_cfg):
     (without ``teacher``/``defeat``); the node itself when it is not a DeFeat model."""
     import copy
 
-    from detectron2.utils.registry import locate
-
-    target = model_cfg.get("_target_", None)
-    cls = locate(target) if isinstance(target, str) else target
+    cls = model_node_class(model_cfg)
     plain = student_class(cls) if isinstance(cls, type) else cls
     if plain is cls:
         return model_cfg
