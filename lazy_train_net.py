@@ -62,9 +62,10 @@ def load_config(args):
     return load_config_file(args.config_file, args.opts)
 
 
-def setup(args):
-    """The LazyConfig with ``key=value`` overrides applied; datasets, logging and seed set up."""
-    cfg = load_config(args)
+def setup(args, cfg=None):
+    """The LazyConfig with ``key=value`` overrides applied (``cfg``: already loaded by
+    :func:`load_config`, else loaded here); datasets, logging and seed set up."""
+    cfg = cfg if cfg is not None else load_config(args)
     if not args.eval_only:
         check_amp(amp_enabled(cfg), cfg.train.device, setting="train.amp.enabled")  # before anything is written
     names = [] if args.eval_only else _names(cfg.dataloader.train.dataset)
@@ -77,8 +78,9 @@ def setup(args):
 
 
 def main(args):
-    with resume_guard(load_config(args).train.output_dir, args):
-        cfg = setup(args)
+    cfg = load_config(args)
+    with resume_guard(cfg.train.output_dir, args):
+        cfg = setup(args, cfg)
         if args.eval_only:
             model = instantiate(lazy_eval_model_config(cfg.model))  # a DeFeat model evaluates its student
             model.to(cfg.train.device)

@@ -44,8 +44,10 @@ def load_config(args):
     return cfg
 
 
-def setup(args):
-    cfg = load_config(args)
+def setup(args, cfg=None):
+    """The run's config (``cfg``: already loaded by :func:`load_config`, else loaded here), with
+    AMP checked, the datasets registered, and Detectron2's set-up (output folder, logs, seed) done."""
+    cfg = cfg if cfg is not None else load_config(args)
     if not args.eval_only:
         check_amp(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)  # before anything is written
     used = cfg.DATASETS.TEST if args.eval_only else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
@@ -56,8 +58,9 @@ def setup(args):
 
 
 def main(args):
-    with resume_guard(load_config(args).OUTPUT_DIR, args):
-        cfg = setup(args)
+    cfg = load_config(args)
+    with resume_guard(cfg.OUTPUT_DIR, args):
+        cfg = setup(args, cfg)
         if args.eval_only:
             model = build_eval_model(cfg)  # a DeFeat config evaluates its student: no teacher needed
             checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_resume=False)

@@ -171,15 +171,18 @@ PROVIDED_DATASETS = {"defeat_demo_": "defeat.demo.data", "defeat_glyphs_": "defe
 
 
 def register_provided_datasets(names: Iterable[str]) -> None:
-    """Register the dataset ``names`` that a module of :data:`PROVIDED_DATASETS` supplies and
-    Detectron2 does not know yet (call it in every process; the provider synchronises them)."""
+    """Register the dataset ``names`` that a module of :data:`PROVIDED_DATASETS` supplies (the
+    provider leaves names already registered as they are); call it in every process, the
+    provider synchronises them. Other names are left to Detectron2 and ``--dataset``."""
     import importlib
 
-    names = [str(n) for n in names]
-    for module in dict.fromkeys(PROVIDED_DATASETS.values()):
-        used = [n for n in names if any(n.startswith(p) for p, m in PROVIDED_DATASETS.items() if m == module)]
-        if used:
-            importlib.import_module(module).register_datasets_if_used(used)
+    by_module: Dict[str, List[str]] = {}
+    for name in map(str, names):
+        for prefix, module in PROVIDED_DATASETS.items():
+            if name.startswith(prefix):
+                by_module.setdefault(module, []).append(name)
+    for module, used in by_module.items():
+        importlib.import_module(module).register_datasets_if_used(used)
 
 
 def setup_datasets(cli_specs: Optional[Iterable[str]] = ()) -> List[CocoDatasetSpec]:

@@ -13,7 +13,13 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.utils.events import get_event_storage, has_event_storage
 
-from ..config.settings import DeFeatConfigError, distiller_kwargs, settings_from_cfg, settings_from_distiller_kwargs
+from ..config.settings import (
+    DISTILLER_ARGS,
+    DeFeatConfigError,
+    distiller_kwargs,
+    settings_from_cfg,
+    settings_from_distiller_kwargs,
+)
 from ..config.validation import MASK_MODES, validate_settings
 from .adapters import build_adapters
 from .align import align_to_grid
@@ -29,6 +35,8 @@ from .schedule import kd_weight
 __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels", "pairing_table"]
 
 logger = logging.getLogger(__name__)
+
+_SETTING_ARGS = frozenset(arg for arg, _ in DISTILLER_ARGS)
 
 
 def shared_levels(
@@ -116,25 +124,8 @@ class DeFeatDistiller(nn.Module):
                 from it already (:meth:`from_settings`, :meth:`from_config`).
         """
         super().__init__()
-        given = {
-            "neck_enabled": neck_enabled,
-            "in_features": in_features,
-            "neck_obj_weight": neck_obj_weight,
-            "neck_bg_weight": neck_bg_weight,
-            "adapter": adapter,
-            "adapter_init_std": adapter_init_std,
-            "feature_norm": feature_norm,
-            "mask_assign": mask_assign,
-            "scale_base": scale_base,
-            "head_enabled": head_enabled,
-            "head_obj_weight": head_obj_weight,
-            "head_bg_weight": head_bg_weight,
-            "temperature": temperature,
-            "schedule": schedule,
-            "warmup_iters": warmup_iters,
-            "max_iter": max_iter,
-        }
-        given = {k: v for k, v in given.items() if v is not None}
+        # The settings given by name (DISTILLER_ARGS is the one list of them); None: the default.
+        given = {k: v for k, v in locals().items() if k in _SETTING_ARGS and v is not None}
         s = given if _validated else distiller_kwargs(validate_settings(settings_from_distiller_kwargs(given)))
 
         self.neck_enabled = s["neck_enabled"]
@@ -167,8 +158,6 @@ class DeFeatDistiller(nn.Module):
         self.max_iter = int(s["max_iter"])
 
     def _check_levels(self, student_shapes, teacher_shapes) -> None:
-        if not self.in_features:
-            raise DeFeatConfigError("MODEL.DEFEAT.NECK.IN_FEATURES is empty while the neck loss is enabled")
         for who, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
             missing = [f for f in self.in_features if f not in shapes]
             if missing:

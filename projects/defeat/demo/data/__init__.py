@@ -112,12 +112,6 @@ def register_demo_dataset(root=None, name_prefix=None, style=DEFAULT_STYLE, **ge
     return tuple(names)
 
 
-def register_datasets_if_used(names) -> None:
-    """The provider hook of ``defeat.engine.datasets.PROVIDED_DATASETS``: see
-    :func:`register_demo_dataset_if_used`."""
-    register_demo_dataset_if_used(names)
-
-
 def register_demo_dataset_if_used(names) -> None:
     """Generate (the first process of each machine, while the others wait: every machine has
     its own disk) and register each demo dataset that one of the dataset ``names`` is a split
@@ -132,3 +126,7 @@ def register_demo_dataset_if_used(names) -> None:
             register_demo_dataset(style=style, **settings)
         comm.synchronize()
         register_demo_dataset(style=style, **settings)
+
+
+# The provider hook that ``defeat.engine.datasets.PROVIDED_DATASETS`` names.
+register_datasets_if_used = register_demo_dataset_if_used
