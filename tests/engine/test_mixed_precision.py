@@ -104,26 +104,18 @@ def test_bf16_steps_run_the_convs_in_bf16_and_keep_weights_and_defeat_losses_in_
     assert all(not p.requires_grad for p in model.teacher.parameters())
 
 
-def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(tiny_dataset, tmp_path, bf16_cpu):
+def test_amp_on_cpu_trains_through_train_net_and_resumes_across_precisions(
+    tiny_dataset, teacher_weights, tmp_path, bf16_cpu
+):
     """fp32 for 2 iterations, then --resume under bf16 to 4 (gradient clipping on): the iteration
     count, optimizer state and metrics continue; then back to fp32 to 5."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
     import train_net
-    from defeat.engine.mixed_precision import CPUAutocastTrainer
 
     out = str(tmp_path / "run")
-    teacher = str(tmp_path / "t")
-    os.makedirs(teacher)
-    torch.manual_seed(0)
-    from conftest import make_cfg
-
-    DetectionCheckpointer(build_model(make_cfg(f"{CONFIGS}/tiny_teacher.yaml")), teacher).save("t")
     common = [
         *data_opts(out),
         "MODEL.DEFEAT.TEACHER.WEIGHTS",
-        os.path.join(teacher, "t.pth"),
+        teacher_weights,
         "SOLVER.CHECKPOINT_PERIOD",
         1,
         "SOLVER.CLIP_GRADIENTS.ENABLED",

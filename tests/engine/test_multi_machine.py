@@ -8,13 +8,12 @@ the same per image and the average of the two processes' losses is exactly the o
 Everything runs on the CPU with gloo, whether or not CUDA is present.
 """
 
-import json
 import os
 
 import pytest
 import torch
 from coco_files import write_coco
-from conftest import CONFIGS
+from conftest import CONFIGS, metrics_rows
 from launch_harness import finish, free_port, rank_weights, start
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")
@@ -33,14 +32,12 @@ def two_images(tmp_path_factory):
     return f"pair={json_file}:{images}"
 
 
-def _opts(teacher_weights, teacher_cfg, out, batch):
+def _opts(teacher_weights, out):
     # Deterministic sampling: no flip; RPN and RoI batch sizes above the candidate counts (every
     # anchor and proposal is taken). FrozenBN: BatchNorm statistics are per process by design.
     return [
         "--config-file",
         f"{CONFIGS}/tiny_defeat.yaml",
-        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
-        teacher_cfg,
         "MODEL.DEFEAT.TEACHER.WEIGHTS",
         teacher_weights,
         "DATASETS.TRAIN",
@@ -48,7 +45,7 @@ def _opts(teacher_weights, teacher_cfg, out, batch):
         "DATASETS.TEST",
         "()",
         "SOLVER.IMS_PER_BATCH",
-        batch,
+        2,
         "SOLVER.MAX_ITER",
         3,
         "SOLVER.BASE_LR",
@@ -78,16 +75,9 @@ def _opts(teacher_weights, teacher_cfg, out, batch):
 def one_process(two_images, teacher_weights, tmp_path_factory):
     """One process, both images in each batch of 2: weights and last metrics."""
     tmp = tmp_path_factory.mktemp("one")
-    teacher_cfg = tmp / "teacher.yaml"
-    teacher_cfg.write_text(f'_BASE_: "{CONFIGS}/tiny_teacher.yaml"\n')
     out = str(tmp / "run")
-    argv = ["--dataset", two_images, *_opts(teacher_weights, str(teacher_cfg), out, 2)]
-    finish([start("train_net", argv, str(tmp / "w"))])
-    return str(tmp / "w"), _last_metrics(out), str(teacher_cfg)
-
-
-def _last_metrics(out):
-    return [json.loads(line) for line in open(os.path.join(out, "metrics.json"))][-1]
+    finish([start("train_net", ["--dataset", two_images, *_opts(teacher_weights, out)], str(tmp / "w"))])
+    return str(tmp / "w"), metrics_rows(out)[-1]
 
 
 def _assert_same_training(one_dir, ranks_dir):
@@ -109,7 +99,7 @@ def _assert_same_training(one_dir, ranks_dir):
 
 
 def test_two_processes_on_one_machine_average_like_one_process(one_process, two_images, teacher_weights, tmp_path):
-    w1, m1, teacher_cfg = one_process
+    w1, m1 = one_process
     out = str(tmp_path / "run")
     argv = [
         "--num-gpus",
@@ -118,19 +108,19 @@ def test_two_processes_on_one_machine_average_like_one_process(one_process, two_
         f"tcp://127.0.0.1:{free_port()}",
         "--dataset",
         two_images,
-        *_opts(teacher_weights, teacher_cfg, out, 2),
+        *_opts(teacher_weights, out),
     ]
     finish([start("train_net", argv, str(tmp_path / "w"))])
     _assert_same_training(w1, str(tmp_path / "w"))
     # The logged losses (averaged over the processes) are the one process's.
-    m2 = _last_metrics(out)
+    m2 = metrics_rows(out)[-1]
     assert m1["iteration"] == m2["iteration"] == 2
     for key in (*DEFEAT_KEYS[:2], "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc", "total_loss"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-3, abs=1e-6), key
 
 
 def test_two_machines_average_like_one_process(one_process, two_images, teacher_weights, tmp_path):
-    w1, m1, teacher_cfg = one_process
+    w1, m1 = one_process
     out = str(tmp_path / "run")
     url = f"tcp://127.0.0.1:{free_port()}"
     procs = [
@@ -147,7 +137,7 @@ def test_two_machines_average_like_one_process(one_process, two_images, teacher_
                 url,
                 "--dataset",
                 two_images,
-                *_opts(teacher_weights, teacher_cfg, out, 2),
+                *_opts(teacher_weights, out),
             ],
             str(tmp_path / "w"),
         )
