@@ -195,3 +195,17 @@ def test_inspect_takes_a_lazyconfig_like_its_yaml_twin(tmp_path, capsys):
     )
     with pytest.raises(SystemExit, match=r"--config-file: override 'model.defeat.nek.bg_weight=1'"):
         tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", "twin", "model.defeat.nek.bg_weight=1"])
+
+
+def test_inspect_needs_a_dataset_and_a_test_time_resize(tmp_path):
+    """A config that names no training set needs --dataset; a LazyConfig whose test mapper has no
+    ResizeShortestEdge cannot size the boxes: both stop with a message naming what to give."""
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=1)
+    tool = load_tool("inspect_dataset")
+    with pytest.raises(SystemExit, match=r"--dataset: .*tiny_defeat.py names no training set"):
+        tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.py", "dataloader.train.dataset.names=[]"])
+    with pytest.raises(SystemExit, match="test-time augmentations have no ResizeShortestEdge to size boxes by"):
+        tool.main(
+            ["--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", f"noresize={json_file}:{images}"]
+            + ["--output", str(tmp_path / "n.png"), "dataloader.test.mapper.augmentations=[]"]
+        )

@@ -178,3 +178,17 @@ def test_bad_inputs_and_class_names_of_another_dataset(student, tmp_path):
         r"\(MODEL.ROI_HEADS.NUM_CLASSES\)",
     ):
         _run(*_base(weights, images, tmp_path / "o", "--dataset", f"pred_three={other}:{other_images}"))
+
+
+def test_bad_config_or_override_is_one_clear_error(student, tmp_path):
+    """The one loader's errors reach the user as predict.py's: the file, or the override, named."""
+    weights, _, images = student
+    with pytest.raises(SystemExit, match=r"--config-file: config file not found: 'nope.yaml'"):
+        _run("--config-file", "nope.yaml", "--weights", weights, "--input", images, "--output", tmp_path / "o")
+    with pytest.raises(SystemExit, match=r"--config-file: .*cannot apply overrides .*Non-existent key: MODEL.NOPE"):
+        _run(*_base(weights, images, tmp_path / "o"), "MODEL.NOPE", 1)
+    with pytest.raises(SystemExit, match=r"--config-file: override 'train.max_itr=1'"):
+        _run(
+            "--config-file", f"{CONFIGS}/tiny_base.py", "--weights", weights, "--input", images,
+            "--output", tmp_path / "o", "train.max_itr=1",
+        )  # fmt: skip

@@ -78,3 +78,11 @@ def test_partial_settings_fill_in_defaults_and_resolve_interpolations():
 def test_bad_settings_are_errors(given, match):
     with pytest.raises(DeFeatConfigError, match=match):
         resolve_settings(given)
+
+
+def test_settings_from_distiller_kwargs_refuses_unknown_names():
+    from defeat.config.settings import settings_from_distiller_kwargs
+
+    with pytest.raises(DeFeatConfigError, match=r"unknown DeFeatDistiller arguments \['bg_weight'\]"):
+        settings_from_distiller_kwargs({"bg_weight": 1.0})
+    assert settings_from_distiller_kwargs({"neck_bg_weight": 2.0})["neck"]["bg_weight"] == 2.0
