@@ -40,7 +40,7 @@ bench-accuracy: setup
 	$(PY) benchmarks/accuracy.py
 
 bench-speed: setup
-	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/step_time.py --overwrite
 
 clean:
 	rm -rf output

@@ -32,11 +32,18 @@ from detectron2.utils.logger import setup_logger
 import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
 from defeat.config.files import OverrideError, check_overrides, num_classes  # noqa: F401 (kept public here)
 from defeat.config.files import load_config as load_config_file
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer
+from defeat.engine.checkpoint import load_weights_strictly
 from defeat.engine.ddp import create_ddp_model_any_device
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
-from defeat.engine.script import launch_main, load_and_check_training_data, parse_args, register_datasets, resume_guard
+from defeat.engine.script import (
+    launch_main,
+    load_and_check_training_data,
+    parse_args,
+    preflight,
+    register_datasets,
+    resume_guard,
+)
 from defeat.modeling.meta_arch.common import lazy_eval_model_config
 
 
@@ -72,6 +79,7 @@ def setup(args, cfg=None):
     if "test" in cfg.dataloader:
         names += _names(cfg.dataloader.test.dataset)
     register_datasets(args, names)  # in every process (each DDP worker too)
+    preflight(cfg, args)  # outputs, batch, datasets: before anything is written or built
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
     return cfg
@@ -85,7 +93,7 @@ def main(args):
             model = instantiate(lazy_eval_model_config(cfg.model))  # a DeFeat model evaluates its student
             model.to(cfg.train.device)
             model = create_ddp_model_any_device(model, **cfg.train.ddp)
-            AtomicDetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+            load_weights_strictly(model, cfg.train.init_checkpoint, "train.init_checkpoint")
             return do_test(cfg, model)
         images = getattr(args, "check_images", "verify")
         train_dicts = load_and_check_training_data(_names(cfg.dataloader.train.dataset), *num_classes(cfg), images)

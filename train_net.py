@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
 from defeat.config.files import load_config as load_config_file
 from defeat.config.files import num_classes
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer
+from defeat.engine.checkpoint import AtomicDetectionCheckpointer, load_weights_strictly
 from defeat.engine.datasets import preloaded_datasets
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
@@ -28,6 +28,7 @@ from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     launch_main,
     load_and_check_training_data,
     parse_args,
+    preflight,
     register_datasets,
     resume_guard,
 )
@@ -52,6 +53,7 @@ def setup(args, cfg=None):
         check_amp(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)  # before anything is written
     used = cfg.DATASETS.TEST if args.eval_only else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
     register_datasets(args, used)  # in every process (each DDP worker too)
+    preflight(cfg, args)  # outputs, batch, datasets: before anything is written or built
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="defeat")
     return cfg
@@ -64,7 +66,8 @@ def main(args):
         if args.eval_only:
             model = build_eval_model(cfg)  # a DeFeat config evaluates its student: no teacher needed
             checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_resume=False)
-            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            resumed = args.resume and checkpointer.has_checkpoint()
+            load_weights_strictly(model, checkpointer.get_checkpoint_file() if resumed else cfg.MODEL.WEIGHTS)
             res = Trainer.test(cfg, model)
             if comm.is_main_process():
                 verify_results(cfg, res)

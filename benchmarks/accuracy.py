@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 
+from defeat.analysis.cli import ToolArgumentParser, at_least, distinct
 from defeat.demo.data import DEFAULT_STYLE, STYLES
 from defeat.demo.experiments import (
     METRICS,
@@ -41,6 +42,7 @@ from defeat.demo.experiments import (
     run_parallel,
 )
 from defeat.engine.datasets import add_dataset_argument, setup_datasets, take_dataset_options
+from defeat.modeling.teacher import measured_box_ap
 
 # name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
 VARIANTS = {
@@ -121,9 +123,53 @@ def _finished_with(out, config_file, opts) -> bool:
     return True
 
 
+def _split_top_level(text: str) -> list:
+    """``text`` split at commas outside brackets and quotes: ``A=(1,2),B=x`` -> ``["A=(1,2)", "B=x"]``."""
+    parts, depth, quote, current = [], 0, None, ""
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0 and not quote:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    if depth or quote:
+        raise ValueError(f"unbalanced brackets or quotes in {text!r}")
+    return parts + [current]
+
+
+def parse_define(spec: str, known) -> tuple:
+    """``NAME:BASE:KEY=VAL,KEY=VAL`` -> ``(name, base, [KEY, VAL, ...])``; a value may be a tuple
+    (``MODEL.DEFEAT.NECK.IN_FEATURES=('p2','p3')``). Raises ValueError with what is wrong."""
+    fields = spec.split(":", 2)
+    if len(fields) != 3 or not fields[0] or not fields[1]:
+        raise ValueError(f"{spec!r} is not NAME:BASE:KEY=VAL,... (e.g. neck_bg8:neck:MODEL.DEFEAT.NECK.BG_WEIGHT=8)")
+    name, base, pairs = fields
+    if base not in known:
+        raise ValueError(f"{spec!r}: base variant {base!r} is not one of {sorted(known)}")
+    if name in known:
+        raise ValueError(f"{spec!r}: variant {name!r} exists already; choose a new name")
+    extra = []
+    for kv in (x.strip() for x in _split_top_level(pairs)):
+        key, sep, value = kv.partition("=")
+        if not kv or not sep or not key or not value:
+            raise ValueError(f"{spec!r}: {kv!r} is not KEY=VALUE")
+        extra += [key, value]
+    if not extra:
+        raise ValueError(f"{spec!r} sets no key; give at least one KEY=VALUE")
+    return name, base, extra
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p = ToolArgumentParser(prog="accuracy.py", description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
     p.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), help=f"from {list(VARIANTS)} and names given with --define"
     )
@@ -161,10 +207,10 @@ def parse_args(argv=None):
     add_dataset_argument(p)
     p.add_argument("--train-set", default=None, help="dataset name (default: the configs')")
     p.add_argument("--test-set", default=None)
-    p.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER of the students")
+    p.add_argument("--iters", type=at_least(1), default=None, help="SOLVER.MAX_ITER of the students")
     p.add_argument("--output", default="output/bench_accuracy")
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
-    p.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each")
+    p.add_argument("--jobs", type=at_least(1), default=2, help="runs side by side, one CPU thread each")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
     args = take_dataset_options(p.parse_args(argv))
     families = FAMILIES
@@ -178,9 +224,13 @@ def parse_args(argv=None):
     for name, default in zip(FAMILY_ARGS, families[args.family]):
         if getattr(args, name) is None:
             setattr(args, name, default)
+    distinct(p, "--seeds", args.seeds)
+    distinct(p, "--variants", args.variants)
     for spec in args.define:
-        name, base, pairs = spec.split(":", 2)
-        extra = [x for kv in pairs.split(",") if kv for x in kv.split("=", 1)]
+        try:
+            name, base, extra = parse_define(spec, VARIANTS)
+        except ValueError as e:
+            p.error(f"--define {e}")
         VARIANTS[name] = (VARIANTS[base][0], VARIANTS[base][1] + extra)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -197,7 +247,7 @@ def main(argv=None):
         common += ["DATASETS.TRAIN", f"('{args.train_set}',)"]
     if args.test_set:
         common += ["DATASETS.TEST", f"('{args.test_set}',)"]
-    teacher_ap, teacher_note = None, "AP unknown (--no-eval-teacher and no metrics.json beside the weights)"
+    teacher_ap, teacher_note = None, "AP unknown (--no-eval-teacher and no evaluation of these weights beside them)"
     if not os.path.isfile(args.teacher_weights):
         print(f"training the teacher: {args.teacher_config}", flush=True)
         teacher_ap = run_job(args.teacher_config, os.path.dirname(args.teacher_weights), common)["AP"]
@@ -206,12 +256,10 @@ def main(argv=None):
         out = os.path.join(args.output, f"teacher_eval{args.tag}")
         teacher_ap = evaluate_job(args.teacher_config, args.teacher_weights, out, common)["AP"]
         teacher_note = "evaluated on the test set before the students"
-    else:
-        try:
-            teacher_ap = read_box_metrics(os.path.dirname(args.teacher_weights))["AP"]
-            teacher_note = "from its training run's metrics.json"
-        except (OSError, RuntimeError):
-            pass
+    else:  # only an evaluation of these very weights (the checkpoint's iteration) counts
+        teacher_ap = measured_box_ap(args.teacher_weights)
+        if teacher_ap is not None:
+            teacher_note = "as its training run evaluated these weights (metrics.json)"
     shown = "?" if teacher_ap is None else f"{teacher_ap:.2f}"
     print(f"teacher: {args.teacher_config}, weights {args.teacher_weights}, AP {shown} ({teacher_note})", flush=True)
     common += iters_opts(args.iters)

@@ -32,6 +32,8 @@ import time
 
 import torch
 
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, at_least, distinct
+
 PRESETS = {
     # student config, DeFeat config overrides, teacher config, image size
     "demo": (
@@ -460,13 +462,13 @@ def _zoo(name):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ToolArgumentParser(prog="step_time.py", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=list(PRESETS), default="demo")
-    p.add_argument("--boxes", type=int, nargs="+", default=[10, 100, 500])
-    p.add_argument("--steps", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--boxes", type=at_least(1), nargs="+", default=[10, 100, 500])
+    p.add_argument("--steps", type=at_least(1), default=15)
+    p.add_argument("--warmup", type=at_least(0), default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--amp", action="store_true", help="the whole run under autocast (bf16 on a CPU, fp16 on CUDA)")
     p.add_argument(
         "--precisions",
@@ -497,11 +499,18 @@ def main(argv=None):
         default=[],
         help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1",
     )
+    add_overwrite_argument(p)
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error(f"--steps must be >= 1, got {args.steps}")
-    if args.precisions and len(set(args.precisions)) < len(args.precisions):
-        p.error(f"--precisions lists a precision twice: {args.precisions}")
+    if args.precisions:
+        distinct(p, "--precisions", args.precisions)
+    distinct(p, "--heads", args.heads)
+    distinct(p, "--boxes", args.boxes)
+    if not args.json.endswith(".json") or os.path.isdir(args.json):
+        p.error(f"--json {args.json!r} must be a file path ending in .json")
+    if os.path.exists(args.json) and not args.overwrite:
+        p.error(f"--json {args.json!r} already exists; pass --overwrite to replace it, or choose another path")
+    if args.amp and args.precisions:
+        p.error("--amp and --precisions both choose the precision; --precisions fp32 bf16 compares them")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.precisions:

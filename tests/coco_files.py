@@ -21,12 +21,15 @@ def write_coco(
     json_name="train.json",
     seed=0,
     categories=True,
+    category_ids=None,
 ):
     """Images with filled rectangles and their COCO json; returns ``(json path, image folder)``.
 
     ``boxes``: optional ``fn(index) -> [(x, y, w, h, category_index), ...]``; default: one or two
     random boxes per image. ``file_name`` entries are relative to the image folder.
+    ``category_ids``: the json's id of each class (default 1..N).
     """
+    ids = list(category_ids) if category_ids is not None else list(range(1, len(classes) + 1))
     rng = np.random.default_rng(seed)
     images_root = os.path.join(root, image_dir)
     os.makedirs(images_root, exist_ok=True)
@@ -48,7 +51,7 @@ def write_coco(
                 {
                     "id": len(annotations) + 1,
                     "image_id": i + 1,
-                    "category_id": c + 1,
+                    "category_id": ids[c],
                     "bbox": [x, y, w, h],
                     "area": w * h,
                     "iscrowd": 0,
@@ -59,7 +62,7 @@ def write_coco(
         images.append({"id": i + 1, "file_name": name, "height": size, "width": size})
     data = {"images": images, "annotations": annotations}
     if categories:
-        data["categories"] = [{"id": k + 1, "name": n} for k, n in enumerate(classes)]
+        data["categories"] = [{"id": ids[k], "name": n} for k, n in enumerate(classes)]
     json_path = os.path.join(root, json_name)
     with open(json_path, "w") as f:
         json.dump(data, f)

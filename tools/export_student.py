@@ -18,7 +18,7 @@ import sys
 
 from detectron2.config import CfgNode
 
-from defeat.analysis.cli import ToolArgumentParser, overwritten_input
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input
 from defeat.analysis.export import ExportError, read_student_state, write_student
 from defeat.config.files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
 
@@ -69,6 +69,7 @@ def parse_args(argv=None):
         metavar="OVERRIDE",
         help="overrides for --verify-config: KEY VALUE pairs (YAML) or key=value (LazyConfig)",
     )
+    add_overwrite_argument(p)
     args = p.parse_intermixed_args(argv)
     if not os.path.isfile(args.checkpoint):
         p.error(f"checkpoint not found: {args.checkpoint!r}")
@@ -77,6 +78,8 @@ def parse_args(argv=None):
         p.error(clash)
     if os.path.isdir(args.output):
         p.error(f"the output {args.output!r} is a folder; give a file path such as {args.output}/student.pth")
+    if os.path.exists(args.output) and not args.overwrite:
+        p.error(f"the output {args.output!r} already exists; pass --overwrite to replace it, or choose another name")
     if args.verify_config and not os.path.isfile(args.verify_config):
         p.error(f"--verify-config file not found: {args.verify_config!r}")
     if args.opts and not args.verify_config:

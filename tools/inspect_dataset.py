@@ -20,6 +20,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 
 import defeat  # noqa: F401  (registers the DeFeat meta-architectures and backbones)
+from defeat.analysis.cli import FIGURE_FORMATS, ToolArgumentParser, add_overwrite_argument, check_figure_output
 from defeat.analysis.dataset_stats import compute_stats, format_report, stats_figure
 from defeat.config.files import (
     build_backbone_from_config,
@@ -29,13 +30,16 @@ from defeat.config.files import (
     train_dataset_names,
 )
 from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
-from defeat.errors import ConfigFileError, DeFeatConfigError, OverrideError
+from defeat.engine.outputs import check_output_dir
+from defeat.engine.preflight import check_datasets
+from defeat.engine.script import take_trailing_options
+from defeat.errors import ConfigFileError, DataCheckError, DeFeatConfigError, OutputError, OverrideError
 
 logger = logging.getLogger("defeat.tools.inspect_dataset")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    p = ToolArgumentParser(prog="inspect_dataset.py", description=__doc__.splitlines()[0])
     p.add_argument(
         "--config-file", required=True, metavar="FILE", help="DeFeat (or plain) YAML or LazyConfig (.py) config"
     )
@@ -46,16 +50,21 @@ def parse_args(argv=None):
         help="dataset to inspect: a known name or a COCO json named on the spot "
         "(default: the config's first training set)",
     )
-    p.add_argument("--output", default="", help="PNG of the histograms (default: output/inspect/<dataset>.png)")
+    p.add_argument(
+        "--output",
+        default="",
+        help=f"figure of the histograms (default: output/inspect/<dataset>.png); {', '.join(FIGURE_FORMATS)}",
+    )
+    add_overwrite_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
-    return p.parse_args(argv)
+    return p
 
 
-def _inputs(name, dicts):
-    """Files the tool reads: it must not write over any of them."""
-    meta = MetadataCatalog.get(name)
-    paths = {os.path.abspath(r["file_name"]) for r in dicts if "file_name" in r}
-    return paths | {os.path.abspath(meta.get(k)) for k in ("json_file",) if meta.get(k)}
+def parse_args(argv=None):
+    p = build_parser()
+    args = take_trailing_options(p, p.parse_args(argv))
+    args.parser = p
+    return args
 
 
 def main(argv=None):
@@ -74,17 +83,23 @@ def main(argv=None):
         raise SystemExit(f"--dataset: {args.config_file} names no training set; name the dataset to inspect")
     name = dataset_from_argument(args.dataset or names[0])
     register_provided_datasets([name])
-    dicts = DatasetCatalog.get(name)
     meta = MetadataCatalog.get(name)
+    out = os.path.abspath(args.output or os.path.join("output", "inspect", f"{name}.png"))
+    try:  # the one dataset check (json as written) and the one output guard, before reading images
+        check_datasets([name], [], None, "")
+        check_output_dir(os.path.dirname(out), {f"image folder of dataset {name!r}": meta.get("image_root", "")})
+    except (DataCheckError, OutputError) as e:
+        raise SystemExit(f"inspect_dataset.py: error: {e}") from e
+    check_figure_output(
+        args.parser,
+        out,
+        {"config file": args.config_file, f"annotations of dataset {name!r}": meta.get("json_file", "")},
+        args.overwrite,
+    )
+    dicts = DatasetCatalog.get(name)
     classes = meta.get("thing_classes") or [
         str(c) for c in range(1 + max((a["category_id"] for r in dicts for a in r.get("annotations", ())), default=0))
     ]
-    out = os.path.abspath(args.output or os.path.join("output", "inspect", f"{name}.png"))
-    image_root = meta.get("image_root")
-    if out in _inputs(name, dicts) or (image_root and out.startswith(os.path.abspath(image_root) + os.sep)):
-        raise SystemExit(
-            f"--output {out} is an input of dataset {name} or inside its image folder: choose another path"
-        )
     backbone = build_backbone_from_config(cfg)  # the student's levels and strides, as the distiller uses them
     shapes = backbone.output_shape()
     neck = defeat_settings(cfg)["neck"]

@@ -13,8 +13,9 @@ Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 import logging
 import os
 
-from defeat.analysis.cli import ToolArgumentParser, overwritten_input
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output
 from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
+from defeat.engine.metrics_file import split_runs
 
 logger = logging.getLogger("defeat.tools.plot_losses")
 
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--width", type=int, default=1000, help=f"pixels, at least {MIN_SIZE[0]}")
     p.add_argument("--height", type=int, default=900, help=f"pixels, at least {MIN_SIZE[1]}")
+    add_overwrite_argument(p)
     args = p.parse_args(argv)
     if not os.path.isfile(args.metrics):
         p.error(f"metrics file not found: {args.metrics!r}")
@@ -37,14 +39,7 @@ def parse_args(argv=None):
             f"--width {args.width} --height {args.height}: the figure needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels"
         )
     args.output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "losses.png")
-    ext = os.path.splitext(args.output)[1][1:].lower()
-    if ext not in IMAGE_FORMATS:
-        p.error(f"--output {args.output!r}: the extension must be one of {', '.join(IMAGE_FORMATS)}")
-    if os.path.isdir(args.output):
-        p.error(f"--output {args.output!r} is a folder; give a file path such as {args.output}/losses.png")
-    clash = overwritten_input(args.output, metrics_file=args.metrics)
-    if clash:
-        p.error(clash)
+    check_figure_output(p, args.output, {"metrics file": args.metrics}, args.overwrite)
     return args
 
 
@@ -52,7 +47,16 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        figure = loss_figure(read_metrics(args.metrics), args.width, args.height)
+        runs = split_runs(read_metrics(args.metrics))
+        if len(runs) > 1:  # runs appended to one file: plot one run, never a merged curve
+            logger.warning(
+                "%s holds %d runs (the iteration starts again %d times); plotting the last one (%d rows)",
+                args.metrics,
+                len(runs),
+                len(runs) - 1,
+                len(runs[-1]),
+            )
+        figure = loss_figure(runs[-1] if runs else [], args.width, args.height)
     except ValueError as e:
         raise SystemExit(f"plot_losses.py: error: {args.metrics}: {e}") from e
     save_figure(figure, args.output)

@@ -8,19 +8,24 @@
 Each image is written as ``<output>/<name>.png`` with its detections drawn by Detectron2's
 ``Visualizer`` (class names from ``--dataset``'s metadata, else from the config's first test or
 training set when its class names are known, else class indices), and all detections go to
-``<output>/predictions.json``. The config is a YAML file or a LazyConfig (``.py``); the model
-predicts like Detectron2's ``DefaultPredictor`` (test-time resize, input format). A DeFeat config
-predicts with its student (the architecture without the teacher). Weights are required
-(``--weights``, ``MODEL.WEIGHTS`` or ``train.init_checkpoint``) and must cover every parameter of
-the model unless ``--allow-random-weights``; the output folder must differ from the input's
-folder, so inputs are never overwritten.
+``<output>/predictions.json`` in Detectron2's COCO results format: a list of ``{"image_id",
+"category_id", "bbox": [x, y, width, height], "score"}`` plus ``"file_name"`` and ``"category"``;
+``category_id`` is the dataset's own category id when the classes are known (``--dataset``),
+else the model's class index (a warning says so); ``image_id`` is the dataset's id of an image
+listed in ``--dataset``, else its position in the input list. The config is a YAML file or a
+LazyConfig (``.py``); the model predicts like Detectron2's ``DefaultPredictor`` (test-time resize,
+input format). A DeFeat config predicts with its student (the architecture without the
+teacher). Weights are required (``--weights``, ``MODEL.WEIGHTS`` or ``train.init_checkpoint``)
+and must cover every parameter of the model unless ``--allow-random-weights``. The output folder
+may not be, or lie inside, the input folder or the dataset's image folder; existing output files
+are kept unless ``--overwrite``.
 """
 
 import argparse
 import json
 import logging
 import os
-from typing import List
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import torch
@@ -32,8 +37,8 @@ from detectron2.utils.visualizer import Visualizer
 from omegaconf import OmegaConf
 
 import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
+from defeat.analysis.cli import ToolArgumentParser
 from defeat.config.files import (
-    architecture,
     image_format,
     inference_augmentations,
     load_config,
@@ -41,9 +46,11 @@ from defeat.config.files import (
     num_classes,
     train_dataset_names,
 )
-from defeat.engine.checkpoint import RecordingCheckpointer
+from defeat.engine.checkpoint import atomic_write, load_weights_strictly
 from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
-from defeat.errors import ConfigFileError, OverrideError
+from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
+from defeat.engine.script import take_trailing_options
+from defeat.errors import ConfigFileError, OutputError, OverrideError, WeightsError
 from defeat.modeling.meta_arch.common import build_student_model
 
 logger = logging.getLogger("defeat.tools.predict")
@@ -53,15 +60,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LAZY_THRESHOLDS = ("model.roi_heads.box_predictor.test_score_thresh", "model.test_score_thresh")
 
 
+def _score(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a score between 0 and 1, got {text}")
+    return value
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ToolArgumentParser(prog="predict.py", description=__doc__.splitlines()[0])
     p.add_argument(
         "--config-file", required=True, metavar="FILE", help="the student's (or DeFeat) YAML or LazyConfig (.py) config"
     )
     p.add_argument("--weights", default="", help="trained or exported student weights (default: MODEL.WEIGHTS)")
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", default="output/predictions", help="folder for the drawn images (not the input's)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="detections below this score are not kept")
+    p.add_argument("--score-threshold", type=_score, default=0.5, help="detections below this score are not kept")
+    p.add_argument("--overwrite", action="store_true", help="replace existing drawn images and predictions.json")
     p.add_argument(
         "--dataset",
         default="",
@@ -74,7 +89,7 @@ def parse_args(argv=None):
         help="predict even without weights or with weights that leave parameters random",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
-    return p.parse_args(argv)
+    return take_trailing_options(p, p.parse_args(argv))
 
 
 def setup_cfg(args):
@@ -98,7 +113,7 @@ def setup_cfg(args):
                 OmegaConf.update(cfg, key, args.score_threshold)
     if not model_weights(cfg) and not args.allow_random_weights:
         raise SystemExit(
-            "no weights: MODEL.WEIGHTS is empty, so the model would predict with random weights; "
+            "predict.py: error: no weights: MODEL.WEIGHTS is empty, so the model would predict with random weights; "
             "pass --weights STUDENT.pth (or --allow-random-weights to see an untrained model)"
         )
     return cfg
@@ -124,24 +139,15 @@ class Predictor:
 
 
 def build_predictor(cfg, allow_random: bool = False) -> Predictor:
-    """A :class:`Predictor` whose weights are checked to cover every parameter of the model."""
+    """A :class:`Predictor` whose weights are checked to cover every parameter of the model
+    (``defeat.engine.checkpoint.load_weights_strictly``)."""
     model = build_student_model(cfg)
     weights = model_weights(cfg)
     if weights:
-        checkpointer = RecordingCheckpointer(model)
-        checkpointer.load(weights)
-        found = checkpointer.incompatible
-        missing = [] if found is None else found.missing_keys + [k for k, _, _ in found.incorrect_shapes]
-        if (found is None or missing) and not allow_random:
-            what = (
-                "holds no model weights"
-                if found is None
-                else (f"leaves {len(missing)} tensors at random: {', '.join(missing[:5])}")
-            )
-            raise SystemExit(
-                f"weights {weights} {what}; they are not a trained model of "
-                f"{architecture(cfg).__name__} for this config (--allow-random-weights to predict anyway)"
-            )
+        try:
+            load_weights_strictly(model, weights, "--weights", allow_random=allow_random)
+        except WeightsError as e:
+            raise SystemExit(f"predict.py: error: {e} (--allow-random-weights to predict anyway)") from e
     return Predictor(cfg, model)
 
 
@@ -149,10 +155,10 @@ def list_images(path: str) -> List[str]:
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise SystemExit(f"--input not found: {path}")
+        raise SystemExit(f"predict.py: error: --input not found: {path}")
     images = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not images:
-        raise SystemExit(f"--input {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise SystemExit(f"predict.py: error: --input {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return images
 
 
@@ -171,9 +177,48 @@ def metadata(cfg, dataset: str):
     num, key = num_classes(cfg)
     if classes and len(classes) != num:
         if dataset:
-            raise SystemExit(f"dataset {meta.name} has {len(classes)} classes but the model {num} ({key})")
+            raise SystemExit(
+                f"predict.py: error: dataset {meta.name} has {len(classes)} classes but the model {num} ({key})"
+            )
         return None
     return meta if classes else None
+
+
+def _dataset_ids(meta) -> Tuple[Optional[Dict[int, int]], Dict[str, int]]:
+    """``(class index -> the dataset's category id, or None when unknown; image path -> image id)``."""
+    if meta is None:
+        return None, {}
+    image_ids = {}
+    if meta.name in DatasetCatalog.list() and meta.get("json_file"):  # loading it sets the id map
+        image_ids = {os.path.realpath(r["file_name"]): r["image_id"] for r in DatasetCatalog.get(meta.name)}
+    to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
+    category_ids = {v: k for k, v in to_contiguous.items()} if to_contiguous else None
+    return category_ids, image_ids
+
+
+def _check_outputs(args, images: List[str], targets: List[str], meta, weights: str) -> None:
+    """The output guard: the folder is not an input folder, no two images share a drawn file, no
+    output is an input, existing outputs only with --overwrite."""
+    input_dir = args.input if os.path.isdir(args.input) else os.path.dirname(os.path.abspath(args.input))
+    folders = {"input folder (--input)": input_dir}
+    if meta is not None and meta.get("image_root"):
+        folders[f"image folder of dataset {meta.name!r}"] = str(meta.image_root)
+    try:
+        check_output_dir(args.output, folders)
+        check_distinct_outputs(list(zip(images, targets)))
+        json_file = meta.get("json_file") if meta is not None else None
+        check_output_files(
+            [*targets, os.path.join(args.output, "predictions.json")],
+            {
+                **{f"input image {p!r}": p for p in images},
+                "config file": args.config_file,
+                "weights": weights,
+                "dataset's annotations": json_file or "",
+            },
+            args.overwrite,
+        )
+    except OutputError as e:
+        raise SystemExit(f"predict.py: error: {e}") from e
 
 
 def main(argv=None) -> List[str]:
@@ -182,45 +227,45 @@ def main(argv=None) -> List[str]:
     cfg = setup_cfg(args)
     images = list_images(args.input)
     out_dir = os.path.abspath(args.output)
-    input_dir = os.path.abspath(args.input if os.path.isdir(args.input) else os.path.dirname(args.input))
-    if out_dir == input_dir:
-        raise SystemExit(
-            f"--output {args.output} is the input's folder: choose another one (inputs are never overwritten)"
-        )
+    targets = [os.path.join(out_dir, os.path.splitext(os.path.basename(p))[0] + ".png") for p in images]
     meta = metadata(cfg, args.dataset)
+    _check_outputs(args, images, targets, meta, model_weights(cfg))
+    category_ids, image_ids = _dataset_ids(meta)
+    if category_ids is None:
+        logger.warning(
+            "the dataset's category ids are unknown (no --dataset with a COCO json): category_id in "
+            "predictions.json is the model's class index (0..N-1)"
+        )
     predictor = build_predictor(cfg, args.allow_random_weights)
     os.makedirs(out_dir, exist_ok=True)
+    classes = meta.thing_classes if meta is not None else None
     written, records = [], []
-    for path in images:
+    for index, (path, target) in enumerate(zip(images, targets)):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
-            raise SystemExit(f"cannot read image {path}")
+            raise SystemExit(f"predict.py: error: cannot read image {path}")
         instances = predictor(image)["instances"].to("cpu")  # BGR in; it converts to INPUT.FORMAT
         instances = instances[instances.scores >= args.score_threshold]
         rgb = convert_image_to_rgb(image, "BGR")
         drawn = Visualizer(rgb, meta).draw_instance_predictions(instances).get_image()[:, :, ::-1]
-        target = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         if not cv2.imwrite(target, drawn):
-            raise SystemExit(f"could not write {target}")
+            raise SystemExit(f"predict.py: error: could not write {target}")
         written.append(target)
-        classes = meta.thing_classes if meta is not None else None
-        records.append(
-            {
-                "file_name": path,
-                "detections": [
-                    {
-                        "bbox_xyxy": [round(float(v), 2) for v in b],
-                        "score": round(float(s), 4),
-                        "category_id": int(c),
-                        **({"category": classes[int(c)]} if classes else {}),
-                    }
-                    for b, s, c in zip(instances.pred_boxes.tensor, instances.scores, instances.pred_classes)
-                ],
-            }
-        )
+        image_id = image_ids.get(os.path.realpath(path), index)
+        for box, score, c in zip(instances.pred_boxes.tensor.tolist(), instances.scores, instances.pred_classes):
+            x1, y1, x2, y2 = box
+            records.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_ids[int(c)] if category_ids else int(c),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 4),
+                    "file_name": path,
+                    **({"category": classes[int(c)]} if classes else {}),
+                }
+            )
         logger.info("%s: %d detections -> %s", path, len(instances), target)
-    with open(os.path.join(out_dir, "predictions.json"), "w") as f:
-        json.dump(records, f, indent=1)
+    atomic_write(os.path.join(out_dir, "predictions.json"), lambda f: json.dump(records, f, indent=1), mode="w")
     return written
 
 

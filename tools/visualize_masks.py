@@ -24,13 +24,12 @@ from typing import List
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller
-from defeat.analysis.cli import ToolArgumentParser
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
 from defeat.analysis.loss_figures import save_figure
 from defeat.analysis.mask_figures import LevelView, mask_figure
 from defeat.config.files import (
@@ -48,7 +47,10 @@ from defeat.config.files import (
     pixel_stats,
     train_dataset_names,
 )
+from defeat.engine.checkpoint import load_weights_strictly
 from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
+from defeat.errors import OutputError, WeightsError
 from defeat.modeling.align import align_to_grid
 from defeat.modeling.masks import assign_levels
 
@@ -74,6 +76,7 @@ def build_parser():
         "--panel-size", type=int, default=256, help=f"longer side of each panel in pixels, at least {MIN_PANEL_SIZE}"
     )
     p.add_argument("--teacher-diff", action="store_true", help="add the teacher-student difference row")
+    add_overwrite_argument(p)
     p.add_argument(
         "--weights",
         default="",
@@ -146,18 +149,9 @@ def load_records(name: str) -> List[dict]:
     return DatasetCatalog.get(name)
 
 
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """Keeps what the load left unmatched (Detectron2 itself only logs it)."""
-
-    incompatible = None
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
 def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> None:
-    """Load the DeFeat student (and its adapters) from ``weights``; refuse a partial load.
+    """Load the DeFeat student (and its adapters) from ``weights``; refuse a partial load
+    (``defeat.engine.checkpoint.load_weights_strictly``).
 
     Raises:
         SystemExit: no weights, a missing file, or tensors left at their random initialisation,
@@ -174,20 +168,10 @@ def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> No
         return
     if "://" not in weights and not os.path.isfile(os.path.expanduser(weights)):
         raise SystemExit(f"student weights not found: {weights!r}")
-    checkpointer = _RecordingCheckpointer(model)
-    checkpointer.load(weights)
-    found = checkpointer.incompatible
-    unloaded = [] if found is None else list(found.missing_keys) + [k for k, _, _ in found.incorrect_shapes]
-    if found is None:
-        unloaded = ["(the file holds no model weights)"]
-    if unloaded:
-        message = (
-            f"student weights {weights!r} leave {len(unloaded)} tensors of {type(model).__name__} "
-            f"unloaded (e.g. {unloaded[:3]}); {hint}"
-        )
-        if not allow_random:
-            raise SystemExit(message)
-        logger.warning("--allow-random-weights: %s", message)
+    try:
+        load_weights_strictly(model, weights, "--weights", allow_random)
+    except WeightsError as e:
+        raise SystemExit(f"visualize_masks.py: error: {e}; {hint}") from e
 
 
 class MaskViewer:
@@ -298,18 +282,22 @@ def main(argv=None) -> List[str]:
             args.start,
             args.num_images,
         )
+    suffix = "_masks_diff.png" if args.teacher_diff else "_masks.png"
+    targets = [
+        os.path.join(args.output, os.path.splitext(os.path.basename(r["file_name"]))[0] + suffix) for r in records
+    ]
+    try:  # the one output guard: not into the dataset's images, no two images to one file, no silent overwrite
+        meta = MetadataCatalog.get(args.dataset)
+        check_output_dir(args.output, {f"image folder of dataset {args.dataset!r}": meta.get("image_root", "")})
+        check_distinct_outputs([(r["file_name"], t) for r, t in zip(records, targets)])
+        images = {f"image {r['file_name']!r} of dataset {args.dataset!r}": r["file_name"] for r in args.records}
+        check_output_files(targets, images, args.overwrite)
+    except OutputError as e:
+        raise SystemExit(f"visualize_masks.py: error: {e}") from e
     viewer = MaskViewer(args.cfg, args.teacher_diff, args.weights, args.allow_random_weights)
     os.makedirs(args.output, exist_ok=True)
-    inputs = {os.path.realpath(r["file_name"]) for r in args.records}
     written = []
-    for record in records:
-        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        path = os.path.join(args.output, f"{stem}_masks{'_diff' if args.teacher_diff else ''}.png")
-        if os.path.realpath(path) in inputs:
-            raise SystemExit(
-                f"visualize_masks.py: error: {path} would overwrite an image of dataset "
-                f"{args.dataset!r}; choose another --output folder"
-            )
+    for record, path in zip(records, targets):
         save_figure(viewer.render(record, args.panel_size), path)
         logger.info("wrote %s", path)
         written.append(path)

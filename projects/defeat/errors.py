@@ -10,6 +10,8 @@ __all__ = [
     "ResumeError",
     "AMPUnsupportedError",
     "ExportError",
+    "OutputError",
+    "WeightsError",
 ]
 
 
@@ -47,3 +49,11 @@ class AMPUnsupportedError(RuntimeError):
 
 class ExportError(ValueError):
     """The checkpoint cannot be read or exported, or the output would overwrite it."""
+
+
+class OutputError(ValueError):
+    """What a run or tool would write lands on something it reads, or on an earlier result."""
+
+
+class WeightsError(RuntimeError):
+    """Weights to evaluate or predict with leave parameters random or mismatched in shape."""

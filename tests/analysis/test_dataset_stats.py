@@ -157,9 +157,24 @@ def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_pa
     assert "dataset tool_files: 4 images, 8 boxes used" in text and "suggested SCALE_BASE" in text
     assert re.search(r"\n  square +4\n  bar +4\n", text) and out.stat().st_size > 10_000
     assert {p: os.path.getmtime(p) for p in before} == before
-    for target in (json_file, os.path.join(images, "img_000.png"), os.path.join(images, "new.png")):
-        with pytest.raises(SystemExit, match="is an input of dataset tool_files or inside its image folder"):
+    for target in (os.path.join(images, "img_000.png"), os.path.join(images, "new.png")):
+        with pytest.raises(SystemExit, match="(is|lies inside) the image folder of dataset 'tool_files'"):
             tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tool_files", "--output", target])
+    with pytest.raises(SystemExit):  # not a figure type (and it is the annotations)
+        tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tool_files", "--output", json_file])
+    assert "file type must be one of png" in capsys.readouterr().err
+    link = tmp_path / "annotations.png"
+    os.symlink(json_file, link)
+    with pytest.raises(SystemExit):
+        tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tool_files", "--output", str(link)])
+    assert "is the annotations of dataset 'tool_files'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the report exists: kept unless --overwrite
+        tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tool_files", "--output", str(out)])
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    tool.main(
+        ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "tool_files", "--output", str(out)]
+        + ["--overwrite"]
+    )
 
 
 def test_inspect_refuses_levels_the_backbone_lacks(tmp_path):
@@ -187,12 +202,19 @@ def test_inspect_takes_a_lazyconfig_like_its_yaml_twin(tmp_path, capsys):
     reports = []
     for config in (f"{CONFIGS}/tiny_defeat.yaml", f"{CONFIGS}/tiny_defeat.py"):
         stats = tool.main(
-            ["--config-file", config, "--dataset", f"twin={json_file}:{images}", "--output", str(tmp_path / "t.png")]
+            [
+                "--config-file",
+                config,
+                "--dataset",
+                f"twin={json_file}:{images}",
+                "--output",
+                str(tmp_path / f"{config[-2:]}.png"),
+            ]
         )
         reports.append((stats.level_counts.tolist(), sorted(stats.sides.tolist()), capsys.readouterr().out))
     assert reports[0][:2] == reports[1][:2] and reports[0][2] == reports[1][2].replace(
         "tiny_defeat.py", "tiny_defeat.yaml"
-    )
+    ).replace("py.png", "ml.png")
     with pytest.raises(SystemExit, match=r"--config-file: override 'model.defeat.nek.bg_weight=1'"):
         tool.main(["--config-file", f"{CONFIGS}/tiny_defeat.py", "--dataset", "twin", "model.defeat.nek.bg_weight=1"])
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, make_cfg
+from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
@@ -53,7 +53,7 @@ def test_teacher_weights_of_another_width_fail_loudly(tmp_path):
     """The silent failure seen in practice: a checkpoint of another width leaves random tensors."""
     other = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml"))  # FPN 32 channels, teacher config says 48
     DetectionCheckpointer(other, str(tmp_path)).save("other")
-    with pytest.raises(TeacherLoadError, match=r"shape mismatch.*backbone\.fpn_lateral2\.weight"):
+    with pytest.raises(TeacherLoadError, match=r"tensors of another shape.*backbone\.fpn_lateral2\.weight"):
         _build(defeat_cfg(str(tmp_path / "other.pth")))
 
 
@@ -62,14 +62,31 @@ def test_teacher_weights_with_missing_keys(teacher_weights, tmp_path):
     del state["model"]["roi_heads.box_predictor.cls_score.weight"]
     path = tmp_path / "partial.pth"
     torch.save(state, path)
-    with pytest.raises(TeacherLoadError, match=r"1 keys missing.*cls_score\.weight"):
+    with pytest.raises(TeacherLoadError, match=r"1 tensors missing from the checkpoint.*cls_score\.weight"):
         _build(defeat_cfg(str(path)))
 
 
-@pytest.mark.parametrize("head", [True, False])
-def test_class_count_mismatch(teacher_weights, head):
-    with pytest.raises(DeFeatConfigError, match="teacher has 10 classes but the student 5"):
-        _build(defeat_cfg(teacher_weights, "MODEL.ROI_HEADS.NUM_CLASSES", 5, "MODEL.DEFEAT.HEAD.ENABLED", head))
+def test_class_count_mismatch_refused_for_the_head_loss(teacher_weights):
+    with pytest.raises(DeFeatConfigError, match="teacher has 10 classes but the student 5.*HEAD.ENABLED False"):
+        _build(defeat_cfg(teacher_weights, "MODEL.ROI_HEADS.NUM_CLASSES", 5, "MODEL.DEFEAT.HEAD.ENABLED", True))
+
+
+def test_teacher_of_other_classes_teaches_the_neck(teacher_weights, caplog):
+    """A teacher of 10 classes for a 5-class student: the neck loss only compares features."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="defeat.modeling.meta_arch.common"):
+        model = _build(
+            defeat_cfg(teacher_weights, "MODEL.ROI_HEADS.NUM_CLASSES", 5, "MODEL.DEFEAT.HEAD.ENABLED", False)
+        )
+    assert model.roi_heads.num_classes == 5 and model.teacher.roi_heads.num_classes == 10
+    assert "teacher detects 10 classes and the student 5" in caplog.text
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage():
+        losses = model.train()(synthetic_batch(n=2, boxes_per_image=(3, 2), num_classes=5))
+    assert losses["loss_defeat_neck_obj"] > 0 and losses["loss_defeat_neck_bg"] > 0
+    assert "loss_defeat_head_obj" not in losses
 
 
 def test_neck_level_missing_in_student(teacher_weights):

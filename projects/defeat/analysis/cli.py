@@ -1,10 +1,26 @@
-"""Argument handling the command-line tools share: one-line errors, never write over an input."""
+"""Argument handling the command-line tools share: one-line errors, figure paths, and the one
+output guard of ``defeat.engine.outputs`` (re-exported here for the tools)."""
 
 import argparse
 import os
-from typing import NoReturn, Optional
+from typing import NoReturn
 
-__all__ = ["ToolArgumentParser", "same_file", "overwritten_input"]
+from ..engine.outputs import check_output_files, overwritten_input, same_file
+from ..errors import OutputError
+from .loss_figures import IMAGE_FORMATS
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "ToolArgumentParser",
+    "add_overwrite_argument",
+    "at_least",
+    "distinct",
+    "check_figure_output",
+    "same_file",
+    "overwritten_input",
+]
+
+FIGURE_FORMATS = IMAGE_FORMATS  # the file types a figure can be saved as
 
 
 class ToolArgumentParser(argparse.ArgumentParser):
@@ -15,20 +31,46 @@ class ToolArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help for usage)\n")
 
 
-def same_file(a: str, b: str) -> bool:
-    """Whether paths ``a`` and ``b`` name the same file (links resolved when both exist)."""
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.realpath(a) == os.path.realpath(b)
+def at_least(low: int):
+    """An argparse ``type``: an integer ``>= low`` (argparse's one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
-def overwritten_input(output: str, **inputs: str) -> Optional[str]:
-    """An error message if ``output`` is one of the named ``inputs`` (empty ones skipped), else None.
+def distinct(parser: argparse.ArgumentParser, option: str, values) -> None:
+    """Refuse (``parser.error``) a list option that repeats a value."""
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        parser.error(f"{option} lists {seen[0]!r} more than once: {list(values)}")
 
-    ``overwritten_input("a.pth", checkpoint="a.pth")`` -> ``"the output 'a.pth' is the
-    checkpoint; choose another file name"``.
-    """
-    for what, path in inputs.items():
-        if path and same_file(output, path):
-            return f"the output {output!r} is the {what.replace('_', ' ')}; choose another file name"
-    return None
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``--overwrite`` flag of a tool that keeps existing output files unless asked."""
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    return parser
+
+
+def check_figure_output(
+    parser: argparse.ArgumentParser, path: str, inputs=(), overwrite: bool = False, option: str = "--output"
+) -> None:
+    """Refuse (``parser.error``) a figure path of an unknown type, a folder, an input (paths in
+    ``inputs``) or an existing file without ``overwrite``."""
+    ext = os.path.splitext(path)[1][1:].lower()
+    if ext not in FIGURE_FORMATS:
+        parser.error(f"{option} {path!r}: the file type must be one of {', '.join(FIGURE_FORMATS)} (its extension)")
+    if os.path.isdir(path):
+        parser.error(f"{option} {path!r} is a folder; give a file path such as {os.path.join(path, 'figure.png')}")
+    try:
+        check_output_files([path], inputs, overwrite, option)
+    except OutputError as e:
+        parser.error(str(e))

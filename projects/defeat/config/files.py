@@ -31,6 +31,9 @@ __all__ = [
     "load_config",
     "check_overrides",
     "num_classes",
+    "output_dir",
+    "teacher_files",
+    "test_dataset_names",
     "OverrideError",
     "architecture",
     "model_node_class",
@@ -374,6 +377,37 @@ def model_weights(cfg: Config) -> str:
     if isinstance(cfg, CfgNode):
         return cfg.MODEL.WEIGHTS
     return cfg.get("train", {}).get("init_checkpoint", "") or ""
+
+
+def teacher_files(cfg: Config) -> Optional[Tuple[str, str]]:
+    """``(config file, weights)`` of a DeFeat config's teacher (``MODEL.DEFEAT.TEACHER`` or the
+    ``config_file``/``weights`` of ``model.teacher``); None for other configs."""
+    if isinstance(cfg, CfgNode):
+        if not is_defeat_config(cfg):
+            return None
+        return cfg.MODEL.DEFEAT.TEACHER.CONFIG_FILE, cfg.MODEL.DEFEAT.TEACHER.WEIGHTS
+    teacher = cfg.get("model", {}).get("teacher", None) if hasattr(cfg, "get") else None
+    if teacher is None or not hasattr(teacher, "get"):
+        return None
+    return str(teacher.get("config_file", "") or ""), str(teacher.get("weights", "") or "")
+
+
+def output_dir(cfg: Config) -> str:
+    """``OUTPUT_DIR`` or ``train.output_dir``."""
+    if isinstance(cfg, CfgNode):
+        return cfg.OUTPUT_DIR
+    return str(cfg.train.output_dir)
+
+
+def test_dataset_names(cfg: Config) -> List[str]:
+    """``DATASETS.TEST`` or the names of ``dataloader.test.dataset`` (none without one)."""
+    if isinstance(cfg, CfgNode):
+        return list(cfg.DATASETS.TEST)
+    try:
+        names = cfg.dataloader.test.dataset.names
+    except Exception:  # no test loader in the file
+        return []
+    return [names] if isinstance(names, str) else list(names)
 
 
 def train_dataset_names(cfg: Config) -> List[str]:

@@ -45,6 +45,7 @@ class Rule:
     kind: ``"bool"`` (a real bool), ``"number"`` (finite int/float), ``"int"`` (integral),
         ``"choice"`` (one of ``choices``) or ``"levels"`` (a non-empty list of distinct level names).
     low: smallest allowed number (``None``: no bound); ``strict``: ``> low`` instead of ``>= low``.
+    high: largest allowed number (``None``: no bound).
     hint: appended to a range error (what the value means).
     """
 
@@ -53,6 +54,7 @@ class Rule:
     strict: bool = False
     choices: Tuple[str, ...] = ()
     hint: str = ""
+    high: Optional[float] = None
 
 
 _WEIGHT = Rule("number", low=0.0, hint="(0 disables that part)")
@@ -75,7 +77,11 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("loss_schedule",): Rule("choice", choices=SCHEDULES),
     ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
     ("max_iter",): Rule("int", low=0),
-    ("teacher_input_scale",): Rule("number", low=0.0, strict=True, hint="(the teacher's input size / the student's)"),
+    # Beyond 1/8..8 the teacher would see a few pixels or a picture 64x the student's area: a typo
+    # (a size in pixels, a percentage) rather than a resolution ratio.
+    ("teacher_input_scale",): Rule(
+        "number", low=0.125, high=8.0, hint="(the teacher's input size / the student's, e.g. 2 for twice the side)"
+    ),
 }
 
 
@@ -98,6 +104,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_range(path, value, rule: Rule) -> None:
+    if rule.high is not None and rule.low is not None and not rule.low <= value <= rule.high:
+        raise _fail(path, value, f"must be between {rule.low:g} and {rule.high:g} {rule.hint}".rstrip())
     if rule.low is None:
         return
     ok = value > rule.low if rule.strict else value >= rule.low

@@ -14,7 +14,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..config.files import is_lazy_config, load_config  # the one loader (YAML: KEY VALUE overrides)
-from ..engine.metrics_file import read_metrics
+from ..engine.metrics_file import last_run, read_metrics
 
 __all__ = [
     "METRICS",
@@ -49,7 +49,7 @@ def record_box_metrics(output_dir: str, metrics: Dict[str, float], iteration: in
 def read_box_metrics(output_dir: str) -> Dict[str, float]:
     """The last ``bbox/*`` metrics that Detectron2's ``EvalHook`` wrote to ``metrics.json``."""
     path = os.path.join(output_dir, "metrics.json")
-    evaluated = [row for row in read_metrics(path) if "bbox/AP" in row]
+    evaluated = [row for row in last_run(read_metrics(path)) if "bbox/AP" in row]
     last = evaluated[-1] if evaluated else None
     if last is None:
         raise RuntimeError(f"{path} has no bbox metrics: did the run finish its final evaluation?")
@@ -193,6 +193,7 @@ def run_job(
     with gloo, ``SOLVER.IMS_PER_BATCH`` split between them), each with ``threads`` (default 1).
     ``evaluate=False`` trains without a test set (``DATASETS.TEST ()``, YAML configs only) and
     returns ``{}``: for a caller that evaluates the saved weights itself.
+    A run already in ``output_dir`` is replaced (``--overwrite``): the caller owns the folder.
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
@@ -206,6 +207,7 @@ def run_job(
         overrides = lazy_overrides(["OUTPUT_DIR", output_dir, *opts])
     else:
         overrides = ["OUTPUT_DIR", output_dir, *opts]
+    overrides = ["--overwrite", *overrides]  # the caller owns output_dir: a new run replaces the old
     if processes > 1:
         overrides = ["--num-gpus", str(processes), "--dist-url", "auto", *overrides]
         threads = threads or 1

@@ -135,7 +135,7 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
     if parallel:
         print(f"    {stage} done in {elapsed(t0)}", flush=True)
         metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts)
-        record_box_metrics(out, metrics, n)  # the AP a DeFeat run logs for this teacher
+        record_box_metrics(out, metrics, n - 1)  # at model_final's iteration: the AP a DeFeat run logs
         note = "its saved weights evaluated on the test set after training"
         print(f"    saved {stage} weights: AP {metrics['AP']:.2f}", flush=True)
     else:

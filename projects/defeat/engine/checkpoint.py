@@ -16,9 +16,18 @@ from typing import List, Optional
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..errors import ResumeError
+from ..errors import ResumeError, WeightsError
 
-__all__ = ["AtomicDetectionCheckpointer", "RecordingCheckpointer", "ResumeError", "atomic_write", "restore_on_failure"]
+__all__ = [
+    "AtomicDetectionCheckpointer",
+    "RecordingCheckpointer",
+    "ResumeError",
+    "WeightsError",
+    "atomic_write",
+    "load_weights_strictly",
+    "weight_problems",
+    "restore_on_failure",
+]
 
 _NUMBERED = re.compile(r"^model_(\d+)\.pth$")
 
@@ -38,6 +47,63 @@ class RecordingCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         self.incompatible = super()._load_model(checkpoint)
         return self.incompatible
+
+
+def weight_problems(found, listed: int = 5) -> List[str]:
+    """What a load left wrong, from ``RecordingCheckpointer.incompatible`` (``found``): no model
+    weights at all, tensors of the wrong shape, tensors missing from the file (first ``listed``)."""
+    if found is None:
+        return ["the file holds no model weights"]
+    problems = []
+    if found.incorrect_shapes:
+        problems.append(
+            f"{len(found.incorrect_shapes)} tensors of another shape (key, checkpoint, model): "
+            + ", ".join(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in found.incorrect_shapes[:listed])
+        )
+    shaped = {k for k, _, _ in found.incorrect_shapes}
+    missing = [k for k in found.missing_keys if k not in shaped]
+    if missing:
+        problems.append(f"{len(missing)} tensors missing from the checkpoint: " + ", ".join(missing[:listed]))
+    return problems
+
+
+def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", allow_random: bool = False):
+    """Load ``weights`` into ``model`` (Detectron2's checkpointer: paths, URLs, model-zoo and
+    pickled Detectron/pycls files) and refuse a file that leaves any tensor random or mismatched.
+
+    Every entry point that evaluates or predicts loads through this. Keys in the file that the
+    model lacks (a DeFeat checkpoint's adapters under a plain student) are fine.
+    Args:
+        setting: the option or config key that named ``weights`` (in the message).
+        allow_random: log the problems instead of raising (an untrained model on purpose).
+    Returns:
+        ``RecordingCheckpointer.incompatible`` of the load.
+    Raises:
+        WeightsError: naming the file, ``setting`` and the first tensors left wrong.
+    """
+    import logging
+
+    if not weights:
+        raise WeightsError(f"{setting} is empty: evaluating or predicting needs trained weights")
+    checkpointer = RecordingCheckpointer(model)
+    try:
+        checkpointer.load(weights)
+    except FileNotFoundError as e:
+        raise WeightsError(f"{setting}: weights not found: {weights}") from e
+    except (OSError, RuntimeError, ValueError, EOFError) as e:
+        raise WeightsError(f"{setting}: cannot read weights {weights}: {type(e).__name__}: {e}") from e
+    problems = weight_problems(checkpointer.incompatible)
+    if problems:
+        message = (
+            f"weights {weights} ({setting}) do not fit {type(model).__name__} of this config: "
+            + "; ".join(problems)
+            + ". They would be evaluated half-random; use the weights trained with this config (depth, "
+            "widths, NUM_CLASSES)"
+        )
+        if not allow_random:
+            raise WeightsError(message)
+        logging.getLogger(__name__).warning("%s (allowed: random weights were asked for)", message)
+    return checkpointer.incompatible
 
 
 class _Unreadable(Exception):

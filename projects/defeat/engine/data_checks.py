@@ -208,8 +208,23 @@ def _jpeg_complete(path: str) -> bool:
         return b"\xff\xd9" in f.read()
 
 
+# PIL modes that Detectron2's ``read_image`` (``Image.convert`` to RGB/BGR) would clip to 8 bits
+# or otherwise mangle: 16- and 32-bit grey levels and floating point.
+MANGLED_MODES = {
+    "I;16": "16-bit",
+    "I;16B": "16-bit",
+    "I;16L": "16-bit",
+    "I": "32-bit integer",
+    "F": "32-bit float",
+}
+# EXIF orientations (tag 274) that Detectron2 applies by rotating a quarter turn: width and height swap.
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+
+
 def _image_problem(record: Dict, mode: str) -> Optional[str]:
-    """Why the image of ``record`` cannot be trained on, or None."""
+    """Why the image of ``record`` cannot be trained on, or None: missing, unreadable or truncated,
+    a pixel format Detectron2 would mangle, or a size (after the EXIF orientation Detectron2
+    applies) other than the record's ``width`` x ``height``."""
     from PIL import Image
 
     path = record["file_name"]
@@ -217,18 +232,40 @@ def _image_problem(record: Dict, mode: str) -> Optional[str]:
         return "file not found"
     try:
         with Image.open(path) as img:
-            size, fmt = img.size, img.format
+            size, fmt, pil_mode = img.size, img.format, img.mode
             if mode == "full":
                 img.load()
             else:
-                img.verify()  # PNG: every chunk's CRC, truncation
+                img.verify()  # PNG: every chunk's CRC, truncation (must come right after open)
+        with Image.open(path) as img:  # the header again: the EXIF orientation
+            try:
+                orientation = int(img.getexif().get(274, 1) or 1)
+            except Exception:  # an unreadable EXIF block: Detectron2 ignores it too
+                orientation = 1
         if mode == "verify" and fmt == "JPEG" and not _jpeg_complete(path):
             return "truncated JPEG (no end-of-image marker)"
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
         return f"unreadable image: {type(e).__name__}: {e}"
+    if pil_mode in MANGLED_MODES:
+        return (
+            f"{MANGLED_MODES[pil_mode]} pixels (PIL mode {pil_mode}), which Detectron2 clips to 8 bits when it "
+            "reads the image; convert it to 8-bit RGB (or grey) first"
+        )
+    shown = (size[1], size[0]) if orientation in _SWAPPING_ORIENTATIONS else size
     expected = (record.get("width"), record.get("height"))
-    if None not in expected and size != expected and size != expected[::-1]:  # EXIF may rotate
-        return f"image is {size[0]}x{size[1]} (WxH) but the annotations say {expected[0]}x{expected[1]}"
+    if None not in expected and shown != tuple(expected):
+        turned = (
+            f" after the EXIF orientation ({orientation}) that Detectron2 applies when reading it (stored "
+            f"{size[0]}x{size[1]})"
+            if shown != size
+            else ""
+        )
+        fix = (
+            "; rotate the pixels and drop the EXIF orientation, or give the json the displayed size"
+            if orientation != 1 or size == tuple(expected)[::-1]
+            else "; fix the json's height/width"
+        )
+        return f"image is {shown[0]}x{shown[1]} (WxH){turned} but the annotations say {expected[0]}x{expected[1]}{fix}"
     return None
 
 

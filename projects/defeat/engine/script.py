@@ -1,6 +1,6 @@
 """What ``train_net.py`` and ``lazy_train_net.py`` share: their command line, the datasets every
-process registers, the training sets checked before any model is built, the guard of a resumed
-run's ``config.yaml``, and the launch."""
+process registers, the checks before anything is written or built (:func:`preflight`), the
+training sets checked after loading, the guard of a resumed run's ``config.yaml``, and the launch."""
 
 import argparse
 import contextlib
@@ -13,7 +13,8 @@ from detectron2.engine import default_argument_parser, launch
 
 from .checkpoint import restore_on_failure
 from .data_checks import IMAGE_CHECKS, check_training_data
-from .datasets import add_dataset_argument, register_provided_datasets, setup_datasets, take_dataset_options
+from .datasets import add_dataset_argument, register_provided_datasets, setup_datasets
+from .preflight import check_run
 
 __all__ = [
     "argument_parser",
@@ -21,7 +22,9 @@ __all__ = [
     "launch_main",
     "register_datasets",
     "load_and_check_training_data",
+    "preflight",
     "resume_guard",
+    "take_trailing_options",
 ]
 
 
@@ -34,12 +37,62 @@ def argument_parser() -> argparse.ArgumentParser:
         default="verify",
         help="how the training images are read before training (see docs/tools.md)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train a new run in an OUTPUT_DIR that holds one (its metrics.json, last_checkpoint and "
+        "event files are removed first; without it such a run is refused unless --resume)",
+    )
     return parser
 
 
+def take_trailing_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Parse the options that argparse left among the trailing config overrides (``args.opts``,
+    an ``argparse.REMAINDER``: ``train_net.py ... MODEL.X 1 --resume`` would otherwise train
+    without resuming and fail on the override ``--resume``). An unknown ``--option`` there is
+    refused with argparse's one-line error."""
+    opts, rest, flags = list(getattr(args, "opts", None) or []), [], []
+    i = 0
+    while i < len(opts):
+        item = opts[i]
+        if not item.startswith("--"):
+            rest.append(item)
+            i += 1
+            continue
+        name = item.split("=", 1)[0]
+        action = parser._option_string_actions.get(name)
+        if action is None:
+            parser.error(f"unrecognized option {item!r} among the config overrides {opts}")
+        takes_value = action.nargs != 0 and "=" not in item
+        if takes_value and (i + 1 >= len(opts) or opts[i + 1].startswith("--")):
+            parser.error(f"{name} needs a value (found among the config overrides)")
+        flags += [item, opts[i + 1]] if takes_value else [item]
+        i += 2 if takes_value else 1
+    args.opts = rest
+    if flags:
+        extra = parser.parse_args(flags)
+        for action in parser._actions:
+            if action.dest == "opts" or action.dest == "help":
+                continue
+            value = getattr(extra, action.dest, None)
+            if value != action.default:
+                if isinstance(value, list) and isinstance(getattr(args, action.dest, None), list):
+                    value = [*getattr(args, action.dest), *value]  # repeatable options (--dataset)
+                setattr(args, action.dest, value)
+    return args
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Command-line arguments; ``--dataset`` is also accepted among the trailing config overrides."""
-    return take_dataset_options(argument_parser().parse_args(argv))
+    """Command-line arguments; options are also accepted among the trailing config overrides."""
+    parser = argument_parser()
+    return take_trailing_options(parser, parser.parse_args(argv))
+
+
+def preflight(cfg, args: argparse.Namespace) -> None:
+    """On the main process, before anything is written or built: the output guard, the batch
+    against the processes and every dataset of the run (``defeat.engine.preflight.check_run``)."""
+    if comm.is_main_process():
+        check_run(cfg, args, comm.get_world_size())
 
 
 def launch_main(main: Callable, args: argparse.Namespace) -> None:

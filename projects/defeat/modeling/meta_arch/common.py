@@ -80,18 +80,30 @@ class TeacherMixin:
 
     has_defeat_teacher = True  # what ``defeat.config.files.is_defeat_architecture`` looks for
 
-    def _set_teacher(self, teacher: nn.Module, input_scale: float = 1.0) -> None:
-        """Hide ``teacher``; it must detect the student's classes and read a compatible format.
+    def _set_teacher(self, teacher: nn.Module, input_scale: float = 1.0, head_loss: bool = True) -> None:
+        """Hide ``teacher``; it must read a compatible format, and detect the student's classes
+        when the head loss (``head_loss``) compares their class outputs.
 
         ``input_scale``: the teacher sees the batch resized by this factor
         (``MODEL.DEFEAT.TEACHER.INPUT_SCALE``); its maps are resampled to the student's grids.
+        A teacher of other classes (a COCO detector for a 3-class student) teaches the neck: the
+        neck loss only compares features.
         """
         self.teacher_input_scale = float(input_scale)  # checked by the settings gate
         theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
         if theirs is not None and theirs != ours:
-            raise DeFeatConfigError(
-                f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
-                "MODEL.RETINANET.NUM_CLASSES); a teacher must be trained on the student's classes"
+            if head_loss:
+                raise DeFeatConfigError(
+                    f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
+                    "MODEL.RETINANET.NUM_CLASSES): the head loss compares their class outputs one to one, so "
+                    "it needs a teacher trained on the student's classes. Set MODEL.DEFEAT.HEAD.ENABLED False "
+                    "to distil the neck alone (it only compares features)"
+                )
+            logger.info(
+                "DeFeat teacher detects %d classes and the student %d: the neck loss only compares features, "
+                "so the teacher teaches the neck (the head loss is off)",
+                theirs,
+                ours,
             )
         # FCOS has no input_format (it reads what the data loader gives): nothing to convert.
         formats = {_input_format(teacher), _input_format(self)} - {None}

@@ -102,7 +102,7 @@ class DeFeatDenseMixin(TeacherMixin):
             check_head_in_features(kwargs["backbone"], kwargs.get("head_in_features"), self.defeat_family.__name__)
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)
-        self._set_teacher(teacher, settings["teacher_input_scale"])
+        self._set_teacher(teacher, settings["teacher_input_scale"], settings["head"]["enabled"])
         cross = check_teacher_family(self.defeat_family, teacher, settings["head"]["enabled"])
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross

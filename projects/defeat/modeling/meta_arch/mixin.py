@@ -87,7 +87,7 @@ class DeFeatMixin(TeacherMixin):
         """
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)  # type- and range-checked
-        self._set_teacher(teacher, settings["teacher_input_scale"])
+        self._set_teacher(teacher, settings["teacher_input_scale"], settings["head"]["enabled"])
         cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross

@@ -1,0 +1,166 @@
+"""What every training or evaluation run checks before it writes anything or builds a model.
+
+:func:`check_run` is called by ``train_net.py`` and ``lazy_train_net.py`` (and so by the
+benchmarks and the demo, which run them) on the main process: the output guard
+(``defeat.engine.outputs``), the batch against the number of processes, and every dataset the
+run uses, training and test, against its json (``defeat.engine.coco_json``), the model's
+classes and each other (:func:`check_datasets`). The training sets' dicts are checked after
+loading by ``defeat.engine.data_checks``.
+"""
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+from ..config.files import num_classes, output_dir, test_dataset_names, train_dataset_names
+from ..errors import DataCheckError
+from .coco_json import CocoSummary, check_coco_json
+from .outputs import check_run_output, run_inputs
+
+__all__ = ["check_batch", "check_datasets", "check_run", "dataset_classes"]
+
+logger = logging.getLogger(__name__)
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(map(str, names[:10])) + (", ..." if len(names) > 10 else "")
+
+
+def _summary(name: str, needs_masks: bool) -> Optional[CocoSummary]:
+    """The checks of a registered dataset's json; None for a dataset without one."""
+    from detectron2.data import MetadataCatalog
+
+    json_file = MetadataCatalog.get(name).get("json_file")
+    return check_coco_json(str(json_file), name, needs_masks) if json_file else None
+
+
+def dataset_classes(name: str, summary: Optional[CocoSummary] = None) -> Optional[List[str]]:
+    """The class names of a dataset in Detectron2's order: from its json, else its metadata."""
+    from detectron2.data import MetadataCatalog
+
+    if summary is not None:
+        return list(summary.classes)
+    classes = MetadataCatalog.get(name).get("thing_classes")
+    return list(classes) if classes is not None else None
+
+
+def _count_error(name: str, classes: List[str], empty: List[str], num: int, key: str, what: str) -> DataCheckError:
+    if empty and len(classes) - len(empty) == num:
+        return DataCheckError(
+            f"{what} dataset {name!r} has {len(classes)} categories ({_shown(classes)}) but the model "
+            f"{num} ({key}); {_shown(empty)} has no boxes at all, like the placeholder category some "
+            "labelling tools export: remove it from the json's categories (or set "
+            f"{key} to {len(classes)} and keep a class that is never trained)"
+        )
+    if what == "test":
+        return DataCheckError(
+            f"test dataset {name!r} has {len(classes)} categories ({_shown(classes)}) but the model {num} "
+            f"({key}); evaluate on a test set of the classes the model was trained on"
+        )
+    return DataCheckError(
+        f"dataset {name!r} has {len(classes)} categories ({_shown(classes)}) but the model has {num} classes "
+        f"({key}); set {key} to {len(classes)} (a DeFeat teacher must then detect the same classes for the "
+        "head loss)"
+    )
+
+
+def check_datasets(
+    train_names: Sequence[str], test_names: Sequence[str], num: Optional[int], key: str, needs_masks: bool = False
+) -> Dict[str, Optional[CocoSummary]]:
+    """Check every dataset's json, and each dataset's classes against the model's ``num``
+    (``key``: its config key) and the test sets' against the training sets' (same names, same
+    order: Detectron2 maps categories to class indices by sorted id).
+
+    Returns:
+        ``{name: CocoSummary or None}`` (None: no json to read).
+    Raises:
+        DataCheckError: naming the dataset, its json, and what to change.
+    """
+    summaries = {name: _summary(name, needs_masks) for name in dict.fromkeys([*train_names, *test_names])}
+    train_classes = None
+    for name in train_names:
+        classes = dataset_classes(name, summaries[name])
+        if classes is None:
+            continue
+        empty = summaries[name].empty_categories if summaries[name] else []
+        if num is not None and len(classes) != num:
+            raise _count_error(name, classes, empty, num, key, "training")
+        if empty:
+            logger.warning(
+                "dataset %r: categories %s have no boxes; the model keeps a class for each that is never trained",
+                name,
+                _shown(empty),
+            )
+        if train_classes is not None and classes != train_classes[1]:
+            raise DataCheckError(
+                f"training datasets {train_classes[0]!r} and {name!r} name their classes differently "
+                f"({_shown(train_classes[1])} vs {_shown(classes)}); give them the same categories in the same order"
+            )
+        train_classes = (name, classes)
+    for name in test_names:
+        classes = dataset_classes(name, summaries[name])
+        if classes is None:
+            continue
+        if train_classes is not None and classes != train_classes[1]:
+            raise DataCheckError(
+                f"test dataset {name!r} names or orders its classes differently from the training dataset "
+                f"{train_classes[0]!r}: {_shown(classes)} vs {_shown(train_classes[1])}. Class indices would "
+                "be compared across different categories; use a test json with the training json's categories"
+            )
+        if num is not None and len(classes) != num:
+            raise _count_error(name, classes, [], num, key, "test")
+    return summaries
+
+
+def check_batch(cfg, world_size: int) -> None:
+    """Refuse a total batch that does not divide among the ``world_size`` processes."""
+    from detectron2.config import CfgNode
+
+    if isinstance(cfg, CfgNode):
+        total, key = cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH"
+    else:
+        total, key = cfg.dataloader.train.get("total_batch_size", None), "dataloader.train.total_batch_size"
+    if total is None or world_size <= 1:
+        return
+    if not isinstance(total, int) or isinstance(total, bool) or total < world_size or total % world_size:
+        raise DataCheckError(
+            f"{key} = {total!r} does not divide among {world_size} processes (--num-gpus x --num-machines); "
+            f"set it to a multiple of {world_size}"
+        )
+
+
+def _needs_masks(cfg) -> bool:
+    from detectron2.config import CfgNode
+
+    if isinstance(cfg, CfgNode):
+        return bool(cfg.MODEL.MASK_ON)
+    return cfg.model.get("roi_heads", {}).get("mask_head", None) is not None if hasattr(cfg.model, "get") else False
+
+
+def check_run(cfg, args, world_size: int = 1) -> None:
+    """Everything a run of ``cfg`` checks before it writes or builds (main process): the output
+    guard (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the batch and
+    every dataset. Datasets must be registered already.
+
+    Raises:
+        OutputError, DataCheckError: with the setting or file and the fix.
+    """
+    from detectron2.data import DatasetCatalog
+
+    eval_only = bool(getattr(args, "eval_only", False))
+    train_names = train_dataset_names(cfg)
+    if eval_only:  # what the model was trained on, where it is known here
+        train_names = [n for n in train_names if n in DatasetCatalog.list()]
+    test_names = test_dataset_names(cfg)
+    config_file = str(getattr(args, "config_file", "") or "")
+    check_run_output(
+        output_dir(cfg),
+        run_inputs(cfg, config_file, [*train_names, *test_names]),
+        resume=bool(getattr(args, "resume", False)),
+        eval_only=eval_only,
+        overwrite=bool(getattr(args, "overwrite", False)),
+        setting="train.output_dir" if config_file.endswith(".py") else "OUTPUT_DIR",
+    )
+    if not eval_only:
+        check_batch(cfg, world_size)
+    num, key = num_classes(cfg)
+    check_datasets(train_names, test_names, num, key, _needs_masks(cfg))
