@@ -180,6 +180,7 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     summary = json.loads((out / "bench" / "accuracy.json").read_text())["summary"]
     assert "[baseline seed 0] reusing" in text and "1 runs to train" in text
     assert set(summary) == {"baseline", "neck"} and "| neck |" in text and _box_ap(out / "bench" / "neck_seed0")
-    records = json.loads((out / "pred" / "predictions.json").read_text())
-    assert len(records) == len(before) == 8 and sorted(os.listdir(images)) == before
-    assert {d["category"] for r in records for d in r["detections"]} <= set(CLASSES)
+    dets = json.loads((out / "pred" / "predictions.json").read_text())  # COCO results: one row per detection
+    assert len(before) == 8 and sorted(os.listdir(images)) == before
+    assert {os.path.basename(d["file_name"]) for d in dets} <= set(before)
+    assert {d["category"] for d in dets} <= set(CLASSES) and {d["category_id"] for d in dets} <= {1, 2}

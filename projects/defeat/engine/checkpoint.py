@@ -85,12 +85,15 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
 
     if not weights:
         raise WeightsError(f"{setting} is empty: evaluating or predicting needs trained weights")
+    from detectron2.utils.file_io import PathManager
+
     checkpointer = RecordingCheckpointer(model)
+    local = os.path.expanduser(weights)
+    if "://" not in local and not PathManager.isfile(local):
+        raise WeightsError(f"{setting}: weights not found: {weights}")
     try:
-        checkpointer.load(weights)
-    except FileNotFoundError as e:
-        raise WeightsError(f"{setting}: weights not found: {weights}") from e
-    except (OSError, RuntimeError, ValueError, EOFError) as e:
+        checkpointer.load(local)
+    except (OSError, RuntimeError, ValueError, EOFError, AssertionError) as e:
         raise WeightsError(f"{setting}: cannot read weights {weights}: {type(e).__name__}: {e}") from e
     problems = weight_problems(checkpointer.incompatible)
     if problems:
