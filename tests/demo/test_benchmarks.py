@@ -344,12 +344,12 @@ def test_step_time_precisions_and_head_modes_side_by_side(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--steps", "0"], "--steps must be >= 1, got 0"),
-        (["--precisions", "fp32", "fp32"], "--precisions lists a precision twice"),
+        (["--steps", "0"], "--steps: must be at least 1, got 0"),
+        (["--precisions", "fp32", "fp32"], "--precisions lists 'fp32' more than once"),
         (["--precisions", "fp64"], "invalid choice: 'fp64'"),
     ],
 )
 def test_step_time_refuses_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
-        _load("step_time").main(["--preset", "tiny", *argv])
+        _load("step_time").main(["--preset", "tiny", "--overwrite", *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err

@@ -37,7 +37,7 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     teacher_ap = results[names[0]]["AP"]
     assert read_box_metrics(str(out / "teacher_R18"))["AP"] == pytest.approx(teacher_ap)
     defeat_log = (out / "defeat_slimR18_from_R18" / "log_stdout.txt").read_text()
-    assert f"box AP {teacher_ap:.2f} as last evaluated" in defeat_log
+    assert f"box AP {teacher_ap:.2f} as its training run evaluated these weights (iteration 1" in defeat_log
     assert "saved weights evaluated on the test set after training" in (out / "results.md").read_text()
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
@@ -47,8 +47,9 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     saved = json.load(open(stamp))
     saved["metrics"]["AP"] = 99.0  # a stale record: the cached teacher must be measured, not believed
     json.dump(saved, open(stamp, "w"))
-    again = demo.main(args)
-    assert "[teacher] reusing" in capsys.readouterr().out
+    again = demo.main(args + ["--precision", "fp32"])  # the cache serves either precision
+    printed = capsys.readouterr().out
+    assert "[teacher] reusing" in printed and "[demo] precision: fp32 (--precision fp32)" in printed
     assert os.path.getmtime(teacher_file) == mtime
     assert again[names[0]]["AP"] == pytest.approx(trained_ap, abs=1e-6)  # same weights, same test set
     assert "evaluated on the test set before the students" in (out / "results.md").read_text()
@@ -56,6 +57,16 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     recorded = demo.main(args + ["--no-eval-teacher"])
     assert recorded[names[0]]["AP"] == 99.0
     assert "not evaluated again" in (out / "results.md").read_text()
+
+
+def test_precision_options(monkeypatch):
+    assert demo.precision_opts("fp32") == [] and demo.precision_opts("bf16") == ["SOLVER.AMP.ENABLED", "True"]
+    monkeypatch.setattr(demo, "cpu_bf16_supported", lambda: False)
+    assert demo.precision_opts("auto") == []
+    monkeypatch.setattr(demo, "cpu_bf16_supported", lambda: True)
+    assert demo.precision_opts("auto") == ["SOLVER.AMP.ENABLED", "True"]
+    opts = ["SOLVER.MAX_ITER", "5", "SOLVER.AMP.ENABLED", "True", "MODEL.X", "True"]
+    assert demo._without_precision(opts) == ["SOLVER.MAX_ITER", "5", "MODEL.X", "True"]
 
 
 def test_teacher_processes_must_be_positive(tmp_path, capsys):

@@ -47,7 +47,9 @@ def test_pad_at_least_rounds_to_the_divisibility():
 def test_bad_input_scale_is_an_error(teacher_weights, value):
     cfg = defeat_cfg(teacher_weights)
     cfg.MODEL.DEFEAT.TEACHER.INPUT_SCALE = value
-    with pytest.raises(DeFeatConfigError, match=r"MODEL.DEFEAT.TEACHER.INPUT_SCALE = \S+ must be (> 0|finite)"):
+    with pytest.raises(
+        DeFeatConfigError, match=r"MODEL.DEFEAT.TEACHER.INPUT_SCALE = \S+ must be (between 0.125 and 8|finite)"
+    ):
         build_model(cfg)
 
 
@@ -148,6 +150,6 @@ def test_lazy_config_names_it_teacher_input_scale(teacher_weights):
     assert m.teacher_input_scale == 1.25
     with pytest.raises(
         DeFeatConfigError,
-        match=r"INPUT_SCALE = -2(\.0)? must be > 0 .*\(LazyConfig: model.defeat.teacher_input_scale\)",
+        match=r"INPUT_SCALE = -2(\.0)? must be between 0.125 and 8 .*\(LazyConfig: model.defeat.teacher_input_scale\)",
     ):
         lazy_defeat(teacher_weights, "model.defeat.teacher_input_scale=-2")

@@ -4,6 +4,7 @@ import json
 import logging
 
 import pytest
+import torch
 from conftest import CONFIGS
 
 from defeat import build_teacher
@@ -54,8 +55,10 @@ def test_recorded_box_ap_unknown(tmp_path):
 
 def test_teacher_log_names_config_weights_and_ap(tmp_path, teacher_weights, caplog):
     weights = tmp_path / "model_final.pth"
-    weights.write_bytes(open(teacher_weights, "rb").read())
-    (tmp_path / "metrics.json").write_text(json.dumps({"bbox/AP": 42.25}) + "\n")
+    state = torch.load(teacher_weights, weights_only=False)
+    state["iteration"] = 7  # the AP counts only when measured at the checkpoint's iteration
+    torch.save(state, weights)
+    (tmp_path / "metrics.json").write_text(json.dumps({"iteration": 7, "bbox/AP": 42.25}) + "\n")
     config = f"{CONFIGS}/tiny_teacher.yaml"
     with caplog.at_level(logging.INFO, logger="defeat.modeling.teacher"):
         build_teacher(config, str(weights), "cpu")

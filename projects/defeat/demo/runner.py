@@ -2,14 +2,17 @@
 
     python -m defeat.demo [--family rcnn|retinanet] [--output output/demo] [--fresh-teacher]
                           [--student-iters N] [--teacher-iters N] [--teacher-processes N]
+                          [--precision auto|fp32|bf16]
 
 Runs ``train_net.py`` (from the current directory) with the configs in ``configs/demo`` (Faster
 R-CNN by default, RetinaNet with ``--family retinanet``): the teacher first (data-parallel in two
 one-thread processes by default; reused when a finished run of the same config exists), then both
 students side by side, one CPU thread each. The RetinaNet teacher starts from the Faster R-CNN
 demo teacher's weights, so that one is trained (or reused) before it.
-Writes ``results.json`` and ``results.md`` (``results_retinanet.*`` for RetinaNet) under the
-output folder and prints a model-zoo style table.
+Every run trains under bf16 autocast on a CPU that has native bf16 (``--precision auto``, the
+default; ``SOLVER.AMP.ENABLED``, see ``defeat.engine.mixed_precision``), in fp32 elsewhere; a cached
+teacher is reused whatever precision trained it. Writes ``results.json`` and ``results.md``
+(``results_retinanet.*`` for RetinaNet) under the output folder and prints a model-zoo style table.
 """
 
 import argparse
@@ -20,6 +23,7 @@ import sys
 import threading
 import time
 
+from ..engine.mixed_precision import cpu_bf16_supported
 from .experiments import (
     config_digest,
     elapsed,
@@ -60,6 +64,29 @@ INIT = {"retinanet": SUITES["rcnn"][0]}
 # estimate the total ETA of stages that have not started yet (RetinaNet: 2014 s for the teacher's
 # 3600 iterations as two data-parallel processes, 333 s for the students' 600).
 PRIOR_S_PER_ITER = {"rcnn": {"teacher": 0.66, "students": 0.95}, "retinanet": {"teacher": 0.56, "students": 0.55}}
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _without_precision(opts: list) -> list:
+    """``opts`` without a ``SOLVER.AMP.ENABLED <value>`` pair."""
+    out, i = [], 0
+    while i < len(opts):
+        if opts[i] == "SOLVER.AMP.ENABLED":
+            i += 2
+            continue
+        out.append(opts[i])
+        i += 1
+    return out
+
+
+def precision_opts(precision: str) -> list:
+    """Overrides for ``--precision``: bf16 (``SOLVER.AMP.ENABLED True`` on the CPU) for ``bf16``, and
+    for ``auto`` where the CPU has native bf16; none for fp32."""
+    if precision == "bf16" or (precision == "auto" and cpu_bf16_supported()):
+        return ["SOLVER.AMP.ENABLED", "True"]
+    return []
 
 
 def _max_iter(config_file, opts):
@@ -105,7 +132,8 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
     out = os.path.join(args.output, run[2])
     weights = os.path.join(out, "model_final.pth")
     stamp = os.path.join(out, "defeat_demo_teacher.json")
-    digest = config_digest(run[1], opts) + extra_digest
+    # The cache key leaves the precision out: a teacher trained in fp32 serves a bf16 demo and back.
+    digest = config_digest(run[1], _without_precision(opts)) + extra_digest
     cached = not fresh and os.path.isfile(stamp) and json.load(open(stamp)).get("digest") == digest
     if cached and remeasure and args.eval_teacher:  # a cached teacher is measured again before use
         t0 = time.time()
@@ -166,13 +194,21 @@ def main(argv=None):
         action="store_false",
         help="take a cached teacher's AP from its stamp instead of evaluating it on the test set again",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="bf16 autocast on a CPU with native bf16 (auto), or always fp32 / bf16",
+    )
     args = p.parse_args(argv)
     if args.teacher_processes < 1:
         p.error(f"--teacher-processes must be >= 1, got {args.teacher_processes}")
     TEACHER, BASELINE, DEFEAT = SUITES[args.family]
     prior = PRIOR_S_PER_ITER[args.family]
     t_start = time.time()
-    teacher_opts, student_opts = iters_opts(args.teacher_iters), iters_opts(args.student_iters)
+    amp = precision_opts(args.precision)
+    teacher_opts, student_opts = iters_opts(args.teacher_iters) + amp, iters_opts(args.student_iters) + amp
+    print(f"[demo] precision: {'bf16 autocast' if amp else 'fp32'} (--precision {args.precision})", flush=True)
     student_iters = _max_iter(BASELINE[1], student_opts)
     students_s = student_iters * prior["students"]
     init_digest = ""
