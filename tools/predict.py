@@ -49,8 +49,9 @@ from defeat.config.files import (
 from defeat.engine.checkpoint import atomic_write, load_weights_strictly
 from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
+from defeat.engine.preflight import check_datasets
 from defeat.engine.script import take_trailing_options
-from defeat.errors import ConfigFileError, OutputError, OverrideError, WeightsError
+from defeat.errors import ConfigFileError, DataCheckError, OutputError, OverrideError, WeightsError
 from defeat.modeling.meta_arch.common import build_student_model
 
 logger = logging.getLogger("defeat.tools.predict")
@@ -167,6 +168,10 @@ def metadata(cfg, dataset: str):
     if dataset:
         name = dataset_from_argument(dataset)
         register_provided_datasets([name])
+        try:  # the one dataset check, before the json is loaded
+            check_datasets([name], [], None, "")
+        except DataCheckError as e:
+            raise SystemExit(f"predict.py: error: --dataset: {e}") from e
         if not MetadataCatalog.get(name).get("thing_classes"):
             DatasetCatalog.get(name)  # a COCO json sets its class names when loaded
         meta = MetadataCatalog.get(name)

@@ -50,7 +50,8 @@ from defeat.config.files import (
 from defeat.engine.checkpoint import load_weights_strictly
 from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
-from defeat.errors import OutputError, WeightsError
+from defeat.engine.preflight import check_datasets
+from defeat.errors import DataCheckError, OutputError, WeightsError
 from defeat.modeling.align import align_to_grid
 from defeat.modeling.masks import assign_levels
 
@@ -128,6 +129,8 @@ def parse_args(argv=None):
         args.records = load_records(args.dataset)
     except KeyError as e:
         p.error(f"dataset {args.dataset!r} is not registered ({e})")
+    except DataCheckError as e:
+        p.error(str(e))
     if args.start >= len(args.records):
         p.error(f"--start {args.start} is past the end of dataset {args.dataset!r} ({len(args.records)} images)")
     return args
@@ -144,8 +147,10 @@ def enable_neck(cfg) -> None:
 
 
 def load_records(name: str) -> List[dict]:
-    """The dataset dicts of ``name`` (a generated dataset is registered on demand)."""
+    """The dataset dicts of ``name`` (a generated dataset is registered on demand), its json
+    checked first (``defeat.engine.preflight.check_datasets``)."""
     register_provided_datasets([name])
+    check_datasets([name], [], None, "")
     return DatasetCatalog.get(name)
 
 

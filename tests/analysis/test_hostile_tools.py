@@ -282,3 +282,25 @@ def test_visualize_masks_two_images_to_one_figure_are_refused(tmp_path):
             ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", "hostile_vis_pair", "--num-images", "2"]
             + ["--output", str(tmp_path / "vis")]
         )
+
+
+def _duplicate_ids_dataset(tmp_path):
+    json_file, images = write_coco(str(tmp_path / "dup"), num_images=2)
+    data = json.load(open(json_file))
+    data["images"][1]["id"] = data["images"][0]["id"]
+    json.dump(data, open(json_file, "w"))
+    return json_file, images
+
+
+def test_visualize_masks_checks_the_json_first(tmp_path, capsys):
+    json_file, images = _duplicate_ids_dataset(tmp_path)
+    argv = ["--config-file", f"{CONFIGS}/tiny_defeat.yaml", "--dataset", f"hostile_vdup={json_file}:{images}"]
+    msg = _usage_error(capsys, lambda: load_tool("visualize_masks").main(argv + ["--output", str(tmp_path / "v")]))
+    assert "image id 1 is used by 'img_000.png' and 'img_001.png'" in msg
+
+
+def test_predict_checks_the_datasets_json_first(student, tmp_path):
+    weights, _, images = student
+    json_file, dup_images = _duplicate_ids_dataset(tmp_path)
+    with pytest.raises(SystemExit, match=r"predict.py: error: --dataset: .*image id 1 is used by"):
+        _predict(weights, images, tmp_path / "o", "--dataset", f"hostile_pdup={json_file}:{dup_images}")
