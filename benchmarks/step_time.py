@@ -33,6 +33,8 @@ import time
 import torch
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, at_least, distinct
+from defeat.engine.outputs import check_output_files
+from defeat.errors import OutputError
 
 PRESETS = {
     # student config, DeFeat config overrides, teacher config, image size
@@ -507,8 +509,10 @@ def main(argv=None):
     distinct(p, "--boxes", args.boxes)
     if not args.json.endswith(".json") or os.path.isdir(args.json):
         p.error(f"--json {args.json!r} must be a file path ending in .json")
-    if os.path.exists(args.json) and not args.overwrite:
-        p.error(f"--json {args.json!r} already exists; pass --overwrite to replace it, or choose another path")
+    try:
+        check_output_files([args.json], {}, args.overwrite, "--json")
+    except OutputError as e:
+        p.error(str(e))
     if args.amp and args.precisions:
         p.error("--amp and --precisions both choose the precision; --precisions fp32 bf16 compares them")
     if args.threads:

@@ -21,6 +21,8 @@ from detectron2.config import CfgNode
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input
 from defeat.analysis.export import ExportError, read_student_state, write_student
 from defeat.config.files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
+from defeat.engine.outputs import check_output_files
+from defeat.errors import OutputError
 
 
 def verify(config_file: str, state, opts=()) -> None:
@@ -78,8 +80,10 @@ def parse_args(argv=None):
         p.error(clash)
     if os.path.isdir(args.output):
         p.error(f"the output {args.output!r} is a folder; give a file path such as {args.output}/student.pth")
-    if os.path.exists(args.output) and not args.overwrite:
-        p.error(f"the output {args.output!r} already exists; pass --overwrite to replace it, or choose another name")
+    try:
+        check_output_files([args.output], {}, args.overwrite, "the output")
+    except OutputError as e:
+        p.error(str(e))
     if args.verify_config and not os.path.isfile(args.verify_config):
         p.error(f"--verify-config file not found: {args.verify_config!r}")
     if args.opts and not args.verify_config:

@@ -9,12 +9,14 @@ newest intact ``model_XXXXXXX.pth`` with a warning, and a checkpoint of another 
 """
 
 import contextlib
+import logging
 import os
 import re
 from typing import List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils.file_io import PathManager
 
 from ..errors import ResumeError, WeightsError
 
@@ -28,6 +30,8 @@ __all__ = [
     "weight_problems",
     "restore_on_failure",
 ]
+
+logger = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^model_(\d+)\.pth$")
 
@@ -81,12 +85,8 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
     Raises:
         WeightsError: naming the file, ``setting`` and the first tensors left wrong.
     """
-    import logging
-
     if not weights:
         raise WeightsError(f"{setting} is empty: evaluating or predicting needs trained weights")
-    from detectron2.utils.file_io import PathManager
-
     checkpointer = RecordingCheckpointer(model)
     local = os.path.expanduser(weights)
     if "://" not in local and not PathManager.isfile(local):
@@ -105,7 +105,7 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
         )
         if not allow_random:
             raise WeightsError(message)
-        logging.getLogger(__name__).warning("%s (allowed: random weights were asked for)", message)
+        logger.warning("%s (allowed: random weights were asked for)", message)
     return checkpointer.incompatible
 
 

@@ -13,7 +13,7 @@ import math
 import numbers
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from ..errors import DataCheckError
 
@@ -190,9 +190,3 @@ def check_coco_json(json_file: str, dataset_name: str = "", needs_masks: bool = 
         num_annotations=len(annotations) - orphans,
         has_segmentation=with_masks > 0,
     )
-
-
-def class_summary(summary: CocoSummary) -> Tuple[int, str]:
-    """``(number of classes, a short list of names)`` for messages."""
-    names = summary.classes
-    return len(names), ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")

@@ -9,8 +9,8 @@ work:
   ``config.yaml`` would replace one of those inputs, or that already holds another run (unless
   ``--resume`` continues it or ``--overwrite`` replaces it: then its ``metrics.json``,
   ``last_checkpoint`` and event files are removed first, so two runs' metrics never merge);
-- :func:`check_output_file` and :func:`check_distinct_outputs` do the same for the files a
-  tool writes (an existing file is kept unless ``--overwrite``).
+- :func:`check_output_dir`, :func:`check_output_files` and :func:`check_distinct_outputs` do the
+  same for the folders and files a tool writes (an existing file is kept unless ``--overwrite``).
 """
 
 import glob
@@ -26,7 +26,6 @@ __all__ = [
     "RUN_RECORD_FILES",
     "check_distinct_outputs",
     "check_output_dir",
-    "check_output_file",
     "check_output_files",
     "check_run_output",
     "overwritten_input",
@@ -187,27 +186,6 @@ def check_run_output(
         "--overwrite: replacing the run in %s (removed %s)", output_dir, ", ".join(map(os.path.basename, removed))
     )
     return removed
-
-
-def check_output_file(
-    path: str, inputs: Mapping[str, str] = (), overwrite: bool = False, option: str = "--output"
-) -> None:
-    """Refuse a tool's output file that is one of its ``inputs`` (``{what: path}``), a folder,
-    or an existing file (unless ``overwrite``).
-
-    Raises:
-        OutputError: naming ``option``, the path and what it would replace.
-    """
-    clash = overwritten_input(path, **{k: v for k, v in dict(inputs).items()})
-    if clash:
-        raise OutputError(f"{option}: {clash}")
-    for what, source in dict(inputs).items():
-        if source and os.path.isdir(source) and _inside(path, source) and os.path.isfile(path):
-            raise OutputError(f"{option} {path!r} is a file inside the {what} {source!r}; write it elsewhere")
-    if os.path.isdir(path):
-        raise OutputError(f"{option} {path!r} is a folder; give a file path")
-    if os.path.exists(path) and not overwrite:
-        raise OutputError(f"{option} {path!r} already exists; pass --overwrite to replace it, or choose another name")
 
 
 def check_distinct_outputs(pairs: Sequence[Tuple[str, str]], option: str = "--output") -> None:

@@ -144,6 +144,7 @@ def check_run(cfg, args, world_size: int = 1) -> None:
     Raises:
         OutputError, DataCheckError: with the setting or file and the fix.
     """
+    from detectron2.config import CfgNode
     from detectron2.data import DatasetCatalog
 
     eval_only = bool(getattr(args, "eval_only", False))
@@ -158,7 +159,7 @@ def check_run(cfg, args, world_size: int = 1) -> None:
         resume=bool(getattr(args, "resume", False)),
         eval_only=eval_only,
         overwrite=bool(getattr(args, "overwrite", False)),
-        setting="train.output_dir" if config_file.endswith(".py") else "OUTPUT_DIR",
+        setting="OUTPUT_DIR" if isinstance(cfg, CfgNode) else "train.output_dir",
     )
     if not eval_only:
         check_batch(cfg, world_size)
