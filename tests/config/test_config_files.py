@@ -78,3 +78,20 @@ def test_load_config_errors_name_the_file(tmp_path):
         load_config(str(no_model))
     with pytest.raises(ConfigFileError, match="overrides of a LazyConfig are key=value"):
         load_config(f"{CONFIGS}/tiny_base.py", ["MODEL.FPN.OUT_CHANNELS", "16"])
+
+
+def test_whole_number_for_a_float_key_is_taken_as_a_float():
+    """yacs refuses ``8`` where the default is ``8.0``; the loader writes it as a float, and only there."""
+    from defeat.config.files import floats_where_expected, load_config
+
+    cfg = load_config(
+        os.path.join(CONFIGS, "tiny_defeat.yaml"),
+        ["MODEL.DEFEAT.NECK.SCALE_BASE", "8", "MODEL.DEFEAT.BOX.WEIGHT", 0, "SOLVER.MAX_ITER", "7"],
+    )
+    assert cfg.MODEL.DEFEAT.NECK.SCALE_BASE == 8.0 and isinstance(cfg.MODEL.DEFEAT.NECK.SCALE_BASE, float)
+    assert cfg.MODEL.DEFEAT.BOX.WEIGHT == 0.0 and cfg.SOLVER.MAX_ITER == 7 and isinstance(cfg.SOLVER.MAX_ITER, int)
+    # booleans, strings and other types are left to yacs' own checks
+    out = floats_where_expected(cfg, ["MODEL.DEFEAT.BOX.WEIGHT", "True", "MODEL.DEFEAT.NECK.SCALE_BASE", "abc"])
+    assert out == ["MODEL.DEFEAT.BOX.WEIGHT", "True", "MODEL.DEFEAT.NECK.SCALE_BASE", "abc"]
+    with pytest.raises(Exception, match="MODEL.DEFEAT.BOX.WEIGHT"):
+        load_config(os.path.join(CONFIGS, "tiny_defeat.yaml"), ["MODEL.DEFEAT.BOX.WEIGHT", "True"])

@@ -48,6 +48,15 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.HEAD.BG_WEIGHT = 1.0
     cfg.MODEL.DEFEAT.HEAD.TEMPERATURE = 1.0
 
+    # Box distillation (localisation KD, beyond the paper; docs/algorithm.md, section 3): on the
+    # head loss's RoIs (HEAD.PROPOSALS, object RoIs) or the dense head's object locations, the
+    # student's box for the entry's class pulled towards the teacher's, weighted by the teacher's
+    # confidence in that class. Works with HEAD.ENABLED on or off.
+    cfg.MODEL.DEFEAT.BOX = CN()
+    cfg.MODEL.DEFEAT.BOX.ENABLED = False
+    cfg.MODEL.DEFEAT.BOX.WEIGHT = 1.0
+    cfg.MODEL.DEFEAT.BOX.LOSS = "l1"  # "l1" (on the student's box deltas) or "giou" (on decoded boxes)
+
     # "constant", "linear" or "cosine": the last two decay the KD weight to 0 at SOLVER.MAX_ITER.
     cfg.MODEL.DEFEAT.LOSS_SCHEDULE = "constant"
     # The KD weight ramps linearly from 0 to 1 over these many iterations.

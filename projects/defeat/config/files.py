@@ -118,12 +118,32 @@ def resolve_teacher_config_file(cfg, config_file: str) -> None:
             cfg.freeze()
 
 
+def floats_where_expected(cfg, opts: Sequence[str]) -> List[str]:
+    """``KEY VALUE`` overrides with a whole number given for a float key written as a float
+    (``MODEL.DEFEAT.BOX.WEIGHT 0`` -> ``0.0``): yacs refuses an int where the default is a float."""
+    import ast
+
+    out = [str(o) for o in opts]
+    for i in range(0, len(out) - 1, 2):
+        node = cfg
+        for part in out[i].split("."):
+            node = node.get(part) if isinstance(node, CfgNode) else None
+        if isinstance(node, float):
+            try:
+                value = ast.literal_eval(out[i + 1])
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                out[i + 1] = repr(float(value))
+    return out
+
+
 def merge_defeat_config_file(cfg, config_file: str, opts: Sequence[str] = ()):
     """``cfg.merge_from_file(config_file)``, the teacher config path resolved
     (:func:`resolve_teacher_config_file`), then ``cfg.merge_from_list(opts)``; returns ``cfg``."""
     cfg.merge_from_file(config_file)
     resolve_teacher_config_file(cfg, config_file)
-    cfg.merge_from_list([str(o) for o in opts])
+    cfg.merge_from_list(floats_where_expected(cfg, opts))
     return cfg
 
 
@@ -210,7 +230,7 @@ def load_config(
     except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
         raise ConfigFileError(f"cannot read config {path!r}: {type(e).__name__}: {e}") from e
     try:
-        cfg.merge_from_list(opts)
+        cfg.merge_from_list(floats_where_expected(cfg, opts))
     except Exception as e:  # odd count, unknown key, wrong type
         raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
     return cfg

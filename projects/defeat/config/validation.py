@@ -21,6 +21,7 @@ __all__ = [
     "SCHEDULES",
     "MASK_MODES",
     "PROPOSAL_MODES",
+    "BOX_LOSSES",
     "setting_name",
     "validate_settings",
     "CheckedSettings",
@@ -36,6 +37,8 @@ SCHEDULES = ("constant", "linear", "cosine")  # the KD weight over training
 MASK_MODES = ("scale", "all", "coupled")
 # Whose sampled RoIs the head loss compares the two box heads on (docs/algorithm.md, section 3).
 PROPOSAL_MODES = ("teacher", "student")
+# The box-distillation loss: L1 on the student's box deltas, or 1 - GIoU on decoded boxes.
+BOX_LOSSES = ("l1", "giou")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("head", "obj_weight"): _WEIGHT,
     ("head", "bg_weight"): _WEIGHT,
     ("head", "temperature"): Rule("number", low=0.0, strict=True),
+    ("box", "enabled"): Rule("bool"),
+    ("box", "weight"): _WEIGHT,
+    ("box", "loss"): Rule("choice", choices=BOX_LOSSES),
     ("loss_schedule",): Rule("choice", choices=SCHEDULES),
     ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
     ("max_iter",): Rule("int", low=0),
@@ -171,16 +177,17 @@ def _set(settings: Dict, path: Tuple[str, ...], value: Any) -> None:
 
 def _check_some_loss(settings: Mapping) -> None:
     """A DeFeat model with no loss that can be non-zero only pays for its teacher."""
-    neck, head = settings["neck"], settings["head"]
+    neck, head, box = settings["neck"], settings["head"], settings["box"]
     neck_on = neck["enabled"] and (neck["obj_weight"] > 0 or neck["bg_weight"] > 0)
     head_on = head["enabled"] and (head["obj_weight"] > 0 or head["bg_weight"] > 0)
-    if not (neck_on or head_on):
+    box_on = box["enabled"] and box["weight"] > 0
+    if not (neck_on or head_on or box_on):
         raise DeFeatConfigError(
-            "no DeFeat loss is enabled (MODEL.DEFEAT.NECK and MODEL.DEFEAT.HEAD are each disabled or have "
-            "both weights 0), so the teacher would run at every step and contribute nothing. To train the "
-            "plain student, use its parent architecture without a teacher (MODEL.META_ARCHITECTURE "
-            "GeneralizedRCNN or RetinaNet; in a LazyConfig, model._target_ and no model.teacher/model.defeat); "
-            "otherwise enable NECK or HEAD with a weight > 0"
+            "no DeFeat loss is enabled (MODEL.DEFEAT.NECK, MODEL.DEFEAT.HEAD and MODEL.DEFEAT.BOX are each "
+            "disabled or have their weights 0), so the teacher would run at every step and contribute nothing. "
+            "To train the plain student, use its parent architecture without a teacher "
+            "(MODEL.META_ARCHITECTURE GeneralizedRCNN or RetinaNet; in a LazyConfig, model._target_ and no "
+            "model.teacher/model.defeat); otherwise enable NECK, HEAD or BOX with a weight > 0"
         )
 
 

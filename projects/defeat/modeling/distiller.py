@@ -24,6 +24,7 @@ from ..config.validation import MASK_MODES, validate_settings
 from .adapters import build_adapters
 from .align import align_to_grid
 from .losses import (
+    box_distillation_loss,
     decoupled_feature_loss,
     decoupled_kl_loss,
     decoupled_sigmoid_kl_loss,
@@ -85,7 +86,7 @@ def pairing_table(
 
 
 class DeFeatDistiller(nn.Module):
-    """Adapters + decoupled neck and head losses, weighted and scheduled.
+    """Adapters + decoupled neck and head losses and the box loss, weighted and scheduled.
 
     State: only the adapters (``adapters.<feature>``); everything else is configuration.
     """
@@ -109,6 +110,9 @@ class DeFeatDistiller(nn.Module):
         head_obj_weight: Optional[float] = None,
         head_bg_weight: Optional[float] = None,
         temperature: Optional[float] = None,
+        box_enabled: Optional[bool] = None,
+        box_weight: Optional[float] = None,
+        box_loss: Optional[str] = None,
         schedule: Optional[str] = None,
         warmup_iters: Optional[int] = None,
         max_iter: Optional[int] = None,
@@ -130,6 +134,9 @@ class DeFeatDistiller(nn.Module):
 
         self.neck_enabled = s["neck_enabled"]
         self.head_enabled = s["head_enabled"]
+        self.box_enabled = s["box_enabled"]
+        self.box_weight = float(s["box_weight"])
+        self.box_loss = s["box_loss"]
         self.in_features = list(s["in_features"])
         if self.neck_enabled:
             self._check_levels(student_shapes, teacher_shapes)
@@ -250,6 +257,21 @@ class DeFeatDistiller(nn.Module):
             "loss_defeat_head_obj": obj * self.head_weights[0],
             "loss_defeat_head_bg": bg * self.head_weights[1],
         }
+
+    @property
+    def prediction_enabled(self) -> bool:
+        """True when a loss compares the two models' predictions (head KL or box loss)."""
+        return self.head_enabled or self.box_enabled
+
+    def box_losses(
+        self, student: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, is_object: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Weighted ``loss_defeat_box`` (before the schedule) from ``[R, 4]`` student boxes and
+        teacher targets in the form of ``box_loss`` (deltas for "l1", XYXY boxes for "giou"),
+        the teacher's confidence ``weights [R]`` and ``is_object [R]``
+        (:func:`defeat.modeling.losses.box_distillation_loss`)."""
+        loss = box_distillation_loss(student, target, weights, is_object, self.box_loss)
+        return {"loss_defeat_box": loss * self.box_weight}
 
     def scheduled(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Multiply KD losses by the schedule's weight at the current iteration and log it."""

@@ -1,6 +1,7 @@
 """Decoupled distillation losses (docs/algorithm.md, sections 2-3). Pure functions, computed in fp32.
 
-Each returns an ``(obj, bg)`` pair of scalar tensors, unweighted; the caller applies weights.
+The neck and head losses return an ``(obj, bg)`` pair of scalar tensors, the box loss one scalar
+(object entries only), all unweighted; the caller applies weights.
 Teacher inputs are always detached; every normaliser is clamped with ``max(1, .)`` on device
 (no host synchronisation).
 """
@@ -10,10 +11,13 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..config.validation import FEATURE_NORMS
+from ..config.validation import BOX_LOSSES, FEATURE_NORMS
 
 __all__ = [
+    "BOX_LOSSES",
     "FEATURE_NORMS",
+    "box_distillation_loss",
+    "generalized_iou",
     "decoupled_feature_loss",
     "decoupled_kl_loss",
     "decoupled_sigmoid_kl_loss",
@@ -138,3 +142,55 @@ def decoupled_sigmoid_kl_loss(
     kl = (log_pt.exp() * (log_pt - log_ps) + log_qt.exp() * (log_qt - log_qs)).sum(dim=-1)
     obj, bg = _split_mean(kl, is_object, valid)
     return obj * scale, bg * scale
+
+
+def generalized_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Element-wise generalised IoU of XYXY boxes ``a [R, 4]`` and ``b [R, 4]`` -> ``[R]`` in [-1, 1].
+
+    ``IoU - (C - U) / C`` with ``U`` the union and ``C`` the smallest enclosing box's area; a box
+    with ``x2 < x1`` (or ``y2 < y1``) has area 0. Computed in fp32, no host synchronisation.
+    """
+    a, b = a.float(), b.float()
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt, rb = torch.max(a[:, :2], b[:, :2]), torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    union = area_a + area_b - inter
+    iou = inter / union.clamp(min=eps)
+    enclose = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0).prod(dim=1)
+    return iou - (enclose - union) / enclose.clamp(min=eps)
+
+
+def box_distillation_loss(
+    student: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    is_object: torch.Tensor,
+    kind: str = "l1",
+) -> torch.Tensor:
+    """The student's boxes pulled towards the teacher's, on object entries, confidence-weighted.
+
+    Args:
+        student: ``[R, 4]`` the student's box regression: deltas (``kind="l1"``) or decoded XYXY
+            boxes (``"giou"``), with autograd.
+        target: ``[R, 4]`` the teacher's box in the same form (the teacher's decoded box encoded
+            with the student's box transform for ``"l1"``); detached here.
+        weights: ``[R]`` the teacher's confidence in the entry's class (detached here).
+        is_object: bool ``[R]``; background entries count in neither sum.
+        kind: ``"l1"``: ``sum_4 |s - t|`` per entry; ``"giou"``: ``1 - GIoU(s, t)``.
+    Returns:
+        Scalar ``sum_obj w_r l_r / max(1, #obj)``.
+    """
+    if kind not in BOX_LOSSES:
+        raise ValueError(f"box loss {kind!r} is not one of {list(BOX_LOSSES)}")
+    if student.shape != target.shape or student.shape[-1:] != (4,):
+        raise ValueError(f"student {tuple(student.shape)} and target {tuple(target.shape)} must both be [R, 4]")
+    s, t = student.float(), target.detach().float()
+    if kind == "l1":
+        per = (s - t).abs().sum(dim=-1)
+    else:
+        per = 1.0 - generalized_iou(s, t)
+    obj = is_object.to(per.dtype)
+    # masked, not indexed: background rows (possibly non-finite after decoding) must not leak
+    per = torch.where(is_object, per, torch.zeros_like(per))
+    return (per * weights.detach().float() * obj).sum() / obj.sum().clamp(min=1.0)

@@ -14,7 +14,7 @@ from detectron2.structures import Boxes
 
 from ...config.settings import DeFeatConfigError
 
-__all__ = ["box_stages", "stage_logits", "check_head_pair", "is_cascade"]
+__all__ = ["box_stages", "stage_logits", "stage_outputs", "box_transforms", "check_head_pair", "is_cascade"]
 
 _BOX_ATTRS = ("box_pooler", "box_head", "box_predictor", "box_in_features")
 
@@ -48,15 +48,28 @@ def box_stages(roi_heads, who: str = "model") -> List[Tuple[nn.Module, nn.Module
     return list(zip(head, pred))
 
 
-def stage_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> List[torch.Tensor]:
-    """Classification logits ``[R, K+1]`` of every stage's classifier on the same boxes.
+def stage_outputs(
+    roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]
+) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(logits [R, K+1], deltas [R, 4K] or [R, 4])`` of every stage's box predictor on the same boxes.
 
     The boxes are pooled once; stage ``k`` runs ``box_head[k]`` and ``box_predictor[k]`` on them
     (a cascade refines boxes between stages at training time; here every stage sees the same
     RoIs so that student and teacher are compared on identical inputs).
     """
     x = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
-    return [pred(head(x))[0] for head, pred in box_stages(roi_heads)]
+    return [tuple(pred(head(x))[:2]) for head, pred in box_stages(roi_heads)]
+
+
+def stage_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> List[torch.Tensor]:
+    """Classification logits ``[R, K+1]`` of every stage's classifier on the same boxes
+    (:func:`stage_outputs` without the deltas)."""
+    return [logits for logits, _ in stage_outputs(roi_heads, features, boxes)]
+
+
+def box_transforms(roi_heads) -> List[nn.Module]:
+    """Each stage's ``Box2BoxTransform`` (how its predictor's deltas encode boxes), in stage order."""
+    return [pred.box2box_transform for _, pred in box_stages(roi_heads)]
 
 
 def _num_logits(predictor: nn.Module):
@@ -64,12 +77,12 @@ def _num_logits(predictor: nn.Module):
     return getattr(cls, "out_features", None)
 
 
-def check_head_pair(student_heads, teacher_heads) -> None:
-    """Refuse (at build time) a student/teacher pair the head loss cannot compare.
+def check_head_pair(student_heads, teacher_heads, off: str = "set MODEL.DEFEAT.HEAD.ENABLED False") -> None:
+    """Refuse (at build time) a student/teacher pair the head (and box) loss cannot compare.
 
     The head loss pairs classifier stages one to one: a standard head with a standard head, a
     cascade with a cascade of as many stages. Within a stage both classifiers must give the
-    same number of logits.
+    same number of logits. ``off``: how to turn the losses off, for the messages.
     """
     s = box_stages(student_heads, "student")
     t = box_stages(teacher_heads, "teacher")
@@ -78,13 +91,12 @@ def check_head_pair(student_heads, teacher_heads) -> None:
             f"the head loss pairs box-classifier stages one to one, but the student's ROI heads "
             f"({type(student_heads).__name__}) have {len(s)} stage(s) and the teacher's "
             f"({type(teacher_heads).__name__}) {len(t)}; use a teacher with as many stages "
-            "(MODEL.ROI_HEADS.NAME, MODEL.ROI_BOX_CASCADE_HEAD.IOUS) or set MODEL.DEFEAT.HEAD.ENABLED "
-            "False (the neck loss serves this pair)"
+            f"(MODEL.ROI_HEADS.NAME, MODEL.ROI_BOX_CASCADE_HEAD.IOUS) or {off} (the neck loss serves this pair)"
         )
     for k, ((_, ps), (_, pt)) in enumerate(zip(s, t)):
         a, b = _num_logits(ps), _num_logits(pt)
         if a is not None and b is not None and a != b:
             raise DeFeatConfigError(
                 f"box classifier stage {k} gives {a} logits in the student but {b} in the teacher; "
-                "the head loss needs the same classes (MODEL.ROI_HEADS.NUM_CLASSES)"
+                f"the head loss needs the same classes (MODEL.ROI_HEADS.NUM_CLASSES), or {off}"
             )

@@ -1,9 +1,10 @@
 """Read the student's box-classifier logits out of its normal ROI-heads pass.
 
 ``BoxHeadTap`` hooks a ``StandardROIHeads`` for one forward: it records the classification
-logits of the RoIs the heads sampled themselves (``own``), and can run extra boxes (the
-teacher's RoIs) through the same pooler/box-head/predictor call, returning the extra rows'
-logits (``extra``) and handing the heads only their own rows. One pass instead of two is
+logits and box deltas of the RoIs the heads sampled themselves (``own``, ``own_deltas``), and
+can run extra boxes (the teacher's RoIs) through the same pooler/box-head/predictor call,
+returning the extra rows' logits and deltas (``extra``, ``extra_deltas``) and handing the heads
+only their own rows. One pass instead of two is
 exact when the box head treats RoIs independently (no BatchNorm over RoIs); otherwise
 ``extra`` stays ``None`` and the caller runs the box head separately.
 """
@@ -36,6 +37,8 @@ class BoxHeadTap:
         self.merge = extra_boxes is not None and rows_independent(roi_heads.box_head)
         self.own: Optional[torch.Tensor] = None
         self.extra: Optional[torch.Tensor] = None
+        self.own_deltas: Optional[torch.Tensor] = None
+        self.extra_deltas: Optional[torch.Tensor] = None
         self._counts: Optional[List[int]] = None
         self._handles = []
 
@@ -60,7 +63,7 @@ class BoxHeadTap:
     def _split(self, module, inputs, output):
         scores, deltas = output
         if self._counts is None:  # nothing appended: the rows are the heads' own
-            self.own = scores
+            self.own, self.own_deltas = scores, deltas
             return None
         own_n, extra_n = self._counts, [len(b) for b in self.extra_boxes]
         starts = [0]
@@ -70,4 +73,5 @@ class BoxHeadTap:
         extra_idx = _ranges([s + a for s, a in zip(starts[:-1], own_n)], extra_n, scores.device)
         self._counts = None  # one merged call per forward
         self.own, self.extra = scores[own_idx], scores[extra_idx]
-        return self.own, deltas[own_idx]
+        self.own_deltas, self.extra_deltas = deltas[own_idx], deltas[extra_idx]
+        return self.own, self.own_deltas

@@ -3,7 +3,7 @@ and the teacher-less student a DeFeat architecture evaluates as."""
 
 import logging
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ __all__ = [
     "detector_num_classes",
     "build_student_model",
     "check_teacher_family",
+    "prediction_terms",
     "student_class",
     "build_eval_model",
     "lazy_eval_model_config",
@@ -41,22 +42,40 @@ def _input_format(model: nn.Module) -> Optional[str]:
     return getattr(model, "input_format", None)
 
 
-def check_teacher_family(student_family: type, teacher: nn.Module, head_enabled: bool) -> bool:
+def prediction_terms(settings) -> List[str]:
+    """The switches of the enabled losses that compare the two models' predictions (head KL,
+    box loss), e.g. ``["MODEL.DEFEAT.HEAD.ENABLED"]``; empty when only the neck loss is on."""
+    return [f"MODEL.DEFEAT.{k.upper()}.ENABLED" for k in ("head", "box") if settings[k]["enabled"]]
+
+
+def _off(terms: Sequence[str]) -> str:
+    return "set " + " and ".join(terms) + " False"
+
+
+def check_teacher_family(student_family: type, teacher: nn.Module, terms: Union[bool, Sequence[str]]) -> bool:
     """Whether the teacher is of another detector family than ``student_family``.
 
-    Across families only the neck loss applies (on the FPN levels both models share); a head
-    loss across families is a :class:`DeFeatConfigError`.
+    Across families only the neck loss applies (on the FPN levels both models share); a head or
+    box loss (``terms``: :func:`prediction_terms`, or a bool for the head loss) across families
+    is a :class:`DeFeatConfigError`.
     """
+    terms = _terms(terms)
     cross = not isinstance(teacher, student_family)
-    if cross and head_enabled:
+    if cross and terms:
         raise DeFeatConfigError(
-            f"the head loss compares classifier outputs of the same family, but the student is a "
-            f"{student_family.__name__} and the teacher a {type(teacher).__name__}; set "
-            "MODEL.DEFEAT.HEAD.ENABLED False to distil the neck only across families"
+            f"the head and box losses compare predictions of the same family, but the student is a "
+            f"{student_family.__name__} and the teacher a {type(teacher).__name__}; {_off(terms)} to "
+            "distil the neck only across families"
         )
     if cross and not hasattr(teacher, "backbone"):
         raise DeFeatConfigError(f"the teacher {type(teacher).__name__} has no `backbone` to imitate")
     return cross
+
+
+def _terms(terms: Union[bool, Sequence[str]]) -> List[str]:
+    if isinstance(terms, bool):
+        return ["MODEL.DEFEAT.HEAD.ENABLED"] if terms else []
+    return list(terms)
 
 
 def teacher_from_config(cfg) -> nn.Module:
@@ -80,9 +99,12 @@ class TeacherMixin:
 
     has_defeat_teacher = True  # what ``defeat.config.files.is_defeat_architecture`` looks for
 
-    def _set_teacher(self, teacher: nn.Module, input_scale: float = 1.0, head_loss: bool = True) -> None:
+    def _set_teacher(
+        self, teacher: nn.Module, input_scale: float = 1.0, head_loss: Union[bool, Sequence[str]] = True
+    ) -> None:
         """Hide ``teacher``; it must read a compatible format, and detect the student's classes
-        when the head loss (``head_loss``) compares their class outputs.
+        when a loss compares their predictions class by class (``head_loss``: the switches of
+        those losses, :func:`prediction_terms`, or a bool for the head loss).
 
         ``input_scale``: the teacher sees the batch resized by this factor
         (``MODEL.DEFEAT.TEACHER.INPUT_SCALE``); its maps are resampled to the student's grids.
@@ -91,17 +113,18 @@ class TeacherMixin:
         """
         self.teacher_input_scale = float(input_scale)  # checked by the settings gate
         theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
+        terms = _terms(head_loss)
         if theirs is not None and theirs != ours:
-            if head_loss:
+            if terms:
                 raise DeFeatConfigError(
                     f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
-                    "MODEL.RETINANET.NUM_CLASSES): the head loss compares their class outputs one to one, so "
-                    "it needs a teacher trained on the student's classes. Set MODEL.DEFEAT.HEAD.ENABLED False "
-                    "to distil the neck alone (it only compares features)"
+                    "MODEL.RETINANET.NUM_CLASSES): the head and box losses compare their predictions class by "
+                    "class, so they need a teacher trained on the student's classes. "
+                    f"S{_off(terms)[1:]} to distil the neck alone (it only compares features)"
                 )
             logger.info(
                 "DeFeat teacher detects %d classes and the student %d: the neck loss only compares features, "
-                "so the teacher teaches the neck (the head loss is off)",
+                "so the teacher teaches the neck (the head and box losses are off)",
                 theirs,
                 ours,
             )

@@ -19,9 +19,16 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from ...config.settings import resolve_settings
 from ..align import align_to_grid
 from ..distiller import DeFeatConfigError, DeFeatDistiller
-from .common import TeacherMixin, check_teacher_family, defeat_from_config
+from .box_kd import dense_box_terms
+from .common import TeacherMixin, check_teacher_family, defeat_from_config, prediction_terms
 
-__all__ = ["DeFeatDenseMixin", "dense_class_logits", "check_same_locations", "check_head_in_features"]
+__all__ = [
+    "DeFeatDenseMixin",
+    "dense_class_logits",
+    "dense_predictions",
+    "check_same_locations",
+    "check_head_in_features",
+]
 
 
 def dense_class_logits(
@@ -43,6 +50,21 @@ def dense_class_logits(
         per_level = [align_to_grid(x, hw, scale) for x, hw in zip(per_level, grids)]
     (per_level,) = model._transpose_dense_predictions([per_level], [model.num_classes])
     return cat(per_level, dim=1)
+
+
+def dense_predictions(
+    model: DenseDetector, features: Dict[str, torch.Tensor], dims: Sequence[int], grids: Optional[Sequence] = None
+) -> List[torch.Tensor]:
+    """Every head output over all locations: ``[N, R, d]`` for each ``d`` of ``dims`` (e.g.
+    ``[K, 4]``: logits and box deltas), in the order of ``model.anchor_generator``.
+
+    ``grids``: per-level ``(H, W)`` to crop the maps to first (the student's grids, for a teacher
+    whose batch was padded further at the same scale).
+    """
+    per_output = model.head([features[f] for f in model.head_in_features])
+    if grids is not None:
+        per_output = [[align_to_grid(x, hw, 1.0) for x, hw in zip(maps, grids)] for maps in per_output]
+    return [cat(levels, dim=1) for levels in model._transpose_dense_predictions(per_output, list(dims))]
 
 
 def check_head_in_features(backbone, head_in_features, name: str, who: str = "student") -> None:
@@ -102,13 +124,20 @@ class DeFeatDenseMixin(TeacherMixin):
             check_head_in_features(kwargs["backbone"], kwargs.get("head_in_features"), self.defeat_family.__name__)
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)
-        self._set_teacher(teacher, settings["teacher_input_scale"], settings["head"]["enabled"])
-        cross = check_teacher_family(self.defeat_family, teacher, settings["head"]["enabled"])
+        terms = prediction_terms(settings)
+        self._set_teacher(teacher, settings["teacher_input_scale"], terms)
+        cross = check_teacher_family(self.defeat_family, teacher, terms)
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
         )
-        if self.distiller.head_enabled:
+        if terms:
             check_same_locations(self, teacher)
+        if self.distiller.box_enabled and settings["teacher_input_scale"] != 1.0:
+            raise DeFeatConfigError(
+                f"the {type(self).__name__} box loss compares the two heads' boxes anchor by anchor, which needs "
+                f"the teacher at the student's input size, but MODEL.DEFEAT.TEACHER.INPUT_SCALE is "
+                f"{settings['teacher_input_scale']}; set it to 1.0 or MODEL.DEFEAT.BOX.ENABLED False"
+            )
 
     @classmethod
     def from_config(cls, cfg):
@@ -130,24 +159,51 @@ class DeFeatDenseMixin(TeacherMixin):
         anchors = self.anchor_generator(head_features)
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         losses = self.losses(anchors, logits, gt_labels, deltas, gt_boxes, *rest)
-        losses.update(self.defeat_losses(batched_inputs, images, features, gt_instances, logits, gt_labels))
+        losses.update(
+            self.defeat_losses(batched_inputs, images, features, gt_instances, logits, gt_labels, deltas, anchors)
+        )
         return losses
 
-    def defeat_losses(self, batched_inputs, images, features, gt_instances, logits, gt_labels) -> Dict:
+    def defeat_losses(
+        self, batched_inputs, images, features, gt_instances, logits, gt_labels, deltas=None, anchors=None
+    ) -> Dict:
         """The scheduled ``loss_defeat_*`` of one batch from the student's features, per-level
-        logits ``[N, R_l, K]`` and location labels (class, ``num_classes`` = background, -1 = ignored)."""
+        logits ``[N, R_l, K]`` and location labels (class, ``num_classes`` = background, -1 = ignored);
+        the box loss also needs the per-level deltas ``[N, R_l, 4]`` and ``anchors`` (per-level ``Boxes``)."""
         _, t_features = self.teacher_features(batched_inputs, images)
         d, scale = self.distiller, self.teacher_input_scale
         kd = {}
         if d.neck_enabled:
             kd.update(d.neck_losses(features, t_features, [g.gt_boxes.tensor for g in gt_instances], scale))
-        if d.head_enabled:
-            grids = [features[f].shape[-2:] for f in self.head_in_features]
-            with torch.no_grad():
+        if not d.prediction_enabled:
+            return d.scheduled(kd)
+        grids = [features[f].shape[-2:] for f in self.head_in_features]
+        with torch.no_grad():
+            if d.box_enabled:  # the whole teacher head (at the student's scale: checked at build)
+                t_logits, t_deltas = dense_predictions(self.teacher, t_features, self.prediction_dims(), grids)[:2]
+            else:  # the classification branch alone
                 t_logits = dense_class_logits(self.teacher, t_features, grids, scale)
-            labels = torch.stack(gt_labels)  # [N, R]
-            valid = (labels >= 0).flatten()
-            is_object = valid & (labels.flatten() != self.num_classes)
+        labels = torch.stack(gt_labels).flatten()  # [N*R]
+        valid = labels >= 0
+        is_object = valid & (labels != self.num_classes)
+        if d.head_enabled:
             s_logits = cat(logits, dim=1).flatten(0, 1)  # [N*R, K], masked rather than indexed
             kd.update(d.head_losses(s_logits, t_logits.flatten(0, 1), is_object, sigmoid=True, valid=valid))
+        if d.box_enabled:
+            if deltas is None or anchors is None:
+                raise ValueError("the box loss needs the student's per-level `deltas` and `anchors`")
+            n = len(gt_labels)
+            boxes = type(anchors[0]).cat(anchors).tensor.repeat(n, 1)  # [N*R, 4], image-major like labels
+            terms = dense_box_terms(
+                cat(deltas, dim=1).flatten(0, 1),
+                t_deltas.flatten(0, 1),
+                t_logits.flatten(0, 1),
+                boxes,
+                labels,
+                self.num_classes,
+                self.box2box_transform,
+                self.teacher.box2box_transform,
+                d.box_loss,
+            )
+            kd.update(d.box_losses(*terms))
         return d.scheduled(kd)

@@ -16,8 +16,8 @@ class DeFeatFCOS(DeFeatDenseMixin, FCOS):
     """FCOS student distilled from a frozen teacher (LazyConfig only, as Detectron2's FCOS).
 
     Constructor: ``teacher`` and ``defeat`` (settings) plus ``FCOS``'s arguments (see
-    ``DeFeatDenseMixin``). Training returns FCOS's losses plus ``loss_defeat_{neck,head}_{obj,bg}``;
-    in eval mode it is exactly ``FCOS``. The neck loss runs on P3-P7; the head loss is the
+    ``DeFeatDenseMixin``). Training returns FCOS's losses plus ``loss_defeat_{neck,head}_{obj,bg}``
+    (and ``loss_defeat_box``); in eval mode it is exactly ``FCOS``. The neck loss runs on P3-P7; the head loss is the
     per-location sigmoid KL where objects are the locations FCOS assigns to a GT box (FCOS has
     no ignored locations), the centerness and box branches are not distilled.
     """

@@ -28,8 +28,9 @@ from detectron2.utils.events import EventStorage
 from ...config.settings import resolve_settings
 from ...config.validation import PROPOSAL_MODES
 from ..distiller import DeFeatDistiller
-from .box_heads import check_head_pair, stage_logits
-from .common import TeacherMixin, check_teacher_family, defeat_from_config
+from .box_heads import box_transforms, check_head_pair, stage_logits, stage_outputs
+from .box_kd import roi_box_terms
+from .common import TeacherMixin, check_teacher_family, defeat_from_config, prediction_terms
 
 __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
 
@@ -66,6 +67,11 @@ def _stage_mean(per_stage: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Ten
     return {k: sum(d[k] for d in per_stage) / len(per_stage) for k in per_stage[0]}
 
 
+def _as_list(x):
+    """A single stage's tensor as a one-element list; lists and None as they are."""
+    return [x] if isinstance(x, torch.Tensor) else x
+
+
 class DeFeatMixin(TeacherMixin):
     """Frozen hidden teacher + ``distiller`` + the two calls that give DeFeat's losses.
 
@@ -87,14 +93,15 @@ class DeFeatMixin(TeacherMixin):
         """
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)  # type- and range-checked
-        self._set_teacher(teacher, settings["teacher_input_scale"], settings["head"]["enabled"])
-        cross = check_teacher_family(GeneralizedRCNN, teacher, settings["head"]["enabled"])
+        terms = prediction_terms(settings)
+        self._set_teacher(teacher, settings["teacher_input_scale"], terms)
+        cross = check_teacher_family(GeneralizedRCNN, teacher, terms)
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
         )
         self.head_proposals = settings["head"]["proposals"]
-        if self.distiller.head_enabled:
-            check_head_pair(self.roi_heads, teacher.roi_heads)
+        if terms:
+            check_head_pair(self.roi_heads, teacher.roi_heads, "set " + " and ".join(terms) + " False")
 
     @classmethod
     def from_config(cls, cfg):
@@ -102,8 +109,8 @@ class DeFeatMixin(TeacherMixin):
 
     @property
     def head_on_teacher_rois(self) -> bool:
-        """True when the head loss is on and uses the teacher's sampled RoIs."""
-        return self.distiller.head_enabled and self.head_proposals == "teacher"
+        """True when the head or box loss is on and uses the teacher's sampled RoIs."""
+        return self.distiller.prediction_enabled and self.head_proposals == "teacher"
 
     def defeat_teacher(self, batched_inputs: List[Dict], images, gt_instances: List[Instances]) -> Dict:
         """Everything the teacher contributes to one batch, computed once and without autograd.
@@ -112,13 +119,14 @@ class DeFeatMixin(TeacherMixin):
             batched_inputs: the student's inputs (the teacher re-reads images only if its
                 preprocessing differs); images: the student's ``ImageList``.
         Returns:
-            ``features`` (teacher FPN maps by name) and, for the head loss on teacher RoIs,
-            ``rois`` (sampled, labelled ``Instances`` per image) and their ``logits``: one
-            ``[R, K+1]`` tensor per classifier stage (one for ``StandardROIHeads``); ``None``
-            where not needed.
+            ``features`` (teacher FPN maps by name) and, for the head or box loss on teacher
+            RoIs, ``rois`` (sampled, labelled ``Instances`` per image, student frame) and their
+            ``logits``: one ``[R, K+1]`` tensor per classifier stage (one for
+            ``StandardROIHeads``), and for the box loss ``boxes``: per stage the teacher's
+            decoded ``[R, 4K]`` (or ``[R, 4]``) boxes in the student's frame; ``None`` where not
+            needed.
         """
-        t = self.teacher
-        out = {"rois": None, "logits": None}
+        out = {"rois": None, "logits": None, "boxes": None}
         t_images, out["features"] = self.teacher_features(batched_inputs, images)
         with torch.no_grad():
             if self.head_on_teacher_rois:
@@ -129,12 +137,24 @@ class DeFeatMixin(TeacherMixin):
                     else [_scaled(g, scale, s) for g, s in zip(gt_instances, t_images.image_sizes)]
                 )
                 rois = self.teacher_rois(t_images, out["features"], t_gt)
-                out["logits"] = stage_logits(t.roi_heads, out["features"], [r.proposal_boxes for r in rois])
+                out["logits"], out["boxes"] = self._teacher_predictions([r.proposal_boxes for r in rois], out)
                 # In the student's frame: the student's box head reads the same boxes there.
                 out["rois"] = (
                     rois if scale == 1.0 else [_scaled(r, 1.0 / scale, s) for r, s in zip(rois, images.image_sizes)]
                 )
         return out
+
+    def _teacher_predictions(self, t_boxes: List[Boxes], teacher: Dict):
+        """The teacher's per-stage logits on ``t_boxes`` (its frame) and, with the box loss on,
+        its decoded boxes per stage scaled into the student's frame (else ``None``)."""
+        outs = stage_outputs(self.teacher.roi_heads, teacher["features"], t_boxes)
+        logits = [o[0] for o in outs]
+        if not self.distiller.box_enabled:
+            return logits, None
+        rois = Boxes.cat(t_boxes).tensor
+        transforms = box_transforms(self.teacher.roi_heads)
+        boxes = [tf.apply_deltas(o[1], rois) / self.teacher_input_scale for tf, o in zip(transforms, outs)]
+        return logits, boxes
 
     def defeat_losses(
         self,
@@ -143,6 +163,7 @@ class DeFeatMixin(TeacherMixin):
         teacher: Dict,
         sampled: Optional[List[Instances]] = None,
         student_logits: Optional[Union[torch.Tensor, List[torch.Tensor]]] = None,
+        student_deltas: Optional[Union[torch.Tensor, List[torch.Tensor]]] = None,
     ) -> Dict[str, torch.Tensor]:
         """The weighted, scheduled ``loss_defeat_*`` of one batch (only the enabled terms).
 
@@ -156,29 +177,41 @@ class DeFeatMixin(TeacherMixin):
                 computed (a list of them, one per stage, for a cascade); otherwise the student's
                 box head(s) run on them here. Cascade stage ``k`` is compared with the teacher's
                 stage ``k`` and the losses are averaged over stages.
+            student_deltas: likewise the student's box deltas on those RoIs, for the box loss
+                (when it is on and they are not given, the box head(s) run here).
         """
         d = self.distiller
         losses = {}
         if d.neck_enabled:
             boxes = [g.gt_boxes.tensor for g in gt_instances]
             losses.update(d.neck_losses(features, teacher["features"], boxes, self.teacher_input_scale))
+        if not d.prediction_enabled:
+            return d.scheduled(losses)
+        if self.head_proposals == "teacher":
+            rois, t_logits, t_boxes = teacher["rois"], teacher["logits"], teacher["boxes"]
+        else:
+            if sampled is None:
+                raise ValueError("HEAD.PROPOSALS is 'student': pass the RoIs roi_heads sampled as `sampled`")
+            rois = sampled
+            with torch.no_grad():
+                scaled = [_scaled_boxes(r.proposal_boxes, self.teacher_input_scale) for r in rois]
+                t_logits, t_boxes = self._teacher_predictions(scaled, teacher)
+        if student_logits is None or (d.box_enabled and student_deltas is None):
+            outs = stage_outputs(self.roi_heads, features, [r.proposal_boxes for r in rois])
+            student_logits, student_deltas = [o[0] for o in outs], [o[1] for o in outs]
+        student_logits, student_deltas = _as_list(student_logits), _as_list(student_deltas)
+        labels = torch.cat([r.gt_classes for r in rois])
+        k = self.roi_heads.num_classes
         if d.head_enabled:
-            if self.head_proposals == "teacher":
-                rois, t_logits = teacher["rois"], teacher["logits"]
-            else:
-                if sampled is None:
-                    raise ValueError("HEAD.PROPOSALS is 'student': pass the RoIs roi_heads sampled as `sampled`")
-                rois = sampled
-                with torch.no_grad():
-                    t_boxes = [_scaled_boxes(r.proposal_boxes, self.teacher_input_scale) for r in rois]
-                    t_logits = stage_logits(self.teacher.roi_heads, teacher["features"], t_boxes)
-            if student_logits is None:
-                student_logits = stage_logits(self.roi_heads, features, [r.proposal_boxes for r in rois])
-            elif isinstance(student_logits, torch.Tensor):
-                student_logits = [student_logits]
-            labels = torch.cat([r.gt_classes for r in rois])
-            is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)
+            is_object = (labels >= 0) & (labels < k)
             losses.update(_stage_mean([d.head_losses(s, t, is_object) for s, t in zip(student_logits, t_logits)]))
+        if d.box_enabled:
+            roi_boxes = Boxes.cat([r.proposal_boxes for r in rois]).tensor
+            per_stage = [
+                d.box_losses(*roi_box_terms(s, tb, tl, roi_boxes, labels, k, tf, d.box_loss))
+                for s, tb, tl, tf in zip(student_deltas, t_boxes, t_logits, box_transforms(self.roi_heads))
+            ]
+            losses.update(_stage_mean(per_stage))
         return d.scheduled(losses)
 
     def teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:

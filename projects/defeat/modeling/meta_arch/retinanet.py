@@ -16,10 +16,11 @@ class DeFeatRetinaNet(DeFeatDenseMixin, RetinaNet):
 
     Constructor: ``teacher`` and ``defeat`` (settings) plus ``RetinaNet``'s arguments (see
     ``DeFeatDenseMixin``). Training returns RetinaNet's losses plus
-    ``loss_defeat_{neck,head}_{obj,bg}``; in eval mode it is exactly ``RetinaNet`` (the teacher
-    is not run). The head loss is the per-anchor sigmoid KL (docs/algorithm.md, section 3) with the student's
-    anchor labels: foreground anchors are objects, ignored anchors are left out, the rest are
-    background.
+    ``loss_defeat_{neck,head}_{obj,bg}`` (and ``loss_defeat_box``); in eval mode it is exactly
+    ``RetinaNet`` (the teacher is not run). The head loss is the per-anchor sigmoid KL
+    (docs/algorithm.md, section 3) with the student's anchor labels: foreground anchors are
+    objects, ignored anchors are left out, the rest are background; the box loss runs on the
+    foreground anchors (section 3).
     """
 
     defeat_family = RetinaNet
