@@ -57,6 +57,11 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.BOX.WEIGHT = 1.0
     cfg.MODEL.DEFEAT.BOX.LOSS = "l1"  # "l1" (on the student's box deltas) or "giou" (on decoded boxes)
 
+    # Module-name prefixes of the student (e.g. "backbone.fpn_", "proposal_generator",
+    # "roi_heads.box_head") whose tensors are copied from the teacher's of the same names and
+    # shapes at the start of a fresh run (after MODEL.WEIGHTS; never on resume).
+    cfg.MODEL.DEFEAT.INHERIT = []
+
     # "constant", "linear" or "cosine": the last two decay the KD weight to 0 at SOLVER.MAX_ITER.
     cfg.MODEL.DEFEAT.LOSS_SCHEDULE = "constant"
     # The KD weight ramps linearly from 0 to 1 over these many iterations.

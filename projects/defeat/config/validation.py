@@ -46,7 +46,8 @@ class Rule:
     """What one setting may hold.
 
     kind: ``"bool"`` (a real bool), ``"number"`` (finite int/float), ``"int"`` (integral),
-        ``"choice"`` (one of ``choices``) or ``"levels"`` (a non-empty list of distinct level names).
+        ``"choice"`` (one of ``choices``), ``"levels"`` (a non-empty list of distinct level names)
+        or ``"prefixes"`` (a list, possibly empty, of distinct module-name prefixes).
     low: smallest allowed number (``None``: no bound); ``strict``: ``> low`` instead of ``>= low``.
     high: largest allowed number (``None``: no bound).
     hint: appended to a range error (what the value means).
@@ -80,6 +81,7 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("box", "enabled"): Rule("bool"),
     ("box", "weight"): _WEIGHT,
     ("box", "loss"): Rule("choice", choices=BOX_LOSSES),
+    ("inherit",): Rule("prefixes"),
     ("loss_schedule",): Rule("choice", choices=SCHEDULES),
     ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
     ("max_iter",): Rule("int", low=0),
@@ -132,6 +134,8 @@ def _check_one(path: Tuple[str, ...], value: Any, rule: Rule) -> Any:
         return value
     if rule.kind == "levels":
         return _check_levels(path, value)
+    if rule.kind == "prefixes":
+        return _check_prefixes(path, value)
     if not _is_number(value):
         raise _fail(path, value, f"must be a number, not {type(value).__name__}")
     if not math.isfinite(value):
@@ -159,6 +163,19 @@ def _check_levels(path, value) -> list:
     if repeated:
         raise _fail(path, value, f"lists {repeated} more than once; each level counts once")
     return levels
+
+
+def _check_prefixes(path, value) -> list:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _fail(path, value, "must be a list of module-name prefixes, e.g. ['backbone.fpn_', 'proposal_generator']")
+    names = list(value)
+    bad = [p for p in names if not isinstance(p, str) or not p.strip()]
+    if bad:
+        raise _fail(path, value, f"must hold non-empty module-name prefixes (strings); {bad!r} are not")
+    repeated = sorted({p for p in names if names.count(p) > 1})
+    if repeated:
+        raise _fail(path, value, f"lists {repeated} more than once")
+    return names
 
 
 def _get(settings: Mapping, path: Tuple[str, ...]) -> Any:

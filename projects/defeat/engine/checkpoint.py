@@ -225,21 +225,28 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def resume_or_load(self, path: str, *, resume: bool = True):
         """As Detectron2's, but a resume tries the tagged checkpoint, then every
         ``model_XXXXXXX.pth`` newest first, skipping (with a warning) those that cannot be read
-        (local ``save_dir``; a remote one resumes as in Detectron2).
+        (local ``save_dir``; a remote one resumes as in Detectron2). A fresh start (no resume)
+        then lets a DeFeat student inherit from its teacher (``MODEL.DEFEAT.INHERIT``).
 
         Raises:
             ResumeError: checkpoints exist but none can be read, or the one read belongs to
                 another model (see :meth:`_check_same_model`); never a silent fresh start.
             FileNotFoundError: ``path`` is to be loaded and is a local path with no file there.
         """
-        if not (resume and self.has_checkpoint()) or not self._local():
-            if path and "://" not in path and not os.path.isfile(path):  # a local file that is not there
+        fresh = not (resume and self.has_checkpoint())
+        if fresh or not self._local():
+            if fresh and path and "://" not in path and not os.path.isfile(path):  # a local file that is not there
                 raise FileNotFoundError(
                     f"MODEL.WEIGHTS: {path!r} is not a file. Train or copy that checkpoint first (the run "
                     "that writes it), point MODEL.WEIGHTS at an existing one, or set MODEL.WEIGHTS '' "
                     "to start from scratch"
                 )
-            return super().resume_or_load(path, resume=resume)
+            out = super().resume_or_load(path, resume=resume)
+            if fresh:  # the start of a run: a DeFeat student inherits from its teacher (MODEL.DEFEAT.INHERIT)
+                model = getattr(self.model, "module", self.model)  # unwrap DDP
+                if hasattr(model, "inherit_from_teacher"):
+                    model.inherit_from_teacher()
+            return out
         skipped = []
         for candidate in self._resume_candidates():
             if not os.path.isfile(candidate):

@@ -14,6 +14,7 @@ from ...config.settings import settings_from_cfg
 from ...config.validation import validate_settings
 from ..align import pad_at_least, resize_image
 from ..distiller import DeFeatConfigError
+from ..inherit import inherit_from_teacher, inheritance_plan
 from ..teacher import build_teacher
 
 __all__ = [
@@ -139,6 +140,19 @@ class TeacherMixin:
         object.__setattr__(self, "teacher", teacher)
         self._same_preprocessing = None  # decided by the first teacher_images call
         teacher.eval()
+
+    def _set_inheritance(self, prefixes) -> None:
+        """Keep ``MODEL.DEFEAT.INHERIT`` after checking now (at build time) that the teacher can
+        give every tensor it names (:func:`defeat.modeling.inherit.inheritance_plan`)."""
+        self.defeat_inherit = list(prefixes)
+        if self.defeat_inherit:
+            inheritance_plan(self, self.teacher, self.defeat_inherit)
+
+    def inherit_from_teacher(self) -> List[str]:
+        """Copy the teacher's tensors under ``MODEL.DEFEAT.INHERIT`` into this student (the start of
+        a fresh run calls it, after ``MODEL.WEIGHTS``); returns the copied names."""
+        prefixes = getattr(self, "defeat_inherit", [])
+        return inherit_from_teacher(self, self.teacher, prefixes) if prefixes else []
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)

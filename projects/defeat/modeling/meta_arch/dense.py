@@ -130,6 +130,7 @@ class DeFeatDenseMixin(TeacherMixin):
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
         )
+        self._set_inheritance(settings["inherit"])
         if terms:
             check_same_locations(self, teacher)
         if self.distiller.box_enabled and settings["teacher_input_scale"] != 1.0:

@@ -99,6 +99,7 @@ class DeFeatMixin(TeacherMixin):
         self.distiller = DeFeatDistiller.from_settings(
             settings, self.backbone.output_shape(), teacher.backbone.output_shape(), shared_levels_only=cross
         )
+        self._set_inheritance(settings["inherit"])
         self.head_proposals = settings["head"]["proposals"]
         if terms:
             check_head_pair(self.roi_heads, teacher.roi_heads, "set " + " and ".join(terms) + " False")
