@@ -324,3 +324,37 @@ def test_fcos_box_loss_trains(tmp_path):
     assert torch.isfinite(losses["loss_defeat_box"]) and losses["loss_defeat_box"].item() > 0
     losses["loss_defeat_box"].backward()
     assert m.head.bbox_pred.weight.grad.abs().sum() > 0
+
+
+# ---- fewer teacher RoIs ----
+
+
+def test_rois_per_image_samples_fewer_teacher_rois_and_restores_the_teacher(teacher_weights):
+    opts = ["MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE", 8, "MODEL.DEFEAT.BOX.ENABLED", True]
+    m = build_model(defeat_cfg(teacher_weights, *opts)).train()
+    own = m.teacher.roi_heads.batch_size_per_image
+    seen = {}
+    orig = m.teacher_rois
+
+    def spy(*args):
+        seen["rois"] = orig(*args)
+        return seen["rois"]
+
+    m.teacher_rois = spy
+    torch.manual_seed(0)
+    with EventStorage(0):
+        losses = m(synthetic_batch(boxes_per_image=(4, 2)))
+    assert [len(r) for r in seen["rois"]] == [8, 8] and own == 32
+    assert m.teacher.roi_heads.batch_size_per_image == own  # the teacher's own setting is left as it was
+    assert torch.isfinite(losses["loss_defeat_head_obj"]) and torch.isfinite(losses["loss_defeat_box"])
+
+
+def test_rois_per_image_is_checked(teacher_weights):
+    from defeat.config.settings import resolve_settings
+
+    with pytest.raises(DeFeatConfigError, match="MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE = -1 must be >= 0"):
+        build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE", -1))
+    with pytest.raises(Exception, match="MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE"):  # yacs: a float for an int key
+        build_model(defeat_cfg(teacher_weights, "MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE", 2.5))
+    with pytest.raises(DeFeatConfigError, match=r"ROIS_PER_IMAGE = 2.5 must be a whole number.*head.rois_per_image"):
+        resolve_settings({"head": {"rois_per_image": 2.5}})  # a LazyConfig's value

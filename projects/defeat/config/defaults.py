@@ -47,6 +47,10 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.HEAD.OBJ_WEIGHT = 0.25
     cfg.MODEL.DEFEAT.HEAD.BG_WEIGHT = 1.0
     cfg.MODEL.DEFEAT.HEAD.TEMPERATURE = 1.0
+    # RoIs per image the teacher samples for the head and box losses (PROPOSALS "teacher"), with
+    # the teacher's foreground fraction; fewer make the student's extra box-head rows cheaper.
+    # 0: the teacher's own MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE.
+    cfg.MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE = 0
 
     # Box distillation (localisation KD, beyond the paper; docs/algorithm.md, section 3): on the
     # head loss's RoIs (HEAD.PROPOSALS, object RoIs) or the dense head's object locations, the

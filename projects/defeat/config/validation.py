@@ -78,6 +78,7 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("head", "obj_weight"): _WEIGHT,
     ("head", "bg_weight"): _WEIGHT,
     ("head", "temperature"): Rule("number", low=0.0, strict=True),
+    ("head", "rois_per_image"): Rule("int", low=0, hint="(0: the teacher's ROI_HEADS.BATCH_SIZE_PER_IMAGE)"),
     ("box", "enabled"): Rule("bool"),
     ("box", "weight"): _WEIGHT,
     ("box", "loss"): Rule("choice", choices=BOX_LOSSES),

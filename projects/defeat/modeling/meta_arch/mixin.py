@@ -101,6 +101,7 @@ class DeFeatMixin(TeacherMixin):
         )
         self._set_inheritance(settings["inherit"])
         self.head_proposals = settings["head"]["proposals"]
+        self.head_rois_per_image = settings["head"]["rois_per_image"]  # 0: the teacher's own count
         if terms:
             check_head_pair(self.roi_heads, teacher.roi_heads, "set " + " and ".join(terms) + " False")
 
@@ -216,8 +217,15 @@ class DeFeatMixin(TeacherMixin):
         return d.scheduled(losses)
 
     def teacher_rois(self, t_images, t_features, gt_instances) -> List[Instances]:
-        """Teacher RPN proposals, labelled and sampled by the teacher's ROI heads (GT appended)."""
+        """Teacher RPN proposals, labelled and sampled by the teacher's ROI heads (GT appended):
+        ``HEAD.ROIS_PER_IMAGE`` per image when set (with the teacher's foreground fraction),
+        else the teacher's own ``BATCH_SIZE_PER_IMAGE``."""
         t = self.teacher
         proposals, _ = t.proposal_generator(t_images, t_features, None)
-        with EventStorage():  # keep the teacher's sampling statistics out of the student's metrics
-            return t.roi_heads.label_and_sample_proposals(proposals, gt_instances)
+        heads, own = t.roi_heads, t.roi_heads.batch_size_per_image
+        heads.batch_size_per_image = self.head_rois_per_image or own
+        try:
+            with EventStorage():  # keep the teacher's sampling statistics out of the student's metrics
+                return heads.label_and_sample_proposals(proposals, gt_instances)
+        finally:
+            heads.batch_size_per_image = own
