@@ -5,10 +5,14 @@
     python benchmarks/step_time.py --preset coco --device cuda [--amp]
     python benchmarks/step_time.py --head off --opts MODEL.DEFEAT.NECK.ADAPTER conv1x1
     python benchmarks/step_time.py --precisions fp32 bf16 --heads teacher student off --boxes 10
+    python benchmarks/step_time.py --precisions bf16 --heads off teacher teacher:16 teacher+box student+box
 
 With ``--precisions``, one interleaved run times the student's step and the DeFeat step of each
 head mode in each precision (the first given is the reference), so that one command shows where
-a step's time goes; ``--boxes`` then takes its first value. Otherwise:
+a step's time goes; ``--boxes`` then takes its first value. A head mode there is
+``teacher``/``student`` (the head loss on those RoIs) or ``off`` (neck only), optionally with
+``+box`` (the box loss too) and, on the teacher's RoIs, ``:N`` (``HEAD.ROIS_PER_IMAGE N``),
+e.g. ``teacher+box:16`` or ``off+box``. Otherwise:
 
 On the same batches, after warm-up, the median over ``--steps`` of:
   (a) the student's plain training step (forward + backward),
@@ -26,6 +30,7 @@ floor counting the default conv adapters, ``d - e``, as the method's own cost li
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -35,6 +40,22 @@ import torch
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, at_least, distinct
 from defeat.engine.outputs import check_output_files
 from defeat.errors import OutputError
+
+HEAD_MODE = re.compile(r"^(teacher|student|off)(\+box)?(?::(\d+))?$")
+
+
+def head_mode(spec: str):
+    """``(head loss on, RoI source, box loss on, teacher RoIs per image or 0)`` of a ``--heads`` mode
+    (module docstring); argparse type."""
+    m = HEAD_MODE.match(spec)
+    if not m or (m.group(3) and (m.group(1) == "student" or int(m.group(3)) < 1)):
+        raise argparse.ArgumentTypeError(
+            f"{spec!r} is not a head mode: teacher, student or off, then optionally +box, then optionally :N "
+            "(N >= 1 teacher RoIs per image; not with student), e.g. teacher+box:16"
+        )
+    head = m.group(1)
+    return head != "off", "student" if head == "student" else "teacher", bool(m.group(2)), int(m.group(3) or 0)
+
 
 PRESETS = {
     # student config, DeFeat config overrides, teacher config, image size
@@ -228,6 +249,7 @@ def _models(preset, device, teacher_weights, heads, opts=()):
 def _defeat_model(defeat_cfg, dev, teacher_cfg, teacher_weights, head, opts, student):
     from detectron2.modeling import build_model
 
+    head_on, proposals, box, rois = head_mode(head)
     model = build_model(
         _cfg(
             defeat_cfg,
@@ -242,9 +264,13 @@ def _defeat_model(defeat_cfg, dev, teacher_cfg, teacher_weights, head, opts, stu
                 "MODEL.DEFEAT.NECK.ENABLED",
                 "True",
                 "MODEL.DEFEAT.HEAD.ENABLED",
-                str(head != "off"),
+                str(head_on),
                 "MODEL.DEFEAT.HEAD.PROPOSALS",
-                "student" if head == "student" else "teacher",
+                proposals,
+                "MODEL.DEFEAT.BOX.ENABLED",
+                str(box),
+                "MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE",
+                str(rois),
                 *opts,
             ],
         )
@@ -438,7 +464,7 @@ def run_matrix(preset, boxes, steps, warmup, device, precisions, heads, teacher_
                 }
             )
             print(
-                f"{p:>5} head {h:>7}: a {t[f'a {p}']:.3f}s  c {t[f'c {p} {h}']:.3f}s  c/a {rows[-1]['c_over_a']:.3f}  "
+                f"{p:>5} head {h:>14}: a {t[f'a {p}']:.3f}s  c {t[f'c {p} {h}']:.3f}s  c/a {rows[-1]['c_over_a']:.3f}  "
                 f"c/c({precisions[0]}) {rows[-1]['c_over_fp32_c']:.3f}  convs in {dtypes[p]}",
                 flush=True,
             )
@@ -463,6 +489,11 @@ def _zoo(name):
     return model_zoo.get_config_file(name[len("model_zoo:") :])
 
 
+def _head_mode_arg(spec: str) -> str:
+    head_mode(spec)  # raises ArgumentTypeError with the accepted forms
+    return spec
+
+
 def main(argv=None):
     p = ToolArgumentParser(prog="step_time.py", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=list(PRESETS), default="demo")
@@ -483,9 +514,10 @@ def main(argv=None):
     p.add_argument(
         "--heads",
         nargs="+",
-        choices=["teacher", "student", "off"],
+        type=_head_mode_arg,
         default=["teacher", "student", "off"],
-        help="head modes compared with --precisions",
+        help="head modes compared with --precisions: teacher, student or off, optionally +box and "
+        "(teacher RoIs) :N per image, e.g. teacher+box:16",
     )
     p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
     p.add_argument(

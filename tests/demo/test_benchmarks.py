@@ -341,12 +341,34 @@ def test_step_time_precisions_and_head_modes_side_by_side(tmp_path):
     assert rows[("fp32", "off")]["c_over_fp32_c"] == 1.0
 
 
+def test_step_time_box_and_fewer_teacher_rois_modes(tmp_path):
+    """``+box`` adds the box loss; ``teacher:N`` makes the student's box head read N teacher RoIs
+    per image beside its own (tiny preset: 2 images, 32 own RoIs each)."""
+    out = tmp_path / "m.json"
+    _load("step_time").main(
+        ["--preset", "tiny", "--boxes", "3", "--steps", "1", "--warmup", "0", "--json", str(out)]
+        + ["--precisions", "fp32", "--heads", "teacher", "teacher+box:4", "off+box"]
+    )
+    rows = {r["head"]: r for r in json.loads(out.read_text())["rows"]}
+    assert (
+        "loss_defeat_box" in rows["teacher+box:4"]["c_loss_keys"]
+        and "loss_defeat_box" in rows["off+box"]["c_loss_keys"]
+    )
+    assert "loss_defeat_box" not in rows["teacher"]["c_loss_keys"]
+    assert not HEAD_KEYS & set(rows["off+box"]["c_loss_keys"])
+    assert rows["teacher"]["c_student_box_head_rois"] == 2 * (32 + 32)
+    assert rows["teacher+box:4"]["c_student_box_head_rois"] == 2 * (32 + 4)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--steps", "0"], "--steps: must be at least 1, got 0"),
         (["--precisions", "fp32", "fp32"], "--precisions lists 'fp32' more than once"),
         (["--precisions", "fp64"], "invalid choice: 'fp64'"),
+        (["--precisions", "fp32", "--heads", "teacher+kd"], "'teacher+kd' is not a head mode"),
+        (["--precisions", "fp32", "--heads", "student:16"], "'student:16' is not a head mode"),
+        (["--precisions", "fp32", "--heads", "teacher:0"], "N >= 1 teacher RoIs per image"),
     ],
 )
 def test_step_time_refuses_bad_arguments(capsys, argv, message):
