@@ -63,7 +63,7 @@ INIT = {"retinanet": SUITES["rcnn"][0]}
 # Seconds per iteration on 2 CPU cores (students: each on one core, side by side). Only used to
 # estimate the total ETA of stages that have not started yet (RetinaNet: 2014 s for the teacher's
 # 3600 iterations as two data-parallel processes, 333 s for the students' 600).
-PRIOR_S_PER_ITER = {"rcnn": {"teacher": 0.66, "students": 0.95}, "retinanet": {"teacher": 0.56, "students": 0.55}}
+PRIOR_S_PER_ITER = {"rcnn": {"teacher": 0.60, "students": 0.55}, "retinanet": {"teacher": 0.56, "students": 0.55}}
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
