@@ -26,6 +26,7 @@ __all__ = [
     "read_box_metrics",
     "config_digest",
     "format_table",
+    "max_iter",
     "is_lazy",
     "lazy_overrides",
     "load_lazy_config",
@@ -118,6 +119,14 @@ def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
     return load_config(config_file, lazy_overrides(opts), lazy=True)
 
 
+def max_iter(config_file: str, opts: Sequence[str] = ()) -> int:
+    """The iterations a run of ``config_file`` with YAML-style ``opts`` trains
+    (``SOLVER.MAX_ITER``, or ``train.max_iter`` of a LazyConfig)."""
+    if is_lazy(config_file):
+        return int(load_lazy_config(config_file, opts).train.max_iter)
+    return int(load_config(config_file, opts).SOLVER.MAX_ITER)
+
+
 def iters_opts(n: Optional[int]) -> List[str]:
     """Overrides for an ``n``-iteration schedule (LR steps at 75 % and 90 %); ``[]`` for no change."""
     if not n:
@@ -179,13 +188,16 @@ def run_job(
     threads: Optional[int] = None,
     processes: int = 1,
     evaluate: bool = True,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
     """Train (and evaluate) one config in a subprocess; return its final box metrics.
 
     A LazyConfig (``.py``) trains with ``lazy_train_net.py``; ``opts`` stay in the YAML form and
     are translated (:func:`lazy_overrides`).
 
-    ``on_progress(iteration, eta)`` is called for every Detectron2 progress line. The full
+    ``on_start()`` is called as the subprocess starts (e.g. ``Progress.start``: a job of
+    :func:`run_parallel` may wait for a worker first), ``on_progress(iteration, eta)`` for every
+    Detectron2 progress line. The full
     output goes to ``<output_dir>/<log_name>``; on failure its tail is in the raised error.
     ``threads`` sets the job's intra-op threads (``OMP_NUM_THREADS``): on a 2-core machine two
     1-thread jobs side by side train about twice as fast in total as one 2-thread job.
@@ -211,6 +223,8 @@ def run_job(
     if processes > 1:
         overrides = ["--num-gpus", str(processes), "--dist-url", "auto", *overrides]
         threads = threads or 1
+    if on_start is not None:
+        on_start()
     _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)
     return read_box_metrics(output_dir) if evaluate else {}
 
