@@ -24,16 +24,13 @@ mapping for a mapping, text for text: quote a number meant as text, ``key='5'``)
 """
 
 import detectron2.utils.comm as comm
-from detectron2.config import instantiate
 from detectron2.engine import default_setup
-from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils.logger import setup_logger
 
 import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
+from defeat.analysis.evaluation import evaluate_weights, lazy_test
 from defeat.config.files import OverrideError, check_overrides, num_classes  # noqa: F401 (kept public here)
 from defeat.config.files import load_config as load_config_file
-from defeat.engine.checkpoint import load_weights_strictly
-from defeat.engine.ddp import create_ddp_model_any_device
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (
@@ -44,7 +41,6 @@ from defeat.engine.script import (
     register_datasets,
     resume_guard,
 )
-from defeat.modeling.meta_arch.common import lazy_eval_model_config
 
 
 def _names(dataset_cfg):
@@ -53,14 +49,7 @@ def _names(dataset_cfg):
     return [names] if isinstance(names, str) else list(names)
 
 
-def do_test(cfg, model):
-    """COCO-style evaluation of ``model`` on ``dataloader.test``; {} without an evaluator."""
-    if "evaluator" not in cfg.dataloader:
-        return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
-    if comm.is_main_process():
-        print_csv_format(results)
-    return results
+do_test = lazy_test  # COCO-style evaluation of a model on dataloader.test ({} without an evaluator)
 
 
 def load_config(args):
@@ -90,11 +79,8 @@ def main(args):
     with resume_guard(cfg.train.output_dir, args):
         cfg = setup(args, cfg)
         if args.eval_only:
-            model = instantiate(lazy_eval_model_config(cfg.model))  # a DeFeat model evaluates its student
-            model.to(cfg.train.device)
-            model = create_ddp_model_any_device(model, **cfg.train.ddp)
-            load_weights_strictly(model, cfg.train.init_checkpoint, "train.init_checkpoint")
-            return do_test(cfg, model)
+            # a DeFeat model evaluates its plain student; the weights load strictly
+            return evaluate_weights(cfg, cfg.train.init_checkpoint, "train.init_checkpoint")
         images = getattr(args, "check_images", "verify")
         train_dicts = load_and_check_training_data(_names(cfg.dataloader.train.dataset), *num_classes(cfg), images)
         trainer, start_iter = build_lazy_trainer(cfg, args.resume, lambda m: do_test(cfg, m), train_dicts)

@@ -18,9 +18,10 @@ from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
+from defeat.analysis.evaluation import evaluate_weights
 from defeat.config.files import load_config as load_config_file
 from defeat.config.files import num_classes
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer, load_weights_strictly
+from defeat.engine.checkpoint import AtomicDetectionCheckpointer
 from defeat.engine.datasets import preloaded_datasets
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
@@ -67,8 +68,8 @@ def main(args):
             model = build_eval_model(cfg)  # a DeFeat config evaluates its student: no teacher needed
             checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_resume=False)
             resumed = args.resume and checkpointer.has_checkpoint()
-            load_weights_strictly(model, checkpointer.get_checkpoint_file() if resumed else cfg.MODEL.WEIGHTS)
-            res = Trainer.test(cfg, model)
+            weights = checkpointer.get_checkpoint_file() if resumed else cfg.MODEL.WEIGHTS
+            res = evaluate_weights(cfg, weights, model=model)  # strict loading, then Trainer.test
             if comm.is_main_process():
                 verify_results(cfg, res)
             return res

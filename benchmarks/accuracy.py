@@ -15,11 +15,13 @@
 Every run is a ``train_net.py`` subprocess (``lazy_train_net.py`` for a ``.py`` LazyConfig, with
 the same YAML-style overrides translated, see ``defeat.demo.experiments.lazy_overrides``); a
 finished run of the same config (same digest of its saved ``config.yaml``) is reused (delete its
-folder to redo). Results go to
+folder to redo). While runs train, each prints its iteration and ETA every 20 iterations with
+the ETA of all runs (``defeat.demo.progress``). Results go to
 ``<output>/accuracy.json`` and a Markdown table to ``<output>/accuracy.md``.
 """
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -37,10 +39,12 @@ from defeat.demo.experiments import (
     iters_opts,
     load_config,
     load_lazy_config,
+    max_iter,
     read_box_metrics,
     run_job,
     run_parallel,
 )
+from defeat.demo.progress import Progress
 from defeat.engine.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 from defeat.modeling.teacher import measured_box_ap
 
@@ -250,7 +254,11 @@ def main(argv=None):
     teacher_ap, teacher_note = None, "AP unknown (--no-eval-teacher and no evaluation of these weights beside them)"
     if not os.path.isfile(args.teacher_weights):
         print(f"training the teacher: {args.teacher_config}", flush=True)
-        teacher_ap = run_job(args.teacher_config, os.path.dirname(args.teacher_weights), common)["AP"]
+        n = max_iter(args.teacher_config, common)
+        on_progress = Progress().callback("teacher", n, time.time())
+        teacher_ap = run_job(
+            args.teacher_config, os.path.dirname(args.teacher_weights), common, on_progress=on_progress
+        )["AP"]
         teacher_note = "evaluated at the end of its training"
     elif args.eval_teacher:  # given weights are measured before any student trains on them
         out = os.path.join(args.output, f"teacher_eval{args.tag}")
@@ -264,6 +272,7 @@ def main(argv=None):
     print(f"teacher: {args.teacher_config}, weights {args.teacher_weights}, AP {shown} ({teacher_note})", flush=True)
     common += iters_opts(args.iters)
     planned, todo = [], []
+    progress = Progress(workers=args.jobs)  # each run's iteration and the ETA of all of them
     for seed in args.seeds:
         for name in args.variants:
             which, extra = VARIANTS[name]
@@ -277,9 +286,21 @@ def main(argv=None):
             if _finished_with(out, cfg, opts):
                 print(f"[{name} seed {seed}] reusing {out}", flush=True)
             else:
-                todo.append(dict(config_file=cfg, output_dir=out, opts=opts))
+                run, total = os.path.basename(out), max_iter(cfg, opts)
+                progress.add(run, total)
+                todo.append(
+                    dict(
+                        config_file=cfg,
+                        output_dir=out,
+                        opts=opts,
+                        on_start=functools.partial(progress.start, run),
+                        on_progress=progress.callback(run, total),
+                    )
+                )
     print(f"{len(todo)} runs to train, {args.jobs} at a time ({elapsed(t0)} so far)", flush=True)
     run_parallel(todo, workers=args.jobs)
+    if todo:
+        print(f"{len(todo)} runs trained ({elapsed(t0)} so far)", flush=True)
     runs = {}
     for name, out in planned:
         runs.setdefault(name, []).append(read_box_metrics(out))

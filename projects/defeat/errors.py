@@ -12,6 +12,7 @@ __all__ = [
     "ExportError",
     "OutputError",
     "WeightsError",
+    "SummaryError",
 ]
 
 
@@ -57,3 +58,7 @@ class OutputError(ValueError):
 
 class WeightsError(RuntimeError):
     """Weights to evaluate or predict with leave parameters random or mismatched in shape."""
+
+
+class SummaryError(ValueError):
+    """Runs to summarize have no evaluation to read, or were evaluated on different test sets."""

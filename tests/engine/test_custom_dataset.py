@@ -176,7 +176,24 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
         "shapes_val",
         env=dict(env, DEFEAT_COCO_DATASETS=f"shapes_val={val_json}:{images}"),
     )
-    text, _ = _wait(bench, predict)
+    # 9. Summarize the runs of step 4 (the student alone is the benchmark's baseline run).
+    summary = _start(
+        "tools/summarize_runs.py",
+        "--teacher",
+        out / "teacher",
+        "--alone",
+        baseline,
+        "--defeat",
+        out / "defeat",
+        "--per-class",
+        "--output",
+        out / "summary",
+        env=env,
+    )
+    text, _, summarized = _wait(bench, predict, summary)
+    table = json.loads((out / "summary" / "summary.json").read_text())
+    assert "| student + DeFeat |" in summarized and set(table["per_class"]) == set(CLASSES)
+    assert table["rows"]["student + DeFeat"]["AP"] == _box_ap(out / "defeat")[-1]
     summary = json.loads((out / "bench" / "accuracy.json").read_text())["summary"]
     assert "[baseline seed 0] reusing" in text and "1 runs to train" in text
     assert set(summary) == {"baseline", "neck"} and "| neck |" in text and _box_ap(out / "bench" / "neck_seed0")

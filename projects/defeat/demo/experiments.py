@@ -13,8 +13,9 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..analysis.run_summary import format_table
 from ..config.files import is_lazy_config, load_config  # the one loader (YAML: KEY VALUE overrides)
-from ..engine.metrics_file import last_run, read_metrics
+from ..engine.metrics_file import METRICS, read_box_metrics, record_box_metrics
 
 __all__ = [
     "METRICS",
@@ -26,6 +27,7 @@ __all__ = [
     "read_box_metrics",
     "config_digest",
     "format_table",
+    "max_iter",
     "is_lazy",
     "lazy_overrides",
     "load_lazy_config",
@@ -33,27 +35,7 @@ __all__ = [
     "read_eval_output",
 ]
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 _ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
-
-
-def record_box_metrics(output_dir: str, metrics: Dict[str, float], iteration: int) -> None:
-    """Append ``metrics`` (``{"AP": ..., ...}``) to ``<output_dir>/metrics.json`` as a ``bbox/*``
-    row at ``iteration``, the way Detectron2's ``EvalHook`` records an evaluation, so that later
-    readers (:func:`read_box_metrics`, the teacher line in DeFeat logs) take it as the run's last."""
-    row = {"iteration": int(iteration), **{f"bbox/{k}": float(v) for k, v in metrics.items()}}
-    with open(os.path.join(output_dir, "metrics.json"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_box_metrics(output_dir: str) -> Dict[str, float]:
-    """The last ``bbox/*`` metrics that Detectron2's ``EvalHook`` wrote to ``metrics.json``."""
-    path = os.path.join(output_dir, "metrics.json")
-    evaluated = [row for row in last_run(read_metrics(path)) if "bbox/AP" in row]
-    last = evaluated[-1] if evaluated else None
-    if last is None:
-        raise RuntimeError(f"{path} has no bbox metrics: did the run finish its final evaluation?")
-    return {k: float(last[f"bbox/{k}"]) for k in METRICS}
 
 
 def is_lazy(config_file: str) -> bool:
@@ -118,6 +100,14 @@ def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
     return load_config(config_file, lazy_overrides(opts), lazy=True)
 
 
+def max_iter(config_file: str, opts: Sequence[str] = ()) -> int:
+    """The iterations a run of ``config_file`` with YAML-style ``opts`` trains
+    (``SOLVER.MAX_ITER``, or ``train.max_iter`` of a LazyConfig)."""
+    if is_lazy(config_file):
+        return int(load_lazy_config(config_file, opts).train.max_iter)
+    return int(load_config(config_file, opts).SOLVER.MAX_ITER)
+
+
 def iters_opts(n: Optional[int]) -> List[str]:
     """Overrides for an ``n``-iteration schedule (LR steps at 75 % and 90 %); ``[]`` for no change."""
     if not n:
@@ -179,13 +169,16 @@ def run_job(
     threads: Optional[int] = None,
     processes: int = 1,
     evaluate: bool = True,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
     """Train (and evaluate) one config in a subprocess; return its final box metrics.
 
     A LazyConfig (``.py``) trains with ``lazy_train_net.py``; ``opts`` stay in the YAML form and
     are translated (:func:`lazy_overrides`).
 
-    ``on_progress(iteration, eta)`` is called for every Detectron2 progress line. The full
+    ``on_start()`` is called as the subprocess starts (e.g. ``Progress.start``: a job of
+    :func:`run_parallel` may wait for a worker first), ``on_progress(iteration, eta)`` for every
+    Detectron2 progress line. The full
     output goes to ``<output_dir>/<log_name>``; on failure its tail is in the raised error.
     ``threads`` sets the job's intra-op threads (``OMP_NUM_THREADS``): on a 2-core machine two
     1-thread jobs side by side train about twice as fast in total as one 2-thread job.
@@ -211,6 +204,8 @@ def run_job(
     if processes > 1:
         overrides = ["--num-gpus", str(processes), "--dist-url", "auto", *overrides]
         threads = threads or 1
+    if on_start is not None:
+        on_start()
     _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)
     return read_box_metrics(output_dir) if evaluate else {}
 
@@ -287,20 +282,6 @@ def run_parallel(jobs: Sequence[Dict], workers: int = 2) -> List[Dict[str, float
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run_job, **dict({"threads": 1 if workers > 1 else None}, **job)) for job in jobs]
         return [f.result() for f in futures]
-
-
-def format_table(rows: Dict[str, Dict[str, float]], title: str = "") -> str:
-    """A model-zoo style Markdown table of ``{name: {metric: value}}``."""
-    head = "| model | " + " | ".join(METRICS) + " |"
-    sep = "|" + "---|" * (len(METRICS) + 1)
-    lines = ([f"### {title}", ""] if title else []) + [head, sep]
-    for name, m in rows.items():
-        lines.append(
-            f"| {name} | "
-            + " | ".join(f"{m[k]:+.2f}" if name.startswith("gain") else f"{m[k]:.2f}" for k in METRICS)
-            + " |"
-        )
-    return "\n".join(lines)
 
 
 def elapsed(t0: float) -> str:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sys
-import threading
 import time
 
 from ..engine.mixed_precision import cpu_bf16_supported
@@ -30,11 +29,12 @@ from .experiments import (
     evaluate_job,
     format_table,
     iters_opts,
-    load_config,
+    max_iter,
     record_box_metrics,
     run_job,
     run_parallel,
 )
+from .progress import Progress
 
 CONFIGS = "configs/demo"
 
@@ -89,32 +89,6 @@ def precision_opts(precision: str) -> list:
     return []
 
 
-def _max_iter(config_file, opts):
-    return load_config(config_file, opts).SOLVER.MAX_ITER
-
-
-class _Progress:
-    """Prints ``name iter i/n`` with the stage's and the whole demo's ETA every 20 iterations."""
-
-    def __init__(self, later_s: float):
-        self.later_s, self.lock, self.left = later_s, threading.Lock(), {}
-
-    def callback(self, name, total, t0):
-        def on_progress(it, eta):
-            rate = (time.time() - t0) / (it + 1)
-            with self.lock:
-                self.left[name] = (total - it - 1) * rate
-                if (it + 1) % 20 == 0 or it + 1 == total:
-                    left = max(self.left.values()) + self.later_s
-                    print(
-                        f"    {name:>8} iter {it + 1}/{total}  stage eta {eta}  "
-                        f"total eta {int(left // 60)}:{int(left % 60):02d}",
-                        flush=True,
-                    )
-
-        return on_progress
-
-
 def _file_digest(path: str) -> str:
     """A short hash of a file's bytes."""
     h = hashlib.sha1()
@@ -144,7 +118,7 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
         metrics = json.load(open(stamp))["metrics"]
         print(f"[{stage}] reusing {out} (AP {metrics['AP']:.2f})", flush=True)
         return metrics, weights, "from the end of its training (not evaluated again)"
-    n = _max_iter(run[1], opts)
+    n = max_iter(run[1], opts)
     procs = f", {args.teacher_processes} processes" if args.teacher_processes > 1 else ""
     print(f"[{stage}] {run[0]}: {run[1]} ({n} iterations{procs})", flush=True)
     t0 = time.time()
@@ -156,7 +130,7 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
         run[1],
         out,
         opts,
-        on_progress=_Progress(later_s).callback(stage, n, t0),
+        on_progress=Progress(later_s).callback(stage, n, t0),
         processes=args.teacher_processes,
         evaluate=not parallel,
     )
@@ -209,12 +183,12 @@ def main(argv=None):
     amp = precision_opts(args.precision)
     teacher_opts, student_opts = iters_opts(args.teacher_iters) + amp, iters_opts(args.student_iters) + amp
     print(f"[demo] precision: {'bf16 autocast' if amp else 'fp32'} (--precision {args.precision})", flush=True)
-    student_iters = _max_iter(BASELINE[1], student_opts)
+    student_iters = max_iter(BASELINE[1], student_opts)
     students_s = student_iters * prior["students"]
     init_digest = ""
     if args.family in INIT:  # the teacher starts from another demo teacher's weights: that one first
         # its total ETA includes the family's teacher (a prior estimate; it may turn out cached)
-        teacher_s = _max_iter(TEACHER[1], teacher_opts) * prior["teacher"]
+        teacher_s = max_iter(TEACHER[1], teacher_opts) * prior["teacher"]
         _, init_weights, _ = _ensure_teacher(
             INIT[args.family], teacher_opts, args, teacher_s + students_s, "init", False
         )
@@ -227,7 +201,7 @@ def main(argv=None):
 
     print(f"[students] side by side: {BASELINE[1]} and {DEFEAT[1]} ({student_iters} iterations)", flush=True)
     t0 = time.time()
-    progress = _Progress(0.0)
+    progress = Progress(0.0)
     base, kd = run_parallel(
         [
             dict(

@@ -4,12 +4,28 @@ Detectron2 appends to ``metrics.json``: a second run started in the same ``OUTPU
 the output guard, or by hand) adds its rows after the first's. :func:`split_runs` tells the runs
 apart (the iteration falls back to the start of the run or before it), so that a curve or an AP
 belongs to one run; a resumed run's repeated iterations stay in that run (later rows win).
+
+Evaluations: Detectron2's ``EvalHook`` writes a COCO evaluation as ``bbox/AP``, ``bbox/AP50``, ...
+and, when the test set's classes are known, ``bbox/AP-<class>`` per class, in the row of the
+iteration it ran at. :func:`last_evaluation` finds the last one of the last run.
 """
 
 import json
-from typing import Dict, List
+import os
+from typing import Dict, List, Optional
 
-__all__ = ["read_metrics", "split_runs", "last_run"]
+__all__ = [
+    "METRICS",
+    "read_metrics",
+    "split_runs",
+    "last_run",
+    "last_evaluation",
+    "read_box_metrics",
+    "record_box_metrics",
+]
+
+# The COCO box metrics of a model-zoo table, in its column order.
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def read_metrics(path: str) -> List[Dict]:
@@ -57,3 +73,33 @@ def last_run(rows: List[Dict]) -> List[Dict]:
     """The rows of the last run in ``rows`` (:func:`split_runs`); ``[]`` for none."""
     runs = split_runs(rows)
     return runs[-1] if runs else []
+
+
+def last_evaluation(rows: List[Dict], task: str = "bbox") -> Optional[Dict]:
+    """The last row of the last run (:func:`last_run`) that holds a ``<task>/AP`` evaluation;
+    None when that run evaluated nothing."""
+    evaluated = [row for row in last_run(rows) if f"{task}/AP" in row]
+    return evaluated[-1] if evaluated else None
+
+
+def read_box_metrics(output_dir: str) -> Dict[str, float]:
+    """The :data:`METRICS` of the last ``bbox/*`` evaluation in ``<output_dir>/metrics.json``.
+
+    Raises:
+        OSError: the file cannot be read.
+        RuntimeError: the run has no bbox evaluation.
+    """
+    path = os.path.join(output_dir, "metrics.json")
+    last = last_evaluation(read_metrics(path))
+    if last is None:
+        raise RuntimeError(f"{path} has no bbox metrics: did the run finish its final evaluation?")
+    return {k: float(last[f"bbox/{k}"]) for k in METRICS}
+
+
+def record_box_metrics(output_dir: str, metrics: Dict[str, float], iteration: int) -> None:
+    """Append ``metrics`` (``{"AP": ..., ...}``) to ``<output_dir>/metrics.json`` as a ``bbox/*``
+    row at ``iteration``, the way Detectron2's ``EvalHook`` records an evaluation, so that later
+    readers (:func:`read_box_metrics`, the teacher line in DeFeat logs) take it as the run's last."""
+    row = {"iteration": int(iteration), **{f"bbox/{k}": float(v) for k, v in metrics.items()}}
+    with open(os.path.join(output_dir, "metrics.json"), "a") as f:
+        f.write(json.dumps(row) + "\n")
