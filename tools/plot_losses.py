@@ -13,7 +13,7 @@ Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 import logging
 import os
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output, setup_tool_logging
 from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
 from defeat.engine.metrics_file import split_runs
 
@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     try:
         runs = split_runs(read_metrics(args.metrics))
         if len(runs) > 1:  # runs appended to one file: plot one run, never a merged curve

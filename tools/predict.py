@@ -27,6 +27,9 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 import cv2
 import torch
 from detectron2.config import CfgNode
@@ -36,8 +39,7 @@ from detectron2.data.detection_utils import convert_image_to_rgb
 from detectron2.utils.visualizer import Visualizer
 from omegaconf import OmegaConf
 
-import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
-from defeat.analysis.cli import ToolArgumentParser
+from defeat.analysis.cli import ToolArgumentParser, setup_tool_logging
 from defeat.config.files import (
     image_format,
     inference_augmentations,
@@ -228,7 +230,7 @@ def _check_outputs(args, images: List[str], targets: List[str], meta, weights: s
 
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     cfg = setup_cfg(args)
     images = list_images(args.input)
     out_dir = os.path.abspath(args.output)
