@@ -18,6 +18,15 @@ def _repo_cwd(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _known_warnings_hidden():
+    """As in every script, the pinned stack's known-harmless warnings are hidden (pytest resets
+    the warning filters for each test; ``DEFEAT_SHOW_ALL_WARNINGS=1`` shows them)."""
+    from defeat import known_warnings
+
+    known_warnings.install()
+
+
+@pytest.fixture(autouse=True)
 def _no_exported_datasets(monkeypatch):
     """Scripts export the datasets they name to $DEFEAT_COCO_DATASETS: start each test without
     any, and undo what a test exported (monkeypatch restores the variable afterwards)."""

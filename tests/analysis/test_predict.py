@@ -206,3 +206,21 @@ def test_bad_config_or_override_is_one_clear_error(student, tmp_path):
             "--config-file", f"{CONFIGS}/tiny_base.py", "--weights", weights, "--input", images,
             "--output", tmp_path / "o", "train.max_itr=1",
         )  # fmt: skip
+
+
+def test_weights_loaded_quietly_no_scratch_line_and_defeats_own_tensors_named_once(student, tmp_path, caplog):
+    """Predicting from a DeFeat checkpoint (the student's tensors plus ``distiller.adapters.*``) with
+    the plain student config: no 'Initializing model from scratch' (the weights are loaded), no
+    'not used by the model' list, one line naming the adapters left out; same detections as the
+    student's own file."""
+    weights, _, images = student
+    state = torch.load(weights, map_location="cpu")["model"]
+    adapters = {f"distiller.adapters.p{i}.{p}": torch.zeros(3) for i in range(2, 7) for p in ("weight", "bias")}
+    torch.save({"model": {**state, **adapters}, "iteration": 9}, tmp_path / "defeat_run.pth")
+    with caplog.at_level("INFO"):
+        _run(*_base(str(tmp_path / "defeat_run.pth"), images, tmp_path / "o", "--score-threshold", 0.0))
+    assert "from scratch" not in caplog.text and "not used by the model" not in caplog.text
+    assert caplog.text.count("that are DeFeat's own (distiller.adapters.*)") == 1
+    _run(*_base(weights, images, tmp_path / "plain", "--score-threshold", 0.0))
+    got, expected = (json.load(open(tmp_path / d / "predictions.json")) for d in ("o", "plain"))
+    assert got == expected and got
