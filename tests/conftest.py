@@ -6,6 +6,8 @@ import sys
 import pytest
 import torch
 
+import defeat  # noqa: F401  (first, as in the scripts: the pinned stack's known-harmless warnings hidden)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "tests", "configs")
 sys.path.insert(0, REPO)  # for `import train_net`

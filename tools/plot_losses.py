@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Plot a run's losses and the KD weight schedule from its metrics.json as an image.
+"""Plot a run's losses, their KD/detection balance and the KD weight schedule from its metrics.json.
 
     python tools/plot_losses.py output/demo/defeat_slimR18_from_R18/metrics.json \
         --output output/demo/defeat_losses.png [--width 1000 --height 900]
 
 Panels (each only if the run logged it): the student's own losses, the DeFeat neck losses, the
-DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and scheduled) and
-``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
+DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and scheduled), their
+balance (the KD terms' sum over the detection terms' sum, log scale, with the training log's
+warning threshold dashed) and ``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
 Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 """
 
