@@ -145,8 +145,8 @@ ENTRY_POINTS = [
     "train_net.py",
     "lazy_train_net.py",
     "examples/custom_rcnn.py",
-    *sorted(glob.glob("tools/*.py", root_dir=REPO)),
-    *sorted(glob.glob("benchmarks/*.py", root_dir=REPO)),
+    *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "tools", "*.py"))),
+    *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "benchmarks", "*.py"))),
 ]
 
 
