@@ -23,11 +23,11 @@ mapping for a mapping, text for text: quote a number meant as text, ``key='5'``)
 ``model.num_classes``) before training.
 """
 
-import detectron2.utils.comm as comm
-from detectron2.engine import default_setup
-from detectron2.utils.logger import setup_logger
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
 
-import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
+# isort: split
+from detectron2.engine import default_setup
+
 from defeat.analysis.evaluation import evaluate_weights, lazy_test
 from defeat.config.files import OverrideError, check_overrides, num_classes  # noqa: F401 (kept public here)
 from defeat.config.files import load_config as load_config_file
@@ -40,6 +40,7 @@ from defeat.engine.script import (
     preflight,
     register_datasets,
     resume_guard,
+    setup_defeat_logger,
 )
 
 
@@ -70,7 +71,7 @@ def setup(args, cfg=None):
     register_datasets(args, names)  # in every process (each DDP worker too)
     preflight(cfg, args)  # outputs, batch, datasets: before anything is written or built
     default_setup(cfg, args)
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="defeat")
+    setup_defeat_logger(cfg.train.output_dir)  # and the one line on the known-harmless messages hidden
     return cfg
 
 

@@ -12,12 +12,13 @@
 (``defeat.engine.data_checks``; ``--check-images`` sets how thoroughly the images are read).
 """
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 import detectron2.utils.comm as comm
 from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
-from detectron2.utils.logger import setup_logger
 
-import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
 from defeat.analysis.evaluation import evaluate_weights
 from defeat.config.files import load_config as load_config_file
 from defeat.config.files import num_classes
@@ -32,6 +33,7 @@ from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     preflight,
     register_datasets,
     resume_guard,
+    setup_defeat_logger,
 )
 from defeat.engine.trainer import DeFeatTrainer
 from defeat.modeling.meta_arch.common import build_eval_model
@@ -56,7 +58,7 @@ def setup(args, cfg=None):
     register_datasets(args, used)  # in every process (each DDP worker too)
     preflight(cfg, args)  # outputs, batch, datasets: before anything is written or built
     default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="defeat")
+    setup_defeat_logger(cfg.OUTPUT_DIR)  # and the one line on the known-harmless messages hidden
     return cfg
 
 

@@ -33,6 +33,9 @@ def main(argv=None):
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = p.parse_args(argv)
 
+    import defeat  # noqa: F401  (first, before Detectron2: known-harmless warnings hidden)
+
+    # isort: split
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage

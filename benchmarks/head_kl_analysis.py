@@ -31,12 +31,14 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
 
+    import defeat  # first, before Detectron2: known-harmless warnings hidden
+
+    # isort: split
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    import defeat
     from defeat.demo.data import register_demo_dataset
     from defeat.demo.experiments import load_config
     from defeat.modeling.meta_arch.rcnn import box_head_logits

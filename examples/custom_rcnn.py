@@ -11,6 +11,9 @@ Importing this module registers ``CustomDeFeatRCNN``; run as a script it trains 
 import os
 import sys
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.utils.events import get_event_storage
 

@@ -6,6 +6,8 @@ import sys
 import pytest
 import torch
 
+import defeat  # noqa: F401  (first, as in the scripts: the pinned stack's known-harmless warnings hidden)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "tests", "configs")
 sys.path.insert(0, REPO)  # for `import train_net`
@@ -15,6 +17,15 @@ sys.path.insert(0, REPO)  # for `import train_net`
 def _repo_cwd(monkeypatch):
     """Config paths inside configs are relative to the repository root, as for users."""
     monkeypatch.chdir(REPO)
+
+
+@pytest.fixture(autouse=True)
+def _known_warnings_hidden():
+    """As in every script, the pinned stack's known-harmless warnings are hidden (pytest resets
+    the warning filters for each test; ``DEFEAT_SHOW_ALL_WARNINGS=1`` shows them)."""
+    from defeat import known_warnings
+
+    known_warnings.install()
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from conftest import REPO
 
 PACKAGE = os.path.join(REPO, "projects", "defeat")
 # Lower layers first; a module may import its own layer and the ones before it.
-LAYERS = ["errors", "config", "engine", "modeling", "analysis", "demo"]
+LAYERS = ["known_warnings", "errors", "config", "engine", "modeling", "analysis", "demo"]
 TOP_LEVEL = {"__init__", "_compat"}  # the package's entry: imports every layer
 
 

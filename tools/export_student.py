@@ -12,13 +12,15 @@ missing, unexpected or of the wrong shape. Trailing overrides apply to the verif
 (``KEY VALUE`` pairs for YAML, ``key=value`` for a LazyConfig).
 """
 
-import logging
 import os
 import sys
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 from detectron2.config import CfgNode
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input, setup_tool_logging
 from defeat.analysis.export import ExportError, read_student_state, write_student
 from defeat.config.files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
 from defeat.engine.outputs import check_output_files
@@ -93,7 +95,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     try:
         state = read_student_state(args.checkpoint)
         if args.verify_config:

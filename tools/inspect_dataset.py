@@ -15,12 +15,20 @@ import argparse
 import logging
 import os
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 
-import defeat  # noqa: F401  (registers the DeFeat meta-architectures and backbones)
-from defeat.analysis.cli import FIGURE_FORMATS, ToolArgumentParser, add_overwrite_argument, check_figure_output
+from defeat.analysis.cli import (
+    FIGURE_FORMATS,
+    ToolArgumentParser,
+    add_overwrite_argument,
+    check_figure_output,
+    setup_tool_logging,
+)
 from defeat.analysis.dataset_stats import compute_stats, format_report, stats_figure
 from defeat.config.files import (
     build_backbone_from_config,
@@ -69,7 +77,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     try:
         cfg = load_config(args.config_file, args.opts)
     except (ConfigFileError, OverrideError, DeFeatConfigError) as e:

@@ -1,19 +1,20 @@
 #!/usr/bin/env python
-"""Plot a run's losses and the KD weight schedule from its metrics.json as an image.
+"""Plot a run's losses, their KD/detection balance and the KD weight schedule from its metrics.json.
 
     python tools/plot_losses.py output/demo/defeat_slimR18_from_R18/metrics.json \
         --output output/demo/defeat_losses.png [--width 1000 --height 900]
 
 Panels (each only if the run logged it): the student's own losses, the DeFeat neck losses, the
-DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and scheduled) and
-``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
+DeFeat head losses (``loss_defeat_*``, as added to the total: weighted and scheduled), their
+balance (the KD terms' sum over the detection terms' sum, log scale, with the training log's
+warning threshold dashed) and ``defeat/kd_weight``. Values are those Detectron2 wrote (median over its logging window).
 Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 """
 
 import logging
 import os
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output, setup_tool_logging
 from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
 from defeat.engine.metrics_file import split_runs
 
@@ -45,7 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     try:
         runs = split_runs(read_metrics(args.metrics))
         if len(runs) > 1:  # runs appended to one file: plot one run, never a merged curve

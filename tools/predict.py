@@ -3,11 +3,14 @@
 
     python tools/predict.py --config-file configs/demo/student_slimR18.yaml \
         --weights output/student.pth --input photos/ --output output/predictions \
-        [--dataset my_val=data/val.json] [--score-threshold 0.5] [KEY VALUE ...]
+        [--dataset my_val=data/val.json [--show-gt]] [--score-threshold 0.5] [KEY VALUE ...]
 
-Each image is written as ``<output>/<name>.png`` with its detections drawn by Detectron2's
-``Visualizer`` (class names from ``--dataset``'s metadata, else from the config's first test or
-training set when its class names are known, else class indices), and all detections go to
+Each image is written as ``<output>/<name>.png`` with its detections drawn
+(``defeat.analysis.detection_figures``: one colour per class, the same in every image; labels
+sized to the image, on a box of their colour, kept inside the image; class names from
+``--dataset``'s metadata, else from the config's first test or training set when its class
+names are known, else class indices); ``--show-gt`` adds the dataset's ground-truth boxes,
+dashed, in their class colour. All detections go to
 ``<output>/predictions.json`` in Detectron2's COCO results format: a list of ``{"image_id",
 "category_id", "bbox": [x, y, width, height], "score"}`` plus ``"file_name"`` and ``"category"``;
 ``category_id`` is the dataset's own category id when the classes are known (``--dataset``),
@@ -27,17 +30,21 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 import cv2
+import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_image_to_rgb
-from detectron2.utils.visualizer import Visualizer
+from detectron2.structures import BoxMode
 from omegaconf import OmegaConf
 
-import defeat  # noqa: F401  (registers the DeFeat meta-architectures)
-from defeat.analysis.cli import ToolArgumentParser
+from defeat.analysis.cli import ToolArgumentParser, setup_tool_logging
+from defeat.analysis.detection_figures import draw_detections
 from defeat.config.files import (
     image_format,
     inference_augmentations,
@@ -85,12 +92,20 @@ def parse_args(argv=None):
         help="dataset whose class names label the detections",
     )
     p.add_argument(
+        "--show-gt",
+        action="store_true",
+        help="draw --dataset's ground-truth boxes too (dashed, in their class colour) for the images it lists",
+    )
+    p.add_argument(
         "--allow-random-weights",
         action="store_true",
         help="predict even without weights or with weights that leave parameters random",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
-    return take_trailing_options(p, p.parse_args(argv))
+    args = take_trailing_options(p, p.parse_args(argv))
+    if args.show_gt and not args.dataset:
+        p.error("--show-gt needs --dataset NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT] (the annotations to draw)")
+    return args
 
 
 def setup_cfg(args):
@@ -163,15 +178,24 @@ def list_images(path: str) -> List[str]:
     return images
 
 
-def metadata(cfg, dataset: str):
-    """Metadata with ``thing_classes`` for the labels (None when none is known)."""
-    if dataset:
-        name = dataset_from_argument(dataset)
-        register_provided_datasets([name])
-        try:  # the one dataset check, before the json is loaded
-            check_datasets([name], [], None, "")
-        except DataCheckError as e:
-            raise SystemExit(f"predict.py: error: --dataset: {e}") from e
+def resolve_dataset(dataset: str) -> str:
+    """The name of ``--dataset`` (registered if a spec), checked (``check_datasets``) before its
+    json is loaded; ``""`` without one."""
+    if not dataset:
+        return ""
+    name = dataset_from_argument(dataset)
+    register_provided_datasets([name])
+    try:  # the one dataset check, before the json is loaded
+        check_datasets([name], [], None, "")
+    except DataCheckError as e:
+        raise SystemExit(f"predict.py: error: --dataset: {e}") from e
+    return name
+
+
+def metadata(cfg, name: str):
+    """Metadata with ``thing_classes`` for the labels (None when none is known); ``name``: the
+    ``--dataset`` (:func:`resolve_dataset`), else the config's datasets are tried."""
+    if name:
         if not MetadataCatalog.get(name).get("thing_classes"):
             DatasetCatalog.get(name)  # a COCO json sets its class names when loaded
         meta = MetadataCatalog.get(name)
@@ -181,7 +205,7 @@ def metadata(cfg, dataset: str):
     classes = meta.get("thing_classes") if meta is not None else None
     num, key = num_classes(cfg)
     if classes and len(classes) != num:
-        if dataset:
+        if name:
             raise SystemExit(
                 f"predict.py: error: dataset {meta.name} has {len(classes)} classes but the model {num} ({key})"
             )
@@ -199,6 +223,37 @@ def _dataset_ids(meta) -> Tuple[Optional[Dict[int, int]], Dict[str, int]]:
     to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
     category_ids = {v: k for k, v in to_contiguous.items()} if to_contiguous else None
     return category_ids, image_ids
+
+
+def ground_truth(name: str, images: List[str]) -> Dict[str, Tuple]:
+    """``{real path of an input image: (boxes [M, 4] XYXY, class indices)}`` from dataset
+    ``name`` (its images matched by real path); refuses a dataset that lists none of ``images``
+    and says which inputs it does not list."""
+    by_path = {}
+    for record in DatasetCatalog.get(name):
+        anns = record.get("annotations", [])
+        boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+        by_path[os.path.realpath(record["file_name"])] = (
+            np.array(boxes, dtype=np.float64).reshape(-1, 4),
+            [int(a["category_id"]) for a in anns],
+        )
+    found = {os.path.realpath(p): by_path[os.path.realpath(p)] for p in images if os.path.realpath(p) in by_path}
+    if not found:
+        raise SystemExit(
+            f"predict.py: error: --show-gt: dataset {name!r} lists none of the {len(images)} input images (matched "
+            f"by path: its file_name entries, under image root {MetadataCatalog.get(name).get('image_root', '?')}); "
+            "pass --input images of that dataset"
+        )
+    missing = [p for p in images if os.path.realpath(p) not in found]
+    if missing:
+        logger.warning(
+            "--show-gt: dataset %s does not list %d of the %d input images; they are drawn without ground truth: %s",
+            name,
+            len(missing),
+            len(images),
+            ", ".join(os.path.basename(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else ""),
+        )
+    return found
 
 
 def _check_outputs(args, images: List[str], targets: List[str], meta, weights: str) -> None:
@@ -228,13 +283,15 @@ def _check_outputs(args, images: List[str], targets: List[str], meta, weights: s
 
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     cfg = setup_cfg(args)
     images = list_images(args.input)
     out_dir = os.path.abspath(args.output)
     targets = [os.path.join(out_dir, os.path.splitext(os.path.basename(p))[0] + ".png") for p in images]
-    meta = metadata(cfg, args.dataset)
+    dataset = resolve_dataset(args.dataset)
+    meta = metadata(cfg, dataset)
     _check_outputs(args, images, targets, meta, model_weights(cfg))
+    gt = ground_truth(dataset, images) if args.show_gt else {}
     category_ids, image_ids = _dataset_ids(meta)
     if category_ids is None:
         logger.warning(
@@ -251,8 +308,17 @@ def main(argv=None) -> List[str]:
             raise SystemExit(f"predict.py: error: cannot read image {path}")
         instances = predictor(image)["instances"].to("cpu")  # BGR in; it converts to INPUT.FORMAT
         instances = instances[instances.scores >= args.score_threshold]
-        rgb = convert_image_to_rgb(image, "BGR")
-        drawn = Visualizer(rgb, meta).draw_instance_predictions(instances).get_image()[:, :, ::-1]
+        gt_boxes, gt_classes = gt.get(os.path.realpath(path), (None, None))
+        drawn = draw_detections(
+            convert_image_to_rgb(image, "BGR"),
+            instances.pred_boxes.tensor.numpy(),
+            instances.pred_classes.tolist(),
+            instances.scores.tolist(),
+            classes,
+            instances.pred_masks.numpy() if instances.has("pred_masks") else None,
+            gt_boxes,
+            gt_classes,
+        )[:, :, ::-1]
         if not cv2.imwrite(target, drawn):
             raise SystemExit(f"predict.py: error: could not write {target}")
         written.append(target)
@@ -269,7 +335,8 @@ def main(argv=None) -> List[str]:
                     **({"category": classes[int(c)]} if classes else {}),
                 }
             )
-        logger.info("%s: %d detections -> %s", path, len(instances), target)
+        shown = f" ({len(gt_classes)} ground-truth boxes)" if gt_classes is not None else ""
+        logger.info("%s: %d detections%s -> %s", path, len(instances), shown, target)
     atomic_write(os.path.join(out_dir, "predictions.json"), lambda f: json.dump(records, f, indent=1), mode="w")
     return written
 

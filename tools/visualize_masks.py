@@ -22,6 +22,9 @@ import logging
 import os
 from typing import List
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 import numpy as np
 import torch
 from detectron2.config import CfgNode
@@ -29,7 +32,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.structures import ImageList
 
 from defeat import DeFeatDistiller
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, setup_tool_logging
 from defeat.analysis.loss_figures import save_figure
 from defeat.analysis.mask_figures import LevelView, mask_figure
 from defeat.config.files import (
@@ -277,7 +280,7 @@ def _boxes_per_level(boxes: torch.Tensor, distiller) -> List[np.ndarray]:
 
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_tool_logging()
     records = args.records[args.start : args.start + args.num_images]
     if len(records) < args.num_images:
         logger.info(

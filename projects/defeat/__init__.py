@@ -1,8 +1,13 @@
 """DeFeat: Distilling Object Detectors via Decoupled Features (CVPR 2021) for Detectron2.
 
-Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``.
+Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``, and
+hides the pinned stack's known-harmless warnings (``defeat.known_warnings``; before anything here
+imports Detectron2, so scripts import ``defeat`` first).
 """
 
+from . import known_warnings as _known_warnings  # noqa: F401  (first: installs its filters when imported)
+
+# isort: split
 from ._compat import install as _install_old_paths
 from .config import add_defeat_config
 from .config.files import get_config_file

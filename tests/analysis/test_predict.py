@@ -1,4 +1,5 @@
-"""tools/predict.py: detections drawn with Detectron2's Visualizer; no random weights; inputs kept."""
+"""tools/predict.py: detections drawn (one colour per class, ground truth on request); YAML and
+LazyConfig configs; no random weights; inputs kept."""
 
 import json
 import os
@@ -206,3 +207,103 @@ def test_bad_config_or_override_is_one_clear_error(student, tmp_path):
             "--config-file", f"{CONFIGS}/tiny_base.py", "--weights", weights, "--input", images,
             "--output", tmp_path / "o", "train.max_itr=1",
         )  # fmt: skip
+
+
+def test_weights_loaded_quietly_no_scratch_line_and_defeats_own_tensors_named_once(student, tmp_path, caplog):
+    """Predicting from a DeFeat checkpoint (the student's tensors plus ``distiller.adapters.*``) with
+    the plain student config: no 'Initializing model from scratch' (the weights are loaded), no
+    'not used by the model' list, one line naming the adapters left out; same detections as the
+    student's own file."""
+    weights, _, images = student
+    state = torch.load(weights, map_location="cpu")["model"]
+    adapters = {f"distiller.adapters.p{i}.{p}": torch.zeros(3) for i in range(2, 7) for p in ("weight", "bias")}
+    torch.save({"model": {**state, **adapters}, "iteration": 9}, tmp_path / "defeat_run.pth")
+    with caplog.at_level("INFO"):
+        _run(*_base(str(tmp_path / "defeat_run.pth"), images, tmp_path / "o", "--score-threshold", 0.0))
+    assert "from scratch" not in caplog.text and "not used by the model" not in caplog.text
+    assert caplog.text.count("that are DeFeat's own (distiller.adapters.*)") == 1
+    _run(*_base(weights, images, tmp_path / "plain", "--score-threshold", 0.0))
+    got, expected = (json.load(open(tmp_path / d / "predictions.json")) for d in ("o", "plain"))
+    assert got == expected and got
+
+
+def test_show_gt_draws_the_datasets_boxes_dashed_beside_the_predictions(student, tmp_path):
+    """The same predictions with and without --show-gt; the drawings differ only along the
+    dataset's boxes of each image (in input pixels); without predictions on top (none kept),
+    every side of every box is drawn."""
+    weights, json_file, images = student
+    data = json.load(open(json_file))
+    by_name = {img["file_name"]: img["id"] for img in data["images"]}
+
+    def gt_boxes(drawn):
+        image_id = by_name[os.path.basename(drawn)]
+        return [
+            tuple(int(round(v)) for v in (x, y, x + w, y + h))
+            for x, y, w, h in (a["bbox"] for a in data["annotations"] if a["image_id"] == image_id)
+        ]
+
+    def changes(folders, *opts):
+        dataset = ["--dataset", f"gt_val={json_file}:{images}"]
+        runs = [_run(*_base(weights, images, tmp_path / f, *dataset, *extra), *opts) for f, extra in folders]
+        preds = [json.load(open(tmp_path / f / "predictions.json")) for f, _ in folders]
+        assert preds[0] == preds[1]
+        return [(b, np.any(cv2.imread(a) != cv2.imread(b), axis=2)) for a, b in zip(*runs)], preds[0]
+
+    def near(changed, boxes):
+        mask = np.zeros_like(changed)
+        for x1, y1, x2, y2 in boxes:
+            mask[max(y1 - 2, 0) : y2 + 3, max(x1 - 2, 0) : x2 + 3] = True
+            mask[y1 + 3 : y2 - 2, x1 + 3 : x2 - 2] = False
+        return mask
+
+    drawn, preds = changes([("plain", []), ("gt", ["--show-gt"])])
+    assert preds  # predictions, and their labels drawn on top (on 64-px images they may hide the boxes)
+    for path, changed in drawn:
+        assert not (changed & ~near(changed, gt_boxes(path))).any()
+    drawn, preds = changes([("plain0", []), ("gt0", ["--show-gt"])], "TEST.DETECTIONS_PER_IMAGE", 0)
+    assert preds == []
+    for path, changed in drawn:
+        boxes = gt_boxes(path)
+        assert boxes and not (changed & ~near(changed, boxes)).any()
+        for x1, y1, x2, y2 in boxes:  # each side drawn (dashed: a share of its pixels)
+            x2, y2 = min(x2, 63), min(y2, 63)
+            for side in (changed[y1 : y2 + 1, x1], changed[y1 : y2 + 1, x2], changed[y1, x1 : x2 + 1]):
+                assert side.any(), (path, (x1, y1, x2, y2))
+
+
+def test_show_gt_needs_a_dataset_that_lists_the_inputs(student, tmp_path, capsys):
+    weights, json_file, images = student
+    with pytest.raises(SystemExit) as e:
+        _run(*_base(weights, images, tmp_path / "o", "--show-gt"))
+    assert e.value.code == 2 and "--show-gt needs --dataset" in capsys.readouterr().err
+    other, other_images = write_coco(str(tmp_path / "other"), num_images=2)
+    with pytest.raises(SystemExit, match=r"--show-gt: dataset 'gt_other' lists none of the 3 input images"):
+        _run(*_base(weights, images, tmp_path / "o", "--dataset", f"gt_other={other}:{other_images}", "--show-gt"))
+
+
+def test_a_lazyconfig_predicts_as_its_yaml_twin(student, tmp_path):
+    """tests/configs/tiny_base.py (and its DeFeat twin tiny_defeat.py, as its student) with the
+    YAML student's weights: the same detections as tiny_base.yaml."""
+    weights, _, images = student
+    common = ["--weights", weights, "--input", images, "--score-threshold", 0.0]
+    _run(
+        "--config-file",
+        f"{CONFIGS}/tiny_base.yaml",
+        *common,
+        "--output",
+        tmp_path / "yaml",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        2,
+    )
+    for config in ("tiny_base.py", "tiny_defeat.py"):
+        written = _run(
+            "--config-file",
+            f"{CONFIGS}/{config}",
+            *common,
+            "--output",
+            tmp_path / config,
+            "model.roi_heads.num_classes=2",
+        )
+        assert len(written) == 3 and all(cv2.imread(p) is not None for p in written)
+        got = json.load(open(tmp_path / config / "predictions.json"))
+        assert got and got == json.load(open(tmp_path / "yaml" / "predictions.json")), config

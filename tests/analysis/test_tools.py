@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import CONFIGS, REPO
 
-from defeat.analysis.loss_figures import loss_figure, read_metrics, series
+from defeat.analysis.loss_figures import balance_series, loss_figure, read_metrics, series
 from defeat.analysis.mask_figures import mask_panel, upsample_cells
+from defeat.engine.kd_balance import KD_DOMINANCE_RATIO
 
 
 def _tool(name):
@@ -379,31 +380,61 @@ def test_loss_figure_panels_curves_and_legends(tmp_path):
     metrics = tmp_path / "metrics.json"
     _synthetic_metrics(metrics)
     rows = read_metrics(str(metrics))
-    fig = loss_figure(rows, 800, 600)
+    fig = loss_figure(rows, 800, 700)
     fig.canvas.draw()
     axes = [ax for ax in fig.axes if ax.get_lines()]
+    balance = "KD sum / detection sum"
     expected = [
         ["loss_box_reg", "loss_cls"],
         ["loss_defeat_neck_bg", "loss_defeat_neck_obj"],
         ["loss_defeat_head_bg", "loss_defeat_head_obj"],
+        [balance],
         ["defeat/kd_weight"],
     ]
-    assert len(axes) == 4
+    assert len(axes) == 5
     its = list(range(9, 100, 10))
+    training = [json.loads(x) for x in open(metrics).readlines()[:10]]
     for ax, keys in zip(axes, expected):
-        lines = ax.get_lines()
-        assert [ln.get_label().split(" ")[0] for ln in lines] == keys
-        for ln, key in zip(lines, keys):  # the data drawn is the metrics' values, independently read
-            values = [json.loads(x)[key] for x in open(metrics).readlines()[:10]]
+        lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        curves = lines[: len(keys)]
+        assert [ln.get_label().rsplit(" (", 1)[0] for ln in curves] == keys
+        for ln, key in zip(curves, keys):  # the data drawn is the metrics' values, independently read
+            if key == balance:  # the KD terms' sum over the detection terms' sum, row by row
+                values = [
+                    sum(v for k, v in r.items() if k.startswith("loss_defeat_"))
+                    / sum(v for k, v in r.items() if k in ("loss_cls", "loss_box_reg"))
+                    for r in training
+                ]
+            else:
+                values = [r[key] for r in training]
             assert ln.get_xdata().tolist() == its and np.allclose(ln.get_ydata(), values)
             assert ln.get_label().endswith(f"({values[-1]:.3g})")  # legend gives the last value
         legend = ax.get_legend()
-        assert legend is not None and len(legend.get_texts()) == len(keys)
+        assert legend is not None and len(legend.get_texts()) == len(lines)
         box, plot = legend.get_window_extent(), ax.get_window_extent()
         assert not _overlap(box, plot), "the legend covers the plot area"
         assert box.x1 <= fig.bbox.x1 + 1 and box.y0 >= fig.bbox.y0 - 1  # and stays inside the figure
         assert ax.get_xlim()[0] == 0
+    # The balance panel: log scale, the training log's warning threshold dashed and in the legend.
+    ratio_ax = axes[3]
+    threshold = [ln for ln in ratio_ax.get_lines() if ln.get_linestyle() == "--"]
+    assert ratio_ax.get_yscale() == "log" and len(threshold) == 1
+    assert set(threshold[0].get_ydata()) == {KD_DOMINANCE_RATIO} and "above 10x" in threshold[0].get_label()
+    low, high = ratio_ax.get_ylim()
+    assert low < 1.0 and high > KD_DOMINANCE_RATIO
     assert axes[-1].get_ylim() == (0.0, 1.05) and axes[-1].get_xlabel() == "iteration"
+
+
+def test_balance_series_from_rows_with_both_kinds_of_losses():
+    rows = [
+        {"iteration": 0, "loss_cls": 2.0, "loss_defeat_neck_bg": 30.0, "loss_defeat_neck_obj": 10.0},
+        {"iteration": 1, "loss_cls": 1.0},  # no KD terms: not a point
+        {"iteration": 2, "loss_defeat_neck_bg": 3.0},  # no detection terms: no ratio
+        {"iteration": 3, "loss_cls": 0.5, "loss_box_reg": 0.5, "loss_defeat_neck_bg": 2.0, "total_loss": 9.0},
+        {"iteration": 3, "loss_cls": 1.0, "loss_defeat_neck_bg": 4.0},  # a resumed run: the later row wins
+    ]
+    its, ratios = balance_series(rows)
+    assert its.tolist() == [0, 3] and ratios.tolist() == [20.0, 4.0]
 
 
 def test_plot_losses_writes_an_image_of_the_requested_size(tmp_path):

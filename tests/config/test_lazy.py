@@ -215,6 +215,12 @@ def test_lazy_train_net_defeat_run_resume_and_plain_student_eval(tiny_dataset, t
     for key in DEFEAT_KEYS:
         assert all(math.isfinite(r[key]) for r in rows), key
     assert [r["defeat/kd_weight"] for r in rows] == [0.5, 1.0, 1.0, 1.0]  # warm-up override applied
+    # The KD/detection balance of iteration 0 (one value per key: no smoothing), and its one log line.
+    kd = sum(v for k, v in rows[0].items() if k.startswith("loss_defeat_"))
+    det = sum(v for k, v in rows[0].items() if k.startswith("loss_") and not k.startswith("loss_defeat_"))
+    assert rows[0]["[metric]kd_to_det_ratio"] == pytest.approx(kd / det)
+    with open(os.path.join(out, "log.txt")) as f:
+        assert f.read().count("KD/detection loss balance over the first 4 iterations") == 1
     with open(os.path.join(out, "config.yaml")) as f:
         assert "bg_weight: 8" in f.read()
 

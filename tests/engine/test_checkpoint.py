@@ -142,3 +142,49 @@ def test_missing_start_weights_are_refused_naming_the_setting(tmp_path):
         model.weight.zero_()
     ckpt.resume_or_load(missing, resume=True)
     assert torch.equal(model.weight, torch.full((2, 3), 7.0))  # the run's checkpoint was loaded
+
+
+def test_strict_loading_leaves_out_defeats_own_tensors_but_refuses_a_missing_student_one(
+    teacher_weights, tmp_path, caplog
+):
+    """A DeFeat checkpoint into its plain student (as evaluation and prediction do): the adapters are
+    left out with one INFO line (no Detectron2 'not used by the model' list), the student's tensors
+    all load; a student tensor missing from the file is still refused."""
+    from conftest import defeat_cfg
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from defeat.engine.checkpoint import defeat_only_keys, load_weights_strictly
+    from defeat.errors import WeightsError
+    from defeat.modeling.meta_arch.common import build_eval_model
+
+    cfg = defeat_cfg(teacher_weights)
+    torch.manual_seed(3)
+    trained = build_model(cfg)
+    DetectionCheckpointer(trained, str(tmp_path)).save("defeat")
+    saved = torch.load(tmp_path / "defeat.pth", map_location="cpu")["model"]
+    adapters = sorted(k for k in saved if k.startswith("distiller."))
+    assert adapters and all(k.startswith("distiller.adapters.") for k in adapters)
+
+    student = build_eval_model(cfg)
+    assert not any(k.startswith("distiller.") for k in student.state_dict())
+    with caplog.at_level("INFO"):
+        load_weights_strictly(student, str(tmp_path / "defeat.pth"))
+    assert "not used by the model" not in caplog.text
+    said = [r.getMessage() for r in caplog.records if "DeFeat's own" in r.getMessage()]
+    assert said == [
+        f"Left out {len(adapters)} tensors of {tmp_path / 'defeat.pth'} that are DeFeat's own "
+        "(distiller.adapters.*): used only while distilling, not by GeneralizedRCNN"
+    ]
+    theirs = {k: v for k, v in trained.state_dict().items() if not k.startswith("distiller.")}
+    ours = student.state_dict()
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    # Only keys the model lacks, with or without DDP's "module."; a DeFeat model keeps its own.
+    assert defeat_only_keys({f"module.{k}": 0 for k in adapters}, ours) == [f"module.{k}" for k in adapters]
+    assert defeat_only_keys(saved, trained.state_dict()) == []
+
+    missing = "roi_heads.box_predictor.cls_score.weight"
+    torch.save({"model": {k: v for k, v in saved.items() if k != missing}}, tmp_path / "partial.pth")
+    with pytest.raises(WeightsError, match=rf"1 tensors missing from the checkpoint: {missing}"):
+        load_weights_strictly(build_eval_model(cfg), str(tmp_path / "partial.pth"))

@@ -1,6 +1,7 @@
 """End to end through train_net.py on a tiny generated dataset: teacher -> DeFeat -> plain eval."""
 
 import json
+import logging
 import math
 import os
 
@@ -44,6 +45,13 @@ def test_defeat_run_then_plain_student_eval(trained_teacher, tmp_path):
     for key in ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"):
         assert all(math.isfinite(r[key]) for r in rows), key
     assert rows[-1]["defeat/kd_weight"] == 1.0
+    # The KD/detection balance: logged in each row, reported once by the hook before the writer
+    # (this tiny run's random teacher makes the KD terms dominate: a warning).
+    assert all(r["[metric]kd_to_det_ratio"] > 0 for r in rows)
+    names = [type(h).__name__ for h in trainer._hooks]
+    assert names.index("KDBalanceHook") < names.index("PeriodicWriter")
+    level, message = trainer._hooks[names.index("KDBalanceHook")].reported
+    assert level == logging.WARNING and "Lower MODEL.DEFEAT.NECK.OBJ_WEIGHT" in message
 
     # The teacher is bit-identical to its checkpoint after training.
     saved = torch.load(trained_teacher, map_location="cpu", weights_only=False)["model"]

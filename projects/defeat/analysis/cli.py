@@ -2,11 +2,13 @@
 output guard of ``defeat.engine.outputs`` (re-exported here for the tools)."""
 
 import argparse
+import logging
 import os
 from typing import NoReturn
 
 from ..engine.outputs import check_output_files, overwritten_input, same_file
 from ..errors import OutputError
+from ..known_warnings import announce
 from .loss_figures import IMAGE_FORMATS
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "check_figure_output",
     "same_file",
     "overwritten_input",
+    "setup_tool_logging",
 ]
 
 FIGURE_FORMATS = IMAGE_FORMATS  # the file types a figure can be saved as
@@ -74,3 +77,10 @@ def check_figure_output(
         check_output_files([path], inputs, overwrite, option)
     except OutputError as e:
         parser.error(str(e))
+
+
+def setup_tool_logging() -> None:
+    """INFO and above on stderr as ``LEVEL logger: message``, and the one line that says which
+    known-harmless messages of the pinned stack are hidden (``defeat.known_warnings``)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    announce()

@@ -27,6 +27,8 @@ __all__ = [
     "WeightsError",
     "atomic_write",
     "load_weights_strictly",
+    "defeat_only_keys",
+    "DEFEAT_KEY_PREFIXES",
     "weight_problems",
     "restore_on_failure",
 ]
@@ -34,6 +36,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^model_(\d+)\.pth$")
+
+
+# Prefixes of the tensors a DeFeat model adds to its student's (the adapters; the teacher is kept
+# out of ``state_dict``). A plain student has none of them.
+DEFEAT_KEY_PREFIXES = ("distiller.",)
 
 
 class RecordingCheckpointer(DetectionCheckpointer):
@@ -44,13 +51,37 @@ class RecordingCheckpointer(DetectionCheckpointer):
     Detectron2 only logs a warning for missing keys or mismatched shapes and leaves those
     parameters at their random initialisation; callers that must not run a half-random model
     (the teacher, prediction) check it.
+
+    With ``drop_defeat_keys``, the file's tensors under :data:`DEFEAT_KEY_PREFIXES` that the model
+    lacks (a DeFeat checkpoint loaded into its plain student) are left out before loading, so
+    Detectron2 does not list them as unused; ``dropped`` names them.
     """
 
     incompatible = None
 
+    def __init__(self, model, *args, drop_defeat_keys: bool = False, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self.drop_defeat_keys = drop_defeat_keys
+        self.dropped: List[str] = []
+
     def _load_model(self, checkpoint):
+        if self.drop_defeat_keys and isinstance(checkpoint.get("model"), dict):
+            self.dropped = defeat_only_keys(checkpoint["model"], self.model.state_dict())
+            for key in self.dropped:
+                del checkpoint["model"][key]
         self.incompatible = super()._load_model(checkpoint)
         return self.incompatible
+
+
+def defeat_only_keys(saved: dict, model_state: dict) -> List[str]:
+    """The keys of ``saved`` (a checkpoint's state dict, with or without DDP's ``module.``) under
+    :data:`DEFEAT_KEY_PREFIXES` that ``model_state`` does not have."""
+    out = []
+    for key in saved:
+        name = key[len("module.") :] if key.startswith("module.") else key
+        if name.startswith(DEFEAT_KEY_PREFIXES) and name not in model_state:
+            out.append(key)
+    return out
 
 
 def weight_problems(found, listed: int = 5) -> List[str]:
@@ -75,8 +106,10 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
     """Load ``weights`` into ``model`` (Detectron2's checkpointer: paths, URLs, model-zoo and
     pickled Detectron/pycls files) and refuse a file that leaves any tensor random or mismatched.
 
-    Every entry point that evaluates or predicts loads through this. Keys in the file that the
-    model lacks (a DeFeat checkpoint's adapters under a plain student) are fine.
+    Every entry point that evaluates or predicts loads through this. A DeFeat checkpoint's own
+    tensors (``distiller.*``: the adapters) that the model lacks, as under the plain student, are
+    left out with one INFO line; other keys in the file that the model lacks are fine (Detectron2
+    lists them).
     Args:
         setting: the option or config key that named ``weights`` (in the message).
         allow_random: log the problems instead of raising (an untrained model on purpose).
@@ -87,7 +120,7 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
     """
     if not weights:
         raise WeightsError(f"{setting} is empty: evaluating or predicting needs trained weights")
-    checkpointer = RecordingCheckpointer(model)
+    checkpointer = RecordingCheckpointer(model, drop_defeat_keys=True)
     local = os.path.expanduser(weights)
     if "://" not in local and not PathManager.isfile(local):
         raise WeightsError(f"{setting}: weights not found: {weights}")
@@ -95,6 +128,15 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
         checkpointer.load(local)
     except (OSError, RuntimeError, ValueError, EOFError, AssertionError) as e:
         raise WeightsError(f"{setting}: cannot read weights {weights}: {type(e).__name__}: {e}") from e
+    if checkpointer.dropped:
+        groups = sorted({".".join(k.split(".")[:2]) for k in checkpointer.dropped})
+        logger.info(
+            "Left out %d tensors of %s that are DeFeat's own (%s): used only while distilling, not by %s",
+            len(checkpointer.dropped),
+            weights,
+            ", ".join(f"{g}.*" for g in groups),
+            type(model).__name__,
+        )
     problems = weight_problems(checkpointer.incompatible)
     if problems:
         message = (

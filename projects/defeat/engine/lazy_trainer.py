@@ -1,5 +1,6 @@
 """The step loop of a LazyConfig run (``lazy_train_net.py``): Detectron2's ``common/train.py`` keys
-plus ``train.clip_gradients`` and ``train.amp`` on a CPU (bf16), with atomic checkpoints."""
+plus ``train.clip_gradients`` and ``train.amp`` on a CPU (bf16), with atomic checkpoints and the
+KD/detection loss balance logged (``defeat.engine.kd_balance``)."""
 
 import logging
 from typing import Callable, Dict, List, Optional, Tuple
@@ -12,6 +13,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from .checkpoint import AtomicDetectionCheckpointer
 from .datasets import preloaded_datasets
 from .ddp import create_ddp_model_any_device
+from .kd_balance import KDBalanceHook
 from .mixed_precision import build_step_trainer
 from .nonfinite import explain_nonfinite_losses
 
@@ -61,6 +63,7 @@ def build_lazy_trainer(
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: test(model)),
+            KDBalanceHook(),  # before the writer: the ratio is written with its iteration's losses
             hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main_process else None,
         ]
     )

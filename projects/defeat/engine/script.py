@@ -4,13 +4,16 @@ training sets checked after loading, the guard of a resumed run's ``config.yaml`
 
 import argparse
 import contextlib
+import logging
 import os
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, launch
+from detectron2.utils.logger import setup_logger
 
+from ..known_warnings import announce
 from .checkpoint import restore_on_failure
 from .data_checks import IMAGE_CHECKS, check_training_data
 from .datasets import add_dataset_argument, register_provided_datasets, setup_datasets
@@ -25,6 +28,7 @@ __all__ = [
     "preflight",
     "resume_guard",
     "take_trailing_options",
+    "setup_defeat_logger",
 ]
 
 
@@ -129,6 +133,15 @@ def load_and_check_training_data(
     dicts = {name: DatasetCatalog.get(name) for name in names}
     check_training_data(dicts, num_classes, key, images=images)
     return dicts
+
+
+def setup_defeat_logger(output_dir: str) -> logging.Logger:
+    """The ``defeat`` logger on the console and in ``output_dir``'s ``log.txt`` (Detectron2's
+    ``setup_logger``, after ``default_setup``), and the one line that says which known-harmless
+    messages of the pinned stack are hidden (``defeat.known_warnings``)."""
+    logger = setup_logger(output_dir, distributed_rank=comm.get_rank(), name="defeat")
+    announce(logger)
+    return logger
 
 
 def resume_guard(output_dir: str, args: argparse.Namespace):

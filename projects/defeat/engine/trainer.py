@@ -5,13 +5,14 @@ import os
 import weakref
 
 import detectron2.utils.comm as comm
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import AtomicDetectionCheckpointer
 from .ddp import create_ddp_model_any_device
+from .kd_balance import KDBalanceHook
 from .mixed_precision import build_step_trainer, check_amp
 from .nonfinite import explain_nonfinite_losses
 
@@ -21,8 +22,9 @@ __all__ = ["DeFeatTrainer"]
 class DeFeatTrainer(DefaultTrainer):
     """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, resumes
     that skip damaged checkpoints, multi-process training on CPU (gloo) as well as on GPUs,
-    ``SOLVER.AMP.ENABLED`` on a CPU as bf16 autocast (``defeat.mixed_precision``), and a NaN/inf
-    loss reported with the term that went first.
+    ``SOLVER.AMP.ENABLED`` on a CPU as bf16 autocast (``defeat.mixed_precision``), a NaN/inf
+    loss reported with the term that went first, and the balance of the KD and detection losses
+    logged (``defeat.engine.kd_balance``).
 
     Its constructor is ``DefaultTrainer``'s, in the same order, with the DDP wrapper, the step loop
     and the checkpointer chosen here instead of patched in.
@@ -50,6 +52,14 @@ class DeFeatTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """``DefaultTrainer``'s hooks with :class:`KDBalanceHook` before the writer (so each row of
+        ``metrics.json`` has the ratio of its own iteration)."""
+        ret = super().build_hooks()
+        writer = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
+        ret.insert(writer, KDBalanceHook())
+        return ret
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
