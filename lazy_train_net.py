@@ -37,6 +37,7 @@ from defeat.engine.ddp import create_ddp_model_any_device
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (
+    hold_log_records,
     launch_main,
     load_and_check_training_data,
     parse_args,
@@ -86,9 +87,11 @@ def setup(args, cfg=None):
 
 
 def main(args):
-    cfg = load_config(args)
+    with hold_log_records() as held:  # the loader's notes, logged once the run's log exists
+        cfg = load_config(args)
     with resume_guard(cfg.train.output_dir, args):
         cfg = setup(args, cfg)
+        held.replay()
         if args.eval_only:
             model = instantiate(lazy_eval_model_config(cfg.model))  # a DeFeat model evaluates its student
             model.to(cfg.train.device)
