@@ -48,7 +48,7 @@ class AMPUnsupportedError(RuntimeError):
 
 
 class ExportError(ValueError):
-    """The checkpoint cannot be read or exported, or the output would overwrite it."""
+    """The checkpoint cannot be read or exported (or traced), or the output would overwrite it."""
 
 
 class OutputError(ValueError):

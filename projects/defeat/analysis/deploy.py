@@ -22,7 +22,17 @@ import torch.nn as nn
 
 from ..errors import ExportError
 
-__all__ = ["ExportError", "inference_function", "prepare_image", "trace", "output_names", "compare", "detections"]
+__all__ = [
+    "ExportError",
+    "inference_function",
+    "prepare_image",
+    "trace",
+    "output_names",
+    "compare",
+    "detections",
+    "random_image",
+    "check_images",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +65,12 @@ def prepare_image(image: np.ndarray, augmentations: Sequence, input_format: str 
 
 
 def trace(model: nn.Module, image: torch.Tensor):
-    """``(traced module, adapter)`` of ``model`` (in eval mode) recorded on ``image``; the adapter's
-    ``outputs_schema`` rebuilds the model's outputs from the traced tuple."""
+    """``(traced module, adapter)`` of ``model`` recorded on ``image``; the adapter's
+    ``outputs_schema`` rebuilds the model's outputs from the traced tuple. ``model`` is put in
+    eval mode with its parameters frozen (so the traced module's outputs carry no autograd graph)."""
     from detectron2.export import TracingAdapter
 
-    model.eval()
+    model.eval().requires_grad_(False)
     with torch.no_grad(), warnings.catch_warnings():
         # Detectron2's shape asserts and Python ints in the graph warn at every trace; the
         # comparison on other images is the check that matters.
