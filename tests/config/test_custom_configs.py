@@ -139,6 +139,10 @@ def test_unfilled_placeholders_are_refused_before_a_run_starts(tmp_path):
         check_run(make_cfg(student, *out), _args(student))
     with pytest.raises(DataCheckError, match=r"DATASETS.TEST is empty: an evaluation \(--eval-only\) needs a test set"):
         check_run(make_cfg(student, *out), _args(student, eval_only=True))
+    lazy = "configs/lazy/demo_student_slimR18.py"  # the LazyConfig key is named the same way
+    cfg = make_cfg(lazy, "dataloader.train.dataset.names=''", f"train.output_dir={tmp_path / 'lazy'}")
+    with pytest.raises(DataCheckError, match=r"dataloader.train.dataset.names is empty: .*names=mine_train"):
+        check_run(cfg, _args(lazy))
     # Names given, classes left at 0: refused by name (a dataset without a json gives no count).
     from detectron2.data import DatasetCatalog
 
