@@ -34,6 +34,7 @@ from defeat.config.files import load_config as load_config_file
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (
+    hold_log_records,
     launch_main,
     load_and_check_training_data,
     parse_args,
@@ -76,9 +77,11 @@ def setup(args, cfg=None):
 
 
 def main(args):
-    cfg = load_config(args)
+    with hold_log_records() as held:  # the loader's notes, logged once the run's log exists
+        cfg = load_config(args)
     with resume_guard(cfg.train.output_dir, args):
         cfg = setup(args, cfg)
+        held.replay()
         if args.eval_only:
             # a DeFeat model evaluates its plain student; the weights load strictly
             return evaluate_weights(cfg, cfg.train.init_checkpoint, "train.init_checkpoint")

@@ -27,6 +27,7 @@ from defeat.engine.datasets import preloaded_datasets
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     argument_parser,
+    hold_log_records,
     launch_main,
     load_and_check_training_data,
     parse_args,
@@ -63,9 +64,11 @@ def setup(args, cfg=None):
 
 
 def main(args):
-    cfg = load_config(args)
+    with hold_log_records() as held:  # the loader's notes, logged once the run's log exists
+        cfg = load_config(args)
     with resume_guard(cfg.OUTPUT_DIR, args):
         cfg = setup(args, cfg)
+        held.replay()
         if args.eval_only:
             model = build_eval_model(cfg)  # a DeFeat config evaluates its student: no teacher needed
             checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_resume=False)

@@ -211,7 +211,12 @@ def parse_args(argv=None):
     add_dataset_argument(p)
     p.add_argument("--train-set", default=None, help="dataset name (default: the configs')")
     p.add_argument("--test-set", default=None)
-    p.add_argument("--iters", type=at_least(1), default=None, help="SOLVER.MAX_ITER of the students")
+    p.add_argument(
+        "--iters",
+        type=at_least(1),
+        default=None,
+        help="SOLVER.MAX_ITER of the students (their LR steps and warm-ups scale with it: docs/configs.md)",
+    )
     p.add_argument("--output", default="output/bench_accuracy")
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
     p.add_argument("--jobs", type=at_least(1), default=2, help="runs side by side, one CPU thread each")

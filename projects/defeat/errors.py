@@ -49,7 +49,7 @@ class AMPUnsupportedError(RuntimeError):
 
 
 class ExportError(ValueError):
-    """The checkpoint cannot be read or exported, or the output would overwrite it."""
+    """The checkpoint cannot be read or exported (or traced), or the output would overwrite it."""
 
 
 class OutputError(ValueError):

@@ -297,8 +297,6 @@ def test_lazy_overrides_translate_the_yaml_overrides():
         [
             "SOLVER.MAX_ITER",
             "300",
-            "SOLVER.STEPS",
-            "(225,270,)",
             "SEED",
             1,
             "MODEL.DEFEAT.HEAD.ENABLED",
@@ -321,6 +319,9 @@ def test_lazy_overrides_translate_the_yaml_overrides():
     ]
     with pytest.raises(ValueError, match="no LazyConfig counterpart for the override MODEL.RPN.NMS_THRESH"):
         lazy_overrides(["MODEL.RPN.NMS_THRESH", "0.6"])
+    # Explicit steps are not dropped silently: a LazyConfig's steps follow train.max_iter.
+    with pytest.raises(ValueError, match="no LazyConfig counterpart for the override SOLVER.STEPS"):
+        lazy_overrides(["SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(225,270,)"])
 
 
 def test_step_time_precisions_and_head_modes_side_by_side(tmp_path):

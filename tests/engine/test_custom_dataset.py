@@ -3,6 +3,8 @@ named only with --dataset (no registration code), each step a subprocess of the 
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -10,8 +12,9 @@ import time
 from coco_files import CLASSES, write_coco
 from conftest import CONFIGS, REPO
 
-# 2 iterations, as benchmarks/accuracy.py --iters 2 sets them (so it can reuse the student run).
-ITERS = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "SEED", "0"]
+# 2 iterations, as benchmarks/accuracy.py --iters 2 --opts SOLVER.WARMUP_ITERS 1 sets them (so it can
+# reuse the student run): the loader scales the config's LR steps to the 2 iterations either way.
+ITERS = ["SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SEED", "0"]
 
 
 def _config(path, base, extra=""):
@@ -39,6 +42,37 @@ def _wait(*started):
         assert proc.returncode == 0, f"{' '.join(cmd)}\n{text[-6000:]}"
         texts.append(text)
     return texts if len(texts) > 1 else texts[0]
+
+
+def documented_commands(section, script):
+    """The ``script`` commands of the first ``bash`` block of ``section`` (its heading's start, e.g.
+    ``"## 10."``) of docs/custom_dataset.md, each as its argument list with the block's variables
+    (``NAME="..."`` lines) expanded: the commands exactly as a user copies them."""
+    text = open(os.path.join(REPO, "docs", "custom_dataset.md")).read()
+    part = text[text.index(f"\n{section} ") :]
+    block = part[part.index("```bash\n") + 8 :]
+    block = block[: block.index("```")].replace("\\\n", " ")
+    variables, commands = {}, []
+    for line in block.splitlines():
+        m = re.fullmatch(r'(\w+)="(.*)"', line.strip())
+        if m:
+            variables[m.group(1)] = m.group(2)
+            continue
+        line = re.sub(r"\$(\w+)", lambda v: variables[v.group(1)], line)
+        words = shlex.split(line)
+        if len(words) > 1 and words[0] == ".venv/bin/python" and words[1] == script:
+            commands.append(words[1:])
+    return commands
+
+
+def _as_tested(words, replacements):
+    """A documented command with its paths (configs, files, output folders) replaced by the test's."""
+    out = []
+    for word in words:
+        for old, new in replacements.items():
+            word = word.replace(old, new)
+        out.append(word)
+    return out
 
 
 def _box_ap(out_dir):
@@ -83,8 +117,27 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     assert all(c in text for c in CLASSES) and (out / "inspect.png").is_file()
     teacher_weights = out / "teacher" / "model_final.pth"
     assert teacher_weights.is_file() and _box_ap(out / "teacher") and _box_ap(baseline)
+    # The shortened run says in its log how its schedule was scaled (docs/configs.md).
+    assert "SOLVER.MAX_ITER 4 -> 2 on the command line" in (baseline / "log.txt").read_text()
 
-    # 4. The DeFeat student (--dataset may also follow the overrides).
+    # 4. The DeFeat student (--dataset may also follow the overrides); beside it, section 10's
+    # LazyConfig commands as the page writes them, on the 64-px twins of its configs.
+    lazy = documented_commands("## 10.", "lazy_train_net.py")
+    assert [w[2] for w in lazy] == [
+        "configs/lazy/demo_student_slimR18.py",
+        "configs/lazy/demo_defeat_slimR18_from_R18.py",
+    ]
+    twins = {
+        "configs/lazy/demo_student_slimR18.py": f"{CONFIGS}/tiny_base.py",
+        "configs/lazy/demo_defeat_slimR18_from_R18.py": f"{CONFIGS}/tiny_defeat.py",
+        "data/train.json:data/images": f"{train_json}:{images}",
+        "data/val.json:data/images": f"{val_json}:{images}",
+        "my_teacher.yaml": teacher,
+        "output/mine/": f"{out}/",
+        "mine_train": "shapes_train",
+        "mine_val": "shapes_val",
+    }
+    lazy_runs = [_start(*_as_tested(words, twins), "train.max_iter=2", env=env) for words in lazy]
     _wait(
         _start(
             "train_net.py",
@@ -97,9 +150,13 @@ def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
             out / "defeat",
             *datasets,
             env=env,
-        )
+        ),
+        *lazy_runs,
     )
-    assert _box_ap(out / "defeat")
+    assert _box_ap(out / "defeat") and _box_ap(out / "lazy_student") and _box_ap(out / "lazy_defeat")
+    lazy_log = (out / "lazy_defeat" / "log.txt").read_text()
+    assert "DeFeatRCNN" in lazy_log and "train.max_iter 4 -> 2 on the command line" in lazy_log
+    assert f"teacher: GeneralizedRCNN from config {teacher}" in lazy_log
 
     # 5. Evaluate the DeFeat checkpoint with the plain student config; 6. export the student.
     evaluation = _start(

@@ -10,6 +10,7 @@ A YAML config becomes a ``CfgNode`` with DeFeat's keys (overrides ``KEY VALUE`` 
 never needs to know which one it was given.
 """
 
+import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -19,6 +20,7 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigFileError, OverrideError
+from .iterations import lazy_schedule, rescale_lazy, rescale_yaml
 
 __all__ = [
     "ConfigFileError",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 Config = Union[CfgNode, DictConfig]
+
+logger = logging.getLogger(__name__)
 
 
 def expand_path(path: str) -> str:
@@ -190,6 +194,8 @@ def load_config(
     (if any) then goes through the settings gate (unless ``check_settings`` is False: a teacher's
     config is loaded only to be built or refused). ``lazy``: the file is a LazyConfig (a ``.py``
     file, or the ``config.yaml`` that ``lazy_train_net.py`` saves); ``None`` decides by the name.
+    A run length changed by the overrides (``SOLVER.MAX_ITER``, ``train.max_iter``) scales the
+    config's schedule (``defeat.config.iterations``: LR steps and warm-ups, one INFO line).
 
     Raises:
         ConfigFileError: the file does not exist, does not parse, or an override does not apply;
@@ -211,10 +217,12 @@ def load_config(
         if bad:
             raise ConfigFileError(f"overrides of a LazyConfig are key=value, got {bad} for {path!r}")
         check_overrides(cfg, opts)
+        schedule = lazy_schedule(cfg)  # in iterations of the file's train.max_iter
         try:
             cfg = LazyConfig.apply_overrides(cfg, opts)
         except Exception as e:
             raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
+        _log_rescale(rescale_lazy(cfg, schedule, opts))
         if check_settings and "defeat" in cfg.model:
             from .settings import resolve_settings
 
@@ -229,11 +237,18 @@ def load_config(
         resolve_teacher_config_file(cfg, path)  # relative to the file that sets it, as _BASE_
     except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
         raise ConfigFileError(f"cannot read config {path!r}: {type(e).__name__}: {e}") from e
+    file_max_iter = cfg.SOLVER.MAX_ITER
     try:
         cfg.merge_from_list(floats_where_expected(cfg, opts))
     except Exception as e:  # odd count, unknown key, wrong type
         raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
+    _log_rescale(rescale_yaml(cfg, file_max_iter, opts))
     return cfg
+
+
+def _log_rescale(note: Optional[str]) -> None:
+    if note:
+        logger.info(note)
 
 
 def num_classes(cfg: Config) -> Tuple[Optional[int], str]:

@@ -44,10 +44,10 @@ def is_lazy(config_file: str) -> bool:
 
 
 # YAML keys (as ``train_net.py`` overrides) and the LazyConfig overrides that mean the same for the
-# demo LazyConfigs; ``None``: nothing to do (a LazyConfig's LR steps are fractions of max_iter).
+# demo LazyConfigs. ``SOLVER.STEPS`` has none: a LazyConfig's LR steps follow ``train.max_iter`` by
+# the loader's one rule (``defeat.config.iterations``), or are set with ``lr_multiplier.*`` overrides.
 _LAZY_KEYS = {
     "SOLVER.MAX_ITER": "train.max_iter",
-    "SOLVER.STEPS": None,
     "SOLVER.BASE_LR": "optimizer.lr",
     "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
     "SEED": "train.seed",
@@ -81,8 +81,7 @@ def lazy_overrides(opts: Sequence[str]) -> List[str]:
     for key, value in zip(opts[0::2], opts[1::2]):
         key, value = str(key), str(value)
         if key in _LAZY_KEYS:
-            if _LAZY_KEYS[key] is not None:
-                out.append(f"{_LAZY_KEYS[key]}={value}")
+            out.append(f"{_LAZY_KEYS[key]}={value}")
         elif key == "DATASETS.TRAIN":
             out.append(f"dataloader.train.dataset.names={_dataset_name(value)}")
         elif key == "DATASETS.TEST":
@@ -109,11 +108,10 @@ def max_iter(config_file: str, opts: Sequence[str] = ()) -> int:
 
 
 def iters_opts(n: Optional[int]) -> List[str]:
-    """Overrides for an ``n``-iteration schedule (LR steps at 75 % and 90 %); ``[]`` for no change."""
-    if not n:
-        return []
-    steps = sorted({s for s in (int(n * 0.75), int(n * 0.9)) if 0 < s < n})
-    return ["SOLVER.MAX_ITER", str(n), "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")"]
+    """Overrides for an ``n``-iteration run; ``[]`` for no change. Only ``SOLVER.MAX_ITER``: the
+    config loader scales the config's LR steps and warm-ups to it (``defeat.config.iterations``),
+    as for ``train_net.py ... SOLVER.MAX_ITER n`` and a LazyConfig's ``train.max_iter=n``."""
+    return ["SOLVER.MAX_ITER", str(n)] if n else []
 
 
 def _plain(x):

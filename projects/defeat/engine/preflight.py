@@ -16,7 +16,7 @@ from ..errors import DataCheckError
 from .coco_json import CocoSummary, check_coco_json
 from .outputs import check_run_output, run_inputs
 
-__all__ = ["check_batch", "check_datasets", "check_run", "dataset_classes"]
+__all__ = ["check_batch", "check_datasets", "check_dataset_names", "check_class_count", "check_run", "dataset_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,46 @@ def check_batch(cfg, world_size: int) -> None:
         )
 
 
+def _names_key(cfg, split: str) -> str:
+    from detectron2.config import CfgNode
+
+    return f"DATASETS.{split.upper()}" if isinstance(cfg, CfgNode) else f"dataloader.{split}.dataset.names"
+
+
+def check_dataset_names(cfg, eval_only: bool = False) -> None:
+    """Refuse a run without the datasets it needs: a training run without a training set, an
+    evaluation without a test set (the placeholders of ``configs/custom/`` left unfilled).
+
+    Raises:
+        DataCheckError: naming the key to set and how.
+    """
+    split, names = ("test", test_dataset_names(cfg)) if eval_only else ("train", train_dataset_names(cfg))
+    if [n for n in names if n]:
+        return
+    key = _names_key(cfg, split)
+    example = f"{key} '(\"mine_{split}\",)'" if key.startswith("DATASETS") else f"{key}=mine_{split}"
+    what = "an evaluation (--eval-only) needs a test set" if eval_only else "training needs a training set"
+    raise DataCheckError(
+        f"{key} is empty: {what}. Name yours, e.g. {example} with --dataset mine_{split}=ANNOTATIONS.json"
+        "[:IMAGE_ROOT] (docs/custom_dataset.md), or fill in the config's placeholder"
+    )
+
+
+def check_class_count(cfg) -> None:
+    """Refuse a model of fewer than one class (the ``NUM_CLASSES: 0`` placeholder of
+    ``configs/custom/``), whatever datasets it is given.
+
+    Raises:
+        DataCheckError: naming the key.
+    """
+    num, key = num_classes(cfg)
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise DataCheckError(
+            f"{key} = {num!r}: set it to the number of categories of your dataset (the 'categories' of its "
+            "json; tools/inspect_dataset.py lists them), or fill in the config's placeholder"
+        )
+
+
 def _needs_masks(cfg) -> bool:
     from detectron2.config import CfgNode
 
@@ -138,8 +178,8 @@ def _needs_masks(cfg) -> bool:
 
 def check_run(cfg, args, world_size: int = 1) -> None:
     """Everything a run of ``cfg`` checks before it writes or builds (main process): the output
-    guard (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the batch and
-    every dataset. Datasets must be registered already.
+    guard (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the datasets
+    named, the batch, every dataset and the number of classes. Datasets must be registered already.
 
     Raises:
         OutputError, DataCheckError: with the setting or file and the fix.
@@ -148,6 +188,7 @@ def check_run(cfg, args, world_size: int = 1) -> None:
     from detectron2.data import DatasetCatalog
 
     eval_only = bool(getattr(args, "eval_only", False))
+    check_dataset_names(cfg, eval_only)  # a config-only check: before the output guard touches anything
     train_names = train_dataset_names(cfg)
     if eval_only:  # what the model was trained on, where it is known here
         train_names = [n for n in train_names if n in DatasetCatalog.list()]
@@ -164,4 +205,5 @@ def check_run(cfg, args, world_size: int = 1) -> None:
     if not eval_only:
         check_batch(cfg, world_size)
     num, key = num_classes(cfg)
-    check_datasets(train_names, test_names, num, key, _needs_masks(cfg))
+    check_datasets(train_names, test_names, num, key, _needs_masks(cfg))  # names the count of a json
+    check_class_count(cfg)

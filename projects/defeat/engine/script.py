@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog
@@ -29,6 +29,8 @@ __all__ = [
     "resume_guard",
     "take_trailing_options",
     "setup_defeat_logger",
+    "HeldLogRecords",
+    "hold_log_records",
 ]
 
 
@@ -150,3 +152,42 @@ def resume_guard(output_dir: str, args: argparse.Namespace):
     if not args.resume or not comm.is_main_process():
         return contextlib.nullcontext()
     return restore_on_failure(os.path.join(output_dir, "config.yaml"))
+
+
+class HeldLogRecords(logging.Handler):
+    """The INFO (and higher) records of the ``defeat`` loggers made inside a
+    :func:`hold_log_records` block, before the run's logger is set up (``setup_logger(OUTPUT_DIR,
+    name="defeat")``), such as the config loader's line about a rescaled schedule; :meth:`replay`
+    logs them again once it is."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def replay(self) -> None:
+        """Log the held records (once) through the handlers their loggers have now."""
+        records, self.records = self.records, []
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+
+
+@contextlib.contextmanager
+def hold_log_records(name: str = "defeat") -> Iterator[HeldLogRecords]:
+    """Inside the block, keep the INFO records of logger ``name`` and its children, which would be
+    dropped while it has no handler; call ``replay()`` on the result after ``setup_logger``. When
+    the logger already shows INFO records (set up earlier), nothing is held."""
+    logger, held = logging.getLogger(name), HeldLogRecords()
+    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+        yield held
+        return
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(held)
+    try:
+        yield held
+    finally:
+        logger.removeHandler(held)
+        logger.setLevel(level)

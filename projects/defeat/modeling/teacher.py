@@ -17,7 +17,14 @@ from detectron2.config import CfgNode, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
-from ..config.files import architecture, expand_path, is_defeat_architecture, is_lazy_config, load_config
+from ..config.files import (
+    architecture,
+    expand_path,
+    is_defeat_architecture,
+    is_lazy_config,
+    load_config,
+    num_classes,
+)
 from ..engine.checkpoint import RecordingCheckpointer, weight_problems
 from ..engine.metrics_file import last_run, read_metrics
 from ..errors import ConfigFileError, TeacherLoadError
@@ -122,6 +129,12 @@ def _teacher_builder(config_file: str, device: str):
             f"teacher config {config_file!r} is itself a DeFeat config ({arch}, a DeFeat model that "
             "distils from a teacher of its own); point MODEL.DEFEAT.TEACHER.CONFIG_FILE at a plain "
             "detector (e.g. the config the teacher was trained with)"
+        )
+    num, key = num_classes(cfg)
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise TeacherLoadError(
+            f"teacher config {config_file!r} has {key} = {num!r}: set it to the number of classes the teacher "
+            "was trained on (a template of configs/custom/ has the placeholder 0 in Base-Custom-RCNN-FPN.yaml)"
         )
     return build, cfg, arch
 

@@ -1,0 +1,119 @@
+"""tools/trace_student.py: an exported student traced to TorchScript (Detectron2's TracingAdapter +
+torch.jit.trace) detects what the eager student detects, on an image it was not traced on."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from coco_files import load_tool
+from conftest import CONFIGS, make_cfg
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from defeat.analysis import deploy
+from defeat.analysis.export import write_student
+from defeat.errors import ExportError
+
+RCNN = f"{CONFIGS}/tiny_base.yaml"
+RETINANET = f"{CONFIGS}/tiny_retinanet_base.yaml"
+KEEP_ALL = {RCNN: ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"], RETINANET: ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``{config: path}`` of a random tiny student of each family, written as export_student.py does."""
+    root, out = tmp_path_factory.mktemp("exported"), {}
+    for i, config in enumerate((RCNN, RETINANET)):
+        torch.manual_seed(i)
+        model = build_model(make_cfg(config))
+        write_student(model.state_dict(), str(root / f"student{i}.pth"))
+        out[config] = str(root / f"student{i}.pth")
+    return out
+
+
+def _eager(config, weights):
+    """The student built and loaded independently of the tool (Detectron2's builder and checkpointer)."""
+    model = build_model(make_cfg(config, *KEEP_ALL[config])).eval()
+    DetectionCheckpointer(model).load(weights)
+    return model
+
+
+@pytest.mark.parametrize("config", [RCNN, RETINANET])
+def test_traced_student_detects_what_the_eager_student_detects(config, exported, tmp_path, capsys):
+    out = tmp_path / "student.ts"
+    argv = ["--config-file", config, "--weights", exported[config], "--output", str(out), *KEEP_ALL[config]]
+    result = load_tool("trace_student").main(argv)
+    assert "detections agree" in capsys.readouterr().out and out.is_file()
+    extra = {"defeat_trace.json": ""}
+    traced = torch.jit.load(str(out), _extra_files=extra)
+    info = json.loads(extra["defeat_trace.json"])
+    assert info == result["info"] and info["input_format"] == "BGR" and info["outputs"][-1] == "image_size"
+    # An image of a size the trace never saw: 40x64 after the test-time resize (64 px long side).
+    image = torch.as_tensor(deploy.random_image(50, 80, seed=7).astype("float32").transpose(2, 0, 1))
+    image = torch.nn.functional.interpolate(image[None], size=(40, 64), mode="bilinear")[0].round()
+    with torch.no_grad():
+        outputs = dict(zip(info["outputs"], traced(image)))
+        model = _eager(config, exported[config])
+        run = deploy.inference_function(model)
+        expected = run(model, [{"image": image}])[0]["instances"]
+    assert len(expected) > 0 and outputs["pred_boxes"].shape == (len(expected), 4)
+    torch.testing.assert_close(outputs["pred_boxes"], expected.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(outputs["scores"], expected.scores, atol=1e-5, rtol=1e-4)
+    assert torch.equal(outputs["pred_classes"], expected.pred_classes)
+    assert outputs["image_size"].tolist() == [40, 64]
+
+
+def test_differing_detections_are_refused(exported):
+    """The check the tool makes before writing: a traced model whose boxes, scores or count differ."""
+    model = _eager(RCNN, exported[RCNN])
+    image = deploy.prepare_image(deploy.random_image(64, 64), [], "BGR")
+    traced, adapter = deploy.trace(model, image)
+    assert deploy.compare(model, traced, adapter, [image])[0]["box_diff"] == 0.0
+
+    def shifted(x):
+        boxes, *rest = traced(x)
+        return (boxes + 1.0, *rest)
+
+    def fewer(x):
+        return tuple(t[:-1] if t.dim() and len(t) > 2 else t for t in traced(x))
+
+    with pytest.raises(ExportError, match=r"boxes by up to 1 px"):
+        deploy.compare(model, shifted, adapter, [image])
+    with pytest.raises(ExportError, match=r"the traced model finds \d+ detections .* the eager model \d+"):
+        deploy.compare(model, fewer, adapter, [image])
+
+
+def test_bad_arguments_are_refused_before_any_work(exported, tmp_path, capsys):
+    tool = load_tool("trace_student")
+    existing = tmp_path / "s.ts"
+    existing.write_bytes(b"x")
+    cases = [
+        (["--output", str(existing)], "already exists; pass --overwrite"),
+        (["--output", exported[RCNN]], "is the weights"),
+        (["--output", str(tmp_path)], "is a folder"),
+        (["--output", str(tmp_path / "a.ts"), "--image", str(tmp_path / "none.png")], "--image not found"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as e:
+            tool.main(["--config-file", RCNN, "--weights", exported[RCNN], *extra])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert existing.read_bytes() == b"x"
+    with pytest.raises(SystemExit, match="no weights: pass --weights"):
+        tool.main(["--config-file", RCNN, "--output", str(tmp_path / "b.ts")])
+    other = tmp_path / "other.pth"  # weights of another model: refused, nothing written
+    torch.manual_seed(0)
+    write_student(build_model(make_cfg(f"{CONFIGS}/tiny_teacher.yaml")).state_dict(), str(other))
+    with pytest.raises(SystemExit, match="do not fit GeneralizedRCNN"):
+        tool.main(["--config-file", RCNN, "--weights", str(other), "--output", str(tmp_path / "c.ts")])
+    assert not (tmp_path / "b.ts").exists() and not (tmp_path / "c.ts").exists()
+
+
+def test_prepare_image_resizes_and_converts_as_at_test_time():
+    from detectron2.data import transforms as T
+
+    bgr = np.zeros((30, 60, 3), np.uint8)
+    bgr[..., 0] = 255  # blue in BGR
+    tensor = deploy.prepare_image(bgr, [T.ResizeShortestEdge(60, 100)], "RGB")
+    assert tensor.shape == (3, 50, 100) and tensor.dtype == torch.float32  # 60 px short side, 100 px at most
+    assert float(tensor[2].mean()) == 255.0 and float(tensor[0].mean()) == 0.0  # blue is the last RGB channel

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Trace a trained (or exported) student to TorchScript with Detectron2's deployment path.
+
+    python tools/trace_student.py --config-file configs/demo/student_slimR18.yaml \
+        --weights output/student_final.pth --output output/student.ts [--image photo.jpg] [KEY VALUE ...]
+
+The model is wrapped in ``detectron2.export.TracingAdapter`` and recorded with ``torch.jit.trace``
+on a sample image (``--image``, else a generated one), resized as at test time. Before anything is
+written the traced module is run beside the eager model on the sample, the sample mirrored and an
+image of another aspect ratio: their detections (boxes, scores, classes) must agree. The file holds
+``defeat_trace.json`` (``torch.jit.load(path, _extra_files=...)``) with the input format, the
+test-time sizes and the output names. A DeFeat config traces its student. The computation is
+``defeat.analysis.deploy``.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import cv2
+import torch
+from detectron2.config import CfgNode
+
+import defeat  # noqa: F401  (registers the DeFeat meta-architectures and backbones)
+from defeat.analysis import deploy
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
+from defeat.config.files import image_format, inference_augmentations, load_config, model_device, model_weights
+from defeat.engine.checkpoint import atomic_write, load_weights_strictly
+from defeat.engine.outputs import check_output_files
+from defeat.engine.script import take_trailing_options
+from defeat.errors import ConfigFileError, DeFeatConfigError, ExportError, OutputError, OverrideError, WeightsError
+from defeat.modeling.meta_arch.common import build_student_model
+
+logger = logging.getLogger("defeat.tools.trace_student")
+
+INFO_FILE = "defeat_trace.json"  # the extra file inside the TorchScript archive
+
+
+def _tolerance(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    p = ToolArgumentParser(prog="trace_student.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config-file", required=True, metavar="FILE", help="the student's (or DeFeat) YAML or .py config")
+    p.add_argument("--weights", default="", help="trained or exported student weights (default: MODEL.WEIGHTS)")
+    p.add_argument("--output", required=True, help="the TorchScript file to write (e.g. output/student.ts)")
+    p.add_argument("--image", default="", help="sample image to trace on (default: a generated one)")
+    p.add_argument(
+        "--atol", type=_tolerance, default=1e-3, help="largest score difference allowed (boxes: times the image side)"
+    )
+    p.add_argument(
+        "--allow-random-weights", action="store_true", help="trace even without weights that cover every tensor"
+    )
+    add_overwrite_argument(p)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
+    args = take_trailing_options(p, p.parse_args(argv))
+    if os.path.isdir(args.output):
+        p.error(f"--output {args.output!r} is a folder; give a file path such as {args.output}/student.ts")
+    if args.image and not os.path.isfile(args.image):
+        p.error(f"--image not found: {args.image!r}")
+    inputs = {"config file": args.config_file, "weights": args.weights, "sample image (--image)": args.image}
+    try:
+        check_output_files([args.output], inputs, args.overwrite, "--output")
+    except OutputError as e:
+        p.error(str(e))
+    return args
+
+
+def load(args):
+    """The config (weights set) and its student model with the weights loaded strictly."""
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except (ConfigFileError, OverrideError, DeFeatConfigError) as e:
+        raise SystemExit(f"trace_student.py: error: --config-file: {e}") from e
+    if args.weights:
+        if isinstance(cfg, CfgNode):
+            cfg.MODEL.WEIGHTS = args.weights
+        else:
+            cfg.train.init_checkpoint = args.weights
+    weights = model_weights(cfg)
+    if not weights and not args.allow_random_weights:
+        raise SystemExit(
+            "trace_student.py: error: no weights: pass --weights STUDENT.pth (or --allow-random-weights "
+            "to trace an untrained model)"
+        )
+    model = build_student_model(cfg)
+    if weights:
+        try:
+            load_weights_strictly(model, weights, "--weights", allow_random=args.allow_random_weights)
+        except WeightsError as e:
+            raise SystemExit(f"trace_student.py: error: {e} (--allow-random-weights to trace anyway)") from e
+    return cfg, model.eval()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg, model = load(args)
+    if args.image:
+        sample = cv2.imread(args.image, cv2.IMREAD_COLOR)
+        if sample is None:
+            raise SystemExit(f"trace_student.py: error: cannot read --image {args.image}")
+    else:
+        sample = deploy.random_image(480, 640)
+    augmentations, fmt = inference_augmentations(cfg), image_format(cfg)
+    device = torch.device(model_device(cfg))
+    images = [deploy.prepare_image(im, augmentations, fmt).to(device) for im in (sample, *deploy.check_images(sample))]
+    traced, adapter = deploy.trace(model, images[0])
+    try:
+        report = deploy.compare(model, traced, adapter, images, atol=args.atol)
+    except ExportError as e:
+        raise SystemExit(f"trace_student.py: error: {e}; nothing written") from e
+    with torch.no_grad():
+        names = deploy.output_names(adapter, traced(images[0]))
+    info = {
+        "config_file": args.config_file,
+        "weights": model_weights(cfg),
+        "architecture": type(model).__name__,
+        "device": str(device),
+        "input": f"float32 [3, H, W] in {fmt}, resized as at test time",
+        "input_format": fmt,
+        "test_resize": [repr(a) for a in augmentations],
+        "outputs": names,
+        "boxes": "x1, y1, x2, y2 in the pixels of the resized input",
+    }
+    folder = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(folder, exist_ok=True)
+    extra = {INFO_FILE: json.dumps(info, indent=1)}
+    atomic_write(args.output, lambda f: torch.jit.save(traced, f, _extra_files=extra))
+    for r in report:
+        print(
+            f"checked on {r['size'][0]}x{r['size'][1]}: {r['detections']} detections agree "
+            f"(boxes within {r['box_diff']:.2g} px, scores within {r['score_diff']:.2g})"
+        )
+    print(f"wrote {args.output}: {type(model).__name__} traced on {device}; outputs {', '.join(names)}")
+    return {"report": report, "info": info}
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
