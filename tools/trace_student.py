@@ -19,11 +19,13 @@ import logging
 import os
 import sys
 
+import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+
+# isort: split
 import cv2
 import torch
 from detectron2.config import CfgNode
 
-import defeat  # noqa: F401  (registers the DeFeat meta-architectures and backbones)
 from defeat.analysis import deploy
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
 from defeat.config.files import image_format, inference_augmentations, load_config, model_device, model_weights
