@@ -76,3 +76,17 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tool_main(name, *argv):
+    """``tools/<name>.py``'s ``main`` on ``argv`` (each item as text)."""
+    return load_tool(name).main([str(a) for a in argv])
+
+
+def tool_exit(name, *argv) -> str:
+    """The exit message (or code) of ``tools/<name>.py`` refusing ``argv``; fails if it does not exit."""
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        tool_main(name, *argv)
+    return str(e.value.code)

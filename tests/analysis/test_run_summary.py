@@ -5,7 +5,7 @@ import json
 import math
 
 import pytest
-from coco_files import load_tool
+from coco_files import tool_exit, tool_main
 
 from defeat.analysis.run_summary import GAIN, gap_closed, saved_test_sets
 from defeat.engine.metrics_file import METRICS
@@ -59,13 +59,11 @@ def _argv(runs, out):
 
 
 def _main(*argv):
-    return load_tool("summarize_runs").main([str(a) for a in argv])
+    return tool_main("summarize_runs", *argv)
 
 
 def _error(*argv):
-    with pytest.raises(SystemExit) as e:
-        _main(*argv)
-    return str(e.value.code)
+    return tool_exit("summarize_runs", *argv)
 
 
 def _table(markdown):

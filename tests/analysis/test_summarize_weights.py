@@ -6,7 +6,7 @@ import math
 import os
 
 import pytest
-from coco_files import load_tool
+from coco_files import tool_exit, tool_main
 from conftest import CONFIGS, TINY, data_opts, train_args
 
 
@@ -25,13 +25,11 @@ def trained(tiny_dataset, tmp_path_factory):
 
 
 def _main(*argv):
-    return load_tool("summarize_runs").main([str(a) for a in argv])
+    return tool_main("summarize_runs", *argv)
 
 
 def _error(*argv):
-    with pytest.raises(SystemExit) as e:
-        _main(*argv)
-    return str(e.value.code)
+    return tool_exit("summarize_runs", *argv)
 
 
 def _same(a, b):

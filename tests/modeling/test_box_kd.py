@@ -116,6 +116,18 @@ def test_box_alone_is_a_loss_and_all_off_is_refused(teacher_weights):
 # ---- two-stage wiring ----
 
 
+def spy_teacher_rois(model):
+    """Wrap ``model.teacher_rois`` so that each call stores the RoIs it returns under ``"rois"``."""
+    seen, orig = {}, model.teacher_rois
+
+    def spy(*args):
+        seen["rois"] = orig(*args)
+        return seen["rois"]
+
+    model.teacher_rois = spy
+    return seen
+
+
 def _by_hand_roi_box_loss(m, batch, rois, kind):
     """The box loss recomputed from both box heads run separately on ``rois``, row by row."""
     with torch.no_grad():
@@ -158,18 +170,11 @@ def test_rcnn_box_loss_matches_independent_computation(teacher_weights, kind, pr
     m = build_model(defeat_cfg(teacher_weights, *opts, True)).train()
     batch = synthetic_batch(boxes_per_image=(4, 2))
     captured = capture_sampled_rois(m)
-    if proposals == "teacher":  # the teacher's sampled RoIs, as the model took them
-        orig = m.teacher_rois
-
-        def spy(*args):
-            captured["teacher_rois"] = orig(*args)
-            return captured["teacher_rois"]
-
-        m.teacher_rois = spy
+    teacher_rois = spy_teacher_rois(m)  # the teacher's sampled RoIs, as the model took them
     torch.manual_seed(0)
     with EventStorage(0):
         losses = m(batch)
-    rois = captured["rois"] if proposals == "student" else captured["teacher_rois"]
+    rois = captured["rois"] if proposals == "student" else teacher_rois["rois"]
     expected = 0.5 * _by_hand_roi_box_loss(m, batch, rois, kind)
     assert losses["loss_defeat_box"].item() == pytest.approx(expected, rel=1e-4)
     assert {"loss_defeat_head_obj", "loss_defeat_head_bg"} <= set(losses)
@@ -333,14 +338,7 @@ def test_rois_per_image_samples_fewer_teacher_rois_and_restores_the_teacher(teac
     opts = ["MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE", 8, "MODEL.DEFEAT.BOX.ENABLED", True]
     m = build_model(defeat_cfg(teacher_weights, *opts)).train()
     own = m.teacher.roi_heads.batch_size_per_image
-    seen = {}
-    orig = m.teacher_rois
-
-    def spy(*args):
-        seen["rois"] = orig(*args)
-        return seen["rois"]
-
-    m.teacher_rois = spy
+    seen = spy_teacher_rois(m)
     torch.manual_seed(0)
     with EventStorage(0):
         losses = m(synthetic_batch(boxes_per_image=(4, 2)))

@@ -100,7 +100,7 @@ def test_shape_mismatch_is_refused_at_build(teacher_weights):
     "value,match",
     [
         ("'backbone.fpn_'", "MODEL.DEFEAT.INHERIT"),  # yacs: a string where a list is expected
-        ("['']", "non-empty module-name prefixes"),
+        ("['']", "must hold module-name prefixes"),
         ("['backbone', 'backbone']", r"lists \['backbone'\] more than once"),
     ],
 )

@@ -134,9 +134,9 @@ def _check_one(path: Tuple[str, ...], value: Any, rule: Rule) -> Any:
             raise _fail(path, value, f"is not supported; choose one of {list(rule.choices)}")
         return value
     if rule.kind == "levels":
-        return _check_levels(path, value)
+        return _check_names(path, value, "level names", "['p2', 'p3', 'p4', 'p5', 'p6']", empty_ok=False)
     if rule.kind == "prefixes":
-        return _check_prefixes(path, value)
+        return _check_names(path, value, "module-name prefixes", "['backbone.fpn_', 'proposal_generator']", True)
     if not _is_number(value):
         raise _fail(path, value, f"must be a number, not {type(value).__name__}")
     if not math.isfinite(value):
@@ -149,33 +149,21 @@ def _check_one(path: Tuple[str, ...], value: Any, rule: Rule) -> Any:
     return value
 
 
-def _check_levels(path, value) -> list:
+def _check_names(path, value, what: str, example: str, empty_ok: bool) -> list:
+    """A list of distinct non-empty strings (``what``: what they name, for the messages)."""
     if isinstance(value, str):
-        raise _fail(path, value, f"must be a list of level names, e.g. [{value!r}], not a string")
+        raise _fail(path, value, f"must be a list of {what}, e.g. [{value!r}], not a string")
     if not isinstance(value, (list, tuple)):
-        raise _fail(path, value, "must be a list of level names such as ['p2', 'p3']")
-    levels = list(value)
-    if not levels:
-        raise _fail(path, value, "is empty; list the FPN levels to imitate, e.g. ['p2', 'p3', 'p4', 'p5', 'p6']")
-    bad = [f for f in levels if not isinstance(f, str) or not f]
-    if bad:
-        raise _fail(path, value, f"must hold level names (strings); {bad!r} are not")
-    repeated = sorted({f for f in levels if levels.count(f) > 1})
-    if repeated:
-        raise _fail(path, value, f"lists {repeated} more than once; each level counts once")
-    return levels
-
-
-def _check_prefixes(path, value) -> list:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise _fail(path, value, "must be a list of module-name prefixes, e.g. ['backbone.fpn_', 'proposal_generator']")
+        raise _fail(path, value, f"must be a list of {what} such as {example}")
     names = list(value)
-    bad = [p for p in names if not isinstance(p, str) or not p.strip()]
+    if not names and not empty_ok:
+        raise _fail(path, value, f"is empty; list the {what}, e.g. {example}")
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
     if bad:
-        raise _fail(path, value, f"must hold non-empty module-name prefixes (strings); {bad!r} are not")
-    repeated = sorted({p for p in names if names.count(p) > 1})
+        raise _fail(path, value, f"must hold {what} (non-empty strings); {bad!r} are not")
+    repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise _fail(path, value, f"lists {repeated} more than once")
+        raise _fail(path, value, f"lists {repeated} more than once; each counts once")
     return names
 
 
