@@ -264,13 +264,19 @@ class DeFeatDistiller(nn.Module):
         return self.head_enabled or self.box_enabled
 
     def box_losses(
-        self, student: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, is_object: torch.Tensor
+        self,
+        student: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        is_object: torch.Tensor,
+        per_entry: bool = False,
     ) -> Dict[str, torch.Tensor]:
         """Weighted ``loss_defeat_box`` (before the schedule) from ``[R, 4]`` student boxes and
         teacher targets in the form of ``box_loss`` (deltas for "l1", XYXY boxes for "giou"),
-        the teacher's confidence ``weights [R]`` and ``is_object [R]``
+        the teacher's confidence ``weights [R]`` and ``is_object [R]``; ``per_entry``: normalised
+        by all ``R`` entries, as the two-stage detection box loss
         (:func:`defeat.modeling.losses.box_distillation_loss`)."""
-        loss = box_distillation_loss(student, target, weights, is_object, self.box_loss)
+        loss = box_distillation_loss(student, target, weights, is_object, self.box_loss, per_entry)
         return {"loss_defeat_box": loss * self.box_weight}
 
     def scheduled(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -167,6 +167,7 @@ def box_distillation_loss(
     weights: torch.Tensor,
     is_object: torch.Tensor,
     kind: str = "l1",
+    per_entry: bool = False,
 ) -> torch.Tensor:
     """The student's boxes pulled towards the teacher's, on object entries, confidence-weighted.
 
@@ -178,8 +179,10 @@ def box_distillation_loss(
         weights: ``[R]`` the teacher's confidence in the entry's class (detached here).
         is_object: bool ``[R]``; background entries count in neither sum.
         kind: ``"l1"``: ``sum_4 |s - t|`` per entry; ``"giou"``: ``1 - GIoU(s, t)``.
+        per_entry: divide by the number of all entries ``R`` (object and background, as
+            Detectron2's box-regression loss of the ROI heads does) instead of the object entries.
     Returns:
-        Scalar ``sum_obj w_r l_r / max(1, #obj)``.
+        Scalar ``sum_obj w_r l_r / max(1, #obj)`` (``/ max(1, R)`` with ``per_entry``).
     """
     if kind not in BOX_LOSSES:
         raise ValueError(f"box loss {kind!r} is not one of {list(BOX_LOSSES)}")
@@ -193,4 +196,5 @@ def box_distillation_loss(
     obj = is_object.to(per.dtype)
     # masked, not indexed: background rows (possibly non-finite after decoding) must not leak
     per = torch.where(is_object, per, torch.zeros_like(per))
-    return (per * weights.detach().float() * obj).sum() / obj.sum().clamp(min=1.0)
+    denominator = float(max(1, obj.numel())) if per_entry else obj.sum().clamp(min=1.0)
+    return (per * weights.detach().float() * obj).sum() / denominator

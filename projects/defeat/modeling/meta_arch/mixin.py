@@ -210,7 +210,7 @@ class DeFeatMixin(TeacherMixin):
         if d.box_enabled:
             roi_boxes = Boxes.cat([r.proposal_boxes for r in rois]).tensor
             per_stage = [
-                d.box_losses(*roi_box_terms(s, tb, tl, roi_boxes, labels, k, tf, d.box_loss))
+                d.box_losses(*roi_box_terms(s, tb, tl, roi_boxes, labels, k, tf, d.box_loss), per_entry=True)
                 for s, tb, tl, tf in zip(student_deltas, t_boxes, t_logits, box_transforms(self.roi_heads))
             ]
             losses.update(_stage_mean(per_stage))
