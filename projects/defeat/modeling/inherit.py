@@ -15,18 +15,17 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn as nn
 
+from ..engine.checkpoint import DEFEAT_KEY_PREFIXES
 from ..errors import DeFeatConfigError
 
 __all__ = ["inheritance_plan", "inherit_from_teacher"]
 
 logger = logging.getLogger(__name__)
 
-# DeFeat's own modules (the adapters) are never inherited: the teacher has no such tensors.
-_OWN = ("distiller.",)
-
 
 def _student_state(student: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v for k, v in student.state_dict().items() if not k.startswith(_OWN)}
+    """The student's tensors without DeFeat's own (the adapters: the teacher has none)."""
+    return {k: v for k, v in student.state_dict().items() if not k.startswith(DEFEAT_KEY_PREFIXES)}
 
 
 def inheritance_plan(student: nn.Module, teacher: nn.Module, prefixes: Sequence[str]) -> Dict[str, List[str]]:

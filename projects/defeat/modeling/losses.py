@@ -193,8 +193,7 @@ def box_distillation_loss(
         per = (s - t).abs().sum(dim=-1)
     else:
         per = 1.0 - generalized_iou(s, t)
-    obj = is_object.to(per.dtype)
     # masked, not indexed: background rows (possibly non-finite after decoding) must not leak
     per = torch.where(is_object, per, torch.zeros_like(per))
-    denominator = float(max(1, obj.numel())) if per_entry else obj.sum().clamp(min=1.0)
-    return (per * weights.detach().float() * obj).sum() / denominator
+    denominator = float(max(1, per.numel())) if per_entry else is_object.sum().clamp(min=1).to(per.dtype)
+    return (per * weights.detach().float()).sum() / denominator

@@ -3,7 +3,7 @@ and the teacher-less student a DeFeat architecture evaluates as."""
 
 import logging
 import math
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,7 @@ __all__ = [
     "build_student_model",
     "check_teacher_family",
     "prediction_terms",
+    "turn_off",
     "student_class",
     "build_eval_model",
     "lazy_eval_model_config",
@@ -49,34 +50,27 @@ def prediction_terms(settings) -> List[str]:
     return [f"MODEL.DEFEAT.{k.upper()}.ENABLED" for k in ("head", "box") if settings[k]["enabled"]]
 
 
-def _off(terms: Sequence[str]) -> str:
+def turn_off(terms: Sequence[str]) -> str:
+    """How to turn the losses of ``terms`` off, for messages: ``set A and B False``."""
     return "set " + " and ".join(terms) + " False"
 
 
-def check_teacher_family(student_family: type, teacher: nn.Module, terms: Union[bool, Sequence[str]]) -> bool:
+def check_teacher_family(student_family: type, teacher: nn.Module, terms: Sequence[str]) -> bool:
     """Whether the teacher is of another detector family than ``student_family``.
 
     Across families only the neck loss applies (on the FPN levels both models share); a head or
-    box loss (``terms``: :func:`prediction_terms`, or a bool for the head loss) across families
-    is a :class:`DeFeatConfigError`.
+    box loss (``terms``: :func:`prediction_terms`) across families is a :class:`DeFeatConfigError`.
     """
-    terms = _terms(terms)
     cross = not isinstance(teacher, student_family)
     if cross and terms:
         raise DeFeatConfigError(
             f"the head and box losses compare predictions of the same family, but the student is a "
-            f"{student_family.__name__} and the teacher a {type(teacher).__name__}; {_off(terms)} to "
+            f"{student_family.__name__} and the teacher a {type(teacher).__name__}; {turn_off(terms)} to "
             "distil the neck only across families"
         )
     if cross and not hasattr(teacher, "backbone"):
         raise DeFeatConfigError(f"the teacher {type(teacher).__name__} has no `backbone` to imitate")
     return cross
-
-
-def _terms(terms: Union[bool, Sequence[str]]) -> List[str]:
-    if isinstance(terms, bool):
-        return ["MODEL.DEFEAT.HEAD.ENABLED"] if terms else []
-    return list(terms)
 
 
 def teacher_from_config(cfg) -> nn.Module:
@@ -101,11 +95,11 @@ class TeacherMixin:
     has_defeat_teacher = True  # what ``defeat.config.files.is_defeat_architecture`` looks for
 
     def _set_teacher(
-        self, teacher: nn.Module, input_scale: float = 1.0, head_loss: Union[bool, Sequence[str]] = True
+        self, teacher: nn.Module, input_scale: float = 1.0, terms: Sequence[str] = ("MODEL.DEFEAT.HEAD.ENABLED",)
     ) -> None:
         """Hide ``teacher``; it must read a compatible format, and detect the student's classes
-        when a loss compares their predictions class by class (``head_loss``: the switches of
-        those losses, :func:`prediction_terms`, or a bool for the head loss).
+        when a loss compares their predictions class by class (``terms``: the switches of those
+        losses, :func:`prediction_terms`).
 
         ``input_scale``: the teacher sees the batch resized by this factor
         (``MODEL.DEFEAT.TEACHER.INPUT_SCALE``); its maps are resampled to the student's grids.
@@ -114,14 +108,13 @@ class TeacherMixin:
         """
         self.teacher_input_scale = float(input_scale)  # checked by the settings gate
         theirs, ours = detector_num_classes(teacher), detector_num_classes(self)
-        terms = _terms(head_loss)
         if theirs is not None and theirs != ours:
             if terms:
                 raise DeFeatConfigError(
                     f"teacher has {theirs} classes but the student {ours} (MODEL.ROI_HEADS.NUM_CLASSES or "
                     "MODEL.RETINANET.NUM_CLASSES): the head and box losses compare their predictions class by "
                     "class, so they need a teacher trained on the student's classes. "
-                    f"S{_off(terms)[1:]} to distil the neck alone (it only compares features)"
+                    f"S{turn_off(terms)[1:]} to distil the neck alone (it only compares features)"
                 )
             logger.info(
                 "DeFeat teacher detects %d classes and the student %d: the neck loss only compares features, "

@@ -30,7 +30,7 @@ from ...config.validation import PROPOSAL_MODES
 from ..distiller import DeFeatDistiller
 from .box_heads import box_transforms, check_head_pair, stage_logits, stage_outputs
 from .box_kd import roi_box_terms
-from .common import TeacherMixin, check_teacher_family, defeat_from_config, prediction_terms
+from .common import TeacherMixin, check_teacher_family, defeat_from_config, prediction_terms, turn_off
 
 __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
 
@@ -103,7 +103,7 @@ class DeFeatMixin(TeacherMixin):
         self.head_proposals = settings["head"]["proposals"]
         self.head_rois_per_image = settings["head"]["rois_per_image"]  # 0: the teacher's own count
         if terms:
-            check_head_pair(self.roi_heads, teacher.roi_heads, "set " + " and ".join(terms) + " False")
+            check_head_pair(self.roi_heads, teacher.roi_heads, turn_off(terms))
 
     @classmethod
     def from_config(cls, cfg):
