@@ -31,7 +31,7 @@ def test_glyphs_coco_files(small):
     assert not set(glyphs.GLYPH_CLASS_NAMES) & set(CLASS_NAMES)  # other object kinds than shapes
     per_image = [len(coco.getAnnIds(imgIds=i)) for i in coco.getImgIds()]
     assert len(per_image) == 12 and min(per_image) >= 1 and max(per_image) <= glyphs.MAX_OBJECTS
-    assert sum(per_image) / len(per_image) > 4  # busier than shapes (3.5 per image on average)
+    assert 2 < sum(per_image) / len(per_image) < 5  # 1-6 objects per image, some dropped when hidden
     for a in coco.loadAnns(coco.getAnnIds()):
         x, y, w, h = a["bbox"]
         assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128 and a["area"] == w * h
@@ -80,6 +80,14 @@ def test_size_mix_and_aspect_ratios():
     total = sum(sizes.values())
     assert sizes["small"] > 0.25 * total and sizes["medium"] > 0.4 * total and sizes["large"] >= 1, sizes
     assert min(aspects) < 0.6 and max(aspects) > 1.7  # stretched objects, both ways
+
+
+def test_glyphs_stand_upright_and_decoys_turn_freely():
+    rng = np.random.default_rng(3)
+    tilts = [np.rad2deg(glyphs._glyph(name, rng)[2]) for name in glyphs.GLYPH_CLASS_NAMES * 20]
+    assert max(abs(t) for t in tilts) <= glyphs.MAX_TILT_DEG and np.std(tilts) > glyphs.MAX_TILT_DEG / 3
+    decoy_turns = [np.rad2deg(glyphs._decoy("decoy", rng)[2]) for _ in range(50)]
+    assert max(decoy_turns) > 180  # decoys at any angle, so orientation alone does not tell them apart
 
 
 def test_decoys_are_painted_but_never_labelled(monkeypatch):

@@ -1,14 +1,16 @@
 """The ``glyphs`` style: a second generated dataset of a different character from ``shapes``.
 
-Where ``shapes`` has 1-6 objects whose hue narrows the class down, ``glyphs`` has busier
-scenes (2-9 objects) of ten other object kinds whose colour says nothing about the class (a
-random hue each), stretched to aspect ratios from 1:2 to 2:1, over the same cluttered
-backgrounds plus 1-3 *decoys*: random polygons painted exactly like objects but never
-labelled, so a detector has to tell object-like distractors from objects by shape alone.
+Where ``shapes`` has objects whose hue narrows the class down, ``glyphs`` has ten other object
+kinds whose colour says nothing about the class (a random hue each), stretched to aspect ratios
+from 1:2 to 2:1 and standing roughly upright like characters (tilted by at most
+``MAX_TILT_DEG``), 1-6 per image over the same cluttered backgrounds plus 1-2 *decoys*: random
+polygons painted exactly like objects but never labelled, so a detector has to tell
+object-like distractors from objects by shape alone.
 
-(A first version also filled objects with stripes and checks and packed 3-12 mostly small
-objects per image: a from-scratch R18 teacher reached 2.9 AP in 1500 iterations, too hard to
-say anything about distillation on a CPU budget.)
+(Earlier versions were too hard to say anything about distillation on a CPU budget: v1 filled
+objects with stripes and checks and packed 3-12 mostly small objects per image, a from-scratch
+R18 teacher reached 2.9 AP in 1500 iterations; v2 turned every object to any angle and packed
+2-9, 40 % small, with 1-3 decoys: 8.3 AP.)
 
 Annotation conventions are those of :mod:`.synthetic` (boxes tight around the visible pixels,
 area = box area, 1-based ids, at most ``MAX_OCCLUSION`` of an object hidden).
@@ -18,7 +20,7 @@ import numpy as np
 
 from .synthetic import _background, _place, _rand_color, _regular, _rot, finish_image, paint_objects, ramped_fill
 
-GLYPHS_VERSION = 2
+GLYPHS_VERSION = 3
 GLYPH_CLASS_NAMES = (
     "arrow",
     "chevron",
@@ -31,12 +33,14 @@ GLYPH_CLASS_NAMES = (
     "tee",
     "frame",
 )
-MIN_OBJECTS, MAX_OBJECTS = 2, 9
-SMALL_PROB = 0.4  # chance that an object is small (12-32 px), else medium (32-90 px)
-LARGE_PROB = 0.15  # chance that an image starts with a large object (90 px up)
+MIN_OBJECTS, MAX_OBJECTS = 1, 6
+SMALL_PROB = 0.3  # chance that an object is small (14-32 px), else medium (32-90 px)
+SMALL_MIN = 14.0
+LARGE_PROB = 0.2  # chance that an image starts with a large object (90 px up)
+MAX_TILT_DEG = 20.0  # objects stand upright, tilted by a uniform angle in +-this
 MAX_OCCLUSION = 0.4
 ASPECT_RANGE = (0.5, 2.0)  # width / height stretch of an object before rotation
-NUM_DECOYS = (1, 3)
+NUM_DECOYS = (1, 2)
 
 
 def _glyph(name, rng):
@@ -79,7 +83,7 @@ def _glyph(name, rng):
         raise ValueError(f"unknown glyph {name!r}")
     s = np.sqrt(rng.uniform(*ASPECT_RANGE))
     stretch = np.array([s, 1.0 / s])
-    theta = rng.uniform(0, 2 * np.pi)
+    theta = np.deg2rad(rng.uniform(-MAX_TILT_DEG, MAX_TILT_DEG))
     return [np.asarray(p, float) * stretch for p in outer], [np.asarray(h, float) * stretch for h in holes], theta
 
 
@@ -104,7 +108,7 @@ def _sample_scales(rng, n, size):
     if rng.random() < LARGE_PROB:
         scales.append(rng.uniform(90.0, hi))
     while len(scales) < n:
-        lo, up = (12.0, 32.0) if rng.random() < SMALL_PROB else (32.0, 90.0)
+        lo, up = (SMALL_MIN, 32.0) if rng.random() < SMALL_PROB else (32.0, 90.0)
         scales.append(float(np.exp(rng.uniform(np.log(lo), np.log(min(up, hi))))))
     return scales
 
