@@ -5,12 +5,14 @@ kinds whose colour says nothing about the class (a random hue each), stretched t
 from 1:2 to 2:1 and standing roughly upright like characters (tilted by at most
 ``MAX_TILT_DEG``), 1-6 per image over the same cluttered backgrounds plus 1-2 *decoys*: random
 polygons painted exactly like objects but never labelled, so a detector has to tell
-object-like distractors from objects by shape alone.
+object-like distractors from objects by shape alone. As in ``shapes``, a colour is redrawn
+(up to 8 times) until it stands out from what it covers.
 
 (Earlier versions were too hard to say anything about distillation on a CPU budget: v1 filled
 objects with stripes and checks and packed 3-12 mostly small objects per image, a from-scratch
 R18 teacher reached 2.9 AP in 1500 iterations; v2 turned every object to any angle and packed
-2-9, 40 % small, with 1-3 decoys: 8.3 AP.)
+2-9, 40 % small, with 1-3 decoys: 8.3 AP; v3, upright but in colours that could melt into the
+background, up to 40 % hidden, with hairline arrows: 23.7 AP in 1300 iterations.)
 
 Annotation conventions are those of :mod:`.synthetic` (boxes tight around the visible pixels,
 area = box area, 1-based ids, at most ``MAX_OCCLUSION`` of an object hidden).
@@ -18,9 +20,19 @@ area = box area, 1-based ids, at most ``MAX_OCCLUSION`` of an object hidden).
 
 import numpy as np
 
-from .synthetic import _background, _place, _rand_color, _regular, _rot, finish_image, paint_objects, ramped_fill
+from .synthetic import (
+    _background,
+    _place,
+    _rand_color,
+    _regular,
+    _rot,
+    contrasting_color,
+    finish_image,
+    paint_objects,
+    ramped_fill,
+)
 
-GLYPHS_VERSION = 3
+GLYPHS_VERSION = 4
 GLYPH_CLASS_NAMES = (
     "arrow",
     "chevron",
@@ -34,11 +46,11 @@ GLYPH_CLASS_NAMES = (
     "frame",
 )
 MIN_OBJECTS, MAX_OBJECTS = 1, 6
-SMALL_PROB = 0.3  # chance that an object is small (14-32 px), else medium (32-90 px)
+SMALL_PROB = 0.25  # chance that an object is small (14-32 px), else medium (32-90 px)
 SMALL_MIN = 14.0
 LARGE_PROB = 0.2  # chance that an image starts with a large object (90 px up)
 MAX_TILT_DEG = 20.0  # objects stand upright, tilted by a uniform angle in +-this
-MAX_OCCLUSION = 0.4
+MAX_OCCLUSION = 0.25
 ASPECT_RANGE = (0.5, 2.0)  # width / height stretch of an object before rotation
 NUM_DECOYS = (1, 2)
 
@@ -48,7 +60,7 @@ def _glyph(name, rng):
     (N, 2) float arrays centred near the origin, stretched to a random aspect ratio."""
     holes = []
     if name == "arrow":
-        t, head = rng.uniform(0.18, 0.28), rng.uniform(0.35, 0.5)
+        t, head = rng.uniform(0.28, 0.36), rng.uniform(0.35, 0.5)
         neck = 1 - 2 * head
         outer = [[[-1, -t], [neck, -t], [neck, -0.6], [1, 0], [neck, 0.6], [neck, t], [-1, t]]]
     elif name == "chevron":
@@ -58,7 +70,7 @@ def _glyph(name, rng):
         outer = [_regular(48)]
         holes = [_regular(48) * rng.uniform(0.75, 0.9) + [rng.uniform(0.3, 0.5), 0.0]]
     elif name == "cross":  # an X: two thin bars at +-45 degrees
-        t = rng.uniform(0.15, 0.22)
+        t = rng.uniform(0.22, 0.3)
         arm = np.array([[-1, -t], [1, -t], [1, t], [-1, t]])
         outer = [arm @ _rot(np.pi / 4).T, arm @ _rot(-np.pi / 4).T]
     elif name == "trapezoid":
@@ -95,10 +107,13 @@ def _decoy(name, rng):
     return [np.stack([r * np.cos(a), r * np.sin(a)], axis=1)], [], rng.uniform(0, 2 * np.pi)
 
 
-def _fill_color(rng, h, w, x0, y0, size):
-    """(h, w, 3) float32 fill of one object or decoy: a random colour (any hue, so it says
-    nothing about the class) with a faint brightness ramp across the image."""
-    return ramped_fill(rng, _rand_color(rng), x0, y0, h, w, size)
+def _fill_color(rng, region, alpha, x0, y0, size):
+    """(h, w, 3) float32 fill of one object or decoy covering ``alpha`` (h, w) of ``region``: a
+    random colour (any hue, so it says nothing about the class) that stands out from what it
+    covers, with a faint brightness ramp across the image."""
+    h, w = alpha.shape
+    color = contrasting_color(rng, region, alpha > 0.5, _rand_color)
+    return ramped_fill(rng, color, x0, y0, h, w, size)
 
 
 def _sample_scales(rng, n, size):
@@ -120,7 +135,7 @@ def render_glyphs_image(rng, size, class_names=GLYPH_CLASS_NAMES, max_occlusion=
         alpha, x0, y0 = _place(rng, "decoy", rng.uniform(12.0, 60.0), size, shape_fn=_decoy)
         h, w = alpha.shape
         region = canvas[y0 : y0 + h, x0 : x0 + w]
-        region += (_fill_color(rng, h, w, x0, y0, size) - region) * alpha[..., None]
+        region += (_fill_color(rng, region, alpha, x0, y0, size) - region) * alpha[..., None]
 
     n = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
     items = [(int(rng.integers(len(class_names))), scale) for scale in _sample_scales(rng, n, size)]
@@ -129,8 +144,7 @@ def render_glyphs_image(rng, size, class_names=GLYPH_CLASS_NAMES, max_occlusion=
         return _place(rng, class_names[cls], scale, size, shape_fn=_glyph)
 
     def paint(region, alpha, hard, cls, x0, y0):
-        h, w = alpha.shape
-        region += (_fill_color(rng, h, w, x0, y0, size) - region) * alpha[..., None]
+        region += (_fill_color(rng, region, alpha, x0, y0, size) - region) * alpha[..., None]
 
     owner, labels = paint_objects(rng, canvas, items, place, paint, max_occlusion)
     return finish_image(rng, canvas, owner, labels)

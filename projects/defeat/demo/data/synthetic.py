@@ -253,18 +253,24 @@ def ramped_fill(rng, color, x0, y0, h, w, size):
     return (color * (1.0 + ramp[0] * xx + ramp[1] * yy)[..., None]).clip(0, 255)
 
 
-def _object_color(rng, canvas, mask, cls, num_classes):
-    """Class-tied colour (3,) float32 contrasting with what the object covers (best of a few)."""
+def contrasting_color(rng, canvas, mask, sample):
+    """The first of up to 8 colours ``sample(rng)`` (3,) float32 at least ``_MIN_CONTRAST`` (L1)
+    from the mean of what ``mask`` covers in ``canvas``, else the farthest of them."""
     under = canvas[mask].mean(0) if mask.any() else canvas.reshape(-1, 3).mean(0)
     best, best_d = None, -1.0
     for _ in range(8):
-        c = _class_color(rng, cls, num_classes)
+        c = sample(rng)
         d = float(np.abs(c - under).sum())
         if d > best_d:
             best, best_d = c, d
         if d >= _MIN_CONTRAST:
             break
     return best
+
+
+def _object_color(rng, canvas, mask, cls, num_classes):
+    """Class-tied colour (3,) float32 contrasting with what the object covers (best of a few)."""
+    return contrasting_color(rng, canvas, mask, lambda r: _class_color(r, cls, num_classes))
 
 
 def paint_objects(rng, canvas, items, place, paint, max_occlusion=MAX_OCCLUSION):
