@@ -29,16 +29,21 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert "total eta" in printed and "[students] side by side" in printed
     assert "(2 iterations, 2 processes)" in printed  # the teacher trains data-parallel by default
     assert "World size: 2" in (out / "teacher_R18" / "log_stdout.txt").read_text()
-    assert "saved teacher weights: AP" in printed  # not the two processes' mixed end-of-training AP
-    # ... and evaluated once: the data-parallel training itself runs no evaluation
+    # the saved weights, not the two processes' mixed end-of-training AP, evaluated once, beside
+    # the students (after the first to finish): the data-parallel training itself runs no evaluation
+    assert f"{out / 'teacher_R18' / 'model_final.pth'} evaluated: AP" in printed
+    assert printed.index("the teacher's evaluation follows") < printed.index("evaluated: AP")
     assert "copypaste" not in (out / "teacher_R18" / "log_stdout.txt").read_text()
     assert "copypaste" in (out / "teacher_R18" / "eval" / "log_eval.txt").read_text()
-    # that one evaluation is recorded as the run's last, for the teacher line of DeFeat logs
+    # that one evaluation is recorded as the run's last, for the teacher line of later DeFeat logs
     teacher_ap = results[names[0]]["AP"]
     assert read_box_metrics(str(out / "teacher_R18"))["AP"] == pytest.approx(teacher_ap)
     defeat_log = (out / "defeat_slimR18_from_R18" / "log_stdout.txt").read_text()
-    assert f"box AP {teacher_ap:.2f} as its training run evaluated these weights (iteration 1" in defeat_log
-    assert "saved weights evaluated on the test set after training" in (out / "results.md").read_text()
+    assert "its AP is unknown here" in defeat_log  # this student started before the evaluation
+    assert (
+        "saved weights evaluated on the test set after training, beside the students"
+        in (out / "results.md").read_text()
+    )
 
     teacher_file = out / "teacher_R18" / "model_final.pth"
     mtime = os.path.getmtime(teacher_file)
@@ -52,11 +57,43 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert "[teacher] reusing" in printed and "[demo] precision: fp32 (--precision fp32)" in printed
     assert os.path.getmtime(teacher_file) == mtime
     assert again[names[0]]["AP"] == pytest.approx(trained_ap, abs=1e-6)  # same weights, same test set
-    assert "evaluated on the test set before the students" in (out / "results.md").read_text()
+    assert "evaluated on the test set beside the students" in (out / "results.md").read_text()
+    defeat_log = (out / "defeat_slimR18_from_R18" / "log_stdout.txt").read_text()
+    assert f"box AP {teacher_ap:.2f} as its training run evaluated these weights (iteration 1" in defeat_log
     assert f"weights {teacher_file}" in (out / "results.md").read_text()
+    assert json.load(open(stamp))["metrics"]["AP"] == pytest.approx(trained_ap, abs=1e-6)  # measured, kept
+    saved["metrics"]["AP"] = 99.0
+    json.dump(saved, open(stamp, "w"))
     recorded = demo.main(args + ["--no-eval-teacher"])
     assert recorded[names[0]]["AP"] == 99.0
     assert "not evaluated again" in (out / "results.md").read_text()
+    # a teacher whose evaluation was cut short (trained, stamp without metrics) is evaluated, never believed
+    saved["metrics"] = None
+    json.dump(saved, open(stamp, "w"))
+    cut_short = demo.main(args + ["--no-eval-teacher"])
+    assert cut_short[names[0]]["AP"] == pytest.approx(trained_ap, abs=1e-6)
+    assert os.path.getmtime(teacher_file) == mtime
+
+
+def test_run_parallel_runs_callables_when_a_worker_frees_up(monkeypatch):
+    from defeat.demo import experiments
+
+    started = []
+
+    def fake_run_job(config_file, threads=None, **kw):
+        started.append((config_file, threads))
+        return {"AP": float(len(config_file))}
+
+    monkeypatch.setattr(experiments, "run_job", fake_run_job)
+    got = experiments.run_parallel(
+        [dict(config_file="a"), dict(config_file="bb"), lambda threads: started.append(("eval", threads)) or 7],
+        workers=1,
+    )
+    assert got == [{"AP": 1.0}, {"AP": 2.0}, 7]
+    assert started == [("a", None), ("bb", None), ("eval", None)]  # in order, one worker
+    started.clear()
+    experiments.run_parallel([dict(config_file="a"), lambda threads: started.append(("eval", threads))], workers=2)
+    assert sorted(started, key=str) == [("a", 1), ("eval", 1)]  # one thread each when side by side
 
 
 def test_precision_options(monkeypatch):
@@ -158,7 +195,7 @@ def test_init_teacher_eta_counts_the_later_teacher(monkeypatch, tmp_path):
 
     def fake_ensure(run, opts, args, later_s, stage, *a, **k):
         calls.append((stage, later_s))
-        return {"AP": 1.0}, str(init_weights), "note"
+        return {"AP": 1.0}, str(init_weights), "note", None
 
     class Stop(Exception):
         pass

@@ -273,12 +273,18 @@ def evaluate_job(
     return read_eval_output(lines)
 
 
-def run_parallel(jobs: Sequence[Dict], workers: int = 2) -> List[Dict[str, float]]:
-    """Run ``run_job(**job)`` for each job, ``workers`` at a time with one thread each."""
+def run_parallel(jobs: Sequence, workers: int = 2) -> List[Dict[str, float]]:
+    """Run the jobs ``workers`` at a time, in order as workers free up, with one thread each:
+    a dict is ``run_job(**job)``; a callable is called as ``job(threads)`` (e.g. an evaluation
+    that fills the core a shorter run leaves idle). Returns their results in the jobs' order."""
     from concurrent.futures import ThreadPoolExecutor
 
+    threads = 1 if workers > 1 else None
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_job, **dict({"threads": 1 if workers > 1 else None}, **job)) for job in jobs]
+        futures = [
+            pool.submit(job, threads) if callable(job) else pool.submit(run_job, **dict({"threads": threads}, **job))
+            for job in jobs
+        ]
         return [f.result() for f in futures]
 
 

@@ -98,27 +98,42 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_digest="", fresh=False):
+def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_digest="", fresh=False, defer=False):
     """Train the teacher ``run`` (label, config, folder) under ``args.output``, or reuse a finished
     one of the same config digest (``extra_digest``: the digest of the weights it starts from).
-    Returns ``(metrics, weights, note)``; a reused teacher is evaluated again when ``remeasure``
-    and ``args.eval_teacher``."""
+    Returns ``(metrics, weights, note, pending)``; a reused teacher is evaluated again when
+    ``remeasure`` and ``args.eval_teacher``. With ``defer``, an evaluation that only the table
+    needs (of a reused teacher, or of the saved weights after data-parallel training) is left
+    to the caller as ``pending(threads) -> metrics`` (``metrics`` None), to run beside the
+    students; otherwise ``pending`` is None."""
     out = os.path.join(args.output, run[2])
     weights = os.path.join(out, "model_final.pth")
     stamp = os.path.join(out, "defeat_demo_teacher.json")
     # The cache key leaves the precision out: a teacher trained in fp32 serves a bf16 demo and back.
     digest = config_digest(run[1], _without_precision(opts)) + extra_digest
-    cached = not fresh and os.path.isfile(stamp) and json.load(open(stamp)).get("digest") == digest
-    if cached and remeasure and args.eval_teacher:  # a cached teacher is measured again before use
-        t0 = time.time()
-        metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts)
-        print(f"[{stage}] reusing {weights}: AP {metrics['AP']:.2f} ({elapsed(t0)})", flush=True)
-        return metrics, weights, "evaluated on the test set before the students"
-    if cached:
-        metrics = json.load(open(stamp))["metrics"]
-        print(f"[{stage}] reusing {out} (AP {metrics['AP']:.2f})", flush=True)
-        return metrics, weights, "from the end of its training (not evaluated again)"
+    record = json.load(open(stamp)) if not fresh and os.path.isfile(stamp) else {}
+    cached = record.get("digest") == digest
     n = max_iter(run[1], opts)
+
+    def evaluate(threads=None, after_training=False):
+        t0 = time.time()
+        metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts, threads=threads)
+        if after_training:  # at model_final's iteration: the AP a later DeFeat run logs
+            record_box_metrics(out, metrics, n - 1)
+        with open(stamp, "w") as f:
+            json.dump({"digest": digest, "metrics": metrics}, f)
+        print(f"[{stage}] {weights} evaluated: AP {metrics['AP']:.2f} ({elapsed(t0)})", flush=True)
+        return metrics
+
+    if cached and (remeasure and args.eval_teacher or record.get("metrics") is None):
+        # a cached teacher is measured again before use (or first measured: its evaluation was cut short)
+        note = "evaluated on the test set " + ("beside the students" if defer else "before the students")
+        print(f"[{stage}] reusing {weights}", flush=True)
+        return (None, weights, note, evaluate) if defer else (evaluate(), weights, note, None)
+    if cached:
+        metrics = record["metrics"]
+        print(f"[{stage}] reusing {out} (AP {metrics['AP']:.2f})", flush=True)
+        return metrics, weights, "from the end of its training (not evaluated again)", None
     procs = f", {args.teacher_processes} processes" if args.teacher_processes > 1 else ""
     print(f"[{stage}] {run[0]}: {run[1]} ({n} iterations{procs})", flush=True)
     t0 = time.time()
@@ -134,18 +149,17 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
         processes=args.teacher_processes,
         evaluate=not parallel,
     )
-    if parallel:
-        print(f"    {stage} done in {elapsed(t0)}", flush=True)
-        metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts)
-        record_box_metrics(out, metrics, n - 1)  # at model_final's iteration: the AP a DeFeat run logs
-        note = "its saved weights evaluated on the test set after training"
-        print(f"    saved {stage} weights: AP {metrics['AP']:.2f}", flush=True)
-    else:
-        print(f"    {stage} done in {elapsed(t0)}: AP {metrics['AP']:.2f}", flush=True)
-        note = "evaluated on the test set at the end of its training"
-    with open(stamp, "w") as f:
-        json.dump({"digest": digest, "metrics": metrics}, f)
-    return metrics, weights, note
+    print(f"    {stage} done in {elapsed(t0)}" + ("" if parallel else f": AP {metrics['AP']:.2f}"), flush=True)
+    if not parallel:
+        with open(stamp, "w") as f:
+            json.dump({"digest": digest, "metrics": metrics}, f)
+        return metrics, weights, "evaluated on the test set at the end of its training", None
+    with open(stamp, "w") as f:  # trained: reused from now on, and evaluated by whoever runs next if cut short here
+        json.dump({"digest": digest, "metrics": None}, f)
+    note = "its saved weights evaluated on the test set after training"
+    if defer:
+        return None, weights, note + ", beside the students", lambda threads: evaluate(threads, True)
+    return evaluate(after_training=True), weights, note, None
 
 
 def main(argv=None):
@@ -189,35 +203,39 @@ def main(argv=None):
     if args.family in INIT:  # the teacher starts from another demo teacher's weights: that one first
         # its total ETA includes the family's teacher (a prior estimate; it may turn out cached)
         teacher_s = max_iter(TEACHER[1], teacher_opts) * prior["teacher"]
-        _, init_weights, _ = _ensure_teacher(
+        _, init_weights, _, _ = _ensure_teacher(
             INIT[args.family], teacher_opts, args, teacher_s + students_s, "init", False
         )
         teacher_opts = teacher_opts + ["MODEL.WEIGHTS", init_weights]
         init_digest = _file_digest(init_weights)  # other starting weights: another teacher
-    metrics, weights, teacher_note = _ensure_teacher(
-        TEACHER, teacher_opts, args, students_s, "teacher", extra_digest=init_digest, fresh=args.fresh_teacher
+    cache = dict(extra_digest=init_digest, fresh=args.fresh_teacher)
+    metrics, weights, teacher_note, pending = _ensure_teacher(
+        TEACHER, teacher_opts, args, students_s, "teacher", defer=True, **cache
     )
-    results = {TEACHER[0]: metrics}
 
     print(f"[students] side by side: {BASELINE[1]} and {DEFEAT[1]} ({student_iters} iterations)", flush=True)
+    if pending is not None:
+        print("    the teacher's evaluation follows the first student to finish", flush=True)
     t0 = time.time()
     progress = Progress(0.0)
-    base, kd = run_parallel(
-        [
-            dict(
-                config_file=BASELINE[1],
-                output_dir=os.path.join(args.output, BASELINE[2]),
-                opts=student_opts,
-                on_progress=progress.callback("baseline", student_iters, t0),
-            ),
-            dict(
-                config_file=DEFEAT[1],
-                output_dir=os.path.join(args.output, DEFEAT[2]),
-                opts=student_opts + ["MODEL.DEFEAT.TEACHER.WEIGHTS", weights],
-                on_progress=progress.callback("defeat", student_iters, t0),
-            ),
-        ]
-    )
+    # The DeFeat student, the longest run, first; the teacher's evaluation takes the core the
+    # student alone frees first, instead of running before both.
+    jobs = [
+        dict(
+            config_file=DEFEAT[1],
+            output_dir=os.path.join(args.output, DEFEAT[2]),
+            opts=student_opts + ["MODEL.DEFEAT.TEACHER.WEIGHTS", weights],
+            on_progress=progress.callback("defeat", student_iters, t0),
+        ),
+        dict(
+            config_file=BASELINE[1],
+            output_dir=os.path.join(args.output, BASELINE[2]),
+            opts=student_opts,
+            on_progress=progress.callback("baseline", student_iters, t0),
+        ),
+    ]
+    kd, base, *evaluated = run_parallel(jobs + ([pending] if pending is not None else []))
+    results = {TEACHER[0]: evaluated[0] if evaluated else metrics}
     print(f"    students done in {elapsed(t0)}", flush=True)
     results[BASELINE[0]], results[DEFEAT[0]] = base, kd
     results["gain (DeFeat - alone)"] = {k: kd[k] - base[k] for k in kd}
