@@ -220,6 +220,12 @@ def parse_args(argv=None):
     p.add_argument("--output", default="output/bench_accuracy")
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
     p.add_argument("--jobs", type=at_least(1), default=2, help="runs side by side, one CPU thread each")
+    p.add_argument(
+        "--threads",
+        type=at_least(1),
+        default=None,
+        help="CPU threads per run (default: 1 when --jobs > 1, else all); set 1 when another job shares the CPU",
+    )
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
     args = take_dataset_options(p.parse_args(argv))
     families = FAMILIES
@@ -300,6 +306,7 @@ def main(argv=None):
                         opts=opts,
                         on_start=functools.partial(progress.start, run),
                         on_progress=progress.callback(run, total),
+                        **({"threads": args.threads} if args.threads else {}),
                     )
                 )
     print(f"{len(todo)} runs to train, {args.jobs} at a time ({elapsed(t0)} so far)", flush=True)

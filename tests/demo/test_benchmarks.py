@@ -186,6 +186,28 @@ def test_accuracy_variant_may_name_another_teacher(tmp_path, monkeypatch):
     assert last(opts["neck_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == str(teacher)
     assert last(opts["cross_seed0"], "MODEL.DEFEAT.TEACHER.WEIGHTS") == "other.pth"
     assert all(job["config_file"] == acc.FAMILIES["retinanet"][1] for job in planned)
+    assert all("threads" not in job for job in planned)  # run_parallel's choice: 1 per run side by side
+
+
+def test_accuracy_threads_pins_every_run(tmp_path, monkeypatch, capsys):
+    """``--threads 1`` pins each run even with ``--jobs 1`` (another sweep may share the CPU); 0 is refused."""
+    acc = _load("accuracy")
+    planned = []
+
+    def fake_run_parallel(todo, workers):
+        planned.extend(todo)
+        raise _Planned
+
+    monkeypatch.setattr(acc, "run_parallel", fake_run_parallel)
+    teacher = tmp_path / "t.pth"
+    teacher.write_bytes(b"")
+    args = ["--teacher-weights", str(teacher), "--seeds", "0", "--output", str(tmp_path / "out")]
+    with pytest.raises(_Planned):
+        acc.main(args + ["--variants", "baseline", "neck", "--no-eval-teacher", "--jobs", "1", "--threads", "1"])
+    assert [job["threads"] for job in planned] == [1, 1]
+    with pytest.raises(SystemExit):
+        acc.main(args + ["--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_accuracy_evaluates_given_teacher_weights_first(tmp_path, monkeypatch, capsys):
