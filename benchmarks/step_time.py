@@ -11,8 +11,9 @@ With ``--precisions``, one interleaved run times the student's step and the DeFe
 head mode in each precision (the first given is the reference), so that one command shows where
 a step's time goes; ``--boxes`` then takes its first value. A head mode there is
 ``teacher``/``student`` (the head loss on those RoIs) or ``off`` (neck only), optionally with
-``+box`` (the box loss too) and, on the teacher's RoIs, ``:N`` (``HEAD.ROIS_PER_IMAGE N``),
-e.g. ``teacher+box:16`` or ``off+box``. Otherwise:
+``+box`` (the box loss too) and/or ``+cross`` (the cross-head loss too) and, on the teacher's
+RoIs, ``:N`` (``HEAD.ROIS_PER_IMAGE N``), e.g. ``teacher+box:16``, ``off+box`` or ``off+cross``.
+Otherwise:
 
 On the same batches, after warm-up, the median over ``--steps`` of:
   (a) the student's plain training step (forward + backward),
@@ -41,20 +42,22 @@ from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, at_l
 from defeat.engine.outputs import check_output_files
 from defeat.errors import OutputError
 
-HEAD_MODE = re.compile(r"^(teacher|student|off)(\+box)?(?::(\d+))?$")
+HEAD_MODE = re.compile(r"^(teacher|student|off)((?:\+box|\+cross)*)(?::(\d+))?$")
 
 
 def head_mode(spec: str):
-    """``(head loss on, RoI source, box loss on, teacher RoIs per image or 0)`` of a ``--heads`` mode
-    (module docstring); argparse type."""
+    """``(head loss on, RoI source, box loss on, cross-head loss on, teacher RoIs per image or 0)``
+    of a ``--heads`` mode (module docstring); argparse type."""
     m = HEAD_MODE.match(spec)
-    if not m or (m.group(3) and (m.group(1) == "student" or int(m.group(3)) < 1)):
+    extras = m.group(2).split("+")[1:] if m else []
+    if not m or len(set(extras)) < len(extras) or (m.group(3) and (m.group(1) == "student" or int(m.group(3)) < 1)):
         raise argparse.ArgumentTypeError(
-            f"{spec!r} is not a head mode: teacher, student or off, then optionally +box, then optionally :N "
-            "(N >= 1 teacher RoIs per image; not with student), e.g. teacher+box:16"
+            f"{spec!r} is not a head mode: teacher, student or off, then optionally +box and/or +cross, then "
+            "optionally :N (N >= 1 teacher RoIs per image; not with student), e.g. teacher+box:16"
         )
     head = m.group(1)
-    return head != "off", "student" if head == "student" else "teacher", bool(m.group(2)), int(m.group(3) or 0)
+    source = "student" if head == "student" else "teacher"
+    return head != "off", source, "box" in extras, "cross" in extras, int(m.group(3) or 0)
 
 
 PRESETS = {
@@ -249,7 +252,7 @@ def _models(preset, device, teacher_weights, heads, opts=()):
 def _defeat_model(defeat_cfg, dev, teacher_cfg, teacher_weights, head, opts, student):
     from detectron2.modeling import build_model
 
-    head_on, proposals, box, rois = head_mode(head)
+    head_on, proposals, box, cross, rois = head_mode(head)
     model = build_model(
         _cfg(
             defeat_cfg,
@@ -269,6 +272,8 @@ def _defeat_model(defeat_cfg, dev, teacher_cfg, teacher_weights, head, opts, stu
                 proposals,
                 "MODEL.DEFEAT.BOX.ENABLED",
                 str(box),
+                "MODEL.DEFEAT.CROSS_HEAD.ENABLED",
+                str(cross),
                 "MODEL.DEFEAT.HEAD.ROIS_PER_IMAGE",
                 str(rois),
                 *opts,

@@ -383,6 +383,23 @@ def test_step_time_box_and_fewer_teacher_rois_modes(tmp_path):
     assert rows["teacher+box:4"]["c_student_box_head_rois"] == 2 * (32 + 4)
 
 
+def test_step_time_cross_head_mode(tmp_path):
+    """``+cross`` adds the cross-head loss on the teacher's RoIs; alone (``off+cross``) the
+    teacher's RPN runs but the student's box head reads only its own RoIs."""
+    out = tmp_path / "m.json"
+    _load("step_time").main(
+        ["--preset", "tiny", "--boxes", "3", "--steps", "1", "--warmup", "0", "--json", str(out)]
+        + ["--precisions", "fp32", "--heads", "off+cross", "teacher+box+cross"]
+    )
+    rows = {r["head"]: r for r in json.loads(out.read_text())["rows"]}
+    cross = {"loss_defeat_cross_obj", "loss_defeat_cross_bg"}
+    assert cross <= set(rows["off+cross"]["c_loss_keys"]) and cross <= set(rows["teacher+box+cross"]["c_loss_keys"])
+    assert not HEAD_KEYS & set(rows["off+cross"]["c_loss_keys"])
+    assert rows["off+cross"]["c_teacher_rpn_calls"] == 1
+    assert rows["off+cross"]["c_student_box_head_rois"] == 2 * 32
+    assert rows["teacher+box+cross"]["c_student_box_head_rois"] == 2 * (32 + 32)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -392,6 +409,7 @@ def test_step_time_box_and_fewer_teacher_rois_modes(tmp_path):
         (["--precisions", "fp32", "--heads", "teacher+kd"], "'teacher+kd' is not a head mode"),
         (["--precisions", "fp32", "--heads", "student:16"], "'student:16' is not a head mode"),
         (["--precisions", "fp32", "--heads", "teacher:0"], "N >= 1 teacher RoIs per image"),
+        (["--precisions", "fp32", "--heads", "off+cross+cross"], "'off+cross+cross' is not a head mode"),
     ],
 )
 def test_step_time_refuses_bad_arguments(capsys, argv, message):

@@ -61,6 +61,16 @@ def add_defeat_config(cfg):
     cfg.MODEL.DEFEAT.BOX.WEIGHT = 1.0
     cfg.MODEL.DEFEAT.BOX.LOSS = "l1"  # "l1" (on the student's box deltas) or "giou" (on decoded boxes)
 
+    # Cross-head distillation (beyond the paper, after CrossKD, CVPR 2023): the student's
+    # adapted FPN maps (the neck adapters) run through the teacher's frozen box head on the head
+    # loss's RoIs, and its classification is matched to the teacher's own (decoupled KL, as the
+    # head loss). The gradient reaches the student's features through the teacher's head.
+    # Two-stage students only; needs NECK.ENABLED with the teacher's box levels in NECK.IN_FEATURES.
+    cfg.MODEL.DEFEAT.CROSS_HEAD = CN()
+    cfg.MODEL.DEFEAT.CROSS_HEAD.ENABLED = False
+    cfg.MODEL.DEFEAT.CROSS_HEAD.OBJ_WEIGHT = 0.25
+    cfg.MODEL.DEFEAT.CROSS_HEAD.BG_WEIGHT = 1.0
+
     # Module-name prefixes of the student (e.g. "backbone.fpn_", "proposal_generator",
     # "roi_heads.box_head") whose tensors are copied from the teacher's of the same names and
     # shapes at the start of a fresh run (after MODEL.WEIGHTS; never on resume).

@@ -82,6 +82,9 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("box", "enabled"): Rule("bool"),
     ("box", "weight"): _WEIGHT,
     ("box", "loss"): Rule("choice", choices=BOX_LOSSES),
+    ("cross_head", "enabled"): Rule("bool"),
+    ("cross_head", "obj_weight"): _WEIGHT,
+    ("cross_head", "bg_weight"): _WEIGHT,
     ("inherit",): Rule("prefixes"),
     ("loss_schedule",): Rule("choice", choices=SCHEDULES),
     ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
@@ -183,17 +186,19 @@ def _set(settings: Dict, path: Tuple[str, ...], value: Any) -> None:
 
 def _check_some_loss(settings: Mapping) -> None:
     """A DeFeat model with no loss that can be non-zero only pays for its teacher."""
-    neck, head, box = settings["neck"], settings["head"], settings["box"]
+    neck, head, box, cross = settings["neck"], settings["head"], settings["box"], settings["cross_head"]
     neck_on = neck["enabled"] and (neck["obj_weight"] > 0 or neck["bg_weight"] > 0)
     head_on = head["enabled"] and (head["obj_weight"] > 0 or head["bg_weight"] > 0)
     box_on = box["enabled"] and box["weight"] > 0
-    if not (neck_on or head_on or box_on):
+    cross_on = cross["enabled"] and (cross["obj_weight"] > 0 or cross["bg_weight"] > 0)
+    if not (neck_on or head_on or box_on or cross_on):
         raise DeFeatConfigError(
-            "no DeFeat loss is enabled (MODEL.DEFEAT.NECK, MODEL.DEFEAT.HEAD and MODEL.DEFEAT.BOX are each "
-            "disabled or have their weights 0), so the teacher would run at every step and contribute nothing. "
+            "no DeFeat loss is enabled (MODEL.DEFEAT.NECK, MODEL.DEFEAT.HEAD, MODEL.DEFEAT.BOX and "
+            "MODEL.DEFEAT.CROSS_HEAD are each disabled or have their weights 0), so the teacher would run at "
+            "every step and contribute nothing. "
             "To train the plain student, use its parent architecture without a teacher "
             "(MODEL.META_ARCHITECTURE GeneralizedRCNN or RetinaNet; in a LazyConfig, model._target_ and no "
-            "model.teacher/model.defeat); otherwise enable NECK, HEAD or BOX with a weight > 0"
+            "model.teacher/model.defeat); otherwise enable NECK, HEAD, BOX or CROSS_HEAD with a weight > 0"
         )
 
 

@@ -113,6 +113,9 @@ class DeFeatDistiller(nn.Module):
         box_enabled: Optional[bool] = None,
         box_weight: Optional[float] = None,
         box_loss: Optional[str] = None,
+        cross_enabled: Optional[bool] = None,
+        cross_obj_weight: Optional[float] = None,
+        cross_bg_weight: Optional[float] = None,
         schedule: Optional[str] = None,
         warmup_iters: Optional[int] = None,
         max_iter: Optional[int] = None,
@@ -137,6 +140,8 @@ class DeFeatDistiller(nn.Module):
         self.box_enabled = s["box_enabled"]
         self.box_weight = float(s["box_weight"])
         self.box_loss = s["box_loss"]
+        self.cross_enabled = s["cross_enabled"]
+        self.cross_weights = (float(s["cross_obj_weight"]), float(s["cross_bg_weight"]))
         self.in_features = list(s["in_features"])
         if self.neck_enabled:
             self._check_levels(student_shapes, teacher_shapes)
@@ -209,12 +214,18 @@ class DeFeatDistiller(nn.Module):
             return [features[f].new_ones((n, *hw), dtype=torch.float32) for f, hw in zip(self.in_features, shapes)]
         return gt_masks(gt_boxes, shapes, self.strides, self.mask_assign, self.scale_base)
 
+    def adapt(self, student_feats: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The student's maps of ``in_features`` through their adapters, ``[N, C_teacher, H_l, W_l]``
+        by level name (with autograd): what the neck loss compares and the cross-head loss reads."""
+        return {f: self.adapters[f](student_feats[f]) for f in self.in_features}
+
     def neck_losses(
         self,
         student_feats: Dict[str, torch.Tensor],
         teacher_feats: Dict[str, torch.Tensor],
         gt_boxes: Sequence[torch.Tensor],
         teacher_scale: float = 1.0,
+        adapted: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Dict[str, torch.Tensor]:
         """Weighted ``loss_defeat_neck_{obj,bg}`` (before the schedule).
 
@@ -222,9 +233,11 @@ class DeFeatDistiller(nn.Module):
         are cropped or resampled to those grids (:func:`defeat.align.align_to_grid`, with
         ``teacher_scale`` = teacher input size / student input size). With ``feature_norm``
         "channel" both maps are standardised per image and channel first (after alignment).
+        ``adapted``: :meth:`adapt` of ``student_feats`` when the caller has it already.
         """
         masks = self.masks(gt_boxes, student_feats)
-        adapted = [self.adapters[f](student_feats[f]) for f in self.in_features]
+        adapted = adapted if adapted is not None else self.adapt(student_feats)
+        adapted = [adapted[f] for f in self.in_features]
         teacher = [
             align_to_grid(teacher_feats[f], student_feats[f].shape[-2:], teacher_scale) for f in self.in_features
         ]
@@ -258,9 +271,26 @@ class DeFeatDistiller(nn.Module):
             "loss_defeat_head_bg": bg * self.head_weights[1],
         }
 
+    def cross_losses(
+        self, cross_logits: torch.Tensor, teacher_logits: torch.Tensor, is_object: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Weighted ``loss_defeat_cross_{obj,bg}`` (before the schedule): the decoupled KL of
+        section 3 between the teacher's box classifier on the student's adapted features
+        (``cross_logits [R, K+1]``) and on its own (``teacher_logits``), at ``HEAD.TEMPERATURE``."""
+        obj, bg = decoupled_kl_loss(cross_logits, teacher_logits, is_object, self.temperature)
+        return {
+            "loss_defeat_cross_obj": obj * self.cross_weights[0],
+            "loss_defeat_cross_bg": bg * self.cross_weights[1],
+        }
+
     @property
     def prediction_enabled(self) -> bool:
-        """True when a loss compares the two models' predictions (head KL or box loss)."""
+        """True when a loss needs the teacher's predictions (head KL, box or cross-head loss)."""
+        return self.head_enabled or self.box_enabled or self.cross_enabled
+
+    @property
+    def student_predictions_needed(self) -> bool:
+        """True when a loss compares the student's own box-head outputs (head KL or box loss)."""
         return self.head_enabled or self.box_enabled
 
     def box_losses(

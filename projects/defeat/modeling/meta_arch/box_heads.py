@@ -14,7 +14,15 @@ from detectron2.structures import Boxes
 
 from ...config.settings import DeFeatConfigError
 
-__all__ = ["box_stages", "stage_logits", "stage_outputs", "box_transforms", "check_head_pair", "is_cascade"]
+__all__ = [
+    "box_stages",
+    "stage_logits",
+    "stage_outputs",
+    "box_transforms",
+    "check_head_pair",
+    "check_cross_head_levels",
+    "is_cascade",
+]
 
 _BOX_ATTRS = ("box_pooler", "box_head", "box_predictor", "box_in_features")
 
@@ -100,3 +108,21 @@ def check_head_pair(student_heads, teacher_heads, off: str = "set MODEL.DEFEAT.H
                 f"box classifier stage {k} gives {a} logits in the student but {b} in the teacher; "
                 f"the head loss needs the same classes (MODEL.ROI_HEADS.NUM_CLASSES), or {off}"
             )
+
+
+def check_cross_head_levels(distiller, teacher_heads) -> None:
+    """Refuse (at build time) a cross-head loss without adapted student maps on every level the
+    teacher's box pooler reads (the neck adapters make them: ``NECK.ENABLED``, ``NECK.IN_FEATURES``)."""
+    levels = list(teacher_heads.box_in_features)
+    missing = [f for f in levels if not distiller.neck_enabled or f not in distiller.in_features]
+    if missing:
+        why = (
+            "MODEL.DEFEAT.NECK.ENABLED is False"
+            if not distiller.neck_enabled
+            else (f"MODEL.DEFEAT.NECK.IN_FEATURES {distiller.in_features} lacks {missing}")
+        )
+        raise DeFeatConfigError(
+            f"the cross-head loss runs the teacher's box head on the student's maps of levels {levels} "
+            f"(its ROI_BOX_HEAD reads them) through the neck adapters, but {why}; enable the neck loss "
+            "with those levels (its weights may be 0) or set MODEL.DEFEAT.CROSS_HEAD.ENABLED False"
+        )

@@ -46,8 +46,9 @@ def _input_format(model: nn.Module) -> Optional[str]:
 
 def prediction_terms(settings) -> List[str]:
     """The switches of the enabled losses that compare the two models' predictions (head KL,
-    box loss), e.g. ``["MODEL.DEFEAT.HEAD.ENABLED"]``; empty when only the neck loss is on."""
-    return [f"MODEL.DEFEAT.{k.upper()}.ENABLED" for k in ("head", "box") if settings[k]["enabled"]]
+    box loss, cross-head loss), e.g. ``["MODEL.DEFEAT.HEAD.ENABLED"]``; empty when only the neck
+    loss is on."""
+    return [f"MODEL.DEFEAT.{k.upper()}.ENABLED" for k in ("head", "box", "cross_head") if settings[k]["enabled"]]
 
 
 def turn_off(terms: Sequence[str]) -> str:

@@ -124,6 +124,11 @@ class DeFeatDenseMixin(TeacherMixin):
             check_head_in_features(kwargs["backbone"], kwargs.get("head_in_features"), self.defeat_family.__name__)
         super().__init__(**kwargs)
         settings = resolve_settings(defeat)
+        if settings["cross_head"]["enabled"]:
+            raise DeFeatConfigError(
+                f"MODEL.DEFEAT.CROSS_HEAD runs the teacher's box head on RoIs, so it is for two-stage students "
+                f"(DeFeatRCNN), not {type(self).__name__}; set MODEL.DEFEAT.CROSS_HEAD.ENABLED False"
+            )
         terms = prediction_terms(settings)
         self._set_teacher(teacher, settings["teacher_input_scale"], terms)
         cross = check_teacher_family(self.defeat_family, teacher, terms)

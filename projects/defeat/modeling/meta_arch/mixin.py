@@ -28,7 +28,7 @@ from detectron2.utils.events import EventStorage
 from ...config.settings import resolve_settings
 from ...config.validation import PROPOSAL_MODES
 from ..distiller import DeFeatDistiller
-from .box_heads import box_transforms, check_head_pair, stage_logits, stage_outputs
+from .box_heads import box_transforms, check_cross_head_levels, check_head_pair, stage_logits, stage_outputs
 from .box_kd import roi_box_terms
 from .common import TeacherMixin, check_teacher_family, defeat_from_config, prediction_terms, turn_off
 
@@ -104,6 +104,8 @@ class DeFeatMixin(TeacherMixin):
         self.head_rois_per_image = settings["head"]["rois_per_image"]  # 0: the teacher's own count
         if terms:
             check_head_pair(self.roi_heads, teacher.roi_heads, turn_off(terms))
+        if self.distiller.cross_enabled:
+            check_cross_head_levels(self.distiller, teacher.roi_heads)
 
     @classmethod
     def from_config(cls, cfg):
@@ -181,12 +183,17 @@ class DeFeatMixin(TeacherMixin):
                 stage ``k`` and the losses are averaged over stages.
             student_deltas: likewise the student's box deltas on those RoIs, for the box loss
                 (when it is on and they are not given, the box head(s) run here).
+
+        The cross-head loss runs the teacher's box head(s) on the same RoIs over the student's
+        adapted maps (:meth:`DeFeatDistiller.adapt`), with autograd, and pairs stage ``k`` with
+        the teacher's own stage ``k`` as the head loss does.
         """
         d = self.distiller
         losses = {}
+        adapted = d.adapt(features) if d.neck_enabled else None  # shared by the neck and cross-head losses
         if d.neck_enabled:
             boxes = [g.gt_boxes.tensor for g in gt_instances]
-            losses.update(d.neck_losses(features, teacher["features"], boxes, self.teacher_input_scale))
+            losses.update(d.neck_losses(features, teacher["features"], boxes, self.teacher_input_scale, adapted))
         if not d.prediction_enabled:
             return d.scheduled(losses)
         if self.head_proposals == "teacher":
@@ -198,14 +205,18 @@ class DeFeatMixin(TeacherMixin):
             with torch.no_grad():
                 scaled = [_scaled_boxes(r.proposal_boxes, self.teacher_input_scale) for r in rois]
                 t_logits, t_boxes = self._teacher_predictions(scaled, teacher)
-        if student_logits is None or (d.box_enabled and student_deltas is None):
+        missing = student_logits is None or (d.box_enabled and student_deltas is None)
+        if d.student_predictions_needed and missing:
             outs = stage_outputs(self.roi_heads, features, [r.proposal_boxes for r in rois])
             student_logits, student_deltas = [o[0] for o in outs], [o[1] for o in outs]
         student_logits, student_deltas = _as_list(student_logits), _as_list(student_deltas)
         labels = torch.cat([r.gt_classes for r in rois])
         k = self.roi_heads.num_classes
+        is_object = (labels >= 0) & (labels < k)
+        if d.cross_enabled:
+            cross = stage_logits(self.teacher.roi_heads, adapted, [r.proposal_boxes for r in rois])
+            losses.update(_stage_mean([d.cross_losses(c, t, is_object) for c, t in zip(cross, t_logits)]))
         if d.head_enabled:
-            is_object = (labels >= 0) & (labels < k)
             losses.update(_stage_mean([d.head_losses(s, t, is_object) for s, t in zip(student_logits, t_logits)]))
         if d.box_enabled:
             roi_boxes = Boxes.cat([r.proposal_boxes for r in rois]).tensor

@@ -18,7 +18,7 @@ class DeFeatRCNN(DeFeatMixin, GeneralizedRCNN):
 
     Constructor: ``teacher`` and ``defeat`` (settings) plus ``GeneralizedRCNN``'s arguments
     (see ``DeFeatMixin``). Training returns the parent's losses plus
-    ``loss_defeat_{neck,head}_{obj,bg}`` and ``loss_defeat_box``; in eval mode it is exactly ``GeneralizedRCNN``
+    ``loss_defeat_{neck,head,cross}_{obj,bg}`` and ``loss_defeat_box``; in eval mode it is exactly ``GeneralizedRCNN``
     (the teacher is not run).
     """
 
@@ -34,7 +34,7 @@ class DeFeatRCNN(DeFeatMixin, GeneralizedRCNN):
         # One student box-head pass: the teacher's RoIs ride along with the student's own. A
         # cascade refines its RoIs between stages, so its head-loss logits come from a separate
         # pass over the same RoIs in every stage (defeat_losses runs it).
-        head = self.distiller.prediction_enabled and not is_cascade(self.roi_heads)
+        head = self.distiller.student_predictions_needed and not is_cascade(self.roi_heads)
         extra = [r.proposal_boxes for r in teacher["rois"]] if head and self.head_on_teacher_rois else None
         with BoxHeadTap(self.roi_heads, extra, capture_own=head and not self.head_on_teacher_rois) as tap:
             sampled, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
