@@ -180,6 +180,21 @@ def test_cross_head_refused_for_dense_students(tmp_path):
         build_model(cfg)
 
 
+def test_cross_head_refused_for_a_teacher_of_another_family(tmp_path):
+    teacher = save_random_weights(f"{CONFIGS}/tiny_retinanet_teacher.yaml", tmp_path)
+    cfg = defeat_cfg(
+        teacher,
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE",
+        f"{CONFIGS}/tiny_retinanet_teacher.yaml",
+        "MODEL.DEFEAT.HEAD.ENABLED",
+        False,
+        "MODEL.DEFEAT.CROSS_HEAD.ENABLED",
+        True,
+    )
+    with pytest.raises(DeFeatConfigError, match=r"same family.*set MODEL.DEFEAT.CROSS_HEAD.ENABLED False"):
+        build_model(cfg)
+
+
 @pytest.mark.parametrize(
     "given,match",
     [

@@ -186,11 +186,13 @@ def _set(settings: Dict, path: Tuple[str, ...], value: Any) -> None:
 
 def _check_some_loss(settings: Mapping) -> None:
     """A DeFeat model with no loss that can be non-zero only pays for its teacher."""
-    neck, head, box, cross = settings["neck"], settings["head"], settings["box"], settings["cross_head"]
-    neck_on = neck["enabled"] and (neck["obj_weight"] > 0 or neck["bg_weight"] > 0)
-    head_on = head["enabled"] and (head["obj_weight"] > 0 or head["bg_weight"] > 0)
-    box_on = box["enabled"] and box["weight"] > 0
-    cross_on = cross["enabled"] and (cross["obj_weight"] > 0 or cross["bg_weight"] > 0)
+
+    def pair_on(term: str) -> bool:  # a decoupled term: on, with a non-zero object or background weight
+        t = settings[term]
+        return t["enabled"] and (t["obj_weight"] > 0 or t["bg_weight"] > 0)
+
+    neck_on, head_on, cross_on = pair_on("neck"), pair_on("head"), pair_on("cross_head")
+    box_on = settings["box"]["enabled"] and settings["box"]["weight"] > 0
     if not (neck_on or head_on or box_on or cross_on):
         raise DeFeatConfigError(
             "no DeFeat loss is enabled (MODEL.DEFEAT.NECK, MODEL.DEFEAT.HEAD, MODEL.DEFEAT.BOX and "

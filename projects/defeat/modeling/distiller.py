@@ -85,6 +85,11 @@ def pairing_table(
     return tabulate(rows, headers=["student level", "teacher level", "stride", "channels", "adapter"], tablefmt="pipe")
 
 
+def _weighted_pair(term: str, obj: torch.Tensor, bg: torch.Tensor, weights) -> Dict[str, torch.Tensor]:
+    """``loss_defeat_<term>_{obj,bg}``: a decoupled term's two parts times their ``(obj, bg)`` weights."""
+    return {f"loss_defeat_{term}_obj": obj * weights[0], f"loss_defeat_{term}_bg": bg * weights[1]}
+
+
 class DeFeatDistiller(nn.Module):
     """Adapters + decoupled neck and head losses and the box loss, weighted and scheduled.
 
@@ -245,10 +250,7 @@ class DeFeatDistiller(nn.Module):
             adapted = [standardize_channels(a) for a in adapted]
             teacher = [standardize_channels(t.detach()) for t in teacher]
         obj, bg = decoupled_feature_loss(adapted, teacher, masks)
-        return {
-            "loss_defeat_neck_obj": obj * self.neck_weights[0],
-            "loss_defeat_neck_bg": bg * self.neck_weights[1],
-        }
+        return _weighted_pair("neck", obj, bg, self.neck_weights)
 
     def head_losses(
         self,
@@ -266,10 +268,7 @@ class DeFeatDistiller(nn.Module):
             if valid is not None:
                 raise ValueError("valid applies to the sigmoid (per-anchor) head loss only")
             obj, bg = decoupled_kl_loss(student_logits, teacher_logits, is_object, self.temperature)
-        return {
-            "loss_defeat_head_obj": obj * self.head_weights[0],
-            "loss_defeat_head_bg": bg * self.head_weights[1],
-        }
+        return _weighted_pair("head", obj, bg, self.head_weights)
 
     def cross_losses(
         self, cross_logits: torch.Tensor, teacher_logits: torch.Tensor, is_object: torch.Tensor
@@ -278,10 +277,7 @@ class DeFeatDistiller(nn.Module):
         section 3 between the teacher's box classifier on the student's adapted features
         (``cross_logits [R, K+1]``) and on its own (``teacher_logits``), at ``HEAD.TEMPERATURE``."""
         obj, bg = decoupled_kl_loss(cross_logits, teacher_logits, is_object, self.temperature)
-        return {
-            "loss_defeat_cross_obj": obj * self.cross_weights[0],
-            "loss_defeat_cross_bg": bg * self.cross_weights[1],
-        }
+        return _weighted_pair("cross", obj, bg, self.cross_weights)
 
     @property
     def prediction_enabled(self) -> bool:

@@ -114,15 +114,15 @@ def check_cross_head_levels(distiller, teacher_heads) -> None:
     """Refuse (at build time) a cross-head loss without adapted student maps on every level the
     teacher's box pooler reads (the neck adapters make them: ``NECK.ENABLED``, ``NECK.IN_FEATURES``)."""
     levels = list(teacher_heads.box_in_features)
-    missing = [f for f in levels if not distiller.neck_enabled or f not in distiller.in_features]
-    if missing:
-        why = (
-            "MODEL.DEFEAT.NECK.ENABLED is False"
-            if not distiller.neck_enabled
-            else (f"MODEL.DEFEAT.NECK.IN_FEATURES {distiller.in_features} lacks {missing}")
-        )
-        raise DeFeatConfigError(
-            f"the cross-head loss runs the teacher's box head on the student's maps of levels {levels} "
-            f"(its ROI_BOX_HEAD reads them) through the neck adapters, but {why}; enable the neck loss "
-            "with those levels (its weights may be 0) or set MODEL.DEFEAT.CROSS_HEAD.ENABLED False"
-        )
+    if not distiller.neck_enabled:
+        why = "MODEL.DEFEAT.NECK.ENABLED is False"
+    else:
+        missing = [f for f in levels if f not in distiller.in_features]
+        if not missing:
+            return
+        why = f"MODEL.DEFEAT.NECK.IN_FEATURES {distiller.in_features} lacks {missing}"
+    raise DeFeatConfigError(
+        f"the cross-head loss runs the teacher's box head on the student's maps of levels {levels} "
+        f"(its ROI_BOX_HEAD reads them) through the neck adapters, but {why}; enable the neck loss "
+        "with those levels (its weights may be 0) or set MODEL.DEFEAT.CROSS_HEAD.ENABLED False"
+    )
