@@ -48,16 +48,19 @@ from defeat.demo.progress import Progress
 from defeat.engine.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 from defeat.modeling.teacher import measured_box_ap
 
-# name -> (which config, extra overrides). "coupled" keeps the same total neck weight.
+# name -> (which config, extra overrides). "defaults" is the DeFeat config as it is; the neck
+# ablations turn the prediction terms off. "coupled" keeps the same total neck weight.
+_NECK_ONLY = ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.CROSS_HEAD.ENABLED", "False"]
 VARIANTS = {
     "baseline": ("student", []),
+    "defaults": ("defeat", []),
     "defeat": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "True"]),
-    "neck": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False"]),
-    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False", "MODEL.DEFEAT.HEAD.ENABLED", "True"]),
-    "coupled": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.MASK_ASSIGN", "coupled"]),
+    "neck": ("defeat", _NECK_ONLY),
+    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False", *_NECK_ONLY[2:], "MODEL.DEFEAT.HEAD.ENABLED", "True"]),
+    "coupled": ("defeat", [*_NECK_ONLY, "MODEL.DEFEAT.NECK.MASK_ASSIGN", "coupled"]),
     # the neck's two regions on their own (the defaults' weight for the region kept)
-    "obj": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]),
-    "bg": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.NECK.OBJ_WEIGHT", "0.0"]),
+    "obj": ("defeat", [*_NECK_ONLY, "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]),
+    "bg": ("defeat", [*_NECK_ONLY, "MODEL.DEFEAT.NECK.OBJ_WEIGHT", "0.0"]),
 }
 
 

@@ -84,7 +84,7 @@ def test_accuracy_benchmark_arguments():
     acc = _load("accuracy")
     args = acc.parse_args(["--variants", "baseline", "coupled", "--seeds", "0", "--opts", "SOLVER.BASE_LR", "0.01"])
     assert args.variants == ["baseline", "coupled"] and args.opts == ["SOLVER.BASE_LR", "0.01"]
-    assert set(acc.VARIANTS) == {"baseline", "defeat", "neck", "head", "coupled", "obj", "bg"}
+    assert set(acc.VARIANTS) == {"baseline", "defaults", "defeat", "neck", "head", "coupled", "obj", "bg"}
 
 
 def test_accuracy_region_variants_zero_the_other_region():
@@ -92,11 +92,17 @@ def test_accuracy_region_variants_zero_the_other_region():
 
     acc = _load("accuracy")
     args = acc.parse_args([])
-    for name, (obj, bg) in {"obj": (1.0, 0.0), "bg": (0.0, 4.0), "neck": (1.0, 4.0)}.items():
+    for name, (obj, bg) in {"obj": (1.0, 0.0), "bg": (0.0, 4.0), "neck": (1.0, 4.0), "coupled": (5.0, 0.0)}.items():
         which, extra = acc.VARIANTS[name]
+        if name == "coupled":
+            extra = extra + acc._coupled_weights(args.defeat, extra)
         cfg = load_config(args.defeat, extra)
-        assert which == "defeat" and not cfg.MODEL.DEFEAT.HEAD.ENABLED
+        assert which == "defeat" and not cfg.MODEL.DEFEAT.HEAD.ENABLED and not cfg.MODEL.DEFEAT.CROSS_HEAD.ENABLED
         assert (cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT, cfg.MODEL.DEFEAT.NECK.BG_WEIGHT) == (obj, bg)
+    # the demo's defaults keep their cross-head loss; the head-only variant has no neck to feed it
+    assert load_config(args.defeat, acc.VARIANTS["defaults"][1]).MODEL.DEFEAT.CROSS_HEAD.ENABLED
+    head = load_config(args.defeat, acc.VARIANTS["head"][1]).MODEL.DEFEAT
+    assert head.HEAD.ENABLED and not head.NECK.ENABLED and not head.CROSS_HEAD.ENABLED
 
 
 def test_accuracy_glyphs_data_takes_the_glyphs_configs(capsys):
