@@ -21,8 +21,6 @@ model.defeat = default_settings()  # MODEL.DEFEAT.* in lowercase: model.defeat.n
 # Demo boxes are 6-120 px on 128 px images: scale the level rule down so that boxes spread over
 # P2-P5 as COCO boxes do at the default 56 on 800 px images.
 model.defeat.neck.scale_base = 8.0
-# The cross-head loss, as the YAML twin (benchmarks/RESULTS.md has the measurements).
-model.defeat.cross_head.enabled = True
 model.defeat.max_iter = "${train.max_iter}"  # end of the linear/cosine KD schedules
 
 train.output_dir = "./output/lazy/demo_defeat_slimR18_from_R18"

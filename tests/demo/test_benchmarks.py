@@ -92,16 +92,19 @@ def test_accuracy_region_variants_zero_the_other_region():
 
     acc = _load("accuracy")
     args = acc.parse_args([])
+    # a DeFeat config with the prediction terms on (as --opts or a config of yours may set them)
+    on = ["MODEL.DEFEAT.HEAD.ENABLED", "True", "MODEL.DEFEAT.CROSS_HEAD.ENABLED", "True"]
     for name, (obj, bg) in {"obj": (1.0, 0.0), "bg": (0.0, 4.0), "neck": (1.0, 4.0), "coupled": (5.0, 0.0)}.items():
         which, extra = acc.VARIANTS[name]
         if name == "coupled":
             extra = extra + acc._coupled_weights(args.defeat, extra)
-        cfg = load_config(args.defeat, extra)
+        cfg = load_config(args.defeat, on + extra)
         assert which == "defeat" and not cfg.MODEL.DEFEAT.HEAD.ENABLED and not cfg.MODEL.DEFEAT.CROSS_HEAD.ENABLED
         assert (cfg.MODEL.DEFEAT.NECK.OBJ_WEIGHT, cfg.MODEL.DEFEAT.NECK.BG_WEIGHT) == (obj, bg)
-    # the demo's defaults keep their cross-head loss; the head-only variant has no neck to feed it
-    assert load_config(args.defeat, acc.VARIANTS["defaults"][1]).MODEL.DEFEAT.CROSS_HEAD.ENABLED
-    head = load_config(args.defeat, acc.VARIANTS["head"][1]).MODEL.DEFEAT
+    # "defaults" is the config as it is; the head-only variant has no neck to feed a cross-head loss
+    assert acc.VARIANTS["defaults"] == ("defeat", [])
+    assert load_config(args.defeat, on + acc.VARIANTS["defaults"][1]).MODEL.DEFEAT.CROSS_HEAD.ENABLED
+    head = load_config(args.defeat, on + acc.VARIANTS["head"][1]).MODEL.DEFEAT
     assert head.HEAD.ENABLED and not head.NECK.ENABLED and not head.CROSS_HEAD.ENABLED
 
 
