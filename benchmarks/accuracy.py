@@ -50,18 +50,22 @@ from defeat.modeling.teacher import measured_box_ap
 
 # name -> (which config, extra overrides). "defaults" is the DeFeat config as it is; the neck
 # ablations turn the prediction terms off. "coupled" keeps the same total neck weight.
-_NECK_ONLY = ["MODEL.DEFEAT.HEAD.ENABLED", "False", "MODEL.DEFEAT.CROSS_HEAD.ENABLED", "False"]
+_CROSS_OFF = ["MODEL.DEFEAT.CROSS_HEAD.ENABLED", "False"]
+_NECK_ONLY = ["MODEL.DEFEAT.HEAD.ENABLED", "False", *_CROSS_OFF]
 VARIANTS = {
     "baseline": ("student", []),
     "defaults": ("defeat", []),
     "defeat": ("defeat", ["MODEL.DEFEAT.HEAD.ENABLED", "True"]),
     "neck": ("defeat", _NECK_ONLY),
-    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False", *_NECK_ONLY[2:], "MODEL.DEFEAT.HEAD.ENABLED", "True"]),
+    "head": ("defeat", ["MODEL.DEFEAT.NECK.ENABLED", "False", *_CROSS_OFF, "MODEL.DEFEAT.HEAD.ENABLED", "True"]),
     "coupled": ("defeat", [*_NECK_ONLY, "MODEL.DEFEAT.NECK.MASK_ASSIGN", "coupled"]),
     # the neck's two regions on their own (the defaults' weight for the region kept)
     "obj": ("defeat", [*_NECK_ONLY, "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]),
     "bg": ("defeat", [*_NECK_ONLY, "MODEL.DEFEAT.NECK.OBJ_WEIGHT", "0.0"]),
 }
+# Run without --variants: all but "defaults", which repeats "neck" for the demo configs (their
+# prediction terms are off) and is there for configs of yours that turn some on.
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "defaults"]
 
 
 # --family: default student, DeFeat student and teacher (config, weights) on the demo data.
@@ -178,7 +182,10 @@ def parse_args(argv=None):
     p = ToolArgumentParser(prog="accuracy.py", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
     p.add_argument(
-        "--variants", nargs="+", default=list(VARIANTS), help=f"from {list(VARIANTS)} and names given with --define"
+        "--variants",
+        nargs="+",
+        default=DEFAULT_VARIANTS,
+        help=f"from {list(VARIANTS)} and names given with --define (default: {DEFAULT_VARIANTS})",
     )
     p.add_argument(
         "--define",

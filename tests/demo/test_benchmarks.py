@@ -85,6 +85,8 @@ def test_accuracy_benchmark_arguments():
     args = acc.parse_args(["--variants", "baseline", "coupled", "--seeds", "0", "--opts", "SOLVER.BASE_LR", "0.01"])
     assert args.variants == ["baseline", "coupled"] and args.opts == ["SOLVER.BASE_LR", "0.01"]
     assert set(acc.VARIANTS) == {"baseline", "defaults", "defeat", "neck", "head", "coupled", "obj", "bg"}
+    # without --variants every variant but "defaults" (the same runs as "neck" for the demo configs)
+    assert acc.parse_args([]).variants == ["baseline", "defeat", "neck", "head", "coupled", "obj", "bg"]
 
 
 def test_accuracy_region_variants_zero_the_other_region():
