@@ -28,8 +28,9 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# One worker per core (pytest-xdist), a test file per worker at a time (module fixtures built once).
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile tests
 
 demo: setup
 	$(PY) -m defeat.demo

@@ -8,6 +8,12 @@ import torch
 
 import defeat  # noqa: F401  (first, as in the scripts: the pinned stack's known-harmless warnings hidden)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each worker, and the scripts its tests
+    # start, on one thread (two one-thread processes beat one two-thread process on 2 cores).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "tests", "configs")
 sys.path.insert(0, REPO)  # for `import train_net`

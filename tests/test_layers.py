@@ -5,6 +5,7 @@ module level or inside functions), so it holds for code paths the other tests do
 import ast
 import os
 
+import pytest
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, "projects", "defeat")
@@ -119,19 +120,20 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
 
 def test_importing_the_package_and_the_scripts_loads_no_demo_code():
     """At run time too: ``import defeat`` and the training scripts leave ``defeat.demo`` unloaded
-    (the demo datasets are provided by name, imported only when a run uses them)."""
+    (the demo datasets are provided by name, imported only when a run uses them), and matplotlib
+    (the figures' tools import it; the flat layout's old paths are aliased on first use)."""
     import subprocess
     import sys
 
     code = (
         "import sys; sys.path.insert(0, '.'); import defeat, train_net, lazy_train_net; "
-        "print(sorted(m for m in sys.modules if m.startswith('defeat.demo')))"
+        "print(sorted(m for m in sys.modules if m.startswith(('defeat.demo', 'matplotlib'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
-def test_the_flat_layouts_module_paths_still_import_as_the_same_modules():
+def test_the_flat_layouts_module_paths_still_import_as_the_same_modules(monkeypatch):
     """Every old path of ``defeat._compat.MOVED`` imports, and is the new module itself (so a
     monkeypatch through either path reaches the code)."""
     import importlib
@@ -147,3 +149,11 @@ def test_the_flat_layouts_module_paths_still_import_as_the_same_modules():
     from defeat.modeling.masks import gt_masks as new_gt_masks
 
     assert gt_masks is new_gt_masks and slim_resnet is new_slim_resnet
+    import defeat
+
+    monkeypatch.delattr(defeat, "plots")  # set by the import above: the module __getattr__ serves it too
+    assert defeat.plots is importlib.import_module("defeat.analysis.loss_figures")
+    with pytest.raises(AttributeError, match="module 'defeat' has no attribute 'plotz'"):
+        defeat.plotz  # noqa: B018  (any other name is still an error)
+    with pytest.raises(ModuleNotFoundError, match="defeat.plotz"):
+        importlib.import_module("defeat.plotz")

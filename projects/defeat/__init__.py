@@ -8,7 +8,7 @@ imports Detectron2, so scripts import ``defeat`` first).
 from . import known_warnings as _known_warnings  # noqa: F401  (first: installs its filters when imported)
 
 # isort: split
-from ._compat import install as _install_old_paths
+from . import _compat
 from .config import add_defeat_config
 from .config.files import get_config_file
 from .modeling import backbones as _backbones  # noqa: F401  (registers the slim CPU backbones)
@@ -22,7 +22,12 @@ from .modeling.teacher import TeacherLoadError, build_teacher
 
 __version__ = "0.1.0"
 
-_install_old_paths()  # defeat.masks, defeat.teacher, ... (the flat layout's paths) keep working
+_compat.install()  # defeat.masks, defeat.teacher, ... (the flat layout's paths) keep working
+
+
+def __getattr__(name):  # PEP 562: ``defeat.masks`` and the other old names, as attributes
+    return _compat.attribute(__name__, name)
+
 
 __all__ = [
     "add_defeat_config",

@@ -2,6 +2,8 @@
 (the same module object, so a monkeypatch of either reaches both). CHANGELOG.md lists the moves."""
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import sys
 
 # old path (below ``defeat.``) -> new path
@@ -40,10 +42,37 @@ MOVED = {
 }
 
 
+class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import hook: ``import defeat.masks`` (any old path) loads ``defeat.modeling.masks`` and
+    registers that same module object under the old name, on first use (``import defeat`` stays
+    as fast as its new layout: the figures' matplotlib is imported only where a tool draws)."""
+
+    def __init__(self, package: str):
+        self.package = package
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname[len(self.package) + 1 :] if fullname.startswith(self.package + ".") else None
+        if old not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self, is_package=False)
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{self.package}.{MOVED[spec.name[len(self.package) + 1 :]]}")
+
+    def exec_module(self, module):
+        pass  # the new module ran when it was imported
+
+
 def install(package: str = "defeat") -> None:
-    """Register every old path in ``sys.modules`` as an alias of its new module."""
-    for old, new in MOVED.items():
-        module = sys.modules.setdefault(f"{package}.{old}", importlib.import_module(f"{package}.{new}"))
-        parent, _, name = f"{package}.{old}".rpartition(".")
-        if parent in sys.modules:  # ``defeat.masks`` as an attribute too (not ``defeat.demo``: a leaf)
-            setattr(sys.modules[parent], name, module)
+    """Serve every old path as an alias of its new module (first on ``sys.meta_path``, so that an
+    old package's submodule is never loaded a second time under its old name)."""
+    if not any(isinstance(f, _AliasFinder) and f.package == package for f in sys.meta_path):
+        sys.meta_path.insert(0, _AliasFinder(package))
+
+
+def attribute(package: str, name: str):
+    """``defeat.masks`` as an attribute of the package (module ``__getattr__``): the old top-level
+    names, imported on first access; AttributeError for any other name."""
+    if name not in MOVED:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return importlib.import_module(f"{package}.{name}")
