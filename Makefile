@@ -28,9 +28,10 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# One worker per core (pytest-xdist), a test file per worker at a time (module fixtures built once).
+# One worker per core (pytest-xdist), a test file per worker at a time (module fixtures built once),
+# the files with the most heavy tests first (tests/conftest.py orders them).
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile --no-loadscope-reorder tests
 
 demo: setup
 	$(PY) -m defeat.demo

@@ -14,6 +14,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
+
+def pytest_collection_modifyitems(config, items):
+    """The files whose ``heavy`` tests take longest first, the rest in their order: under `make
+    test`'s ``--dist loadfile --no-loadscope-reorder`` the longest work units start first, so that
+    the workers finish together. ``heavy(seconds=N)``: about N s under xdist on the 2-core CPU
+    machine, a scheduling hint."""
+    weight = {}
+    for item in items:
+        mark = item.get_closest_marker("heavy")
+        if mark is not None and not isinstance(mark.kwargs.get("seconds"), (int, float)):
+            raise pytest.UsageError(f"{item.nodeid}: write @pytest.mark.heavy(seconds=N), N its rough run time")
+        weight[item.path] = weight.get(item.path, 0) + (mark.kwargs["seconds"] if mark else 0)
+    items.sort(key=lambda item: -weight[item.path])  # stable: each file's tests keep their order
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "tests", "configs")
 sys.path.insert(0, REPO)  # for `import train_net`

@@ -180,6 +180,7 @@ def test_the_import_order_check_sees_a_violation(tmp_path):
     assert first == {"stack": 2, "defeat": 4}
 
 
+@pytest.mark.heavy(seconds=20)
 def test_a_tool_prints_none_of_them_unless_asked():
     """The real stack, through a real entry point: ``predict.py --help`` imports Detectron2 (fvcore's
     torch.jit.script warnings); with ``DEFEAT_SHOW_ALL_WARNINGS=1`` they are back."""

@@ -54,6 +54,7 @@ def sdist(tmp_path_factory):
     return path
 
 
+@pytest.mark.heavy(seconds=15)
 def test_sdist_carries_the_tests_and_configs(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
@@ -77,6 +78,7 @@ def test_sdist_carries_the_tests_and_configs(sdist):
     assert not any(n.startswith(("build/", "dist/", "output/")) or "__pycache__" in n for n in names)
 
 
+@pytest.mark.heavy(seconds=15)
 def test_wheel_from_the_sdist_installs_with_its_configs(sdist, tmp_path):
     with tarfile.open(sdist) as tar:
         tar.extractall(tmp_path / "unpacked")

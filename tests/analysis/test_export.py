@@ -104,6 +104,7 @@ def test_verify_rejects_a_state_that_does_not_fit(trained_checkpoint):
         tool.verify(f"{CONFIGS}/tiny_teacher.yaml", student_state_dict(model.state_dict()))
 
 
+@pytest.mark.heavy(seconds=20)
 def test_verify_config_in_the_documented_order_rejects_wrong_widths(trained_checkpoint, tmp_path):
     """CKPT OUT --verify-config CFG (the order of the docs): the wrong widths fail, nothing is written."""
     _, ckpt = trained_checkpoint

@@ -270,6 +270,7 @@ def test_lazy_train_net_checks_dataset_boxes(tmp_path):
         _run(f"{CONFIGS}/tiny_base.py", str(tmp_path), "dataloader.train.dataset.names=tiny_lazy_bad")
 
 
+@pytest.mark.heavy(seconds=40)
 def test_lazy_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     """lazy_train_net.py --num-gpus 2 on the CPU (gloo, CUDA hidden if present): both processes
     end with the same student weights although each read other images."""

@@ -277,6 +277,7 @@ def test_accuracy_reuses_a_run_only_for_the_same_config(tmp_path):
     assert not acc._finished_with(str(out), cfg_file, ["SOLVER.MAX_ITER", "300", "SEED", "1"])
 
 
+@pytest.mark.heavy(seconds=45)
 @pytest.mark.parametrize("family", ["cascade", "fcos"])
 def test_accuracy_benchmark_new_families_smoke(tmp_path, monkeypatch, capsys, family):
     """--family cascade (YAML) / fcos (LazyConfig): teacher, baseline and DeFeat runs of 2 iterations

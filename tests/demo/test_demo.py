@@ -10,6 +10,7 @@ from defeat.demo import runner as demo
 from defeat.demo.experiments import METRICS, format_table, read_box_metrics
 
 
+@pytest.mark.heavy(seconds=120)
 def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
@@ -123,6 +124,7 @@ def test_teacher_processes_must_be_positive(tmp_path, capsys):
     assert not (tmp_path / "demo").exists() and not (tmp_path / "t").exists()
 
 
+@pytest.mark.heavy(seconds=80)
 def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")

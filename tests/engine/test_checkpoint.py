@@ -76,6 +76,7 @@ def _train_cmd(out, teacher_weights, data, max_iter, resume=False):
     ]
 
 
+@pytest.mark.heavy(seconds=35)
 def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights, tmp_path, monkeypatch):
     data_root = tmp_path / "data"
     monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(data_root))

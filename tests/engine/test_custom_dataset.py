@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from coco_files import CLASSES, write_coco
 from conftest import CONFIGS, REPO
 
@@ -81,6 +82,7 @@ def _box_ap(out_dir):
     return [r["bbox/AP"] for r in rows if "bbox/AP" in r]
 
 
+@pytest.mark.heavy(seconds=165)
 def test_walkthrough_on_a_coco_dataset_of_plain_files(tmp_path):
     data, cfgs, out = tmp_path / "data", tmp_path / "configs", tmp_path / "out"
     cfgs.mkdir()

@@ -61,6 +61,7 @@ def test_teacher_is_not_wrapped_or_synchronised_by_ddp(teacher_weights, single_p
     assert all(torch.equal(v, teacher_state[k]) for k, v in model.teacher.state_dict().items())
 
 
+@pytest.mark.heavy(seconds=40)
 def test_train_net_two_processes_on_cpu(teacher_weights, tmp_path):
     """--num-gpus 2 on the CPU (gloo, CUDA hidden if present): both processes train, log and end
     with the same student weights although each read other images."""

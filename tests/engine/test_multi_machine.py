@@ -98,6 +98,7 @@ def _assert_same_training(one_dir, ranks_dir):
         assert (ranks[0][k] - w1[k]).abs().max() <= 1e-2 * step + 1e-7, (k, float(step))
 
 
+@pytest.mark.heavy(seconds=90)
 def test_two_processes_on_one_machine_average_like_one_process(one_process, two_images, teacher_weights, tmp_path):
     w1, m1 = one_process
     out = str(tmp_path / "run")
@@ -119,6 +120,7 @@ def test_two_processes_on_one_machine_average_like_one_process(one_process, two_
         assert m2[key] == pytest.approx(m1[key], rel=1e-3, abs=1e-6), key
 
 
+@pytest.mark.heavy(seconds=55)
 def test_two_machines_average_like_one_process(one_process, two_images, teacher_weights, tmp_path):
     w1, m1 = one_process
     out = str(tmp_path / "run")
