@@ -29,7 +29,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 # One worker per core (pytest-xdist), a test file per worker at a time (module fixtures built once),
-# the files with the most heavy tests first (tests/conftest.py orders them).
+# the files whose heavy(seconds=N) tests take longest first (tests/conftest.py orders them).
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile --no-loadscope-reorder tests
 

@@ -54,10 +54,11 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         old = fullname[len(self.package) + 1 :] if fullname.startswith(self.package + ".") else None
         if old not in MOVED:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self, is_package=False)
+        new = f"{self.package}.{MOVED[old]}"
+        return importlib.machinery.ModuleSpec(fullname, self, loader_state=new, is_package=False)
 
     def create_module(self, spec):
-        return importlib.import_module(f"{self.package}.{MOVED[spec.name[len(self.package) + 1 :]]}")
+        return importlib.import_module(spec.loader_state)
 
     def exec_module(self, module):
         pass  # the new module ran when it was imported

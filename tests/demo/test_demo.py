@@ -10,6 +10,14 @@ from defeat.demo import runner as demo
 from defeat.demo.experiments import METRICS, format_table, read_box_metrics
 
 
+def _fake_students(monkeypatch):
+    """From here on the demo's students (``run_parallel``'s jobs) return AP 1 without training;
+    the teachers still train and evaluate for real (``runner`` calls them directly)."""
+    from defeat.demo import experiments
+
+    monkeypatch.setattr(experiments, "run_job", lambda *a, **k: dict.fromkeys(METRICS, 1.0))
+
+
 @pytest.mark.heavy(seconds=120)
 def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
@@ -63,10 +71,7 @@ def test_demo_smoke_and_teacher_reuse(tmp_path, monkeypatch, capsys):
     assert f"box AP {teacher_ap:.2f} as its training run evaluated these weights (iteration 1" in defeat_log
     assert f"weights {teacher_file}" in (out / "results.md").read_text()
     assert json.load(open(stamp))["metrics"]["AP"] == pytest.approx(trained_ap, abs=1e-6)  # measured, kept
-    # The last two runs check the teacher's record only: their students need not train.
-    from defeat.demo import experiments
-
-    monkeypatch.setattr(experiments, "run_job", lambda *a, **k: dict.fromkeys(METRICS, 1.0))
+    _fake_students(monkeypatch)  # the last two runs check the teacher's record only
     saved["metrics"]["AP"] = 99.0
     json.dump(saved, open(stamp, "w"))
     recorded = demo.main(args + ["--no-eval-teacher"])
@@ -147,10 +152,7 @@ def test_retinanet_demo_smoke(tmp_path, monkeypatch, capsys):
     assert printed.index("[init] teacher R18-FPN") < printed.index("[teacher] RetinaNet teacher R18-FPN")
     # both are reused by a second run; other starting weights retrain the RetinaNet teacher
     again_args = args + ["--teacher-processes", "1", "--no-eval-teacher", "--student-iters", "1"]
-    from defeat.demo import experiments
-
-    # The later runs check what is reused or retrained: their students need not train.
-    monkeypatch.setattr(experiments, "run_job", lambda *a, **k: dict.fromkeys(METRICS, 1.0))
+    _fake_students(monkeypatch)  # the later runs check what is reused or retrained
     demo.main(again_args)
     printed = capsys.readouterr().out
     assert "[init] reusing" in printed and "[teacher] reusing" in printed
