@@ -23,7 +23,12 @@ mapping for a mapping, text for text: quote a number meant as text, ``key='5'``)
 ``model.num_classes``) before training.
 """
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+import warnings
+
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 from detectron2.engine import default_setup

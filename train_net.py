@@ -8,11 +8,16 @@
         --dataset my_val=data/val.json:data/images DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)'
 
 ``--dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT]`` names a COCO-format dataset (see
-``defeat.engine.datasets``); before training, the training sets are checked against the model
-(``defeat.engine.data_checks``; ``--check-images`` sets how thoroughly the images are read).
+``defeat.data.datasets``); before training, the training sets are checked against the model
+(``defeat.data.checks``; ``--check-images`` sets how thoroughly the images are read).
 """
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+import warnings
+
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 import detectron2.utils.comm as comm
@@ -20,10 +25,10 @@ from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 
 from defeat.analysis.evaluation import evaluate_weights
+from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.config.files import load_config as load_config_file
 from defeat.config.files import num_classes
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer
-from defeat.engine.datasets import preloaded_datasets
+from defeat.data.datasets import preloaded_datasets
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     argument_parser,

@@ -27,8 +27,15 @@ import os
 import statistics
 import sys
 import time
+import warnings
+
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 from defeat.analysis.cli import ToolArgumentParser, at_least, distinct
+from defeat.data.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 from defeat.demo.data import DEFAULT_STYLE, STYLES
 from defeat.demo.experiments import (
     METRICS,
@@ -45,8 +52,7 @@ from defeat.demo.experiments import (
     run_parallel,
 )
 from defeat.demo.progress import Progress
-from defeat.engine.datasets import add_dataset_argument, setup_datasets, take_dataset_options
-from defeat.modeling.teacher import measured_box_ap
+from defeat.engine.metrics_file import measured_box_ap
 
 # name -> (which config, extra overrides). "defaults" is the DeFeat config as it is; the neck
 # ablations turn the prediction terms off. "coupled" keeps the same total neck weight.

@@ -15,6 +15,7 @@ Prints a Markdown table and writes ``--json``.
 import argparse
 import json
 import sys
+import warnings
 
 import torch
 
@@ -33,15 +34,18 @@ def main(argv=None):
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = p.parse_args(argv)
 
-    import defeat  # noqa: F401  (first, before Detectron2: known-harmless warnings hidden)
+    with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+        import defeat  # noqa: F401  (registers the models)
+        from defeat.engine.quiet import quiet_logs
+    quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
     # isort: split
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
+    from defeat.data.datasets import register_provided_datasets
     from defeat.demo.experiments import load_config
-    from defeat.engine.datasets import register_provided_datasets
     from defeat.modeling.meta_arch.box_heads import stage_logits
 
     cfg = load_config(

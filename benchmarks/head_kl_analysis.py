@@ -12,6 +12,7 @@ Per-group normalisation averages the object KL over the few object RoIs, so each
 
 import argparse
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,10 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
 
-    import defeat  # first, before Detectron2: known-harmless warnings hidden
+    with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+        import defeat  # noqa: F401  (registers the models)
+        from defeat.engine.quiet import quiet_logs
+    quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
     # isort: split
     from detectron2.checkpoint import DetectionCheckpointer

@@ -10,8 +10,12 @@ Importing this module registers ``CustomDeFeatRCNN``; run as a script it trains 
 
 import os
 import sys
+import warnings
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN

@@ -44,9 +44,9 @@ def _repo_cwd(monkeypatch):
 def _known_warnings_hidden():
     """As in every script, the pinned stack's known-harmless warnings are hidden (pytest resets
     the warning filters for each test; ``DEFEAT_SHOW_ALL_WARNINGS=1`` shows them)."""
-    from defeat import known_warnings
+    from defeat.engine import quiet
 
-    known_warnings.install()
+    quiet.install()
 
 
 @pytest.fixture(autouse=True)

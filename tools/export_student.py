@@ -14,8 +14,12 @@ missing, unexpected or of the wrong shape. Trailing overrides apply to the verif
 
 import os
 import sys
+import warnings
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 from detectron2.config import CfgNode

@@ -14,8 +14,12 @@ The computation is ``defeat.analysis.dataset_stats``.
 import argparse
 import logging
 import os
+import warnings
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 from detectron2.config import CfgNode
@@ -37,7 +41,7 @@ from defeat.config.files import (
     load_config,
     train_dataset_names,
 )
-from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.data.datasets import dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_output_dir
 from defeat.engine.preflight import check_datasets
 from defeat.engine.script import take_trailing_options

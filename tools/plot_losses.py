@@ -13,6 +13,12 @@ Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 
 import logging
 import os
+import warnings
+
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output, setup_tool_logging
 from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure

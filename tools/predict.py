@@ -28,9 +28,13 @@ import argparse
 import json
 import logging
 import os
+import warnings
 from typing import Dict, List, Optional, Tuple
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 import cv2
@@ -45,6 +49,7 @@ from omegaconf import OmegaConf
 
 from defeat.analysis.cli import ToolArgumentParser, setup_tool_logging
 from defeat.analysis.detection_figures import draw_detections
+from defeat.checkpoint import atomic_write, load_weights_strictly
 from defeat.config.files import (
     image_format,
     inference_augmentations,
@@ -53,8 +58,7 @@ from defeat.config.files import (
     num_classes,
     train_dataset_names,
 )
-from defeat.engine.checkpoint import atomic_write, load_weights_strictly
-from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.data.datasets import dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
 from defeat.engine.preflight import check_datasets
 from defeat.engine.script import take_trailing_options
@@ -156,7 +160,7 @@ class Predictor:
 
 def build_predictor(cfg, allow_random: bool = False) -> Predictor:
     """A :class:`Predictor` whose weights are checked to cover every parameter of the model
-    (``defeat.engine.checkpoint.load_weights_strictly``)."""
+    (``defeat.checkpoint.load_weights_strictly``)."""
     model = build_student_model(cfg)
     weights = model_weights(cfg)
     if weights:

@@ -20,11 +20,17 @@ different test sets are refused. The computation is ``defeat.analysis.run_summar
 
 import logging
 import os
+import warnings
+
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
 from defeat.analysis.run_summary import LABELS, ROLES, RunResult, format_summary, read_run, summarize, summary_json
-from defeat.engine.checkpoint import atomic_write
-from defeat.engine.datasets import add_dataset_argument, setup_datasets
+from defeat.checkpoint import atomic_write
+from defeat.data.datasets import add_dataset_argument, setup_datasets
 from defeat.engine.outputs import check_output_dir, check_output_files
 from defeat.errors import (
     ConfigFileError,

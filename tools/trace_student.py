@@ -18,8 +18,12 @@ import json
 import logging
 import os
 import sys
+import warnings
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 import cv2
@@ -28,8 +32,8 @@ from detectron2.config import CfgNode
 
 from defeat.analysis import deploy
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
+from defeat.checkpoint import atomic_write, load_weights_strictly
 from defeat.config.files import image_format, inference_augmentations, load_config, model_device, model_weights
-from defeat.engine.checkpoint import atomic_write, load_weights_strictly
 from defeat.engine.outputs import check_output_files
 from defeat.engine.script import take_trailing_options
 from defeat.errors import ConfigFileError, DeFeatConfigError, ExportError, OutputError, OverrideError, WeightsError

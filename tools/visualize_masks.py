@@ -20,9 +20,13 @@ Images are resized as at test time and shown in the padded frame the masks live 
 
 import logging
 import os
+import warnings
 from typing import List
 
-import defeat  # noqa: F401  (first, before Detectron2: the models registered, known-harmless warnings hidden)
+with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
+    import defeat  # noqa: F401  (registers the models)
+    from defeat.engine.quiet import quiet_logs
+quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
 import numpy as np
@@ -35,6 +39,7 @@ from defeat import DeFeatDistiller
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, setup_tool_logging
 from defeat.analysis.loss_figures import save_figure
 from defeat.analysis.mask_figures import LevelView, mask_figure
+from defeat.checkpoint import load_weights_strictly
 from defeat.config.files import (
     ConfigFileError,
     architecture,
@@ -50,8 +55,7 @@ from defeat.config.files import (
     pixel_stats,
     train_dataset_names,
 )
-from defeat.engine.checkpoint import load_weights_strictly
-from defeat.engine.datasets import dataset_from_argument, register_provided_datasets
+from defeat.data.datasets import dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
 from defeat.engine.preflight import check_datasets
 from defeat.errors import DataCheckError, OutputError, WeightsError
@@ -159,7 +163,7 @@ def load_records(name: str) -> List[dict]:
 
 def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> None:
     """Load the DeFeat student (and its adapters) from ``weights``; refuse a partial load
-    (``defeat.engine.checkpoint.load_weights_strictly``).
+    (``defeat.checkpoint.load_weights_strictly``).
 
     Raises:
         SystemExit: no weights, a missing file, or tensors left at their random initialisation,

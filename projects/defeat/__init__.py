@@ -1,16 +1,14 @@
 """DeFeat: Distilling Object Detectors via Decoupled Features (CVPR 2021) for Detectron2.
 
-Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY``, and
-hides the pinned stack's known-harmless warnings (``defeat.known_warnings``; before anything here
-imports Detectron2, so scripts import ``defeat`` first).
+Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY`` and
+the slim backbones in ``BACKBONE_REGISTRY``, and changes nothing else in the process (no warning
+or log filters, no import hooks; this repository's scripts opt into quiet logs with
+``defeat.engine.quiet.quiet_logs``).
 """
 
-from . import known_warnings as _known_warnings  # noqa: F401  (first: installs its filters when imported)
-
-# isort: split
-from . import _compat
 from .config import add_defeat_config
 from .config.files import get_config_file
+from .errors import DeFeatError
 from .modeling import backbones as _backbones  # noqa: F401  (registers the slim CPU backbones)
 from .modeling.adapters import build_adapter, build_adapters
 from .modeling.distiller import DeFeatConfigError, DeFeatDistiller
@@ -21,12 +19,6 @@ from .modeling.schedule import kd_weight
 from .modeling.teacher import TeacherLoadError, build_teacher
 
 __version__ = "0.1.0"
-
-_compat.install()  # defeat.masks, defeat.teacher, ... (the flat layout's paths) keep working
-
-
-def __getattr__(name):  # PEP 562: ``defeat.masks`` and the other old names, as attributes
-    return _compat.attribute(__name__, name)
 
 
 __all__ = [
@@ -41,6 +33,7 @@ __all__ = [
     "build_adapter",
     "build_adapters",
     "build_teacher",
+    "DeFeatError",
     "TeacherLoadError",
     "DeFeatConfigError",
     "DeFeatDistiller",

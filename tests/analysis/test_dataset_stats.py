@@ -130,7 +130,7 @@ def test_compute_stats_counts_classes_and_the_tool_writes_only_its_output(tmp_pa
     )
     from detectron2.data import DatasetCatalog
 
-    from defeat.engine.datasets import register_coco_dataset
+    from defeat.data.datasets import register_coco_dataset
 
     register_coco_dataset("stats_files", json_file, images)
     dicts = DatasetCatalog.get("stats_files")

@@ -165,7 +165,7 @@ def test_a_count_from_the_json_names_the_number_to_set(tmp_path):
     """With a COCO json, the check of the datasets names the count itself."""
     from coco_files import write_coco
 
-    from defeat.engine.datasets import setup_datasets
+    from defeat.data.datasets import setup_datasets
     from defeat.engine.preflight import check_run
     from defeat.errors import DataCheckError
 

@@ -14,7 +14,7 @@ import torch
 from coco_files import write_coco
 from conftest import CONFIGS, save_random_weights
 
-from defeat.engine.coco_json import check_coco_json
+from defeat.data.coco_json import check_coco_json
 from defeat.engine.outputs import check_run_output
 from defeat.engine.preflight import check_batch
 from defeat.errors import DataCheckError, OutputError, WeightsError
@@ -264,7 +264,7 @@ def test_json_that_is_not_a_coco_dict_is_refused(tmp_path):
 
 def test_orphan_annotations_are_counted_in_a_warning(tmp_path, caplog):
     data = _broken(lambda d: d["annotations"].append({"id": 3, "image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1]}))
-    with caplog.at_level(logging.WARNING, logger="defeat.engine.coco_json"):
+    with caplog.at_level(logging.WARNING, logger="defeat.data.coco_json"):
         summary = check_coco_json(_write_json(tmp_path, data))
     assert "1 of 3 annotations belong to no listed image" in caplog.text and summary.num_annotations == 2
 
@@ -397,7 +397,7 @@ def _record(path, w, h):
 def test_exif_orientation_that_disagrees_with_the_json_is_named(tmp_path):
     from PIL import Image
 
-    from defeat.engine.data_checks import check_dataset_images
+    from defeat.data.checks import check_dataset_images
 
     path = tmp_path / "turned.jpg"
     exif = Image.Exif()
@@ -411,7 +411,7 @@ def test_exif_orientation_that_disagrees_with_the_json_is_named(tmp_path):
 def test_size_swapped_without_exif_is_named(tmp_path):
     import cv2
 
-    from defeat.engine.data_checks import check_dataset_images
+    from defeat.data.checks import check_dataset_images
 
     path = tmp_path / "wide.png"
     cv2.imwrite(str(path), np.zeros((40, 90, 3), np.uint8))
@@ -422,7 +422,7 @@ def test_size_swapped_without_exif_is_named(tmp_path):
 def test_16_bit_image_is_refused_before_detectron2_clips_it(tmp_path):
     from PIL import Image
 
-    from defeat.engine.data_checks import check_dataset_images
+    from defeat.data.checks import check_dataset_images
 
     path = tmp_path / "depth.png"
     Image.fromarray(np.full((20, 30), 40000, np.uint16)).save(path)
@@ -485,7 +485,7 @@ def test_strict_loading_refuses_files_without_a_model(tmp_path):
     from conftest import make_cfg
     from detectron2.modeling import build_model
 
-    from defeat.engine.checkpoint import load_weights_strictly
+    from defeat.checkpoint import load_weights_strictly
 
     model = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml"))
     empty = tmp_path / "empty.pth"

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from conftest import CONFIGS, train_args
 
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer, ResumeError, restore_on_failure
+from defeat.checkpoint import AtomicDetectionCheckpointer, ResumeError, restore_on_failure
 
 
 class _Net(nn.Module):

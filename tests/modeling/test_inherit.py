@@ -8,8 +8,9 @@ import torch
 from conftest import CONFIGS, defeat_cfg
 from detectron2.modeling import build_model
 
+from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.config.settings import DeFeatConfigError
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer
+from defeat.engine.start import load_or_resume
 
 SAME_WIDTHS = ("MODEL.FPN.OUT_CHANNELS", 48, "MODEL.ROI_BOX_HEAD.FC_DIM", 64)  # the tiny teacher's
 
@@ -31,7 +32,7 @@ def test_fresh_start_copies_the_named_parts_only(teacher_weights, tmp_path, capl
     assert not all(_matches(m, "backbone.fpn_"))  # random weights before the run starts (biases are 0 in both)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     with caplog.at_level(logging.INFO, logger="defeat.modeling.inherit"):
-        AtomicDetectionCheckpointer(m, str(tmp_path)).resume_or_load("", resume=False)
+        load_or_resume(AtomicDetectionCheckpointer(m, str(tmp_path)), "", False)
     assert all(_matches(m, "backbone.fpn_")) and all(_matches(m, "roi_heads.box_head"))
     after = m.state_dict()
     untouched = [k for k in after if not k.startswith(("backbone.fpn_", "roi_heads.box_head"))]
@@ -48,12 +49,12 @@ def test_resume_keeps_the_checkpoint_not_the_teacher(teacher_weights, tmp_path):
                 p.fill_(0.5)
     AtomicDetectionCheckpointer(m, str(tmp_path)).save("model_0000009")
     resumed = _model(teacher_weights, ["backbone.fpn_"], *SAME_WIDTHS)
-    AtomicDetectionCheckpointer(resumed, str(tmp_path)).resume_or_load("", resume=True)
+    load_or_resume(AtomicDetectionCheckpointer(resumed, str(tmp_path)), "", True)
     fpn = [v for n, v in resumed.named_parameters() if n.startswith("backbone.fpn_")]
     assert all(torch.all(v == 0.5) for v in fpn)
     # --resume with nothing to resume is a fresh start: it inherits
     fresh = _model(teacher_weights, ["backbone.fpn_"], *SAME_WIDTHS)
-    AtomicDetectionCheckpointer(fresh, str(tmp_path / "empty")).resume_or_load("", resume=True)
+    load_or_resume(AtomicDetectionCheckpointer(fresh, str(tmp_path / "empty")), "", True)
     assert all(_matches(fresh, "backbone.fpn_"))
 
 
@@ -65,7 +66,7 @@ def test_inherit_after_model_weights(teacher_weights, tmp_path):
             p.fill_(0.25)
     AtomicDetectionCheckpointer(src, str(tmp_path)).save("init")
     m = _model(teacher_weights, ["proposal_generator"], *SAME_WIDTHS)
-    AtomicDetectionCheckpointer(m, str(tmp_path / "run")).resume_or_load(str(tmp_path / "init.pth"), resume=False)
+    load_or_resume(AtomicDetectionCheckpointer(m, str(tmp_path / "run")), str(tmp_path / "init.pth"), False)
     assert all(_matches(m, "proposal_generator"))
     fpn = [v for n, v in m.named_parameters() if n.startswith("backbone.fpn_")]
     assert all(torch.all(v == 0.25) for v in fpn)
@@ -74,7 +75,7 @@ def test_inherit_after_model_weights(teacher_weights, tmp_path):
 def test_no_inherit_copies_nothing(teacher_weights, tmp_path):
     m = _model(teacher_weights, [], *SAME_WIDTHS)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    AtomicDetectionCheckpointer(m, str(tmp_path)).resume_or_load("", resume=False)
+    load_or_resume(AtomicDetectionCheckpointer(m, str(tmp_path)), "", False)
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
 
 
@@ -127,7 +128,7 @@ def test_lazy_config_inherits(tmp_path):
     )
     torch.manual_seed(0)
     m = instantiate(cfg.model)
-    AtomicDetectionCheckpointer(m, str(tmp_path / "run")).resume_or_load("", resume=False)
+    load_or_resume(AtomicDetectionCheckpointer(m, str(tmp_path / "run")), "", False)
     assert all(_matches(m, "backbone.bottom_up"))
     with pytest.raises(DeFeatConfigError, match=r"MODEL.DEFEAT.INHERIT = 'x' must be a list.*model.defeat.inherit"):
         load_config(f"{CONFIGS}/tiny_defeat.py", [f"model.teacher.weights={teacher}", "model.defeat.inherit='x'"])

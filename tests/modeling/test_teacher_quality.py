@@ -9,7 +9,8 @@ from conftest import CONFIGS
 
 from defeat import build_teacher
 from defeat.demo.experiments import METRICS, read_eval_output
-from defeat.modeling.teacher import recorded_box_ap
+from defeat.engine.metrics_file import measured_box_ap, recorded_box_ap
+from defeat.modeling.meta_arch.common import TeacherMixin
 
 
 def _eval_lines(task_rows):
@@ -53,7 +54,10 @@ def test_recorded_box_ap_unknown(tmp_path):
     assert recorded_box_ap("detectron2://COCO-Detection/x/model_final.pkl") is None
 
 
-def test_teacher_log_names_config_weights_and_ap(tmp_path, teacher_weights, caplog):
+def test_teacher_log_names_config_and_weights_and_the_engine_logs_its_ap(tmp_path, teacher_weights, caplog):
+    from defeat.engine.metrics_file import teacher_ap_line
+    from defeat.engine.start import log_teacher_quality
+
     weights = tmp_path / "model_final.pth"
     state = torch.load(teacher_weights, weights_only=False)
     state["iteration"] = 7  # the AP counts only when measured at the checkpoint's iteration
@@ -61,12 +65,54 @@ def test_teacher_log_names_config_weights_and_ap(tmp_path, teacher_weights, capl
     (tmp_path / "metrics.json").write_text(json.dumps({"iteration": 7, "bbox/AP": 42.25}) + "\n")
     config = f"{CONFIGS}/tiny_teacher.yaml"
     with caplog.at_level(logging.INFO, logger="defeat.modeling.teacher"):
-        build_teacher(config, str(weights), "cpu")
+        teacher = build_teacher(config, str(weights), "cpu")
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("DeFeat teacher:"))
-    assert config in line and str(weights) in line and "box AP 42.25" in line
+    assert config in line and str(weights) in line and "AP" not in line  # the model does not look it up
+    assert "box AP 42.25" in teacher_ap_line(str(weights))
 
+    class Student(TeacherMixin, torch.nn.Module):
+        pass
+
+    student = Student()
+    object.__setattr__(student, "teacher", teacher)
     caplog.clear()
+    with caplog.at_level(logging.INFO, logger="defeat.engine.start"):
+        log_teacher_quality(student)
+    assert "box AP 42.25" in caplog.text and str(weights) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="defeat.engine.start"):
+        log_teacher_quality(teacher)  # a model without a teacher: nothing
+    assert caplog.text == ""
+
     (tmp_path / "metrics.json").unlink()
-    with caplog.at_level(logging.INFO, logger="defeat.modeling.teacher"):
-        build_teacher(config, str(weights), "cpu")
-    assert any("its AP is unknown here" in r.getMessage() for r in caplog.records)
+    assert "its AP is unknown here" in teacher_ap_line(str(weights))
+
+
+def test_teacher_ap_of_a_run_that_evaluated_after_its_last_step(tmp_path):
+    """Detectron2 saves model_final at MAX_ITER - 1 and evaluates it after training at MAX_ITER:
+    that evaluation is the checkpoint's; one at N + 1 followed by more training is not."""
+    torch.save({"model": {}, "iteration": 99}, tmp_path / "model_final.pth")
+    rows = [
+        {"iteration": 79, "total_loss": 1.0},
+        {"iteration": 99, "total_loss": 0.9},
+        {"iteration": 100, "bbox/AP": 33.5},
+    ]
+    (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert measured_box_ap(str(tmp_path / "model_final.pth")) == 33.5
+    torch.save({"model": {}, "iteration": 49}, tmp_path / "model_0000049.pth")
+    rows = [
+        {"iteration": 49, "total_loss": 1.0},
+        {"iteration": 50, "bbox/AP": 20.0},
+        {"iteration": 99, "total_loss": 0.5},
+    ]
+    (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert measured_box_ap(str(tmp_path / "model_0000049.pth")) is None  # training went on after it
+
+
+def test_a_teacher_with_no_detections_is_named_as_such(tmp_path):
+    from defeat.engine.metrics_file import teacher_ap_line
+
+    torch.save({"model": {}, "iteration": 9}, tmp_path / "model_final.pth")
+    (tmp_path / "metrics.json").write_text(json.dumps({"iteration": 10, "bbox/AP": float("nan")}) + "\n")
+    line = teacher_ap_line(str(tmp_path / "model_final.pth"))
+    assert "found no detections (AP nan)" in line and "box AP nan" not in line

@@ -7,8 +7,8 @@ import os
 from typing import NoReturn
 
 from ..engine.outputs import check_output_files, overwritten_input, same_file
+from ..engine.quiet import announce
 from ..errors import OutputError
-from ..known_warnings import announce
 from .loss_figures import IMAGE_FORMATS
 
 __all__ = [
@@ -81,6 +81,6 @@ def check_figure_output(
 
 def setup_tool_logging() -> None:
     """INFO and above on stderr as ``LEVEL logger: message``, and the one line that says which
-    known-harmless messages of the pinned stack are hidden (``defeat.known_warnings``)."""
+    known-harmless messages of the pinned stack are hidden (``defeat.engine.quiet``)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     announce()

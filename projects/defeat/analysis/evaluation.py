@@ -3,7 +3,7 @@
 
 :func:`evaluate_weights` is what both scripts run with ``--eval-only``: the config's evaluation
 model (a DeFeat config's plain student, no teacher), the weights loaded strictly
-(``defeat.engine.checkpoint.load_weights_strictly``) and Detectron2's COCO evaluation on the
+(``defeat.checkpoint.load_weights_strictly``) and Detectron2's COCO evaluation on the
 config's test sets. :func:`evaluation_config` and :func:`check_evaluation` do, for a tool, what
 the scripts' ``setup`` does first: the config through the one loader, the test set registered,
 and the run's checks (output guard and datasets, ``defeat.engine.preflight.check_run``).
@@ -13,9 +13,9 @@ import argparse
 import logging
 from typing import Dict, Optional
 
+from ..checkpoint import load_weights_strictly
 from ..config.files import load_config, test_dataset_names
-from ..engine.checkpoint import load_weights_strictly
-from ..engine.datasets import register_provided_datasets
+from ..data.datasets import register_provided_datasets
 from ..engine.preflight import check_run
 from ..errors import SummaryError
 

@@ -11,7 +11,7 @@ from typing import Dict, Mapping, Tuple
 
 import torch
 
-from ..engine.checkpoint import atomic_write
+from ..checkpoint import atomic_write
 from ..errors import ExportError
 from .cli import same_file
 

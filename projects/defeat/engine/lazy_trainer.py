@@ -10,12 +10,13 @@ from detectron2.config import CfgNode, instantiate
 from detectron2.engine import SimpleTrainer, default_writers, hooks
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-from .checkpoint import AtomicDetectionCheckpointer
-from .datasets import preloaded_datasets
+from ..checkpoint import AtomicDetectionCheckpointer
+from ..data.datasets import preloaded_datasets
 from .ddp import create_ddp_model_any_device
 from .kd_balance import KDBalanceHook
 from .mixed_precision import build_step_trainer
 from .nonfinite import explain_nonfinite_losses
+from .start import load_or_resume, log_teacher_quality
 
 __all__ = ["amp_enabled", "build_optimizer", "build_lazy_trainer"]
 
@@ -47,6 +48,7 @@ def build_lazy_trainer(
     ``train.eval_period`` and at the end), weights loaded or resumed."""
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
+    log_teacher_quality(model)
     model.to(cfg.train.device)  # a DeFeat teacher moves along (it is hidden, not dropped)
     optimizer = build_optimizer(cfg, model)
     with preloaded_datasets(train_dicts):
@@ -67,6 +69,5 @@ def build_lazy_trainer(
             hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main_process else None,
         ]
     )
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
-    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    start_iter = trainer.iter + 1 if load_or_resume(checkpointer, cfg.train.init_checkpoint, resume) else 0
     return trainer, start_iter

@@ -11,8 +11,11 @@ iteration it ran at. :func:`last_evaluation` finds the last one of the last run.
 """
 
 import json
+import math
 import os
 from typing import Dict, List, Optional
+
+from ..checkpoint import checkpoint_iteration
 
 __all__ = [
     "METRICS",
@@ -22,6 +25,9 @@ __all__ = [
     "last_evaluation",
     "read_box_metrics",
     "record_box_metrics",
+    "recorded_box_ap",
+    "measured_box_ap",
+    "teacher_ap_line",
 ]
 
 # The COCO box metrics of a model-zoo table, in its column order.
@@ -103,3 +109,54 @@ def record_box_metrics(output_dir: str, metrics: Dict[str, float], iteration: in
     row = {"iteration": int(iteration), **{f"bbox/{k}": float(v) for k, v in metrics.items()}}
     with open(os.path.join(output_dir, "metrics.json"), "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def recorded_box_ap(weights: str, iteration: Optional[int] = None) -> Optional[float]:
+    """The ``bbox/AP`` that the Detectron2 run which wrote ``weights`` logged for them in the
+    ``metrics.json`` of the same folder (last run in that file); None for remote weights or when
+    there is none, and NaN when that evaluation found no detections.
+
+    ``iteration``: the iteration stored in the checkpoint (an AP of another checkpoint of the
+    folder is not theirs). Detectron2 saves ``model_final.pth`` at iteration ``MAX_ITER - 1`` and
+    evaluates it after training at ``MAX_ITER``: an evaluation at ``iteration + 1`` is taken when
+    it is the last row of the run (nothing was trained after the checkpoint). None: the run's last AP.
+    """
+    if not weights or "://" in weights:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "metrics.json")
+    try:
+        run = last_run(read_metrics(path))
+    except OSError:
+        return None
+    rows = [r for r in run if "bbox/AP" in r]
+    if iteration is not None:
+        last_iteration = max(
+            (r["iteration"] for r in run if isinstance(r.get("iteration"), (int, float))), default=None
+        )
+        at = [r for r in rows if r.get("iteration") == iteration]
+        after = [r for r in rows if r.get("iteration") == iteration + 1 == last_iteration]
+        rows = at or after
+    return float(rows[-1]["bbox/AP"]) if rows else None
+
+
+def measured_box_ap(weights: str) -> Optional[float]:
+    """The box AP that the run which wrote ``weights`` measured on these very weights (the
+    evaluation of the checkpoint's iteration in the ``metrics.json`` beside them); None otherwise."""
+    iteration = checkpoint_iteration(weights)
+    return recorded_box_ap(weights, iteration) if iteration is not None else None
+
+
+def teacher_ap_line(weights: str) -> str:
+    """What the DeFeat log says of the teacher's quality: its recorded box AP, "no detections"
+    for an AP of NaN, or why it is unknown."""
+    ap = measured_box_ap(weights)
+    if ap is None:
+        return (
+            f"teacher {weights}: its AP is unknown here (no evaluation of these weights in a metrics.json beside them)"
+        )
+    if math.isnan(ap):
+        return (
+            f"teacher {weights}: its training run's evaluation of these weights found no detections (AP nan): "
+            "a student learns little from it; check the teacher's run (diverged loss, too short a schedule)"
+        )
+    return f"teacher {weights}: box AP {ap:.2f} as its training run evaluated these weights (metrics.json beside them)"

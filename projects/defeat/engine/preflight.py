@@ -3,17 +3,17 @@
 :func:`check_run` is called by ``train_net.py`` and ``lazy_train_net.py`` (and so by the
 benchmarks and the demo, which run them) on the main process: the output guard
 (``defeat.engine.outputs``), the batch against the number of processes, and every dataset the
-run uses, training and test, against its json (``defeat.engine.coco_json``), the model's
+run uses, training and test, against its json (``defeat.data.coco_json``), the model's
 classes and each other (:func:`check_datasets`). The training sets' dicts are checked after
-loading by ``defeat.engine.data_checks``.
+loading by ``defeat.data.checks``.
 """
 
 import logging
 from typing import Dict, List, Optional, Sequence
 
 from ..config.files import num_classes, output_dir, test_dataset_names, train_dataset_names
+from ..data.coco_json import CocoSummary, check_coco_json
 from ..errors import DataCheckError
-from .coco_json import CocoSummary, check_coco_json
 from .outputs import check_run_output, run_inputs
 
 __all__ = ["check_batch", "check_datasets", "check_dataset_names", "check_class_count", "check_run", "dataset_classes"]

@@ -13,11 +13,11 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, launch
 from detectron2.utils.logger import setup_logger
 
-from ..known_warnings import announce
-from .checkpoint import restore_on_failure
-from .data_checks import IMAGE_CHECKS, check_training_data
-from .datasets import add_dataset_argument, register_provided_datasets, setup_datasets
+from ..checkpoint import restore_on_failure
+from ..data.checks import IMAGE_CHECKS, check_training_data
+from ..data.datasets import add_dataset_argument, register_provided_datasets, setup_datasets
 from .preflight import check_run
+from .quiet import announce
 
 __all__ = [
     "argument_parser",
@@ -119,7 +119,7 @@ def launch_main(main: Callable, args: argparse.Namespace) -> None:
 def register_datasets(args: argparse.Namespace, names: Iterable[str]) -> None:
     """In every process (each DDP worker too): the ``--dataset`` specs (``args``; exported to
     ``$DEFEAT_COCO_DATASETS`` for processes started later) and the generated datasets among
-    ``names`` (``defeat.engine.datasets.PROVIDED_DATASETS``)."""
+    ``names`` (``defeat.data.datasets.PROVIDED_DATASETS``)."""
     setup_datasets(getattr(args, "dataset", None))
     register_provided_datasets(names)
 
@@ -140,7 +140,7 @@ def load_and_check_training_data(
 def setup_defeat_logger(output_dir: str) -> logging.Logger:
     """The ``defeat`` logger on the console and in ``output_dir``'s ``log.txt`` (Detectron2's
     ``setup_logger``, after ``default_setup``), and the one line that says which known-harmless
-    messages of the pinned stack are hidden (``defeat.known_warnings``)."""
+    messages of the pinned stack are hidden (``defeat.engine.quiet``)."""
     logger = setup_logger(output_dir, distributed_rank=comm.get_rank(), name="defeat")
     announce(logger)
     return logger

@@ -10,11 +10,12 @@ from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import setup_logger
 
-from .checkpoint import AtomicDetectionCheckpointer
+from ..checkpoint import AtomicDetectionCheckpointer
 from .ddp import create_ddp_model_any_device
 from .kd_balance import KDBalanceHook
 from .mixed_precision import build_step_trainer, check_amp
 from .nonfinite import explain_nonfinite_losses
+from .start import load_or_resume, log_teacher_quality
 
 __all__ = ["DeFeatTrainer"]
 
@@ -38,6 +39,7 @@ class DeFeatTrainer(DefaultTrainer):
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
+        log_teacher_quality(model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model_any_device(model, broadcast_buffers=False)
@@ -52,6 +54,12 @@ class DeFeatTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """``DefaultTrainer.resume_or_load`` through :func:`defeat.engine.start.load_or_resume` (a
+        fresh DeFeat student inherits from its teacher)."""
+        if load_or_resume(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume):
+            self.start_iter = self.iter + 1
 
     def build_hooks(self):
         """``DefaultTrainer``'s hooks with :class:`KDBalanceHook` before the writer (so each row of

@@ -4,7 +4,7 @@
 ``proposal_generator``, ``roi_heads.box_head``, ...). Every student tensor (parameter or buffer)
 whose name starts with one of them takes the teacher's tensor of the same name. It is applied
 once, at the start of a fresh run after ``MODEL.WEIGHTS`` is loaded, never on resume
-(``defeat.engine.checkpoint.AtomicDetectionCheckpointer.resume_or_load``); the plan is checked
+(``defeat.checkpoint.AtomicDetectionCheckpointer.resume_or_load``); the plan is checked
 when the model is built, so a prefix that matches nothing or a shape that differs fails before
 training.
 """
@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn as nn
 
-from ..engine.checkpoint import DEFEAT_KEY_PREFIXES
+from ..checkpoint import DEFEAT_KEY_PREFIXES
 from ..errors import DeFeatConfigError
 
 __all__ = ["inheritance_plan", "inherit_from_teacher"]

@@ -9,7 +9,6 @@ import functools
 import itertools
 import logging
 import os
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -17,6 +16,7 @@ from detectron2.config import CfgNode, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
+from ..checkpoint import RecordingCheckpointer, weight_problems
 from ..config.files import (
     architecture,
     expand_path,
@@ -25,8 +25,6 @@ from ..config.files import (
     load_config,
     num_classes,
 )
-from ..engine.checkpoint import RecordingCheckpointer, weight_problems
-from ..engine.metrics_file import last_run, read_metrics
 from ..errors import ConfigFileError, TeacherLoadError
 
 __all__ = [
@@ -36,9 +34,6 @@ __all__ = [
     "build_teacher",
     "freeze",
     "check_finite",
-    "recorded_box_ap",
-    "measured_box_ap",
-    "checkpoint_iteration",
     "is_defeat_architecture",
 ]
 
@@ -159,43 +154,6 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def recorded_box_ap(weights: str, iteration: Optional[int] = None) -> Optional[float]:
-    """The ``bbox/AP`` that the Detectron2 run which wrote ``weights`` logged for them in the
-    ``metrics.json`` of the same folder: from the last run in that file, at ``iteration`` (the
-    iteration stored in the checkpoint: an AP of another checkpoint of the folder is not theirs);
-    the run's last AP when ``iteration`` is None. None for remote weights or when there is none."""
-    if not weights or "://" in weights:
-        return None
-    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "metrics.json")
-    try:
-        rows = [r for r in last_run(read_metrics(path)) if "bbox/AP" in r]
-    except OSError:
-        return None
-    if iteration is not None:
-        rows = [r for r in rows if r.get("iteration") == iteration]
-    return float(rows[-1]["bbox/AP"]) if rows else None
-
-
-def checkpoint_iteration(weights: str) -> Optional[int]:
-    """The ``iteration`` a Detectron2 checkpoint (``.pth``) was saved at; None when it has none
-    or cannot be read here (remote, pickled Detectron weights)."""
-    if not weights or "://" in weights or not weights.endswith(".pth") or not os.path.isfile(weights):
-        return None
-    try:
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=False)
-    except Exception:  # unreadable: whoever loads the weights reports it
-        return None
-    it = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None
-    return int(it) if isinstance(it, int) else None
-
-
-def measured_box_ap(weights: str) -> Optional[float]:
-    """The box AP that the run which wrote ``weights`` measured on these very weights (the
-    evaluation at the checkpoint's iteration in the ``metrics.json`` beside them); None otherwise."""
-    iteration = checkpoint_iteration(weights)
-    return recorded_box_ap(weights, iteration) if iteration is not None else None
-
-
 def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Module:
     """Build the teacher with Detectron2's builders and load every parameter and buffer.
 
@@ -221,7 +179,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
     model = build()
     checkpointer = RecordingCheckpointer(model)
     try:
-        extra = checkpointer.load(local)
+        checkpointer.load(local)
     except Exception as e:
         raise TeacherLoadError(f"cannot read teacher weights {weights!r}: {type(e).__name__}: {e}") from e
     problems = weight_problems(checkpointer.incompatible, listed=10)
@@ -232,16 +190,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
             + ". Check that the config (depth, widths, NUM_CLASSES) is the one the weights were trained with."
         )
     check_finite(model, weights)
-    iteration = extra.get("iteration") if isinstance(extra, dict) else None
-    ap = recorded_box_ap(local, iteration) if iteration is not None else None
-    logger.info(
-        "DeFeat teacher: %s from config %s, weights %s; %s",
-        arch,
-        config_file,
-        weights,
-        f"box AP {ap:.2f} as its training run evaluated these weights (iteration {iteration}, metrics.json beside them)"
-        if ap is not None
-        else "its AP is unknown here (no evaluation of these weights in a metrics.json beside them)",
-    )
+    logger.info("DeFeat teacher: %s from config %s, weights %s", arch, config_file, weights)
     model.teacher_cfg = cfg
+    model.teacher_weights = local
     return freeze(model).to(torch.device(device))

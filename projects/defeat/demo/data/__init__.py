@@ -128,5 +128,5 @@ def register_demo_dataset_if_used(names) -> None:
         register_demo_dataset(style=style, **settings)
 
 
-# The provider hook that ``defeat.engine.datasets.PROVIDED_DATASETS`` names.
+# The provider hook that ``defeat.data.datasets.PROVIDED_DATASETS`` names.
 register_datasets_if_used = register_demo_dataset_if_used

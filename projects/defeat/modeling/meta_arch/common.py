@@ -219,7 +219,7 @@ def student_class(cls: type) -> type:
 def build_eval_model(cfg) -> nn.Module:
     """``build_model(cfg)`` for evaluation: a DeFeat architecture is built as its plain student
     (:func:`student_class`), so no teacher config or weights are read; the checkpoint's
-    ``distiller.adapters.*`` are then left out by ``defeat.engine.checkpoint.load_weights_strictly``."""
+    ``distiller.adapters.*`` are then left out by ``defeat.checkpoint.load_weights_strictly``."""
     from detectron2.modeling import build_model
 
     cls = architecture(cfg)

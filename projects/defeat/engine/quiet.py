@@ -1,22 +1,29 @@
-"""The known-harmless messages of the pinned stack (``requirements.txt``), filtered in one place.
+"""The quiet-log switch that this repository's scripts opt into: the known-harmless messages of
+the pinned stack (``requirements.txt``), filtered in one place.
 
 Every run with the pinned torch / Detectron2 / fvcore / setuptools prints the same few warnings
 that say nothing about the run: deprecations inside those libraries, a CUDA probe on a CPU
-machine, a missing CUDA runtime for Detectron2's compiled ops that no model here uses. Importing
-``defeat`` (the first import of every script in this repository, before Detectron2's) calls
-:func:`install`, which hides exactly these: each warning by its message, category and the module
+machine, a missing CUDA runtime for Detectron2's compiled ops that no model here uses.
+:func:`quiet_logs` hides exactly these: each warning by its message, category and the module
 that issues it, each log line by its logger and message. Anything else, ours or another
-library's, is shown as before.
+library's, is shown as before. Importing ``defeat`` changes none of this: a script opts in::
 
-Importing this module installs the filters. ``DEFEAT_SHOW_ALL_WARNINGS=1`` in the environment
-turns the filtering off; the scripts say so in one INFO line at start (:func:`announce`).
+    with warnings.catch_warnings(record=True) as early:  # Detectron2's import-time warnings
+        from defeat.engine.quiet import quiet_logs
+    quiet_logs(early)
+
+``DEFEAT_SHOW_ALL_WARNINGS=1`` in the environment turns the filtering off; the scripts say so
+in one INFO line at start (:func:`announce`).
 """
 
 import logging
 import os
 import re
+import sys
 import warnings
-from typing import NamedTuple, Optional, Pattern, Tuple
+from typing import NamedTuple, Optional, Pattern, Sequence, Tuple
+
+from ..errors import env_flag
 
 __all__ = [
     "SHOW_ALL_ENV",
@@ -26,6 +33,7 @@ __all__ = [
     "filtering_enabled",
     "install",
     "uninstall",
+    "quiet_logs",
     "announce",
 ]
 
@@ -134,9 +142,8 @@ def _log_filters():
 
 
 def filtering_enabled(environ: Optional[dict] = None) -> bool:
-    """False when ``$DEFEAT_SHOW_ALL_WARNINGS`` is set to anything but ``""`` or ``"0"``."""
-    value = (os.environ if environ is None else environ).get(SHOW_ALL_ENV, "")
-    return value.strip() in ("", "0")
+    """False when ``$DEFEAT_SHOW_ALL_WARNINGS`` is true (:func:`defeat.errors.env_flag`)."""
+    return not env_flag(SHOW_ALL_ENV, environ)
 
 
 def install(environ: Optional[dict] = None) -> bool:
@@ -179,4 +186,35 @@ def announce(logger: Optional[logging.Logger] = None) -> bool:
     return True
 
 
-install()  # on import: ``defeat/__init__.py`` imports this module before anything loads Detectron2
+# The warning filters as they stood when this module was first imported: the libraries imported
+# before it (torch, numpy, ...) add their own, which a script's ``catch_warnings`` block around
+# its imports would drop on exit; :func:`quiet_logs` puts them back.
+_FILTERS_AT_IMPORT = tuple(warnings.filters)
+
+
+def quiet_logs(early: Sequence[warnings.WarningMessage] = ()) -> bool:
+    """The scripts' one call: the libraries' own warning filters that the script's
+    ``catch_warnings`` block dropped are restored, :func:`install`, then the warnings of ``early``
+    (recorded while the script imported ``defeat`` and Detectron2, see the module docstring) that
+    the filters let through are shown as Python would have shown them. Returns whether the
+    known-harmless messages are hidden."""
+    warnings.filters[:0] = [f for f in _FILTERS_AT_IMPORT if f not in warnings.filters]
+    warnings._filters_mutated()
+    installed = install()
+    for w in early:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=_module_of(w.filename))
+    return installed
+
+
+def _module_of(filename: str) -> str:
+    """The dotted module name of a source file under ``sys.path`` (``torch.jit._script``), for
+    the module patterns of the filters; the file name without ``.py`` otherwise."""
+    path = os.path.abspath(filename)
+    best = ""
+    for root in sys.path:
+        root = os.path.abspath(root or ".")
+        if path.startswith(root + os.sep) and len(root) > len(best):
+            best = root
+    rel = os.path.relpath(path, best) if best else os.path.basename(path)
+    rel = rel[:-3] if rel.endswith(".py") else rel
+    return rel.replace(os.sep, ".").removesuffix(".__init__")

@@ -18,7 +18,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-from ..errors import ResumeError, WeightsError
+from .errors import ResumeError, WeightsError
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -31,6 +31,7 @@ __all__ = [
     "DEFEAT_KEY_PREFIXES",
     "weight_problems",
     "restore_on_failure",
+    "checkpoint_iteration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -267,8 +268,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def resume_or_load(self, path: str, *, resume: bool = True):
         """As Detectron2's, but a resume tries the tagged checkpoint, then every
         ``model_XXXXXXX.pth`` newest first, skipping (with a warning) those that cannot be read
-        (local ``save_dir``; a remote one resumes as in Detectron2). A fresh start (no resume)
-        then lets a DeFeat student inherit from its teacher (``MODEL.DEFEAT.INHERIT``).
+        (local ``save_dir``; a remote one resumes as in Detectron2).
 
         Raises:
             ResumeError: checkpoints exist but none can be read, or the one read belongs to
@@ -283,12 +283,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                     "that writes it), point MODEL.WEIGHTS at an existing one, or set MODEL.WEIGHTS '' "
                     "to start from scratch"
                 )
-            out = super().resume_or_load(path, resume=resume)
-            if fresh:  # the start of a run: a DeFeat student inherits from its teacher (MODEL.DEFEAT.INHERIT)
-                model = getattr(self.model, "module", self.model)  # unwrap DDP
-                if hasattr(model, "inherit_from_teacher"):
-                    model.inherit_from_teacher()
-            return out
+            return super().resume_or_load(path, resume=resume)
         skipped = []
         for candidate in self._resume_candidates():
             if not os.path.isfile(candidate):
@@ -338,3 +333,16 @@ def restore_on_failure(path: str, enabled: bool = True):
         elif os.path.exists(path):
             os.remove(path)
         raise
+
+
+def checkpoint_iteration(weights: str) -> Optional[int]:
+    """The ``iteration`` a Detectron2 checkpoint (``.pth``) was saved at; None when it has none
+    or cannot be read here (remote, pickled Detectron weights)."""
+    if not weights or "://" in weights or not weights.endswith(".pth") or not os.path.isfile(weights):
+        return None
+    try:
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=False)
+    except Exception:  # unreadable: whoever loads the weights reports it
+        return None
+    it = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None
+    return int(it) if isinstance(it, int) else None

@@ -5,9 +5,9 @@ import logging
 import pytest
 from detectron2.structures import BoxMode
 
-from defeat.engine.data_checks import check_dataset_boxes
+from defeat.data.checks import check_dataset_boxes
 
-LOGGER = "defeat.engine.data_checks"
+LOGGER = "defeat.data.checks"
 
 
 def _record(name, boxes, mode=BoxMode.XYXY_ABS, height=50, width=80):
@@ -153,12 +153,12 @@ def test_train_net_checks_the_training_sets_before_training(tmp_path, monkeypatc
 
 
 def _coco(tmp_path, **kw):
-    """A COCO dataset written as files and named through defeat.engine.datasets; returns its name."""
+    """A COCO dataset written as files and named through defeat.data.datasets; returns its name."""
     import uuid
 
     from coco_files import write_coco
 
-    from defeat.engine.datasets import register_coco_dataset
+    from defeat.data.datasets import register_coco_dataset
 
     json_file, images = write_coco(str(tmp_path), **kw)
     name = f"checks_{uuid.uuid4().hex[:8]}"
@@ -169,7 +169,7 @@ def _coco(tmp_path, **kw):
 def test_category_count_must_match_the_model(tmp_path):
     from detectron2.data import DatasetCatalog
 
-    from defeat.engine.data_checks import DataCheckError, check_dataset_classes
+    from defeat.data.checks import DataCheckError, check_dataset_classes
 
     name = _coco(tmp_path, num_images=2)  # 2 categories
     DatasetCatalog.get(name)  # loading sets thing_classes
@@ -186,7 +186,7 @@ def test_category_count_must_match_the_model(tmp_path):
 def test_model_num_classes_names_the_key(tmp_path):
     from conftest import CONFIGS, make_cfg
 
-    from defeat.engine.data_checks import model_num_classes
+    from defeat.data.checks import model_num_classes
 
     assert model_num_classes(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 3)) == (
         3,
@@ -203,7 +203,7 @@ def test_truncated_missing_and_resized_images_are_named(tmp_path):
 
     from detectron2.data import DatasetCatalog
 
-    from defeat.engine.data_checks import DataCheckError, check_dataset_images
+    from defeat.data.checks import DataCheckError, check_dataset_images
 
     name = _coco(tmp_path, num_images=5)
     dicts = DatasetCatalog.get(name)
@@ -232,7 +232,7 @@ def test_truncated_jpeg_is_caught_without_decoding(tmp_path):
     import cv2
     import numpy as np
 
-    from defeat.engine.data_checks import DataCheckError, check_dataset_images
+    from defeat.data.checks import DataCheckError, check_dataset_images
 
     path = str(tmp_path / "a.jpg")
     cv2.imwrite(path, (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
@@ -249,7 +249,7 @@ def test_truncated_jpeg_is_caught_without_decoding(tmp_path):
 
 
 def test_all_zero_area_or_no_boxes_say_so_with_counts(tmp_path, caplog):
-    from defeat.engine.data_checks import DataCheckError, check_dataset_has_boxes
+    from defeat.data.checks import DataCheckError, check_dataset_has_boxes
 
     zero = [_record("z.png", [[10, 10, 10, 30], [5, 5, 20, 5]]), _record("w.png", [[0, 0, 0, 0]])]
     with pytest.raises(
@@ -287,7 +287,7 @@ def _train_args(tmp_path, name, *opts):
 
 def test_train_net_refuses_wrong_classes_and_bad_images_before_the_trainer(tmp_path, monkeypatch):
     import train_net
-    from defeat.engine.data_checks import DataCheckError
+    from defeat.data.checks import DataCheckError
 
     def no_trainer(cfg):
         raise AssertionError("the trainer was built before the data check")

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from conftest import CONFIGS, REPO
 
-from defeat.engine.checkpoint import AtomicDetectionCheckpointer, atomic_write
+from defeat.checkpoint import AtomicDetectionCheckpointer, atomic_write
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -155,7 +155,7 @@ def test_strict_loading_leaves_out_defeats_own_tensors_but_refuses_a_missing_stu
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from defeat.engine.checkpoint import defeat_only_keys, load_weights_strictly
+    from defeat.checkpoint import defeat_only_keys, load_weights_strictly
     from defeat.errors import WeightsError
     from defeat.modeling.meta_arch.common import build_eval_model
 

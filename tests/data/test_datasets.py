@@ -1,4 +1,4 @@
-"""defeat.engine.datasets: COCO-format datasets named by NAME=ANNOTATIONS.json[:IMAGE_ROOT], no code."""
+"""defeat.data.datasets: COCO-format datasets named by NAME=ANNOTATIONS.json[:IMAGE_ROOT], no code."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ from coco_files import CLASSES, write_coco
 from conftest import CONFIGS, REPO
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from defeat.engine.datasets import (
+from defeat.data.datasets import (
     DATASETS_ENV,
     DatasetSpecError,
     parse_dataset_spec,
@@ -127,7 +127,7 @@ def test_a_fresh_process_sees_the_exported_names(tmp_path):
     json_file, images = write_coco(str(tmp_path), num_images=2)
     name = _name("proc")
     code = (
-        "from detectron2.data import DatasetCatalog; from defeat.engine.datasets import setup_datasets; "
+        "from detectron2.data import DatasetCatalog; from defeat.data.datasets import setup_datasets; "
         f"setup_datasets(); print(len(DatasetCatalog.get('{name}')))"
     )
     env = dict(os.environ, **{DATASETS_ENV: f"{name}={json_file}:{images}"})
@@ -194,7 +194,7 @@ def test_lazy_train_net_names_datasets_and_checks_classes(tmp_path):
     from detectron2.engine import default_argument_parser
 
     import lazy_train_net
-    from defeat.engine.data_checks import DataCheckError
+    from defeat.data.checks import DataCheckError
 
     json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
     name = _name("lazy")

@@ -11,7 +11,7 @@ import warnings
 import pytest
 from conftest import REPO
 
-from defeat import known_warnings as kw
+from defeat.engine import quiet as kw
 
 # What the pinned stack prints: (message, category, issuing module), as torch/fvcore/setuptools word it.
 PINNED_WARNINGS = [

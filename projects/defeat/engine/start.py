@@ -1,0 +1,39 @@
+"""The start of a training run's model: weights loaded or resumed, a fresh DeFeat student's
+inheritance from its teacher (``MODEL.DEFEAT.INHERIT``), and the teacher's recorded AP logged."""
+
+import logging
+
+from ..checkpoint import AtomicDetectionCheckpointer
+from ..modeling.meta_arch.common import TeacherMixin
+from .metrics_file import teacher_ap_line
+
+__all__ = ["load_or_resume", "log_teacher_quality"]
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)  # DDP
+
+
+def load_or_resume(checkpointer: AtomicDetectionCheckpointer, path: str, resume: bool) -> bool:
+    """Resume the run in the checkpointer's folder (``resume`` and a checkpoint there) or load
+    ``path``; on a fresh start a DeFeat student then copies the teacher's tensors under
+    ``MODEL.DEFEAT.INHERIT``. Returns whether the run resumed."""
+    resumed = resume and checkpointer.has_checkpoint()
+    checkpointer.resume_or_load(path, resume=resume)
+    model = _unwrap(checkpointer.model)
+    if not resumed and isinstance(model, TeacherMixin):
+        model.inherit_from_teacher()
+    return resumed
+
+
+def log_teacher_quality(model) -> None:
+    """One INFO line with the box AP the teacher's own training run recorded for its weights
+    (or why it is unknown, or that it found no detections); nothing for a model without a teacher."""
+    model = _unwrap(model)
+    weights = (
+        getattr(getattr(model, "teacher", None), "teacher_weights", None) if isinstance(model, TeacherMixin) else None
+    )
+    if weights:
+        logger.info("DeFeat %s", teacher_ap_line(weights))
