@@ -22,9 +22,17 @@ def test_settings_are_the_yaml_keys_in_lowercase():
         assert set(s[group]) == {k.lower() for k in cfg.MODEL.DEFEAT[group.upper()]}
 
 
-def test_distiller_kwargs_cover_every_distiller_setting():
-    params = set(inspect.signature(DeFeatDistiller.__init__.__wrapped__).parameters) - {"self"}
-    assert set(distiller_kwargs(default_settings())) == params - {"student_shapes", "teacher_shapes", "_validated"}
+def test_distiller_keywords_name_settings_of_the_table():
+    """Each keyword of the distiller's keyword form stands for one row of the settings table, and
+    the distiller takes the checked settings object itself (no keyword per setting)."""
+    from defeat.config.settings import DISTILLER_ARGS
+    from defeat.config.validation import RULES
+
+    assert all(path in RULES for _, path in DISTILLER_ARGS)
+    assert len({path for _, path in DISTILLER_ARGS}) == len(DISTILLER_ARGS)
+    params = set(inspect.signature(DeFeatDistiller.__init__).parameters) - {"self"}
+    assert params == {"student_shapes", "teacher_shapes", "settings", "shared_levels_only", "keyword_settings"}
+    assert set(distiller_kwargs(default_settings())) == {arg for arg, _ in DISTILLER_ARGS}
 
 
 def test_a_distiller_built_directly_takes_the_package_defaults_and_the_gate():

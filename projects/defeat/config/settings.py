@@ -8,11 +8,12 @@ schedules).
 """
 
 import copy
+import json
 from typing import Any, Dict, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .validation import CheckedSettings, DeFeatConfigError, validate_settings
+from .validation import CheckedSettings, DeFeatConfigError, defaults, validate_settings
 
 __all__ = [
     "DeFeatConfigError",
@@ -41,12 +42,9 @@ def settings_from_cfg(cfg) -> Dict[str, Any]:
 
 
 def default_settings() -> Dict[str, Any]:
-    """Defaults of every setting: the ones ``add_defeat_config`` puts in a YAML config."""
-    from detectron2.config import get_cfg
-
-    from .defaults import add_defeat_config
-
-    return settings_from_cfg(add_defeat_config(get_cfg()))
+    """Defaults of every setting (the settings table's, which ``add_defeat_config`` puts in a
+    YAML config)."""
+    return defaults()
 
 
 def _to_dict(settings: Mapping) -> Dict[str, Any]:
@@ -69,10 +67,12 @@ def _merge(base: Dict[str, Any], given: Mapping, prefix: str) -> None:
             base[key] = list(value) if isinstance(value, (list, tuple)) else value
 
 
-def resolve_settings(given: Optional[Mapping] = None, prefix: str = "model.defeat.") -> Dict[str, Any]:
+def resolve_settings(given: Optional[Mapping] = None, prefix: str = "model.defeat.") -> "CheckedSettings":
     """Every setting: ``given`` (nested, possibly partial) over :func:`default_settings`, through
-    the gate (``defeat.config.validation.validate_settings``); settings that passed it already
-    (``CheckedSettings``) are returned as they are.
+    the gate (``defeat.config.validation.validate_settings``). Settings that passed it already
+    (``CheckedSettings``) are returned as they are, and the same settings given again (a
+    LazyConfig's ``model.defeat``, checked when the file is loaded and again when the model is
+    built) get the object the gate returned the first time, without a second check.
 
     Raises:
         DeFeatConfigError: a key that is not a DeFeat setting (a typo in an override), or a value
@@ -83,7 +83,16 @@ def resolve_settings(given: Optional[Mapping] = None, prefix: str = "model.defea
     out = default_settings()
     if given is not None:
         _merge(out, _to_dict(given), prefix)
-    return validate_settings(out)
+    key = json.dumps(out, sort_keys=True, default=repr)
+    if key not in _CHECKED:
+        if len(_CHECKED) >= 64:
+            _CHECKED.clear()
+        _CHECKED[key] = validate_settings(out)
+    return copy.deepcopy(_CHECKED[key])
+
+
+# Settings that passed the gate, by their JSON text (:func:`resolve_settings`).
+_CHECKED: Dict[str, CheckedSettings] = {}
 
 
 # ``DeFeatDistiller`` keyword argument -> the setting it holds (nested path).
@@ -124,14 +133,14 @@ def distiller_kwargs(settings: Mapping) -> Dict[str, Any]:
     return out
 
 
-def settings_from_distiller_kwargs(kwargs: Mapping) -> Dict[str, Any]:
-    """Complete nested settings: the package defaults with ``kwargs`` (``DeFeatDistiller``'s
-    argument names, any subset) put in; not yet validated."""
+def settings_from_distiller_kwargs(kwargs: Mapping, base: Optional[Mapping] = None) -> Dict[str, Any]:
+    """Complete nested settings: ``base`` (the package defaults when None) with ``kwargs``
+    (``DeFeatDistiller``'s keyword names, any subset) put in; not yet validated."""
     names = dict(DISTILLER_ARGS)
     unknown = sorted(set(kwargs) - set(names))
     if unknown:
         raise DeFeatConfigError(f"unknown DeFeatDistiller arguments {unknown}; known: {sorted(names)}")
-    out = default_settings()
+    out = copy.deepcopy(dict(base)) if base is not None else default_settings()
     for arg, value in kwargs.items():
         node = out
         *parents, last = names[arg]

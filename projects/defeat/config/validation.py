@@ -5,17 +5,24 @@ A setting is checked in its nested lowercase form (``defeat.settings``); an erro
 so both kinds of config get the same message. A new setting is one row of :data:`RULES`.
 """
 
+import copy
+import logging
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import DeFeatConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DeFeatConfigError",
     "Rule",
     "RULES",
+    "APPLIES",
+    "defaults",
+    "inactive_settings",
     "ADAPTERS",
     "FEATURE_NORMS",
     "SCHEDULES",
@@ -43,58 +50,175 @@ BOX_LOSSES = ("l1", "giou")
 
 @dataclass(frozen=True)
 class Rule:
-    """What one setting may hold.
+    """One setting: what it may hold, its default, what it changes and when it can act.
 
     kind: ``"bool"`` (a real bool), ``"number"`` (finite int/float), ``"int"`` (integral),
         ``"choice"`` (one of ``choices``), ``"levels"`` (a non-empty list of distinct level names)
         or ``"prefixes"`` (a list, possibly empty, of distinct module-name prefixes).
+    default: the value ``add_defeat_config`` puts in a config (the package default).
+    effect: what the setting changes (a loss key it scales, a count, a schedule), for the docs
+        and the every-setting test; ``term``: the ``loss_defeat_*`` key a weight multiplies.
     low: smallest allowed number (``None``: no bound); ``strict``: ``> low`` instead of ``>= low``.
     high: largest allowed number (``None``: no bound).
     hint: appended to a range error (what the value means).
     """
 
     kind: str
+    default: Any
+    effect: str
     low: Optional[float] = None
     strict: bool = False
     choices: Tuple[str, ...] = ()
     hint: str = ""
     high: Optional[float] = None
+    term: str = ""
 
 
-_WEIGHT = Rule("number", low=0.0, hint="(0 disables that part)")
+def _weight(term: str) -> Rule:
+    return Rule("number", _DEFAULTS[term], f"multiplies {term}", low=0.0, hint="(0 disables that part)", term=term)
+
+
+# Package defaults of the loss weights (benchmarks/RESULTS.md: neck 1/4 beat the paper's COCO 4/16
+# on the from-scratch demo students; the head and cross-head terms at 0.25/1 keep the KL gradient
+# on the logits at or below the classification loss's).
+_DEFAULTS = {
+    "loss_defeat_neck_obj": 1.0,
+    "loss_defeat_neck_bg": 4.0,
+    "loss_defeat_head_obj": 0.25,
+    "loss_defeat_head_bg": 1.0,
+    "loss_defeat_box": 1.0,
+    "loss_defeat_cross_obj": 0.25,
+    "loss_defeat_cross_bg": 1.0,
+}
 
 RULES: Dict[Tuple[str, ...], Rule] = {
-    ("neck", "enabled"): Rule("bool"),
-    ("neck", "in_features"): Rule("levels"),
-    ("neck", "obj_weight"): _WEIGHT,
-    ("neck", "bg_weight"): _WEIGHT,
-    ("neck", "adapter"): Rule("choice", choices=ADAPTERS),
-    ("neck", "adapter_init_std"): Rule("number", low=0.0, strict=True),
-    ("neck", "feature_norm"): Rule("choice", choices=FEATURE_NORMS),
-    ("neck", "mask_assign"): Rule("choice", choices=MASK_MODES),
-    ("neck", "scale_base"): Rule("number", low=0.0, strict=True, hint="(box size in pixels of the first level)"),
-    ("head", "enabled"): Rule("bool"),
-    ("head", "proposals"): Rule("choice", choices=PROPOSAL_MODES),
-    ("head", "obj_weight"): _WEIGHT,
-    ("head", "bg_weight"): _WEIGHT,
-    ("head", "temperature"): Rule("number", low=0.0, strict=True),
-    ("head", "rois_per_image"): Rule("int", low=0, hint="(0: the teacher's ROI_HEADS.BATCH_SIZE_PER_IMAGE)"),
-    ("box", "enabled"): Rule("bool"),
-    ("box", "weight"): _WEIGHT,
-    ("box", "loss"): Rule("choice", choices=BOX_LOSSES),
-    ("cross_head", "enabled"): Rule("bool"),
-    ("cross_head", "obj_weight"): _WEIGHT,
-    ("cross_head", "bg_weight"): _WEIGHT,
-    ("inherit",): Rule("prefixes"),
-    ("loss_schedule",): Rule("choice", choices=SCHEDULES),
-    ("warmup_iters",): Rule("int", low=0, hint="(0 disables the warm-up)"),
-    ("max_iter",): Rule("int", low=0),
+    ("neck", "enabled"): Rule("bool", True, "adds loss_defeat_neck_{obj,bg} (feature imitation)"),
+    ("neck", "in_features"): Rule("levels", ["p2", "p3", "p4", "p5", "p6"], "the FPN levels imitated"),
+    ("neck", "obj_weight"): _weight("loss_defeat_neck_obj"),
+    ("neck", "bg_weight"): _weight("loss_defeat_neck_bg"),
+    ("neck", "adapter"): Rule("choice", "conv3x3", "the student -> teacher map per level", choices=ADAPTERS),
+    ("neck", "adapter_init_std"): Rule(
+        "number", 1e-4, "std of the conv adapters' initial weights", low=0.0, strict=True
+    ),
+    ("neck", "feature_norm"): Rule(
+        "choice", "none", "maps standardised per image and channel before the neck loss", choices=FEATURE_NORMS
+    ),
+    ("neck", "mask_assign"): Rule("choice", "scale", "which level's mask a GT box marks", choices=MASK_MODES),
+    ("neck", "scale_base"): Rule(
+        "number",
+        56.0,
+        "the box side (px) of the first level",
+        low=0.0,
+        strict=True,
+        hint="(box size in pixels of the first level)",
+    ),
+    ("head", "enabled"): Rule("bool", False, "adds loss_defeat_head_{obj,bg} (classification KL)"),
+    ("head", "proposals"): Rule(
+        "choice", "teacher", "whose sampled RoIs the RoI losses compare on", choices=PROPOSAL_MODES
+    ),
+    ("head", "obj_weight"): _weight("loss_defeat_head_obj"),
+    ("head", "bg_weight"): _weight("loss_defeat_head_bg"),
+    ("head", "temperature"): Rule(
+        "number", 1.0, "softmax temperature of the head and cross-head KL (scaled by T^2)", low=0.0, strict=True
+    ),
+    ("head", "rois_per_image"): Rule(
+        "int",
+        0,
+        "RoIs per image the teacher samples for the RoI losses",
+        low=0,
+        hint="(0: the teacher's ROI_HEADS.BATCH_SIZE_PER_IMAGE)",
+    ),
+    ("box", "enabled"): Rule("bool", False, "adds loss_defeat_box (box distillation)"),
+    ("box", "weight"): _weight("loss_defeat_box"),
+    ("box", "loss"): Rule("choice", "l1", "the form of loss_defeat_box", choices=BOX_LOSSES),
+    ("cross_head", "enabled"): Rule("bool", False, "adds loss_defeat_cross_{obj,bg} (cross-head KL)"),
+    ("cross_head", "obj_weight"): _weight("loss_defeat_cross_obj"),
+    ("cross_head", "bg_weight"): _weight("loss_defeat_cross_bg"),
+    ("inherit",): Rule("prefixes", [], "student tensors copied from the teacher at a fresh start"),
+    ("loss_schedule",): Rule("choice", "constant", "the KD weight over training", choices=SCHEDULES),
+    ("warmup_iters",): Rule(
+        "int", 0, "iterations of the KD weight's ramp from 0 to 1", low=0, hint="(0 disables the warm-up)"
+    ),
+    ("max_iter",): Rule("int", 40000, "the end of the linear/cosine KD schedules (SOLVER.MAX_ITER)", low=0),
     # Beyond 1/8..8 the teacher would see a few pixels or a picture 64x the student's area: a typo
     # (a size in pixels, a percentage) rather than a resolution ratio.
     ("teacher_input_scale",): Rule(
-        "number", low=0.125, high=8.0, hint="(the teacher's input size / the student's, e.g. 2 for twice the side)"
+        "number",
+        1.0,
+        "the teacher's input size / the student's",
+        low=0.125,
+        high=8.0,
+        hint="(the teacher's input size / the student's, e.g. 2 for twice the side)",
     ),
 }
+
+
+def _roi_losses(s: Mapping) -> bool:
+    return s["head"]["enabled"] or s["box"]["enabled"] or s["cross_head"]["enabled"]
+
+
+def _off(section: str, what: str):
+    return lambda s: None if s[section]["enabled"] else f"{what} is off (MODEL.DEFEAT.{section.upper()}.ENABLED False)"
+
+
+def _rois_per_image(s: Mapping) -> Optional[str]:
+    if s["head"]["proposals"] == "student":
+        return REFUSE + "HEAD.PROPOSALS is 'student': the RoI losses use the student's own sampled RoIs"
+    return None if _roi_losses(s) else "no RoI loss is on (HEAD, BOX and CROSS_HEAD are off)"
+
+
+# Prefix of a reason that makes a non-default value an error (otherwise it is logged as a warning:
+# switching a part off with its ENABLED key, its other settings kept, is a documented use).
+REFUSE = "!"
+
+# When a setting can act: path -> a function of the complete settings giving the reason a
+# non-default value of it cannot act in this combination, or None.
+APPLIES: Dict[Tuple[str, ...], Callable[[Mapping], Optional[str]]] = {
+    **{
+        ("neck", k): _off("neck", "the neck loss")
+        for k in ("in_features", "obj_weight", "bg_weight", "adapter", "feature_norm", "mask_assign", "scale_base")
+    },
+    ("neck", "adapter_init_std"): lambda s: (
+        _off("neck", "the neck loss")(s)
+        or (
+            REFUSE + "NECK.ADAPTER is 'none': there is no adapter to initialise"
+            if s["neck"]["adapter"] == "none"
+            else None
+        )
+    ),
+    ("neck", "scale_base"): lambda s: (
+        _off("neck", "the neck loss")(s)
+        or (
+            f"NECK.MASK_ASSIGN is {s['neck']['mask_assign']!r}: only 'scale' places boxes by size"
+            if s["neck"]["mask_assign"] != "scale"
+            else None
+        )
+    ),
+    ("head", "obj_weight"): _off("head", "the head loss"),
+    ("head", "bg_weight"): _off("head", "the head loss"),
+    ("head", "proposals"): lambda s: None if _roi_losses(s) else "no RoI loss is on (HEAD, BOX and CROSS_HEAD are off)",
+    ("head", "temperature"): lambda s: (
+        None
+        if s["head"]["enabled"] or s["cross_head"]["enabled"]
+        else "neither the head nor the cross-head loss is on (HEAD.ENABLED, CROSS_HEAD.ENABLED)"
+    ),
+    ("head", "rois_per_image"): _rois_per_image,
+    ("box", "weight"): _off("box", "the box loss"),
+    ("box", "loss"): _off("box", "the box loss"),
+    ("cross_head", "obj_weight"): _off("cross_head", "the cross-head loss"),
+    ("cross_head", "bg_weight"): _off("cross_head", "the cross-head loss"),
+}
+
+
+def defaults() -> Dict[str, Any]:
+    """Every setting at its package default, nested (``defaults()["neck"]["bg_weight"]``)."""
+    out: Dict[str, Any] = {}
+    for path, rule in RULES.items():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = copy.deepcopy(rule.default)
+    return out
 
 
 def setting_name(path: Sequence[str]) -> str:
@@ -204,6 +328,33 @@ def _check_some_loss(settings: Mapping) -> None:
         )
 
 
+def inactive_settings(settings: Mapping) -> Dict[Tuple[str, ...], str]:
+    """``{path: reason}`` of the settings whose value differs from the default but cannot act in
+    this combination (:data:`APPLIES`); a reason starting with :data:`REFUSE` makes it an error."""
+    out = {}
+    for path, reason_of in APPLIES.items():
+        if _get(settings, path) != RULES[path].default:
+            reason = reason_of(settings)
+            if reason:
+                out[path] = reason
+    return out
+
+
+def _check_inactive(settings: Mapping) -> None:
+    """Refuse a non-default value that cannot act here (a contradiction such as HEAD.ROIS_PER_IMAGE
+    with the student's RoIs); warn for one whose part is switched off by its ENABLED key."""
+    for path, reason in inactive_settings(settings).items():
+        value = _get(settings, path)
+        if reason.startswith(REFUSE):
+            raise _fail(
+                path,
+                value,
+                f"cannot take effect: {reason[len(REFUSE) :]}; set it back to its default "
+                f"{RULES[path].default!r} or change the setting that rules it out",
+            )
+        logger.warning("%s = %r has no effect: %s", setting_name(path), value, reason)
+
+
 class CheckedSettings(dict):
     """Complete nested settings that passed :func:`validate_settings` (the one gate): code past the
     gate takes them as they are. A plain ``dict`` otherwise (``settings["neck"]["bg_weight"]``)."""
@@ -218,8 +369,6 @@ def validate_settings(settings: Mapping) -> "CheckedSettings":
     Raises:
         DeFeatConfigError: the first bad setting, named in both config forms; or no loss enabled.
     """
-    import copy
-
     if isinstance(settings, CheckedSettings):
         return settings
     out = copy.deepcopy(dict(settings))
@@ -230,4 +379,5 @@ def validate_settings(settings: Mapping) -> "CheckedSettings":
             raise DeFeatConfigError(f"DeFeat setting {setting_name(path)} is missing") from None
         _set(out, path, _check_one(path, value, rule))
     _check_some_loss(out)
+    _check_inactive(out)
     return CheckedSettings(out)

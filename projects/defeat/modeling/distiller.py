@@ -5,18 +5,16 @@ and per-RoI (or per-anchor) logits; it owns the adapters, masks, losses, weights
 """
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.utils.events import get_event_storage, has_event_storage
 
 from ..config.settings import (
-    DISTILLER_ARGS,
     DeFeatConfigError,
-    distiller_kwargs,
+    resolve_settings,
     settings_from_cfg,
     settings_from_distiller_kwargs,
 )
@@ -36,8 +34,6 @@ from .schedule import kd_weight
 __all__ = ["DeFeatDistiller", "DeFeatConfigError", "MASK_MODES", "shared_levels", "pairing_table"]
 
 logger = logging.getLogger(__name__)
-
-_SETTING_ARGS = frozenset(arg for arg, _ in DISTILLER_ARGS)
 
 
 def shared_levels(
@@ -96,81 +92,65 @@ class DeFeatDistiller(nn.Module):
     State: only the adapters (``adapters.<feature>``); everything else is configuration.
     """
 
-    @configurable
     def __init__(
         self,
         *,
         student_shapes: Dict[str, ShapeSpec],
         teacher_shapes: Dict[str, ShapeSpec],
-        neck_enabled: Optional[bool] = None,
-        in_features: Optional[Sequence[str]] = None,
-        neck_obj_weight: Optional[float] = None,
-        neck_bg_weight: Optional[float] = None,
-        adapter: Optional[str] = None,
-        adapter_init_std: Optional[float] = None,
-        feature_norm: Optional[str] = None,
-        mask_assign: Optional[str] = None,
-        scale_base: Optional[float] = None,
-        head_enabled: Optional[bool] = None,
-        head_obj_weight: Optional[float] = None,
-        head_bg_weight: Optional[float] = None,
-        temperature: Optional[float] = None,
-        box_enabled: Optional[bool] = None,
-        box_weight: Optional[float] = None,
-        box_loss: Optional[str] = None,
-        cross_enabled: Optional[bool] = None,
-        cross_obj_weight: Optional[float] = None,
-        cross_bg_weight: Optional[float] = None,
-        schedule: Optional[str] = None,
-        warmup_iters: Optional[int] = None,
-        max_iter: Optional[int] = None,
-        _validated: bool = False,
+        settings: Optional[Mapping] = None,
+        shared_levels_only: bool = False,
+        **keyword_settings,
     ):
         """
         Args:
             student_shapes, teacher_shapes: backbone ``output_shape()`` of each model.
-            Others: the ``MODEL.DEFEAT`` settings of docs/config_reference.md (``max_iter`` =
-                SOLVER.MAX_ITER) under the names of ``defeat.config.settings.DISTILLER_ARGS``; one
-                left out (``None``) takes the package default (``add_defeat_config``'s). Given
-                ones go through the settings gate (``validate_settings``) here, unless they come
-                from it already (:meth:`from_settings`, :meth:`from_config`).
+            settings: the checked settings of the gate (``CheckedSettings`` from
+                :func:`defeat.config.settings.resolve_settings`, used as they are), or nested
+                lowercase settings, partial or complete (checked here); None: the package defaults.
+            shared_levels_only: imitate only the ``neck.in_features`` levels that both backbones
+                produce with equal strides (teachers of another family, e.g. P2-P6 vs P3-P7).
+            keyword_settings: single settings by the names of
+                ``defeat.config.settings.DISTILLER_ARGS`` (``neck_bg_weight=8.0`` is
+                ``neck.bg_weight``), put over ``settings`` and checked with them.
         """
         super().__init__()
-        # The settings given by name (DISTILLER_ARGS is the one list of them); None: the default.
-        given = {k: v for k, v in locals().items() if k in _SETTING_ARGS and v is not None}
-        s = given if _validated else distiller_kwargs(validate_settings(settings_from_distiller_kwargs(given)))
-
-        self.neck_enabled = s["neck_enabled"]
-        self.head_enabled = s["head_enabled"]
-        self.box_enabled = s["box_enabled"]
-        self.box_weight = float(s["box_weight"])
-        self.box_loss = s["box_loss"]
-        self.cross_enabled = s["cross_enabled"]
-        self.cross_weights = (float(s["cross_obj_weight"]), float(s["cross_bg_weight"]))
-        self.in_features = list(s["in_features"])
+        s = resolve_settings(settings)
+        if keyword_settings:
+            s = validate_settings(settings_from_distiller_kwargs(keyword_settings, base=s))
+        neck, head, box, cross = s["neck"], s["head"], s["box"], s["cross_head"]
+        self.neck_enabled = neck["enabled"]
+        self.head_enabled = head["enabled"]
+        self.box_enabled = box["enabled"]
+        self.box_weight = float(box["weight"])
+        self.box_loss = box["loss"]
+        self.cross_enabled = cross["enabled"]
+        self.cross_weights = (float(cross["obj_weight"]), float(cross["bg_weight"]))
+        self.in_features = list(neck["in_features"])
+        if self.neck_enabled and shared_levels_only:
+            self.in_features = shared_levels(self.in_features, student_shapes, teacher_shapes)
         if self.neck_enabled:
             self._check_levels(student_shapes, teacher_shapes)
         self.strides = [student_shapes[f].stride for f in self.in_features] if self.neck_enabled else []
         self.adapters = (
             build_adapters(
-                s["adapter"],
+                neck["adapter"],
                 {f: student_shapes[f].channels for f in self.in_features},
                 {f: teacher_shapes[f].channels for f in self.in_features},
-                float(s["adapter_init_std"]),
+                float(neck["adapter_init_std"]),
             )
             if self.neck_enabled
             else nn.ModuleDict()
         )
         if self.neck_enabled:
-            table = pairing_table(self.in_features, student_shapes, teacher_shapes, s["adapter"])
+            table = pairing_table(self.in_features, student_shapes, teacher_shapes, neck["adapter"])
             logger.info("DeFeat neck pairing:\n%s", table)
-        self.neck_weights = (float(s["neck_obj_weight"]), float(s["neck_bg_weight"]))
-        self.head_weights = (float(s["head_obj_weight"]), float(s["head_bg_weight"]))
-        self.feature_norm = s["feature_norm"]
-        self.mask_assign = s["mask_assign"]
-        self.scale_base = float(s["scale_base"])
-        self.temperature = float(s["temperature"])
-        self.schedule = s["schedule"]
+        self.neck_weights = (float(neck["obj_weight"]), float(neck["bg_weight"]))
+        self.head_weights = (float(head["obj_weight"]), float(head["bg_weight"]))
+        self.feature_norm = neck["feature_norm"]
+        self.mask_assign = neck["mask_assign"]
+        self.scale_base = float(neck["scale_base"])
+        self.temperature = float(head["temperature"])
+        self.schedule = s["loss_schedule"]
         self.warmup_iters = int(s["warmup_iters"])
         self.max_iter = int(s["max_iter"])
 
@@ -191,25 +171,18 @@ class DeFeatDistiller(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, student_shapes, teacher_shapes):
-        return cls._kwargs(settings_from_cfg(cfg), student_shapes, teacher_shapes, False)
+        """Built from a YAML config's ``MODEL.DEFEAT`` (and ``SOLVER.MAX_ITER``)."""
+        return cls(student_shapes=student_shapes, teacher_shapes=teacher_shapes, settings=settings_from_cfg(cfg))
 
     @classmethod
     def from_settings(cls, settings, student_shapes, teacher_shapes, shared_levels_only: bool = False):
-        """Build from complete lowercase settings that passed the gate
-        (:func:`defeat.config.settings.resolve_settings`, not checked again) or otherwise complete
-        ones (checked here).
-
-        ``shared_levels_only``: imitate only the ``in_features`` levels that both backbones
-        produce with equal strides (teachers of another family, e.g. P2-P6 vs P3-P7).
-        """
-        return cls(**cls._kwargs(settings, student_shapes, teacher_shapes, shared_levels_only))
-
-    @staticmethod
-    def _kwargs(settings, student_shapes, teacher_shapes, shared_levels_only: bool) -> Dict:
-        kwargs = distiller_kwargs(validate_settings(settings))  # unchanged if it passed the gate already
-        if shared_levels_only and kwargs["neck_enabled"]:
-            kwargs["in_features"] = shared_levels(kwargs["in_features"], student_shapes, teacher_shapes)
-        return {"student_shapes": student_shapes, "teacher_shapes": teacher_shapes, "_validated": True, **kwargs}
+        """``DeFeatDistiller(student_shapes=..., teacher_shapes=..., settings=settings, ...)``."""
+        return cls(
+            student_shapes=student_shapes,
+            teacher_shapes=teacher_shapes,
+            settings=settings,
+            shared_levels_only=shared_levels_only,
+        )
 
     def masks(self, gt_boxes: Sequence[torch.Tensor], features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """Object masks ``[N, H_l, W_l]`` of ``in_features`` from per-image GT boxes ``[K_i, 4]``."""
