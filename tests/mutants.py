@@ -346,6 +346,69 @@ MUTANTS = [
         '"category_id": int(c),',
         ("tests/analysis/test_predict.py", "-k", "folder_drawn"),
     ),
+    # ---- the settings table: every setting alive or refused ----
+    Mutant(
+        "cross_head_temperature_ignored",
+        "the cross-head KL uses HEAD.TEMPERATURE",
+        "projects/defeat/modeling/distiller.py",
+        "obj, bg = decoupled_kl_loss(cross_logits, teacher_logits, is_object, self.temperature)",
+        "obj, bg = decoupled_kl_loss(cross_logits, teacher_logits, is_object, 1.0)",
+        ("tests/config/test_every_setting.py", "-k", "temperature"),
+    ),
+    Mutant(
+        "cross_head_unscheduled",
+        "the cross-head terms follow the KD schedule like every other term",
+        "projects/defeat/modeling/meta_arch/mixin.py",
+        (
+            "        if d.cross_enabled:\n            cross = stage_logits(",
+            "        return d.scheduled(losses)\n\n    def teacher_rois(",
+        ),
+        (
+            "        cross_terms = {}\n        if d.cross_enabled:\n            cross = stage_logits(",
+            "        return {**d.scheduled(losses), **cross_terms}\n\n    def teacher_rois(",
+        ),
+        ("tests/config/test_every_setting.py", "-k", "schedule or warmup or max_iter"),
+    ),
+    Mutant(
+        "a_default_changed_in_one_place",
+        "a default is declared once and the docs say the same",
+        "projects/defeat/config/validation.py",
+        '"loss_defeat_cross_bg": 1.0,',
+        '"loss_defeat_cross_bg": 2.0,',
+        ("tests/config/test_every_setting.py", "-k", "table_is_what"),
+    ),
+    Mutant(
+        "box_target_in_the_teachers_transform",
+        "the box target is encoded with the student's box transform",
+        "projects/defeat/modeling/meta_arch/mixin.py",
+        "for s, tb, tl, tf in zip(student_deltas, t_boxes, t_logits, box_transforms(self.roi_heads))",
+        "for s, tb, tl, tf in zip(student_deltas, t_boxes, t_logits, box_transforms(self.teacher.roi_heads))",
+        ("tests/modeling/test_box_kd.py", "-k", "independent and rcnn"),
+    ),
+    Mutant(
+        "cpu_amp_in_fp16",
+        "SOLVER.AMP.ENABLED on a CPU autocasts to bf16",
+        "projects/defeat/engine/mixed_precision.py",
+        "    return CPUAutocastTrainer(model, data_loader, optimizer)",
+        "    return CPUAutocastTrainer(model, data_loader, optimizer, precision=torch.float16)",
+        ("tests/engine/test_mixed_precision.py", "-k", "autocasts_to_bf16"),
+    ),
+    Mutant(
+        "inactive_setting_not_refused",
+        "a value that cannot act (HEAD.ROIS_PER_IMAGE with the student's RoIs) is refused",
+        "projects/defeat/config/validation.py",
+        "        if reason.startswith(REFUSE):",
+        "        if False:",
+        ("tests/config/test_every_setting.py", "-k", "cannot_act"),
+    ),
+    Mutant(
+        "gate_cache_ignores_values",
+        "the gate's memory of checked settings is keyed by every value",
+        "projects/defeat/config/settings.py",
+        "    key = json.dumps(out, sort_keys=True, default=repr)",
+        "    key = json.dumps(sorted(out), sort_keys=True, default=repr)",
+        ("tests/config/test_every_setting.py", "-k", "arrives_the_same"),
+    ),
 ]
 
 

@@ -187,3 +187,30 @@ def test_lazy_train_net_refuses_a_string_amp_switch(tmp_path, bf16_cpu):
 def test_this_cpu_reports_native_bf16():
     """Where oneDNN reports native bf16, the check lets AMP through unpatched."""
     check_amp(True, "cpu")
+
+
+def test_the_step_loop_a_config_gets_on_a_cpu_autocasts_to_bf16():
+    """What ``SOLVER.AMP.ENABLED`` builds for a CPU runs its forward under bf16 autocast (fp16 on a
+    CPU is slow and overflows): the dtype is read inside the model's forward."""
+    from detectron2.utils.events import EventStorage
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, batch):
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            return {"loss": (self.w * batch).sum()}
+
+    model = Probe()
+    trainer = build_step_trainer(
+        model, [torch.ones(2)] * 2, torch.optim.SGD(model.parameters(), lr=0.1), amp=True, device="cpu"
+    )
+    trainer._write_metrics = lambda *a, **k: None
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        trainer.run_step()
+    assert seen == [(True, torch.bfloat16)]

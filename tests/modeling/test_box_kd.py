@@ -165,9 +165,14 @@ def _by_hand_roi_box_loss(m, batch, rois, kind):
 
 @pytest.mark.parametrize("kind", ["l1", "giou"])
 @pytest.mark.parametrize("proposals", ["student", "teacher"])
-def test_rcnn_box_loss_matches_independent_computation(teacher_weights, kind, proposals):
+@pytest.mark.parametrize("reg_weights", [None, (5.0, 5.0, 2.0, 2.0)], ids=["same_transform", "student_transform"])
+def test_rcnn_box_loss_matches_independent_computation(teacher_weights, kind, proposals, reg_weights):
+    """Also with a student whose box transform differs from the teacher's (``BBOX_REG_WEIGHTS``):
+    the teacher's deltas are decoded with its own transform, the target encoded with the student's."""
     torch.manual_seed(5)
     opts = ["MODEL.DEFEAT.NECK.ENABLED", False, "MODEL.DEFEAT.BOX.ENABLED", True, "MODEL.DEFEAT.BOX.LOSS", kind]
+    if reg_weights:
+        opts += ["MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", reg_weights]
     opts += ["MODEL.DEFEAT.BOX.WEIGHT", 0.5, "MODEL.DEFEAT.HEAD.PROPOSALS", proposals, "MODEL.DEFEAT.HEAD.ENABLED"]
     m = build_model(defeat_cfg(teacher_weights, *opts, True)).train()
     batch = synthetic_batch(boxes_per_image=(4, 2))
@@ -177,6 +182,9 @@ def test_rcnn_box_loss_matches_independent_computation(teacher_weights, kind, pr
     with EventStorage(0):
         losses = m(batch)
     rois = captured["rois"] if proposals == "student" else teacher_rois["rois"]
+    if reg_weights:
+        assert m.roi_heads.box_predictor.box2box_transform.weights == reg_weights
+        assert m.teacher.roi_heads.box_predictor.box2box_transform.weights != reg_weights
     expected = 0.5 * _by_hand_roi_box_loss(m, batch, rois, kind)
     assert losses["loss_defeat_box"].item() == pytest.approx(expected, rel=1e-4)
     assert {"loss_defeat_head_obj", "loss_defeat_head_bg"} <= set(losses)
