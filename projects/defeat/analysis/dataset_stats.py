@@ -2,7 +2,7 @@
 
 All sizes are in the pixels the model sees: each image resized as at test time
 (``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``). Levels use the library's
-rule (:func:`defeat.masks.assign_levels`) and object cells its masks (:func:`defeat.gt_masks`).
+rule (:func:`defeat.modeling.masks.assign_levels`) and object cells its masks (:func:`defeat.gt_masks`).
 
 **COCO reference.** ``SCALE_BASE = 56`` is the paper's value for COCO on 800-px images. COCO's
 own statistics (cocodataset.org, detection evaluation page) give 41 % of its objects as small

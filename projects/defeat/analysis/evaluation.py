@@ -5,7 +5,7 @@
 model (a DeFeat config's plain student, no teacher), the weights loaded strictly
 (``defeat.checkpoint.load_weights_strictly``) and Detectron2's COCO evaluation on the
 config's test sets. :func:`evaluation_config` and :func:`check_evaluation` do, for a tool, what
-the scripts' ``setup`` does first: the config through the one loader, the test set registered,
+the scripts' ``setup`` does first: the config through the package's loader, the test set registered,
 and the run's checks (output guard and datasets, ``defeat.engine.preflight.check_run``).
 """
 
@@ -94,7 +94,7 @@ def evaluation_config(
     device: str = "",
     option: str = "--config-file",
 ):
-    """The config of an evaluation of ``weights`` into ``output_dir``, through the one loader;
+    """The config of an evaluation of ``weights`` into ``output_dir``, through the package's loader;
     nothing is registered or checked yet (:func:`check_evaluation`).
 
     Args:

@@ -184,7 +184,7 @@ def is_lazy_config(path: str) -> bool:
 def load_config(
     path: str, opts: Sequence[str] = (), *, lazy: Optional[bool] = None, check_settings: bool = True
 ) -> Config:
-    """The config of ``path`` with ``opts`` applied: the one loader of the scripts, tools,
+    """The config of ``path`` with ``opts`` applied: the loader of the scripts, tools,
     benchmarks, the teacher and the tests.
 
     YAML: ``get_cfg()`` + ``add_defeat_config`` + the file (``MODEL.DEFEAT.TEACHER.CONFIG_FILE``
@@ -348,7 +348,7 @@ def check_overrides(cfg, overrides):
 
 def architecture(cfg: Config) -> type:
     """The model class a config builds (not built): ``META_ARCHITECTURE`` or ``model._target_``
-    (the one architecture lookup; :func:`model_node_class` for a LazyConfig's ``model`` node)."""
+    (the architecture lookup; :func:`model_node_class` for a LazyConfig's ``model`` node)."""
     if isinstance(cfg, CfgNode):
         from detectron2.modeling import META_ARCH_REGISTRY
 
@@ -481,7 +481,7 @@ def pixel_stats(cfg: Config) -> Tuple[List[float], List[float]]:
 
 
 def defeat_settings(cfg: Config) -> Dict[str, Any]:
-    """Every DeFeat setting of the config in the nested lowercase form of ``defeat.settings``."""
+    """Every DeFeat setting of the config in the nested lowercase form of ``defeat.config.settings``."""
     from .settings import resolve_settings, settings_from_cfg
 
     if isinstance(cfg, CfgNode):

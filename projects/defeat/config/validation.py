@@ -1,6 +1,6 @@
 """Type and range checks of every DeFeat setting: one table, used by the YAML and LazyConfig paths.
 
-A setting is checked in its nested lowercase form (``defeat.settings``); an error names it as
+A setting is checked in its nested lowercase form (``defeat.config.settings``); an error names it as
 ``MODEL.DEFEAT.NECK.BG_WEIGHT = <value> <problem> (LazyConfig: model.defeat.neck.bg_weight)``,
 so both kinds of config get the same message. A new setting is one row of :data:`RULES`.
 """
@@ -356,7 +356,7 @@ def _check_inactive(settings: Mapping) -> None:
 
 
 class CheckedSettings(dict):
-    """Complete nested settings that passed :func:`validate_settings` (the one gate): code past the
+    """Complete nested settings that passed :func:`validate_settings` (the settings gate): code past the
     gate takes them as they are. A plain ``dict`` otherwise (``settings["neck"]["bg_weight"]``)."""
 
 

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from detectron2.structures import BoxMode
 
-from ..config.files import num_classes as model_num_classes  # noqa: F401 (the one count; kept here by name)
+from ..config.files import num_classes as model_num_classes  # noqa: F401 (kept here by name)
 from ..errors import DataCheckError
 
 __all__ = [

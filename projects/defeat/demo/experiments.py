@@ -14,7 +14,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..analysis.run_summary import format_table
-from ..config.files import is_lazy_config, load_config  # the one loader (YAML: KEY VALUE overrides)
+from ..config.files import is_lazy_config, load_config  # the package loader (YAML: KEY VALUE overrides)
 from ..engine.metrics_file import METRICS, read_box_metrics, record_box_metrics
 
 __all__ = [

@@ -4,7 +4,7 @@ under bf16 autocast.
 Detectron2's ``AMPTrainer`` needs CUDA (fp16 with a gradient scaler). On a CPU, the same switch
 selects :class:`CPUAutocastTrainer`: the model's forward (student, teacher and adapters alike)
 runs under ``torch.autocast("cpu", dtype=torch.bfloat16)``; parameters, gradients and optimizer
-state stay fp32, and DeFeat's losses are computed in fp32 (``defeat.losses`` casts its inputs),
+state stay fp32, and DeFeat's losses are computed in fp32 (``defeat.modeling.losses`` casts its inputs),
 as under GPU AMP. bf16 has fp32's exponent range, so no gradient scaler is needed. Everything
 else is ``SimpleTrainer``'s: gradient clipping (a wrapped optimizer), hooks, checkpoints, resume.
 Evaluation runs in fp32, as Detectron2's does.

@@ -1,4 +1,4 @@
-"""The one output guard: nothing a run or a tool writes lands on what it reads or on an earlier result.
+"""The output guard: nothing a run or a tool writes lands on what it reads or on an earlier result.
 
 Every training script, tool, benchmark and the demo goes through these checks before doing any
 work:

@@ -139,7 +139,7 @@ def load_and_check_training_data(
 
 def setup_defeat_logger(output_dir: str) -> logging.Logger:
     """The ``defeat`` logger on the console and in ``output_dir``'s ``log.txt`` (Detectron2's
-    ``setup_logger``, after ``default_setup``), and the one line that says which known-harmless
+    ``setup_logger``, after ``default_setup``), and the line that says which known-harmless
     messages of the pinned stack are hidden (``defeat.engine.quiet``)."""
     logger = setup_logger(output_dir, distributed_rank=comm.get_rank(), name="defeat")
     announce(logger)

@@ -23,7 +23,7 @@ __all__ = ["DeFeatTrainer"]
 class DeFeatTrainer(DefaultTrainer):
     """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, resumes
     that skip damaged checkpoints, multi-process training on CPU (gloo) as well as on GPUs,
-    ``SOLVER.AMP.ENABLED`` on a CPU as bf16 autocast (``defeat.mixed_precision``), a NaN/inf
+    ``SOLVER.AMP.ENABLED`` on a CPU as bf16 autocast (``defeat.engine.mixed_precision``), a NaN/inf
     loss reported with the term that went first, and the balance of the KD and detection losses
     logged (``defeat.engine.kd_balance``).
 

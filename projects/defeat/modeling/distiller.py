@@ -208,7 +208,7 @@ class DeFeatDistiller(nn.Module):
         """Weighted ``loss_defeat_neck_{obj,bg}`` (before the schedule).
 
         Masks are built on the student's grids from ``gt_boxes`` (student frame); teacher maps
-        are cropped or resampled to those grids (:func:`defeat.align.align_to_grid`, with
+        are cropped or resampled to those grids (:func:`defeat.modeling.align.align_to_grid`, with
         ``teacher_scale`` = teacher input size / student input size). With ``feature_norm``
         "channel" both maps are standardised per image and channel first (after alignment).
         ``adapted``: :meth:`adapt` of ``student_feats`` when the caller has it already.

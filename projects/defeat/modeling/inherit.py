@@ -4,7 +4,7 @@
 ``proposal_generator``, ``roi_heads.box_head``, ...). Every student tensor (parameter or buffer)
 whose name starts with one of them takes the teacher's tensor of the same name. It is applied
 once, at the start of a fresh run after ``MODEL.WEIGHTS`` is loaded, never on resume
-(``defeat.checkpoint.AtomicDetectionCheckpointer.resume_or_load``); the plan is checked
+(``defeat.engine.start.load_or_resume``); the plan is checked
 when the model is built, so a prefix that matches nothing or a shape that differs fails before
 training.
 """

@@ -68,7 +68,7 @@ def _resolve_config_path(config_file: str) -> str:
 
 
 def load_teacher_config(config_file: str, device: str = "cpu"):
-    """The teacher's config through the one loader (``defeat.config.files.load_config``): a YAML
+    """The teacher's config through the package's loader (``defeat.config.files.load_config``): a YAML
     config (``_BASE_`` chains resolved) frozen on ``device`` with no ``MODEL.WEIGHTS``, or a
     LazyConfig (a ``.py`` file with a ``model`` node)."""
     path = _resolve_config_path(config_file)

@@ -172,7 +172,7 @@ class TeacherMixin:
         Otherwise the teacher preprocesses the images itself (channels flipped for RGB<->BGR,
         resized by ``teacher_input_scale``) and its batch is padded to at least the student's
         padded size times the scale, so that its maps cover the student's grids
-        (:func:`defeat.align.align_to_grid` crops or resamples them).
+        (:func:`defeat.modeling.align.align_to_grid` crops or resamples them).
         """
         t = self.teacher
         formats = (_input_format(t), _input_format(self))

@@ -39,7 +39,7 @@ def dense_class_logits(
     ``R = sum_l H_l * W_l * A`` in the order of ``model.anchor_generator``; only the
     classification branch runs when the head exposes it (``cls_subnet``/``cls_score``).
     ``grids``: per-level ``(H, W)`` to align the maps to first (the student's grids; the
-    teacher saw its input resized by ``scale``, see :func:`defeat.align.align_to_grid`).
+    teacher saw its input resized by ``scale``, see :func:`defeat.modeling.align.align_to_grid`).
     """
     head, feats = model.head, [features[f] for f in model.head_in_features]
     if hasattr(head, "cls_subnet") and hasattr(head, "cls_score"):
@@ -116,7 +116,7 @@ class DeFeatDenseMixin(TeacherMixin):
             teacher: a trained detector, frozen and kept out of ``state_dict``: one of the same
                 family with the student's locations (for the head loss), or any detector with an
                 FPN ``backbone`` for the neck loss alone.
-            defeat: DeFeat settings, nested and lowercase (see ``defeat.settings``); missing ones
+            defeat: DeFeat settings, nested and lowercase (see ``defeat.config.settings``); missing ones
                 take their defaults. ``head.proposals`` does not apply (locations are the RoIs).
             kwargs: arguments of the Detectron2 parent class.
         """

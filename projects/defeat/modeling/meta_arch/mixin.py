@@ -37,7 +37,7 @@ __all__ = ["DeFeatMixin", "PROPOSAL_MODES", "box_head_logits"]
 
 def box_head_logits(roi_heads, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
     """Classification logits ``[R, K+1]`` of a single-stage (``StandardROIHeads``) box head on
-    given boxes; :func:`defeat.meta_arch.box_heads.stage_logits` gives every cascade stage's."""
+    given boxes; :func:`defeat.modeling.meta_arch.box_heads.stage_logits` gives every cascade stage's."""
     logits = stage_logits(roi_heads, features, boxes)
     if len(logits) != 1:
         raise ValueError(f"{type(roi_heads).__name__} has {len(logits)} classifier stages: use stage_logits")
@@ -87,7 +87,7 @@ class DeFeatMixin(TeacherMixin):
                 calls with ``LazyCall``), kept frozen and out of ``state_dict``: a ``GeneralizedRCNN``,
                 or any detector with an FPN ``backbone`` for the neck loss alone (e.g. RetinaNet).
             defeat: DeFeat settings, nested and lowercase (``neck.bg_weight``, ``head.proposals``,
-                ..., see ``defeat.settings``); missing ones take their defaults. The distiller
+                ..., see ``defeat.config.settings``); missing ones take their defaults. The distiller
                 is built from them and the two backbones' output shapes.
             kwargs: arguments of the parent architecture (e.g. ``GeneralizedRCNN``).
         """
