@@ -80,7 +80,7 @@ def check_figure_output(
 
 
 def setup_tool_logging() -> None:
-    """INFO and above on stderr as ``LEVEL logger: message``, and the one line that says which
+    """INFO and above on stderr as ``LEVEL logger: message``, and the line that says which
     known-harmless messages of the pinned stack are hidden (``defeat.engine.quiet``)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     announce()
