@@ -409,6 +409,63 @@ MUTANTS = [
         "    key = json.dumps(sorted(out), sort_keys=True, default=repr)",
         ("tests/config/test_every_setting.py", "-k", "arrives_the_same"),
     ),
+    Mutant(
+        "sched_kd_warmup_unchecked",
+        "a KD warm-up longer than the run is refused",
+        "projects/defeat/config/iterations.py",
+        "    if _is_int(warmup) and warmup > max_iter:\n        raise DeFeatConfigError(",
+        "    if False:\n        raise DeFeatConfigError(",
+        ("tests/config/test_one_schedule.py", "-k", "kd_warmup"),
+    ),
+    Mutant(
+        "sched_num_updates_stale",
+        "milestones given on the command line count the run's iterations (num_updates follows train.max_iter)",
+        "projects/defeat/config/iterations.py",
+        "        node.num_updates = max_iter  # milestones given now are iterations of the run",
+        "        pass",
+        ("tests/config/test_one_schedule.py", "tests/config/test_iterations.py", "-k", "milestones or kept_as_given"),
+    ),
+    Mutant(
+        "sched_kd_max_iter_free",
+        "model.defeat.max_iter other than train.max_iter is refused",
+        "projects/defeat/config/iterations.py",
+        "        if _is_int(kd_max) and kd_max != max_iter:",
+        "        if False:",
+        ("tests/config/test_one_schedule.py", "-k", "kd_schedule_length"),
+    ),
+    Mutant(
+        "sched_steps_outside_run",
+        "LR steps at or past the end of the run are refused",
+        "projects/defeat/config/iterations.py",
+        "    outside = [s for s in steps if s <= 0 or s >= max_iter]",
+        "    outside = [s for s in steps if s > max_iter]",
+        ("tests/config/test_one_schedule.py", "-k", "outside"),
+    ),
+    Mutant(
+        "sched_values_unchecked",
+        "milestones without their values are refused at load time, in one line",
+        "projects/defeat/config/iterations.py",
+        "    if values is None or len(list(values)) != count:",
+        "    if values is None:",
+        ("tests/config/test_one_schedule.py", "-k", "without_their_values"),
+    ),
+    Mutant(
+        "sched_cross_head_unscheduled",
+        "every loss_defeat_* term is scaled by the same KD weight",
+        "projects/defeat/modeling/meta_arch/mixin.py",
+        (
+            "        if d.cross_enabled:\n            cross = stage_logits(",
+            "            losses.update(_stage_mean([d.cross_losses(",
+            "            losses.update(_stage_mean(per_stage))\n        return d.scheduled(losses)",
+        ),
+        (
+            "        unscheduled = {}\n        if d.cross_enabled:\n            cross = stage_logits(",
+            "            unscheduled.update(_stage_mean([d.cross_losses(",
+            "            losses.update(_stage_mean(per_stage))\n"
+            "        losses = d.scheduled(losses)\n        losses.update(unscheduled)\n        return losses",
+        ),
+        ("tests/modeling/test_schedule.py", "-k", "every_loss_term"),
+    ),
 ]
 
 

@@ -61,8 +61,8 @@ def _train_cmd(out, teacher_weights, data, max_iter, resume=False):
         *(["--resume"] if resume else []),
         "MODEL.DEFEAT.TEACHER.WEIGHTS",
         teacher_weights,
-        "MODEL.DEFEAT.WARMUP_ITERS",
-        "10",
+        "MODEL.DEFEAT.LOSS_SCHEDULE",
+        "linear",
         "DATASETS.TRAIN",
         f"('{data[0]}',)",
         "DATASETS.TEST",
@@ -117,8 +117,8 @@ def test_sigkill_then_resume_continues_iteration_and_kd_schedule(teacher_weights
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     last = rows[-1]  # Detectron2 writes metrics every 20 iterations and at the end
     assert last["iteration"] == step + 2
-    # The KD warm-up continues from the checkpoint's iteration: weight (it + 1) / 10.
-    assert last["defeat/kd_weight"] == pytest.approx((step + 3) / 10)
+    # The KD schedule continues from the checkpoint's iteration: linear, 1 - it / MAX_ITER.
+    assert last["defeat/kd_weight"] == pytest.approx(1 - (step + 2) / (step + 3))
 
 
 def test_missing_start_weights_are_refused_naming_the_setting(tmp_path):

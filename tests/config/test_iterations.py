@@ -73,8 +73,10 @@ def test_explicit_steps_and_warmups_are_kept_as_given():
     cfg = make_cfg(YAML, "SOLVER.WARMUP_ITERS", 5, "SOLVER.MAX_ITER", 200)
     assert tuple(cfg.SOLVER.STEPS) == (150, 180) and cfg.SOLVER.WARMUP_ITERS == 5
     lazy = make_cfg(LAZY, "train.max_iter=200", "lr_multiplier.scheduler.milestones=[100,150]")
-    assert list(lazy.lr_multiplier.scheduler.milestones) == [100, 150]  # as given, in the file's 500 updates
-    assert lazy.lr_multiplier.scheduler.num_updates == 500 and lazy.lr_multiplier.warmup_length == 0.2
+    assert list(lazy.lr_multiplier.scheduler.milestones) == [100, 150]  # as given: iterations of the run
+    assert lazy.lr_multiplier.scheduler.num_updates == 200 and lazy.lr_multiplier.warmup_length == 0.2
+    curve = _curve(_lazy_multiplier(lazy), 200)  # decays at 100 and 150 of 200, not at 40 and 60
+    assert curve[99] == pytest.approx(1.0) and curve[100] == pytest.approx(0.1) and curve[150] == pytest.approx(0.01)
 
 
 def test_kd_warmup_scales_with_the_run_unless_given():

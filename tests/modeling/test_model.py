@@ -101,6 +101,8 @@ def test_weights_and_warmup_scale_the_losses(teacher_weights):
             0.0,
             "MODEL.DEFEAT.WARMUP_ITERS",
             10,
+            "SOLVER.MAX_ITER",
+            10,  # a warm-up no longer than the run
         )
     ).train()
     scaled.load_state_dict(state)

@@ -20,7 +20,7 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigFileError, OverrideError
-from .iterations import lazy_schedule, rescale_lazy, rescale_yaml
+from .iterations import check_yaml_schedule, lazy_schedule, rescale_lazy, rescale_yaml, settle_lazy_schedule
 
 __all__ = [
     "ConfigFileError",
@@ -195,13 +195,19 @@ def load_config(
     config is loaded only to be built or refused). ``lazy``: the file is a LazyConfig (a ``.py``
     file, or the ``config.yaml`` that ``lazy_train_net.py`` saves); ``None`` decides by the name.
     A run length changed by the overrides (``SOLVER.MAX_ITER``, ``train.max_iter``) scales the
-    config's schedule (``defeat.config.iterations``: LR steps and warm-ups, one INFO line).
+    config's schedule (``defeat.config.iterations``: LR steps and warm-ups, one INFO line); then
+    every iteration count is derived from and checked against the run's length (unless
+    ``check_settings`` is False): LR steps, LR and KD warm-ups, ``num_updates``,
+    ``model.defeat.max_iter``.
 
     Raises:
         ConfigFileError: the file does not exist, does not parse, or an override does not apply;
             the message names the file (or the override).
+        ConfigFileError: also an LR schedule that contradicts the run's length (steps outside it
+            or not increasing, a warm-up longer than it, milestones without their values).
         OverrideError: a LazyConfig override names no key of the config or has another type.
-        DeFeatConfigError: a ``model.defeat`` setting of a LazyConfig is invalid.
+        DeFeatConfigError: a ``model.defeat`` setting of a LazyConfig is invalid, or the KD
+            warm-up or schedule length contradicts the run's length.
     """
     if not os.path.isfile(path):
         raise ConfigFileError(f"config file not found: {path!r}")
@@ -223,6 +229,8 @@ def load_config(
         except Exception as e:
             raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
         _log_rescale(rescale_lazy(cfg, schedule, opts))
+        if check_settings:  # a teacher's schedule is not run
+            _log_rescale(settle_lazy_schedule(cfg, opts))
         if check_settings and "defeat" in cfg.model:
             from .settings import resolve_settings
 
@@ -243,6 +251,8 @@ def load_config(
     except Exception as e:  # odd count, unknown key, wrong type
         raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
     _log_rescale(rescale_yaml(cfg, file_max_iter, opts))
+    if check_settings:  # a teacher's schedule is not run
+        check_yaml_schedule(cfg)
     return cfg
 
 
