@@ -183,3 +183,18 @@ def test_an_unfilled_teacher_template_is_refused_by_name():
 
     with pytest.raises(TeacherLoadError, match=r"teacher_R101_FPN.yaml' has MODEL.ROI_HEADS.NUM_CLASSES = 0"):
         _teacher_builder(os.path.join(CUSTOM, "teacher_R101_FPN.yaml"), "cpu")
+
+
+def test_every_template_names_the_weights_it_downloads_and_the_offline_fix():
+    """Each template's comments name every URL weight its config resolves to (its own or its
+    base's), and a local file for it; the base names the device it needs."""
+    from defeat.engine.machine import url_weights
+
+    for name in sorted(os.listdir(CUSTOM)):
+        path = os.path.join(CUSTOM, name)
+        comments = "\n".join(line for line in open(path) if line.lstrip().startswith("#"))
+        assert "Downloads" in comments, name
+        for key, url in url_weights(make_cfg(path)):
+            assert url in comments and f"{key} /path/to/{url.split('/')[-1]}" in comments, (name, key)
+    base = open(os.path.join(CUSTOM, "Base-Custom-RCNN-FPN.yaml")).read()
+    assert "MODEL.DEVICE cpu" in base
