@@ -371,11 +371,11 @@ MUTANTS = [
         ("tests/analysis/test_class_identity.py",),
     ),
     Mutant(
-        "export_ids_unsorted",
-        "class i is the i-th category by id, not the json's order",
+        "export_names_sorted",
+        "the exported names are in the order of the class indices (the ids' order)",
         "projects/defeat/data/classes.py",
-        "by_index = {int(index): int(category) for category, index in to_contiguous.items()}",
-        "by_index = dict(enumerate(int(c) for c in to_contiguous))",
+        '"names": [str(c) for c in classes]',
+        '"names": sorted(str(c) for c in classes)',
         ("tests/analysis/test_class_identity.py",),
     ),
     Mutant(

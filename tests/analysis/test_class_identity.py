@@ -1,4 +1,4 @@
-"""Class identity in every export: a dataset of category ids 12, 5, 9 (listed out of order, not
+"""Class identity in every export: a dataset of category ids 12, 5, 9 (listed out of id order, not
 1..K) is trained as classes 0, 1, 2 in id order; the exported checkpoint, defeat_trace.json and
 predictions.json map those indices back to the names and ids, and so does the snippet of
 docs/custom_dataset.md for the traced model."""
@@ -20,9 +20,10 @@ from defeat.data.datasets import register_coco_dataset
 CONFIG = f"{CONFIGS}/tiny_base.yaml"
 THREE = ["MODEL.ROI_HEADS.NUM_CLASSES", "3"]
 KEEP_ALL = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
-# As the json lists them; Detectron2 orders the classes by id: ant (5), cat (9), zebra (12).
-JSON_CLASSES, JSON_IDS = ("zebra", "ant", "cat"), (12, 5, 9)
-NAMES, IDS = ["ant", "cat", "zebra"], [5, 9, 12]
+# As the json lists them; Detectron2 orders the classes by id: zebra (5), cat (9), ant (12) (neither
+# the json's order nor the names' alphabetical one).
+JSON_CLASSES, JSON_IDS = ("ant", "zebra", "cat"), (12, 5, 9)
+NAMES, IDS = ["zebra", "cat", "ant"], [5, 9, 12]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ CUSTOM = os.path.join(REPO, "configs", "custom")
 TEMPLATES = ["teacher_R101_FPN.yaml", "student_R50_FPN.yaml", "defeat_R50_from_R101.yaml"]
 # Nothing downloads (no pretrained weights), CPU, small inputs.
 TINY = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", 96]
+# The command-line options of a user without a GPU or internet (docs/custom_dataset.md).
+OFFLINE_CPU = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
 
 
@@ -134,7 +136,8 @@ def test_unfilled_placeholders_are_refused_before_a_run_starts(tmp_path):
     from defeat.errors import DataCheckError
 
     student = os.path.join(CUSTOM, "student_R50_FPN.yaml")
-    out = ["OUTPUT_DIR", str(tmp_path / "out")]
+    # on the CPU with a local weight (none): the machine's checks are tests/engine/test_machine.py's
+    out = ["OUTPUT_DIR", str(tmp_path / "out"), *OFFLINE_CPU]
     with pytest.raises(DataCheckError, match=r"DATASETS.TRAIN is empty: training needs a training set.*--dataset"):
         check_run(make_cfg(student, *out), _args(student))
     with pytest.raises(DataCheckError, match=r"DATASETS.TEST is empty: an evaluation \(--eval-only\) needs a test set"):
@@ -172,7 +175,9 @@ def test_a_count_from_the_json_names_the_number_to_set(tmp_path):
     json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
     setup_datasets([f"custom_two_train={json_file}:{images}"])
     student = os.path.join(CUSTOM, "student_R50_FPN.yaml")
-    cfg = make_cfg(student, "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TRAIN", "('custom_two_train',)")
+    cfg = make_cfg(
+        student, "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TRAIN", "('custom_two_train',)", *OFFLINE_CPU
+    )
     with pytest.raises(DataCheckError, match=r"has 2 categories .* set MODEL.ROI_HEADS.NUM_CLASSES to 2"):
         check_run(cfg, _args(student))
 
