@@ -2,16 +2,21 @@
 """Export the student of a DeFeat checkpoint as a plain Detectron2 checkpoint.
 
     python tools/export_student.py output/defeat_run/model_final.pth student_final.pth \
-        [--verify-config configs/demo/student_slimR18.yaml] [KEY VALUE ...]
+        [--verify-config configs/demo/student_slimR18.yaml] [--dataset NAME=ANNOTATIONS.json] [KEY VALUE ...]
 
 The output holds ``{"model": ...}`` without adapters (``distiller.*``), teacher, optimizer,
-scheduler or iteration; use it as ``MODEL.WEIGHTS`` of the plain student config. With
+scheduler or iteration; use it as ``MODEL.WEIGHTS`` of the plain student config. It also holds
+``"classes"``: ``{"dataset", "names", "category_ids"}``, item ``i`` of each list the model's class
+``i`` (the dataset's own COCO category ids), from ``--dataset``, else from the verify config's
+training or test set when it is registered (``$DEFEAT_COCO_DATASETS``); without either the export
+carries no classes (a warning says so). Classes of another count than the model's are refused. With
 ``--verify-config`` (a YAML or LazyConfig ``.py`` file; options may come in any order) the
 weights are first loaded into that config's model, and nothing is written if any key is
 missing, unexpected or of the wrong shape. Trailing overrides apply to the verify config
 (``KEY VALUE`` pairs for YAML, ``key=value`` for a LazyConfig).
 """
 
+import logging
 import os
 import sys
 import warnings
@@ -25,15 +30,33 @@ quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.e
 from detectron2.config import CfgNode
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input, setup_tool_logging
-from defeat.analysis.export import ExportError, read_student_state, write_student
-from defeat.config.files import ConfigFileError, architecture, build_model_from_config, is_defeat_config, load_config
+from defeat.analysis.export import (
+    ExportError,
+    check_export_classes,
+    classes_in_state,
+    export_classes,
+    read_student_state,
+    write_student,
+)
+from defeat.config.files import (
+    ConfigFileError,
+    architecture,
+    build_model_from_config,
+    is_defeat_config,
+    load_config,
+    num_classes,
+    test_dataset_names,
+    train_dataset_names,
+)
 from defeat.engine.outputs import check_output_files
 from defeat.errors import OutputError
 
+logger = logging.getLogger("defeat.tools.export_student")
 
-def verify(config_file: str, state, opts=()) -> None:
+
+def verify(config_file: str, state, opts=()):
     """Load ``state`` strictly into the model of ``config_file``; raise ``SystemExit`` on any
-    key or shape problem (the message names the config)."""
+    key or shape problem (the message names the config). Returns the config."""
     try:
         cfg = load_config(config_file, opts)
     except ConfigFileError as e:
@@ -58,6 +81,7 @@ def verify(config_file: str, state, opts=()) -> None:
             f"unexpected {result.unexpected_keys[:10]}"
         )
     print(f"verified: all {len(state)} tensors load into {type(model).__name__} of {config_file}")
+    return cfg
 
 
 def parse_args(argv=None):
@@ -76,6 +100,12 @@ def parse_args(argv=None):
         default=[],
         metavar="OVERRIDE",
         help="overrides for --verify-config: KEY VALUE pairs (YAML) or key=value (LazyConfig)",
+    )
+    p.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+        help="the dataset the student was trained on: its class names and category ids go into the export",
     )
     add_overwrite_argument(p)
     args = p.parse_intermixed_args(argv)
@@ -102,9 +132,19 @@ def main(argv=None) -> int:
     setup_tool_logging()
     try:
         state = read_student_state(args.checkpoint)
-        if args.verify_config:
-            verify(args.verify_config, state, args.opts)
-        write_student(state, args.output, args.checkpoint)
+        cfg = verify(args.verify_config, state, args.opts) if args.verify_config else None
+        names = [*train_dataset_names(cfg), *test_dataset_names(cfg)] if cfg is not None else []
+        classes, source = export_classes(args.dataset, names)
+        if cfg is not None:
+            check_export_classes(classes, source, *num_classes(cfg))
+        else:
+            check_export_classes(classes, source, classes_in_state(state), "the checkpoint's box predictor")
+        if classes is None:
+            logger.warning(
+                "the export carries no class names or category ids (no --dataset, and no registered dataset in "
+                "--verify-config); pass --dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT] to keep them with the weights"
+            )
+        write_student(state, args.output, args.checkpoint, classes)
     except ExportError as e:
         raise SystemExit(f"export_student.py: error: {e}") from e
     return 0

@@ -58,6 +58,7 @@ from defeat.config.files import (
     num_classes,
     train_dataset_names,
 )
+from defeat.data.classes import category_ids_by_index, class_identity
 from defeat.data.datasets import dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
 from defeat.engine.preflight import check_datasets
@@ -224,9 +225,7 @@ def _dataset_ids(meta) -> Tuple[Optional[Dict[int, int]], Dict[str, int]]:
     image_ids = {}
     if meta.name in DatasetCatalog.list() and meta.get("json_file"):  # loading it sets the id map
         image_ids = {os.path.realpath(r["file_name"]): r["image_id"] for r in DatasetCatalog.get(meta.name)}
-    to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
-    category_ids = {v: k for k, v in to_contiguous.items()} if to_contiguous else None
-    return category_ids, image_ids
+    return category_ids_by_index(class_identity(meta.name)), image_ids
 
 
 def ground_truth(name: str, images: List[str]) -> Dict[str, Tuple]:

@@ -9,8 +9,11 @@ on a sample image (``--image``, else a generated one), resized as at test time. 
 written the traced module is run beside the eager model on the sample, the sample mirrored and an
 image of another aspect ratio: their detections (boxes, scores, classes) must agree. The file holds
 ``defeat_trace.json`` (``torch.jit.load(path, _extra_files=...)``) with the input format, the
-test-time sizes and the output names. A DeFeat config traces its student. The computation is
-``defeat.analysis.deploy``.
+test-time sizes, the output names and the classes: ``classes`` (names) and ``category_ids`` (the
+dataset's own ids), item ``i`` of each the model's class ``i``, from ``--dataset``, else the
+weights' ``"classes"`` (an export of ``tools/export_student.py``), else the config's registered
+training or test set; null when none is known (a warning says so). A DeFeat config traces its
+student. The computation is ``defeat.analysis.deploy``.
 """
 
 import argparse
@@ -32,8 +35,18 @@ from detectron2.config import CfgNode
 
 from defeat.analysis import deploy
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
+from defeat.analysis.export import check_export_classes, export_classes
 from defeat.checkpoint import atomic_write, load_weights_strictly
-from defeat.config.files import image_format, inference_augmentations, load_config, model_device, model_weights
+from defeat.config.files import (
+    image_format,
+    inference_augmentations,
+    load_config,
+    model_device,
+    model_weights,
+    num_classes,
+    test_dataset_names,
+    train_dataset_names,
+)
 from defeat.engine.outputs import check_output_files
 from defeat.engine.script import take_trailing_options
 from defeat.errors import ConfigFileError, DeFeatConfigError, ExportError, OutputError, OverrideError, WeightsError
@@ -62,6 +75,12 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--allow-random-weights", action="store_true", help="trace even without weights that cover every tensor"
+    )
+    p.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT]",
+        help="the dataset the student was trained on: its class names and category ids go into defeat_trace.json",
     )
     add_overwrite_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
@@ -108,6 +127,18 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg, model = load(args)
+    try:
+        names = [*train_dataset_names(cfg), *test_dataset_names(cfg)]
+        classes, source = export_classes(args.dataset, names, model_weights(cfg))
+        check_export_classes(classes, source, *num_classes(cfg))
+    except ExportError as e:
+        raise SystemExit(f"trace_student.py: error: {e}; nothing written") from e
+    if classes is None:
+        logger.warning(
+            "%s carries no class names or category ids (no --dataset, no classes in the weights, no registered "
+            "dataset in the config); pass --dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT] to keep them",
+            INFO_FILE,
+        )
     if args.image:
         sample = cv2.imread(args.image, cv2.IMREAD_COLOR)
         if sample is None:
@@ -134,6 +165,9 @@ def main(argv=None) -> dict:
         "test_resize": [repr(a) for a in augmentations],
         "outputs": names,
         "boxes": "x1, y1, x2, y2 in the pixels of the resized input",
+        "classes": classes["names"] if classes else None,
+        "category_ids": classes["category_ids"] if classes else None,
+        "classes_from": source or None,
     }
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)

@@ -24,6 +24,7 @@ __all__ = [
     "OutputError",
     "WeightsError",
     "SummaryError",
+    "MachineError",
 ]
 
 
@@ -104,3 +105,8 @@ class WeightsError(DeFeatError, RuntimeError):
 
 class SummaryError(DeFeatError, ValueError):
     """Runs to summarize have no evaluation to read, or were evaluated on different test sets."""
+
+
+class MachineError(DeFeatError, RuntimeError):
+    """The machine cannot run the config as it is: a CUDA device it does not have, or weights to
+    download that are neither in Detectron2's download cache nor reachable."""

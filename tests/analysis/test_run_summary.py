@@ -223,3 +223,19 @@ def test_argument_errors(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         _main(*argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_model_that_detected_nothing_shows_no_detections_not_nan():
+    """Detectron2 gives NaN for every AP when the model found nothing ("No predictions from the
+    model!"), and for one AP without ground truth (a size or class absent from the test set)."""
+    from defeat.analysis.run_summary import NO_DETECTIONS, format_ap, format_table
+
+    nothing = {k: float("nan") for k in METRICS}
+    one_missing = dict(TEACHER, APl=float("nan"))
+    table = format_table({"untrained": nothing, "teacher": one_missing, GAIN: dict(nothing, AP=1.5)})
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    rows = {c[0]: c[1:] for c in cells}
+    assert rows["untrained"] == [NO_DETECTIONS] * len(METRICS)
+    assert rows["teacher"][0] == f"{TEACHER['AP']:.2f}" and rows["teacher"][-1] == "n/a"
+    assert rows[GAIN][0] == "+1.50" and "nan" not in table
+    assert (format_ap(2.0, signed=True), format_ap(float("nan"), no_detections=True)) == ("+2.00", "no detections")

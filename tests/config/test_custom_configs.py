@@ -16,6 +16,8 @@ CUSTOM = os.path.join(REPO, "configs", "custom")
 TEMPLATES = ["teacher_R101_FPN.yaml", "student_R50_FPN.yaml", "defeat_R50_from_R101.yaml"]
 # Nothing downloads (no pretrained weights), CPU, small inputs.
 TINY = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", 96]
+# The command-line options of a user without a GPU or internet (docs/custom_dataset.md).
+OFFLINE_CPU = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg"}
 
 
@@ -134,7 +136,8 @@ def test_unfilled_placeholders_are_refused_before_a_run_starts(tmp_path):
     from defeat.errors import DataCheckError
 
     student = os.path.join(CUSTOM, "student_R50_FPN.yaml")
-    out = ["OUTPUT_DIR", str(tmp_path / "out")]
+    # on the CPU with a local weight (none): the machine's checks are tests/engine/test_machine.py's
+    out = ["OUTPUT_DIR", str(tmp_path / "out"), *OFFLINE_CPU]
     with pytest.raises(DataCheckError, match=r"DATASETS.TRAIN is empty: training needs a training set.*--dataset"):
         check_run(make_cfg(student, *out), _args(student))
     with pytest.raises(DataCheckError, match=r"DATASETS.TEST is empty: an evaluation \(--eval-only\) needs a test set"):
@@ -172,7 +175,9 @@ def test_a_count_from_the_json_names_the_number_to_set(tmp_path):
     json_file, images = write_coco(str(tmp_path / "data"), num_images=2)
     setup_datasets([f"custom_two_train={json_file}:{images}"])
     student = os.path.join(CUSTOM, "student_R50_FPN.yaml")
-    cfg = make_cfg(student, "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TRAIN", "('custom_two_train',)")
+    cfg = make_cfg(
+        student, "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TRAIN", "('custom_two_train',)", *OFFLINE_CPU
+    )
     with pytest.raises(DataCheckError, match=r"has 2 categories .* set MODEL.ROI_HEADS.NUM_CLASSES to 2"):
         check_run(cfg, _args(student))
 
@@ -183,3 +188,18 @@ def test_an_unfilled_teacher_template_is_refused_by_name():
 
     with pytest.raises(TeacherLoadError, match=r"teacher_R101_FPN.yaml' has MODEL.ROI_HEADS.NUM_CLASSES = 0"):
         _teacher_builder(os.path.join(CUSTOM, "teacher_R101_FPN.yaml"), "cpu")
+
+
+def test_every_template_names_the_weights_it_downloads_and_the_offline_fix():
+    """Each template's comments name every URL weight its config resolves to (its own or its
+    base's), and a local file for it; the base names the device it needs."""
+    from defeat.engine.machine import url_weights
+
+    for name in sorted(os.listdir(CUSTOM)):
+        path = os.path.join(CUSTOM, name)
+        comments = "\n".join(line for line in open(path) if line.lstrip().startswith("#"))
+        assert "Downloads" in comments, name
+        for key, url in url_weights(make_cfg(path)):
+            assert url in comments and f"{key} /path/to/{url.split('/')[-1]}" in comments, (name, key)
+    base = open(os.path.join(CUSTOM, "Base-Custom-RCNN-FPN.yaml")).read()
+    assert "MODEL.DEVICE cpu" in base

@@ -26,6 +26,8 @@ __all__ = [
     "check_comparable",
     "format_summary",
     "format_table",
+    "format_ap",
+    "NO_DETECTIONS",
     "gap_closed",
     "read_run",
     "saved_test_sets",
@@ -51,17 +53,36 @@ class RunResult:
     iteration: Optional[int] = None
 
 
+NO_DETECTIONS = "no detections"  # a row whose every AP is NaN: COCO found no detection to evaluate
+NOT_COMPUTED = "n/a"  # one NaN AP in a row: no ground truth of that size or class in the test set
+
+
+def format_ap(value: float, signed: bool = False, no_detections: bool = False) -> str:
+    """An AP with two decimals (``signed``: with its sign); a NaN, which Detectron2's COCO
+    evaluation gives for every metric when the model detected nothing ("No predictions from the
+    model!") and for a size or class without ground truth, as :data:`NO_DETECTIONS` when
+    ``no_detections`` (the whole row is NaN), else :data:`NOT_COMPUTED`."""
+    if isinstance(value, float) and math.isnan(value):
+        return NO_DETECTIONS if no_detections else NOT_COMPUTED
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _no_detections(metrics: Mapping[str, float]) -> bool:
+    values = [metrics.get(k) for k in METRICS]
+    return all(isinstance(v, float) and math.isnan(v) for v in values)
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> str:
     """A model-zoo style Markdown table of ``{name: {metric: value}}`` (:data:`METRICS` columns);
-    rows whose name starts with ``gain`` are signed."""
+    rows whose name starts with ``gain`` are signed; NaN APs as :func:`format_ap` writes them
+    (a model that detected nothing: ``no detections`` in every column)."""
     head = "| model | " + " | ".join(METRICS) + " |"
     sep = "|" + "---|" * (len(METRICS) + 1)
     lines = ([f"### {title}", ""] if title else []) + [head, sep]
     for name, m in rows.items():
+        empty = not name.startswith("gain") and _no_detections(m)
         lines.append(
-            f"| {name} | "
-            + " | ".join(f"{m[k]:+.2f}" if name.startswith("gain") else f"{m[k]:.2f}" for k in METRICS)
-            + " |"
+            f"| {name} | " + " | ".join(format_ap(m[k], name.startswith("gain"), empty) for k in METRICS) + " |"
         )
     return "\n".join(lines)
 
@@ -232,8 +253,10 @@ def format_summary(summary: dict) -> str:
         labels = [LABELS[role] for role in ROLES]
         lines += ["", "#### Per-class AP", "", "| class | " + " | ".join(labels) + " | gain |"]
         lines.append("|" + "---|" * (len(labels) + 2))
+        empty = {role: _no_detections(summary["rows"][LABELS[role]]) for role in ROLES}
         for name, ap in summary["per_class"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{ap[r]:.2f}" for r in ROLES) + f" | {ap['gain']:+.2f} |")
+            cells = [format_ap(ap[r], no_detections=empty[r]) for r in ROLES]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {format_ap(ap['gain'], signed=True)} |")
     return "\n".join(lines) + "\n"
 
 

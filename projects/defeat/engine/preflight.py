@@ -4,16 +4,19 @@
 benchmarks and the demo, which run them) on the main process: the output guard
 (``defeat.engine.outputs``), the batch against the number of processes, and every dataset the
 run uses, training and test, against its json (``defeat.data.coco_json``), the model's
-classes and each other (:func:`check_datasets`). The training sets' dicts are checked after
+classes and each other (:func:`check_datasets`), after the machine's device and the weights
+it would download (``defeat.engine.machine``). The training sets' dicts are checked after
 loading by ``defeat.data.checks``.
 """
 
 import logging
+import os
 from typing import Dict, List, Optional, Sequence
 
 from ..config.files import num_classes, output_dir, test_dataset_names, train_dataset_names
 from ..data.coco_json import CocoSummary, check_coco_json
 from ..errors import DataCheckError
+from .machine import check_machine
 from .outputs import check_run_output, run_inputs
 
 __all__ = ["check_batch", "check_datasets", "check_dataset_names", "check_class_count", "check_run", "dataset_classes"]
@@ -177,18 +180,21 @@ def _needs_masks(cfg) -> bool:
 
 
 def check_run(cfg, args, world_size: int = 1) -> None:
-    """Everything a run of ``cfg`` checks before it writes or builds (main process): the output
-    guard (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the datasets
-    named, the batch, every dataset and the number of classes. Datasets must be registered already.
+    """Everything a run of ``cfg`` checks before it writes or builds (main process): the datasets
+    named, the device and the weights to download (``defeat.engine.machine``), the output guard
+    (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the batch, every dataset
+    and the number of classes. Datasets must be registered already.
 
     Raises:
-        OutputError, DataCheckError: with the setting or file and the fix.
+        MachineError, OutputError, DataCheckError: with the setting or file and the fix.
     """
     from detectron2.config import CfgNode
     from detectron2.data import DatasetCatalog
 
     eval_only = bool(getattr(args, "eval_only", False))
     check_dataset_names(cfg, eval_only)  # a config-only check: before the output guard touches anything
+    resumes = bool(getattr(args, "resume", False)) and os.path.isfile(os.path.join(output_dir(cfg), "last_checkpoint"))
+    check_machine(cfg, model_weights_used=not resumes, teacher_used=not eval_only)  # the device, URL weights
     train_names = train_dataset_names(cfg)
     if eval_only:  # what the model was trained on, where it is known here
         train_names = [n for n in train_names if n in DatasetCatalog.list()]
