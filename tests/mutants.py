@@ -514,6 +514,14 @@ MUTANTS = [
         '        return f"{value:.2f}"',
         ("tests/analysis/test_run_summary.py", "-k", "nothing"),
     ),
+    Mutant(
+        "inherit_ignores_channel_order",
+        "a teacher of the other channel order gives its first image convolution reversed",
+        "projects/defeat/modeling/inherit.py",
+        "    flip = image_facing_tensors(student) if formats in _CHANNEL_ORDERS else {}",
+        "    flip = {}",
+        ("tests/modeling/test_inherit.py", "-k", "channel_order"),
+    ),
 ]
 
 

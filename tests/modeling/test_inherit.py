@@ -132,3 +132,27 @@ def test_lazy_config_inherits(tmp_path):
     assert all(_matches(m, "backbone.bottom_up"))
     with pytest.raises(DeFeatConfigError, match=r"MODEL.DEFEAT.INHERIT = 'x' must be a list.*model.defeat.inherit"):
         load_config(f"{CONFIGS}/tiny_defeat.py", [f"model.teacher.weights={teacher}", "model.defeat.inherit='x'"])
+
+
+@pytest.mark.parametrize("student_format", ["BGR", "RGB"])
+def test_a_teacher_of_the_other_channel_order_gives_its_image_facing_tensors_reversed(
+    teacher_weights, tmp_path, student_format
+):
+    """The tiny teacher reads BGR; an RGB student inheriting its stem gets the first convolution's
+    input channels reversed (it sees its input as the teacher saw its); a BGR student gets them
+    as they are. Every other tensor is copied unchanged."""
+    from defeat.modeling.inherit import image_facing_tensors
+
+    m = _model(teacher_weights, ["backbone.bottom_up"], "INPUT.FORMAT", student_format)
+    assert m.teacher.input_format == "BGR" and m.input_format == student_format
+    load_or_resume(AtomicDetectionCheckpointer(m, str(tmp_path)), "", False)
+    ours, theirs = m.state_dict(), m.teacher.state_dict()
+    facing = image_facing_tensors(m)
+    assert facing == {"backbone.bottom_up.stem.conv1.weight": 1}
+    stem = theirs["backbone.bottom_up.stem.conv1.weight"]
+    assert not torch.equal(stem, stem.flip(1))  # a reversal shows
+    for name, dim in facing.items():
+        expected = theirs[name].flip(dim) if student_format == "RGB" else theirs[name]
+        assert torch.equal(ours[name], expected), name
+    others = [n for n in ours if n.startswith("backbone.bottom_up") and n not in facing]
+    assert others and all(torch.equal(ours[n], theirs[n]) for n in others)

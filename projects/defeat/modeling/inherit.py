@@ -7,6 +7,11 @@ once, at the start of a fresh run after ``MODEL.WEIGHTS`` is loaded, never on re
 (``defeat.engine.start.load_or_resume``); the plan is checked
 when the model is built, so a prefix that matches nothing or a shape that differs fails before
 training.
+
+A teacher that reads its images in the other channel order (``INPUT.FORMAT`` RGB vs BGR) gives
+the weight of its first convolution on the image with the input channels reversed, so the
+inherited student sees its own input as the teacher saw its (``pixel_mean`` / ``pixel_std`` are
+not inherited: they are not in ``state_dict``).
 """
 
 import logging
@@ -18,7 +23,7 @@ import torch.nn as nn
 from ..checkpoint import DEFEAT_KEY_PREFIXES
 from ..errors import DeFeatConfigError
 
-__all__ = ["inheritance_plan", "inherit_from_teacher"]
+__all__ = ["inheritance_plan", "inherit_from_teacher", "image_facing_tensors"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +69,42 @@ def inheritance_plan(student: nn.Module, teacher: nn.Module, prefixes: Sequence[
     return plan
 
 
+_CHANNEL_ORDERS = {("RGB", "BGR"), ("BGR", "RGB")}
+
+
+def image_facing_tensors(model: nn.Module) -> Dict[str, int]:
+    """``{tensor name: its image-channel dimension}``: the weight of the first ``Conv2d`` that reads
+    the 3-channel image (dimension 1)."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            out[f"{name}.weight"] = 1
+            break
+    return out
+
+
 def inherit_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: Sequence[str]) -> List[str]:
     """Copy the teacher's tensors into the student for ``prefixes`` (see :func:`inheritance_plan`);
-    returns the copied names and logs how many tensors and values each prefix took."""
+    returns the copied names and logs how many tensors and values each prefix took. With the
+    teacher's channel order the reverse of the student's (RGB vs BGR), the image-facing tensors
+    (:func:`image_facing_tensors`) are copied with their channels reversed, and that is logged."""
     plan = inheritance_plan(student, teacher, prefixes)
     ours, theirs = _student_state(student), teacher.state_dict()
+    formats = (getattr(teacher, "input_format", None), getattr(student, "input_format", None))
+    flip = image_facing_tensors(student) if formats in _CHANNEL_ORDERS else {}
     copied = []
     with torch.no_grad():
         for prefix, names in plan.items():
             for n in names:
-                ours[n].copy_(theirs[n].to(ours[n].device, ours[n].dtype))
+                value = theirs[n]
+                if n in flip and value.shape[flip[n]] == 3:
+                    value = value.flip(flip[n])
+                    logger.info(
+                        "DeFeat: %s inherited with its channels reversed (teacher reads %s, student %s)",
+                        n,
+                        *formats,
+                    )
+                ours[n].copy_(value.to(ours[n].device, ours[n].dtype))
             values = sum(ours[n].numel() for n in names)
             logger.info(
                 "DeFeat: inherited %d tensors (%d values) under %r from the teacher", len(names), values, prefix
