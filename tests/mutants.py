@@ -361,10 +361,12 @@ MUTANTS = [
         "projects/defeat/modeling/meta_arch/mixin.py",
         (
             "        if d.cross_enabled:\n            cross = stage_logits(",
+            "            losses.update(_stage_mean([d.cross_losses(",
             "        return d.scheduled(losses)\n\n    def teacher_rois(",
         ),
         (
             "        cross_terms = {}\n        if d.cross_enabled:\n            cross = stage_logits(",
+            "            cross_terms.update(_stage_mean([d.cross_losses(",
             "        return {**d.scheduled(losses), **cross_terms}\n\n    def teacher_rois(",
         ),
         ("tests/config/test_every_setting.py", "-k", "schedule or warmup or max_iter"),

@@ -28,7 +28,7 @@ def test_empty_teacher_config(teacher_weights):
 def test_invalid_teacher_config(teacher_weights, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("MODEL:\n  NOT_A_KEY: 3\n")
-    with pytest.raises(TeacherLoadError, match="cannot parse teacher config"):
+    with pytest.raises(TeacherLoadError, match="cannot load teacher config"):
         _build(defeat_cfg(teacher_weights, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", str(bad)))
 
 

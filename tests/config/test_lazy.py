@@ -156,7 +156,7 @@ def test_lazy_teacher_config_errors(teacher_weights, tmp_path):
         build_teacher(str(no_model), teacher_weights)
     broken = tmp_path / "broken.py"
     broken.write_text("from nowhere_at_all import model\n")
-    with pytest.raises(TeacherLoadError, match="cannot load teacher LazyConfig"):
+    with pytest.raises(TeacherLoadError, match="cannot load teacher config"):
         build_teacher(str(broken), teacher_weights)
 
 

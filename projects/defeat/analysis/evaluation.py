@@ -14,7 +14,7 @@ import logging
 from typing import Dict, Optional
 
 from ..checkpoint import load_weights_strictly
-from ..config.files import load_config, test_dataset_names
+from ..config.files import key_of, load_config, set_run_values, test_dataset_names, test_pipelines
 from ..data.datasets import register_provided_datasets
 from ..engine.preflight import check_run
 from ..errors import SummaryError
@@ -31,56 +31,46 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def lazy_test(cfg, model) -> dict:
-    """COCO-style evaluation of ``model`` on a LazyConfig's ``dataloader.test`` with its
-    ``dataloader.evaluator``; ``{}`` without an evaluator."""
+def evaluate_model(cfg, model) -> dict:
+    """The evaluation results of ``model`` on each of the config's test sets
+    (``defeat.config.files.test_pipelines``), as ``DefaultTrainer.test`` gives them: the results
+    of the one test set (``{"bbox": {...}}``), or ``{name: results}`` for several; ``{}`` without
+    an evaluator."""
     import detectron2.utils.comm as comm
-    from detectron2.config import instantiate
     from detectron2.evaluation import inference_on_dataset, print_csv_format
 
-    if "evaluator" not in cfg.dataloader:
-        return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
-    if comm.is_main_process():
-        print_csv_format(results)
-    return results
+    results = {}
+    for name, loader, evaluator in test_pipelines(cfg):
+        results[name] = inference_on_dataset(model, loader, evaluator)
+        if comm.is_main_process():
+            logger.info("Evaluation results for %s in csv format:", name)
+            print_csv_format(results[name])
+    return next(iter(results.values())) if len(results) == 1 else results
 
 
-def evaluate_model(cfg, model) -> dict:
-    """The evaluation results of ``model`` on the config's test sets: ``DeFeatTrainer.test`` for a
-    YAML config (``{"bbox": {...}}`` for one test set), :func:`lazy_test` for a LazyConfig."""
-    from detectron2.config import CfgNode
-
-    if isinstance(cfg, CfgNode):
-        from ..engine.trainer import DeFeatTrainer
-
-        return DeFeatTrainer.test(cfg, model)
-    return lazy_test(cfg, model)
+def lazy_test(cfg, model) -> dict:
+    """:func:`evaluate_model` (the evaluation hook of a LazyConfig run)."""
+    return evaluate_model(cfg, model)
 
 
 def evaluate_weights(cfg, weights: str, setting: Optional[str] = None, model=None) -> dict:
     """Evaluate ``weights`` with the config's evaluation model on its test sets.
 
     Args:
-        cfg: a YAML config (``CfgNode``) or a LazyConfig, set up (datasets registered).
+        cfg: a YAML config or a LazyConfig, set up (datasets registered).
         setting: the option or key that named ``weights``, for the messages (default
             ``MODEL.WEIGHTS`` / ``train.init_checkpoint``).
         model: the evaluation model, when the caller built it already; else built here
-            (``build_student_model``: a DeFeat config's plain student).
+            (``build_student_model``: a DeFeat config's plain student, wrapped for the processes).
     Raises:
         WeightsError: the weights are missing or leave tensors of the model random.
     """
-    from detectron2.config import CfgNode
-
     from ..engine.ddp import create_ddp_model_any_device
     from ..modeling.meta_arch.common import build_student_model
 
-    yaml_config = isinstance(cfg, CfgNode)
-    setting = setting or ("MODEL.WEIGHTS" if yaml_config else "train.init_checkpoint")
+    setting = setting or key_of(cfg, "weights")
     if model is None:
-        model = build_student_model(cfg)
-        if not yaml_config:
-            model = create_ddp_model_any_device(model, **cfg.train.ddp)
+        model = create_ddp_model_any_device(build_student_model(cfg))
     load_weights_strictly(model, weights, setting)
     return evaluate_model(cfg, model)
 
@@ -105,19 +95,13 @@ def evaluation_config(
         ConfigFileError, OverrideError, DeFeatConfigError: the config does not load.
         SummaryError: the evaluation would not be on exactly one test set.
     """
-    from detectron2.config import CfgNode
-
-    cfg = load_config(config_file)
-    if isinstance(cfg, CfgNode):
-        cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = weights, output_dir
-        cfg.DATASETS.TEST = (test_set,) if test_set else cfg.DATASETS.TEST
-        cfg.MODEL.DEVICE = device or cfg.MODEL.DEVICE
-    else:
-        cfg.train.init_checkpoint, cfg.train.output_dir = weights, output_dir
-        if test_set:
-            cfg.dataloader.test.dataset.names = test_set
-        if device:
-            cfg.train.device = device
+    cfg = set_run_values(
+        load_config(config_file),
+        weights=weights,
+        output_dir=output_dir,
+        test_sets=(test_set,) if test_set else None,
+        device=device,
+    )
     names = test_dataset_names(cfg)
     if len(names) != 1:
         raise SummaryError(

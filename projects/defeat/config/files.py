@@ -10,10 +10,12 @@ A YAML config becomes a ``CfgNode`` with DeFeat's keys (overrides ``KEY VALUE`` 
 never needs to know which one it was given.
 """
 
+import copy
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 import yaml
 from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
@@ -50,6 +52,13 @@ __all__ = [
     "image_format",
     "pixel_stats",
     "defeat_settings",
+    "RUN_KEYS",
+    "key_of",
+    "set_run_values",
+    "for_building",
+    "architecture_name",
+    "build_model_as",
+    "test_pipelines",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -497,3 +506,95 @@ def defeat_settings(cfg: Config) -> Dict[str, Any]:
     if isinstance(cfg, CfgNode):
         return settings_from_cfg(cfg)
     return resolve_settings(cfg.model.get("defeat", None))
+
+
+# What a run's config holds under another key in each kind: meaning -> (YAML key, LazyConfig key).
+RUN_KEYS = {
+    "weights": ("MODEL.WEIGHTS", "train.init_checkpoint"),
+    "output_dir": ("OUTPUT_DIR", "train.output_dir"),
+    "device": ("MODEL.DEVICE", "train.device"),
+    "max_iter": ("SOLVER.MAX_ITER", "train.max_iter"),
+    "train_sets": ("DATASETS.TRAIN", "dataloader.train.dataset.names"),
+    "test_sets": ("DATASETS.TEST", "dataloader.test.dataset.names"),
+}
+
+
+def key_of(cfg: Config, meaning: str) -> str:
+    """The config's key for ``meaning`` (a key of :data:`RUN_KEYS`), for messages: ``MODEL.WEIGHTS``
+    in a YAML config, ``train.init_checkpoint`` in a LazyConfig."""
+    return RUN_KEYS[meaning][0 if isinstance(cfg, CfgNode) else 1]
+
+
+def set_run_values(cfg: Config, **values) -> Config:
+    """Put run values into the config by meaning (``weights``, ``output_dir``, ``device``,
+    ``test_sets``: a sequence of names); a value of None or ``""`` leaves the config's. Returns it."""
+    unknown = sorted(set(values) - set(RUN_KEYS))
+    if unknown:
+        raise KeyError(f"not a run value: {unknown}; known: {sorted(RUN_KEYS)}")
+    for meaning, value in values.items():
+        if value is None or (isinstance(value, (str, tuple, list)) and not value):
+            continue
+        if meaning.endswith("_sets"):
+            value = tuple(value) if isinstance(cfg, CfgNode) else (value[0] if len(value) == 1 else list(value))
+        *parents, last = key_of(cfg, meaning).split(".")
+        target = cfg
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return cfg
+
+
+def for_building(cfg: Config, device: str) -> Config:
+    """The config ready to build a model that is loaded afterwards (a teacher): a YAML config
+    on ``device`` with no ``MODEL.WEIGHTS``, frozen; a LazyConfig with ``train.device`` set to
+    ``device`` where it has a ``train`` node (its ``model`` node holds no weights)."""
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEVICE = device
+        cfg.MODEL.WEIGHTS = ""
+        cfg.freeze()
+    elif "train" in cfg:
+        cfg.train.device = device
+    return cfg
+
+
+def architecture_name(cfg: Config) -> str:
+    """``MODEL.META_ARCHITECTURE``, or the class name of a LazyConfig's ``model._target_``."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.META_ARCHITECTURE
+    target = cfg.model.get("_target_", "")
+    name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    return name.rsplit(".", 1)[-1]
+
+
+def build_model_as(cfg: Config, cls: Any, drop: Sequence[str] = ()) -> nn.Module:
+    """The model of class ``cls`` (instead of the config's own architecture) from the config's
+    arguments, on the config's device: ``cls(cfg)`` for a YAML config (Detectron2's
+    ``@configurable`` classes), the ``model`` node with ``_target_`` replaced and the ``drop``
+    keys left out for a LazyConfig."""
+    if isinstance(cfg, CfgNode):
+        return cls(cfg).to(torch.device(cfg.MODEL.DEVICE))
+    node = copy.deepcopy(cfg.model)
+    node._target_ = cls
+    for key in drop:
+        node.pop(key, None)
+    return instantiate(node).to(model_device(cfg))
+
+
+def test_pipelines(cfg: Config) -> List[Tuple[str, Any, Any]]:
+    """``(dataset name, data loader, evaluator)`` of each of the config's test sets: Detectron2's
+    test loader and ``COCOEvaluator`` (into ``OUTPUT_DIR/inference``) for each of
+    ``DATASETS.TEST``; a LazyConfig's ``dataloader.test`` with its ``dataloader.evaluator`` (none
+    without an evaluator)."""
+    if isinstance(cfg, CfgNode):
+        from detectron2.data import build_detection_test_loader
+        from detectron2.evaluation import COCOEvaluator
+
+        folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        return [
+            (name, build_detection_test_loader(cfg, name), COCOEvaluator(name, output_dir=folder))
+            for name in cfg.DATASETS.TEST
+        ]
+    if "evaluator" not in cfg.dataloader:
+        return []
+    name = ",".join(test_dataset_names(cfg))
+    return [(name, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))]

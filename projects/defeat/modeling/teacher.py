@@ -12,16 +12,16 @@ import os
 
 import torch
 import torch.nn as nn
-from detectron2.config import CfgNode, instantiate
-from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
 from ..checkpoint import RecordingCheckpointer, weight_problems
 from ..config.files import (
     architecture,
+    architecture_name,
+    build_model_from_config,
     expand_path,
+    for_building,
     is_defeat_architecture,
-    is_lazy_config,
     load_config,
     num_classes,
 )
@@ -76,26 +76,16 @@ def load_teacher_config(config_file: str, device: str = "cpu"):
         cfg = load_config(path, check_settings=False)
     except ConfigFileError as e:
         cause = e.__cause__
-        if not is_lazy_config(path):
-            raise TeacherLoadError(f"cannot parse teacher config {path!r}: {cause or e}") from e
-        if cause is None:  # the file loaded but has nothing to build
+        if cause is None and "has no 'model' entry" in str(e):  # a LazyConfig with nothing to build
             raise TeacherLoadError(f"teacher LazyConfig {path!r} has no 'model' entry to build") from e
-        raise TeacherLoadError(f"cannot load teacher LazyConfig {path!r}: {type(cause).__name__}: {cause}") from e
-    if isinstance(cfg, CfgNode):
-        cfg.MODEL.DEVICE = device
-        cfg.MODEL.WEIGHTS = ""
-        cfg.freeze()
-    return cfg
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(e)
+        raise TeacherLoadError(f"cannot load teacher config {path!r}: {detail}") from e
+    return for_building(cfg, device)
 
 
 def load_teacher_lazy_config(config_file: str):
     """The teacher's LazyConfig (a ``.py`` file with a ``model`` node); see :func:`load_teacher_config`."""
     return load_teacher_config(config_file)
-
-
-def _target_name(model_cfg) -> str:
-    target = model_cfg.get("_target_", "")
-    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
 def _architecture_class(cfg):
@@ -110,14 +100,9 @@ def _architecture_class(cfg):
 def _teacher_builder(config_file: str, device: str):
     """``(build, config, architecture name)`` of a YAML or LazyConfig teacher config; ``build()``
     returns the randomly initialised model (deferred until the weights file has been checked)."""
-    if is_lazy_config(config_file):
-        cfg = load_teacher_config(config_file)
-        arch = _target_name(cfg.model).rsplit(".", 1)[-1]
-        build = functools.partial(instantiate, cfg.model)
-    else:
-        cfg = load_teacher_config(config_file, device)
-        arch = cfg.MODEL.META_ARCHITECTURE
-        build = functools.partial(build_model, cfg)
+    cfg = load_teacher_config(config_file, device)
+    arch = architecture_name(cfg)
+    build = functools.partial(build_model_from_config, cfg)
     cls = _architecture_class(cfg)
     if is_defeat_architecture(cls) or (cls is None and arch.startswith("DeFeat")):
         raise TeacherLoadError(

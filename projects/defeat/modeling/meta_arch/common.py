@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from detectron2.structures import ImageList
 
-from ...config.files import architecture, model_node_class
+from ...config.files import architecture, build_model_as, build_model_from_config
 from ...config.settings import settings_from_cfg
 from ...config.validation import validate_settings
 from ..align import pad_at_least, resize_image
@@ -28,7 +28,6 @@ __all__ = [
     "turn_off",
     "student_class",
     "build_eval_model",
-    "lazy_eval_model_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -219,39 +218,18 @@ def student_class(cls: type) -> type:
 def build_eval_model(cfg) -> nn.Module:
     """``build_model(cfg)`` for evaluation: a DeFeat architecture is built as its plain student
     (:func:`student_class`), so no teacher config or weights are read; the checkpoint's
-    ``distiller.adapters.*`` are then left out by ``defeat.checkpoint.load_weights_strictly``."""
-    from detectron2.modeling import build_model
-
-    cls = architecture(cfg)
-    plain = student_class(cls)
-    if plain is cls:
-        return build_model(cfg)
-    logger.info("Evaluation: building %s as its student %s (no teacher is loaded)", cls.__name__, plain.__name__)
-    return plain(cfg).to(torch.device(cfg.MODEL.DEVICE))
+    ``distiller.adapters.*`` are then left out by ``defeat.checkpoint.load_weights_strictly``
+    (:func:`build_student_model`)."""
+    return build_student_model(cfg)
 
 
 def build_student_model(cfg) -> nn.Module:
     """The model a YAML config or LazyConfig evaluates and predicts with, on its device: a DeFeat
-    config's plain student (no teacher read), any other config's model."""
-    from detectron2.config import CfgNode, instantiate
-
-    if isinstance(cfg, CfgNode):
-        return build_eval_model(cfg)
-    return instantiate(lazy_eval_model_config(cfg.model)).to(cfg.get("train", {}).get("device", "cpu"))
-
-
-def lazy_eval_model_config(model_cfg):
-    """A copy of a LazyConfig ``model`` node that builds the plain student of a DeFeat ``_target_``
-    (without ``teacher``/``defeat``); the node itself when it is not a DeFeat model."""
-    import copy
-
-    cls = model_node_class(model_cfg)
+    config's plain student (no teacher read, no ``teacher``/``defeat`` arguments), any other
+    config's model."""
+    cls = architecture(cfg)
     plain = student_class(cls) if isinstance(cls, type) else cls
     if plain is cls:
-        return model_cfg
-    out = copy.deepcopy(model_cfg)
-    out._target_ = plain
-    for key in ("teacher", "defeat"):
-        out.pop(key, None)
+        return build_model_from_config(cfg)
     logger.info("Evaluation: building %s as its student %s (no teacher is loaded)", cls.__name__, plain.__name__)
-    return out
+    return build_model_as(cfg, plain, drop=("teacher", "defeat"))
