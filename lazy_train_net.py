@@ -36,16 +36,17 @@ from detectron2.engine import default_setup
 from defeat.analysis.evaluation import evaluate_weights, lazy_test
 from defeat.config.files import OverrideError, check_overrides, num_classes  # noqa: F401 (kept public here)
 from defeat.config.files import load_config as load_config_file
+from defeat.engine.entry import run_entry_point
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (
     hold_log_records,
+    hold_output_dir,
     launch_main,
     load_and_check_training_data,
     parse_args,
     preflight,
     register_datasets,
-    resume_guard,
     setup_defeat_logger,
 )
 
@@ -65,9 +66,10 @@ def load_config(args):
     return load_config_file(args.config_file, args.opts)
 
 
-def setup(args, cfg=None):
+def setup(args, cfg=None, run=None):
     """The LazyConfig with ``key=value`` overrides applied (``cfg``: already loaded by
-    :func:`load_config`, else loaded here); datasets, logging and seed set up."""
+    :func:`load_config`, else loaded here); datasets, logging and seed set up. ``run``: the held
+    output folder, as for ``train_net.setup``."""
     cfg = cfg if cfg is not None else load_config(args)
     if not args.eval_only:
         check_amp(amp_enabled(cfg), cfg.train.device, setting="train.amp.enabled")  # before anything is written
@@ -75,7 +77,7 @@ def setup(args, cfg=None):
     if "test" in cfg.dataloader:
         names += _names(cfg.dataloader.test.dataset)
     register_datasets(args, names)  # in every process (each DDP worker too)
-    preflight(cfg, args)  # outputs, batch, datasets: before anything is written or built
+    preflight(cfg, args, run)  # outputs, batch, device, weights, datasets: before anything is written or built
     default_setup(cfg, args)
     setup_defeat_logger(cfg.train.output_dir)  # and the one line on the known-harmless messages hidden
     return cfg
@@ -84,18 +86,21 @@ def setup(args, cfg=None):
 def main(args):
     with hold_log_records() as held:  # the loader's notes, logged once the run's log exists
         cfg = load_config(args)
-    with resume_guard(cfg.train.output_dir, args):
-        cfg = setup(args, cfg)
+    # The folder's lock until the end; until run.started(), an error leaves the folder as it was.
+    with hold_output_dir(cfg) as run:
+        cfg = setup(args, cfg, run)
         held.replay()
+        run.announce()
         if args.eval_only:
             # a DeFeat model evaluates its plain student; the weights load strictly
             return evaluate_weights(cfg, cfg.train.init_checkpoint, "train.init_checkpoint")
         images = getattr(args, "check_images", "verify")
         train_dicts = load_and_check_training_data(_names(cfg.dataloader.train.dataset), *num_classes(cfg), images)
         trainer, start_iter = build_lazy_trainer(cfg, args.resume, lambda m: do_test(cfg, m), train_dicts)
-    trainer.train(start_iter, cfg.train.max_iter)  # evaluates once at the end (EvalHook)
+        run.started()
+        trainer.train(start_iter, cfg.train.max_iter)  # evaluates once at the end (EvalHook)
     return None
 
 
 if __name__ == "__main__":
-    launch_main(main, parse_args())  # the same options as train_net.py
+    run_entry_point(lambda: launch_main(main, parse_args()), script="lazy_train_net.py")  # train_net.py's options

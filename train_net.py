@@ -29,16 +29,17 @@ from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.config.files import load_config as load_config_file
 from defeat.config.files import num_classes
 from defeat.data.datasets import preloaded_datasets
+from defeat.engine.entry import run_entry_point
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     argument_parser,
     hold_log_records,
+    hold_output_dir,
     launch_main,
     load_and_check_training_data,
     parse_args,
     preflight,
     register_datasets,
-    resume_guard,
     setup_defeat_logger,
 )
 from defeat.engine.trainer import DeFeatTrainer
@@ -54,15 +55,17 @@ def load_config(args):
     return cfg
 
 
-def setup(args, cfg=None):
+def setup(args, cfg=None, run=None):
     """The run's config (``cfg``: already loaded by :func:`load_config`, else loaded here), with
-    AMP checked, the datasets registered, and Detectron2's set-up (output folder, logs, seed) done."""
+    AMP checked, the datasets registered, and Detectron2's set-up (output folder, logs, seed) done.
+    ``run``: the held output folder (:func:`hold_output_dir`), which sets aside an earlier run
+    replaced by ``--overwrite`` until the start succeeds."""
     cfg = cfg if cfg is not None else load_config(args)
     if not args.eval_only:
         check_amp(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)  # before anything is written
     used = cfg.DATASETS.TEST if args.eval_only else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
     register_datasets(args, used)  # in every process (each DDP worker too)
-    preflight(cfg, args)  # outputs, batch, datasets: before anything is written or built
+    preflight(cfg, args, run)  # outputs, batch, device, weights, datasets: before anything is written or built
     default_setup(cfg, args)
     setup_defeat_logger(cfg.OUTPUT_DIR)  # and the one line on the known-harmless messages hidden
     return cfg
@@ -71,9 +74,11 @@ def setup(args, cfg=None):
 def main(args):
     with hold_log_records() as held:  # the loader's notes, logged once the run's log exists
         cfg = load_config(args)
-    with resume_guard(cfg.OUTPUT_DIR, args):
-        cfg = setup(args, cfg)
+    # The folder's lock until the end; until run.started(), an error leaves the folder as it was.
+    with hold_output_dir(cfg) as run:
+        cfg = setup(args, cfg, run)
         held.replay()
+        run.announce()
         if args.eval_only:
             model = build_eval_model(cfg)  # a DeFeat config evaluates its student: no teacher needed
             checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict_resume=False)
@@ -89,8 +94,9 @@ def main(args):
             trainer = Trainer(cfg)
         del train_dicts
         trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+        run.started()
+        return trainer.train()
 
 
 if __name__ == "__main__":
-    launch_main(main, parse_args())
+    run_entry_point(lambda: launch_main(main, parse_args()), script="train_net.py")

@@ -370,5 +370,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="accuracy.py")
     sys.exit(0)

@@ -105,5 +105,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="head_kl_analysis.py")
     sys.exit(0)

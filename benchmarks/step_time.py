@@ -593,5 +593,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="step_time.py")
     sys.exit(0)

@@ -68,4 +68,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="custom_rcnn.py")

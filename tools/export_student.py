@@ -151,4 +151,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from defeat.engine.entry import run_entry_point
+
+    sys.exit(run_entry_point(main, script="export_student.py"))

@@ -142,4 +142,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="inspect_dataset.py")

@@ -72,4 +72,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="plot_losses.py")

@@ -151,4 +151,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="summarize_runs.py")

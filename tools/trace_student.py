@@ -183,5 +183,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="trace_student.py")
     sys.exit(0)

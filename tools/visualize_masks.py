@@ -317,4 +317,6 @@ def main(argv=None) -> List[str]:
 
 
 if __name__ == "__main__":
-    main()
+    from defeat.engine.entry import run_entry_point
+
+    run_entry_point(main, script="visualize_masks.py")

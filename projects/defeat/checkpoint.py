@@ -11,7 +11,9 @@ newest intact ``model_XXXXXXX.pth`` with a warning, and a checkpoint of another 
 import contextlib
 import logging
 import os
+import pickle
 import re
+import zipfile
 from typing import List, Optional
 
 import torch
@@ -32,6 +34,9 @@ __all__ = [
     "weight_problems",
     "restore_on_failure",
     "checkpoint_iteration",
+    "check_weights_file",
+    "UNREADABLE_CHECKPOINT_ERRORS",
+    "unreadable_weights_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,6 +155,57 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
             raise WeightsError(message)
         logger.warning("%s (allowed: random weights were asked for)", message)
     return checkpointer.incompatible
+
+
+# What torch, pickle and fvcore raise for a checkpoint that cannot be read back: truncated
+# (``PytorchStreamReader failed reading zip archive``: a RuntimeError; EOFError), not a pickle
+# (UnpicklingError), unreadable or not downloadable (OSError, urllib's URLError among them).
+UNREADABLE_CHECKPOINT_ERRORS = (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def unreadable_weights_error(weights: str, setting: str, error: BaseException) -> WeightsError:
+    """A :class:`WeightsError` naming ``weights``, the key ``setting`` that named it and what the
+    reader said (``error``), with the fix."""
+    said = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return WeightsError(
+        f"{setting}: cannot read the weights {weights!r} ({said}). The file is truncated, damaged or not a "
+        f"checkpoint: copy it again, or set {setting} to another .pth/.pkl file ('' to start from scratch)"
+    )
+
+
+def check_weights_file(weights: str, setting: str = "MODEL.WEIGHTS") -> None:
+    """Refuse, before a run touches anything, a local weight file it could not load: missing, a
+    folder, unreadable, or not a checkpoint (a truncated PyTorch zip, a text file). Empty
+    ``weights`` (from scratch) and URLs pass (a URL is checked by ``defeat.engine.machine``).
+
+    The kind is read from the file's first and last bytes only: a PyTorch ``.pth`` is a zip
+    (its central directory at the end, lost when truncated) or a pickle (first byte 0x80);
+    Detectron's ``.pkl`` files are pickles (any non-empty ``.pkl`` passes).
+
+    Raises:
+        WeightsError: naming ``setting``, the file, and how to give a usable file.
+    """
+    if not weights or "://" in weights:
+        return
+    path = os.path.expanduser(weights)
+    if not os.path.exists(path):
+        raise WeightsError(
+            f"{setting}: {weights!r} is not a file. Point {setting} at an existing checkpoint (train or copy it "
+            f"first), or set {setting} '' to start from scratch"
+        )
+    if os.path.isdir(path):
+        raise WeightsError(f"{setting}: {weights!r} is a folder; give the checkpoint file in it (e.g. model_final.pth)")
+    if not os.access(path, os.R_OK):
+        raise WeightsError(f"{setting}: {weights!r} is not readable (permissions); make it readable or copy it")
+    with open(path, "rb") as f:
+        first = f.read(2)
+    if first and (zipfile.is_zipfile(path) or first[:1] == b"\x80" or path.endswith(".pkl")):
+        return  # a .pkl of pickle protocol 0/1 has no marker byte: its reader judges it
+    what = "is empty" if not first else "is not a checkpoint (neither a PyTorch zip nor a pickle), or is truncated"
+    raise WeightsError(
+        f"{setting}: {weights!r} {what}. Give a .pth written by torch.save (a Detectron2 run's model_final.pth) "
+        f"or a Detectron .pkl; copy it again if it was cut short"
+    )
 
 
 class _Unreadable(Exception):

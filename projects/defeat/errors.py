@@ -100,7 +100,8 @@ class OutputError(DeFeatError, ValueError):
 
 
 class WeightsError(DeFeatError, RuntimeError):
-    """Weights to evaluate or predict with leave parameters random or mismatched in shape."""
+    """Weights are missing, unreadable (truncated, not a checkpoint), cannot be downloaded, or
+    leave parameters random or mismatched in shape."""
 
 
 class SummaryError(DeFeatError, ValueError):

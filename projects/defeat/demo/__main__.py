@@ -5,4 +5,6 @@ import sys
 from .runner import main
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    from ..engine.entry import run_entry_point
+
+    sys.exit(0 if run_entry_point(main, script="python -m defeat.demo") else 1)

@@ -256,4 +256,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    from ..engine.entry import run_entry_point
+
+    sys.exit(0 if run_entry_point(main, script="python -m defeat.demo") else 1)

@@ -69,5 +69,9 @@ def build_lazy_trainer(
             hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main_process else None,
         ]
     )
-    start_iter = trainer.iter + 1 if load_or_resume(checkpointer, cfg.train.init_checkpoint, resume) else 0
+    start_iter = (
+        trainer.iter + 1
+        if load_or_resume(checkpointer, cfg.train.init_checkpoint, resume, "train.init_checkpoint")
+        else 0
+    )
     return trainer, start_iter

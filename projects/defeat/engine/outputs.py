@@ -7,8 +7,9 @@ work:
   the teacher's config and weights, every dataset's json and image folder);
 - :func:`check_run_output` refuses an ``OUTPUT_DIR`` whose checkpoints, ``metrics.json`` or
   ``config.yaml`` would replace one of those inputs, or that already holds another run (unless
-  ``--resume`` continues it or ``--overwrite`` replaces it: then its ``metrics.json``,
-  ``last_checkpoint`` and event files are removed first, so two runs' metrics never merge);
+  ``--resume`` continues it or ``--overwrite`` replaces it: then the earlier run's files are
+  moved aside by ``defeat.engine.run_folder``, so no record is deleted and two runs' metrics
+  never merge);
 - :func:`check_output_dir`, :func:`check_output_files` and :func:`check_distinct_outputs` do the
   same for the folders and files a tool writes (an existing file is kept unless ``--overwrite``).
 """
@@ -28,6 +29,7 @@ __all__ = [
     "check_output_dir",
     "check_output_files",
     "check_run_output",
+    "earlier_run_entries",
     "overwritten_input",
     "run_inputs",
     "same_file",
@@ -36,8 +38,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Files whose presence in OUTPUT_DIR means a run was already there.
-RUN_RECORD_FILES = ("last_checkpoint", "model_final.pth", "metrics.json")
+# Files whose presence in OUTPUT_DIR means a run was already there (or is starting there: a fresh
+# run has only config.yaml, log.txt and its event file until its first metrics are written).
+RUN_RECORD_FILES = ("last_checkpoint", "model_final.pth", "metrics.json", "config.yaml", "log.txt")
+_RUN_RECORD_GLOBS = ("events.out.tfevents.*",)
 # What a training run writes into OUTPUT_DIR (Detectron2's checkpointer, writers, default_setup).
 _TRAIN_WRITES = re.compile(
     r"^(model_final\.pth|model_\d+\.pth|last_checkpoint|metrics\.json|config\.yaml|log\.txt(\.rank\d+)?"
@@ -132,11 +136,11 @@ def check_run_output(
             only refused when a run would write a file of that name other than its own record.
         resume: ``--resume``: continuing the run in the folder is what was asked.
         eval_only: ``--eval-only``: only the config, logs and ``inference/`` are written.
-        overwrite: ``--overwrite``: replace the run in the folder; its ``metrics.json``,
-            ``last_checkpoint`` and event files are removed here.
+        overwrite: ``--overwrite``: replace the run in the folder (nothing is removed here).
         setting: the config key named in messages.
     Returns:
-        The files removed (``overwrite``).
+        With ``overwrite``, the names of the earlier run's entries in the folder, to be moved
+        aside before the new run writes (``RunFolder.set_aside``); else ``[]``.
     Raises:
         OutputError: naming the input and ``setting``, or the earlier run and the choices.
     """
@@ -157,7 +161,9 @@ def check_run_output(
             )
     if eval_only:
         return []
-    present = [f for f in RUN_RECORD_FILES if os.path.isfile(os.path.join(output_dir, f))]
+    present = [f for f in RUN_RECORD_FILES if os.path.isfile(os.path.join(output_dir, f))] + sorted(
+        os.path.basename(p) for g in _RUN_RECORD_GLOBS for p in glob.glob(os.path.join(output_dir, g))
+    )
     if resume:
         if "last_checkpoint" not in present:
             logger.warning(
@@ -174,18 +180,16 @@ def check_run_output(
             "replace its checkpoints and add its metrics to the same metrics.json. Pass --resume to "
             f"continue that run, --overwrite to replace it, or set {setting} to another folder"
         )
-    removed = [
-        p
-        for p in [os.path.join(output_dir, f) for f in ("metrics.json", "last_checkpoint")]
-        + sorted(glob.glob(os.path.join(output_dir, "events.out.tfevents.*")))
-        if os.path.isfile(p)
-    ]
-    for p in removed:
-        os.remove(p)
-    logger.warning(
-        "--overwrite: replacing the run in %s (removed %s)", output_dir, ", ".join(map(os.path.basename, removed))
-    )
-    return removed
+    return earlier_run_entries(output_dir)
+
+
+def earlier_run_entries(output_dir: str) -> List[str]:
+    """The names of the entries of ``output_dir`` that a training run writes (checkpoints,
+    ``last_checkpoint``, ``metrics.json``, ``config.yaml``, logs, event files, ``inference/``):
+    what ``--overwrite`` moves aside."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(n for n in os.listdir(output_dir) if _TRAIN_WRITES.match(n) or n == "inference")
 
 
 def check_distinct_outputs(pairs: Sequence[Tuple[str, str]], option: str = "--output") -> None:

@@ -5,7 +5,8 @@ benchmarks and the demo, which run them) on the main process: the output guard
 (``defeat.engine.outputs``), the batch against the number of processes, and every dataset the
 run uses, training and test, against its json (``defeat.data.coco_json``), the model's
 classes and each other (:func:`check_datasets`), after the machine's device and the weights
-it would download (``defeat.engine.machine``). The training sets' dicts are checked after
+it would download (``defeat.engine.machine``), and the local weight files it loads (readable
+and of the right kind: :func:`check_run_weights`). The training sets' dicts are checked after
 loading by ``defeat.data.checks``.
 """
 
@@ -13,13 +14,30 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
-from ..config.files import num_classes, output_dir, test_dataset_names, train_dataset_names
+from ..checkpoint import check_weights_file
+from ..config.files import (
+    expand_path,
+    model_weights,
+    num_classes,
+    output_dir,
+    teacher_files,
+    test_dataset_names,
+    train_dataset_names,
+)
 from ..data.coco_json import CocoSummary, check_coco_json
 from ..errors import DataCheckError
 from .machine import check_machine
 from .outputs import check_run_output, run_inputs
 
-__all__ = ["check_batch", "check_datasets", "check_dataset_names", "check_class_count", "check_run", "dataset_classes"]
+__all__ = [
+    "check_batch",
+    "check_datasets",
+    "check_dataset_names",
+    "check_class_count",
+    "check_run",
+    "check_run_weights",
+    "dataset_classes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +197,45 @@ def _needs_masks(cfg) -> bool:
     return cfg.model.get("roi_heads", {}).get("mask_head", None) is not None if hasattr(cfg.model, "get") else False
 
 
-def check_run(cfg, args, world_size: int = 1) -> None:
-    """Everything a run of ``cfg`` checks before it writes or builds (main process): the datasets
-    named, the device and the weights to download (``defeat.engine.machine``), the output guard
-    (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the batch, every dataset
-    and the number of classes. Datasets must be registered already.
+def _resumable(folder: str) -> bool:
+    import glob
+
+    return os.path.isfile(os.path.join(folder, "last_checkpoint")) or bool(
+        glob.glob(os.path.join(folder, "model_[0-9]*.pth"))
+    )
+
+
+def check_run_weights(cfg, resume: bool = False, eval_only: bool = False) -> None:
+    """The local weight files a run loads, before it touches anything
+    (``defeat.checkpoint.check_weights_file``; URLs are ``defeat.engine.machine``'s):
+    ``MODEL.WEIGHTS`` / ``train.init_checkpoint`` unless ``resume`` finds a checkpoint in the
+    output folder, and a DeFeat config's teacher weights when training.
 
     Raises:
-        MachineError, OutputError, DataCheckError: with the setting or file and the fix.
+        WeightsError: naming the key, the file and the fix.
+    """
+    from detectron2.config import CfgNode
+
+    yaml_config = isinstance(cfg, CfgNode)
+    if not (resume and _resumable(output_dir(cfg))):
+        check_weights_file(model_weights(cfg), "MODEL.WEIGHTS" if yaml_config else "train.init_checkpoint")
+    teacher = teacher_files(cfg)
+    if teacher is not None and not eval_only and teacher[1]:
+        key = "MODEL.DEFEAT.TEACHER.WEIGHTS" if yaml_config else "model.teacher.weights"
+        check_weights_file(expand_path(teacher[1]), key)
+
+
+def check_run(cfg, args, world_size: int = 1) -> List[str]:
+    """Everything a run of ``cfg`` checks before it writes or builds (main process): the datasets
+    named, the device and the weights to download (``defeat.engine.machine``), the output guard
+    (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the batch, every dataset,
+    the number of classes and the local weight files. Datasets must be registered already.
+    Nothing is written or moved.
+
+    Returns:
+        With ``--overwrite``, the earlier run's entries to move aside (``check_run_output``).
+    Raises:
+        MachineError, OutputError, DataCheckError, WeightsError: with the setting or file and the fix.
     """
     from detectron2.config import CfgNode
     from detectron2.data import DatasetCatalog
@@ -200,7 +249,7 @@ def check_run(cfg, args, world_size: int = 1) -> None:
         train_names = [n for n in train_names if n in DatasetCatalog.list()]
     test_names = test_dataset_names(cfg)
     config_file = str(getattr(args, "config_file", "") or "")
-    check_run_output(
+    replaced = check_run_output(
         output_dir(cfg),
         run_inputs(cfg, config_file, [*train_names, *test_names]),
         resume=bool(getattr(args, "resume", False)),
@@ -213,3 +262,5 @@ def check_run(cfg, args, world_size: int = 1) -> None:
     num, key = num_classes(cfg)
     check_datasets(train_names, test_names, num, key, _needs_masks(cfg))  # names the count of a json
     check_class_count(cfg)
+    check_run_weights(cfg, bool(getattr(args, "resume", False)), eval_only)  # local files: readable, a checkpoint
+    return replaced

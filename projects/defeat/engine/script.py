@@ -1,23 +1,25 @@
 """What ``train_net.py`` and ``lazy_train_net.py`` share: their command line, the datasets every
-process registers, the checks before anything is written or built (:func:`preflight`), the
-training sets checked after loading, the guard of a resumed run's ``config.yaml``, and the launch."""
+process registers, the hold on the output folder (:func:`hold_output_dir`: its lock, a failed
+start undone), the checks before anything is written or built (:func:`preflight`), the training
+sets checked after loading, the guard of a resumed run's ``config.yaml``, and the launch."""
 
 import argparse
 import contextlib
 import logging
-import os
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, launch
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import restore_on_failure
+from ..config.files import output_dir
 from ..data.checks import IMAGE_CHECKS, check_training_data
 from ..data.datasets import add_dataset_argument, register_provided_datasets, setup_datasets
 from .preflight import check_run
 from .quiet import announce
+from .run_folder import RunFolder, set_aside_files
 
 __all__ = [
     "argument_parser",
@@ -26,7 +28,7 @@ __all__ = [
     "register_datasets",
     "load_and_check_training_data",
     "preflight",
-    "resume_guard",
+    "hold_output_dir",
     "take_trailing_options",
     "setup_defeat_logger",
     "HeldLogRecords",
@@ -46,8 +48,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="train a new run in an OUTPUT_DIR that holds one (its metrics.json, last_checkpoint and "
-        "event files are removed first; without it such a run is refused unless --resume)",
+        help="train a new run in an OUTPUT_DIR that holds one (its files are moved to "
+        "OUTPUT_DIR/.replaced-<time>/, and back if the new run fails to start; without it such a run "
+        "is refused unless --resume)",
     )
     return parser
 
@@ -94,11 +97,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return take_trailing_options(parser, parser.parse_args(argv))
 
 
-def preflight(cfg, args: argparse.Namespace) -> None:
+def preflight(cfg, args: argparse.Namespace, run: Optional[RunFolder] = None) -> None:
     """On the main process, before anything is written or built: the output guard, the batch
-    against the processes and every dataset of the run (``defeat.engine.preflight.check_run``)."""
-    if comm.is_main_process():
-        check_run(cfg, args, comm.get_world_size())
+    against the processes, the device, the weights and every dataset of the run
+    (``defeat.engine.preflight.check_run``); then, with ``--overwrite``, the earlier run's files
+    moved aside: by ``run`` (moved back if the start fails), else for good, and logged."""
+    if not comm.is_main_process():
+        return
+    replaced = check_run(cfg, args, comm.get_world_size())
+    if not replaced:
+        return
+    if run is not None:
+        run.set_aside(replaced)
+        return
+    target, moved = set_aside_files(output_dir(cfg), replaced)
+    logging.getLogger(__name__).warning("--overwrite: the earlier run's %s moved to %s", ", ".join(moved), target)
+
+
+def hold_output_dir(cfg) -> RunFolder:
+    """The :class:`~defeat.engine.run_folder.RunFolder` of the run of ``cfg`` (its lock, and its
+    start undone on error), held by the main process only."""
+    setting = "OUTPUT_DIR" if isinstance(cfg, CfgNode) else "train.output_dir"
+    return RunFolder(output_dir(cfg), setting, enabled=comm.is_main_process())
 
 
 def launch_main(main: Callable, args: argparse.Namespace) -> None:
@@ -144,14 +164,6 @@ def setup_defeat_logger(output_dir: str) -> logging.Logger:
     logger = setup_logger(output_dir, distributed_rank=comm.get_rank(), name="defeat")
     announce(logger)
     return logger
-
-
-def resume_guard(output_dir: str, args: argparse.Namespace):
-    """``default_setup`` rewrites ``OUTPUT_DIR/config.yaml`` first; a resume refused while setting
-    up (another model than the checkpoint's, no readable checkpoint) puts the run's own back."""
-    if not args.resume or not comm.is_main_process():
-        return contextlib.nullcontext()
-    return restore_on_failure(os.path.join(output_dir, "config.yaml"))
 
 
 class HeldLogRecords(logging.Handler):

@@ -3,7 +3,8 @@ inheritance from its teacher (``MODEL.DEFEAT.INHERIT``), and the teacher's recor
 
 import logging
 
-from ..checkpoint import AtomicDetectionCheckpointer
+from ..checkpoint import UNREADABLE_CHECKPOINT_ERRORS, AtomicDetectionCheckpointer, unreadable_weights_error
+from ..errors import DeFeatError
 from ..modeling.meta_arch.common import TeacherMixin
 from .metrics_file import teacher_ap_line
 
@@ -16,12 +17,27 @@ def _unwrap(model):
     return getattr(model, "module", model)  # DDP
 
 
-def load_or_resume(checkpointer: AtomicDetectionCheckpointer, path: str, resume: bool) -> bool:
+def load_or_resume(
+    checkpointer: AtomicDetectionCheckpointer, path: str, resume: bool, setting: str = "MODEL.WEIGHTS"
+) -> bool:
     """Resume the run in the checkpointer's folder (``resume`` and a checkpoint there) or load
-    ``path``; on a fresh start a DeFeat student then copies the teacher's tensors under
-    ``MODEL.DEFEAT.INHERIT``. Returns whether the run resumed."""
+    ``path`` (named by the key ``setting``); on a fresh start a DeFeat student then copies the
+    teacher's tensors under ``MODEL.DEFEAT.INHERIT``. Returns whether the run resumed.
+
+    Raises:
+        WeightsError: ``path`` cannot be read or downloaded (truncated, not a checkpoint), naming
+            ``setting`` and the file.
+        ResumeError: see ``AtomicDetectionCheckpointer.resume_or_load``.
+    """
     resumed = resume and checkpointer.has_checkpoint()
-    checkpointer.resume_or_load(path, resume=resume)
+    try:
+        checkpointer.resume_or_load(path, resume=resume)
+    except (DeFeatError, FileNotFoundError):  # FileNotFoundError: names the key and the fix already
+        raise
+    except UNREADABLE_CHECKPOINT_ERRORS as e:
+        if resumed:
+            raise
+        raise unreadable_weights_error(path, setting, e) from e
     model = _unwrap(checkpointer.model)
     if not resumed and isinstance(model, TeacherMixin):
         model.inherit_from_teacher()

@@ -72,4 +72,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ...engine.entry import run_entry_point
+
+    run_entry_point(main, script="python -m defeat.demo.data")
