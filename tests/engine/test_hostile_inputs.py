@@ -151,7 +151,8 @@ def test_a_second_run_into_a_folder_with_a_run_is_refused(tmp_path, record):
 
 
 def test_overwrite_after_the_overrides_replaces_the_runs_records(tmp_path):
-    """--overwrite among the trailing overrides (argparse.REMAINDER) is still the option."""
+    """--overwrite among the trailing overrides (argparse.REMAINDER) is still the option: the
+    earlier run's records are moved aside (``setup`` without a held folder: for good)."""
     out = tmp_path / "run"
     out.mkdir()
     for f in ("metrics.json", "last_checkpoint", "events.out.tfevents.1.host"):
@@ -165,7 +166,10 @@ def test_overwrite_after_the_overrides_replaces_the_runs_records(tmp_path):
         "--overwrite",
         flags=["--dataset", spec],
     )
-    assert sorted(os.listdir(out)) == ["config.yaml", "keep.txt", "log.txt"]
+    aside = [n for n in os.listdir(out) if n.startswith(".replaced-")]
+    assert len(aside) == 1 and sorted(set(os.listdir(out)) - set(aside)) == ["config.yaml", "keep.txt", "log.txt"]
+    assert sorted(os.listdir(out / aside[0])) == ["events.out.tfevents.1.host", "last_checkpoint", "metrics.json"]
+    assert (out / aside[0] / "metrics.json").read_text() == "old\n"
 
 
 def test_resume_with_nothing_to_resume_warns(tmp_path, caplog):
