@@ -524,6 +524,47 @@ MUTANTS = [
         "    flip = {}",
         ("tests/modeling/test_inherit.py", "-k", "channel_order"),
     ),
+    Mutant(
+        "run_lock_ignored",
+        "a live run's lock refuses a second run in its folder",
+        "projects/defeat/engine/run_folder.py",
+        "if held is None or held[1] != _host() or _alive(held[0]):",
+        "if False:",
+        ("tests/engine/test_run_transaction.py", "-k", "lock and not heavy and not train_net and not training"),
+    ),
+    Mutant(
+        "overwrite_deletes_before_start",
+        "--overwrite keeps the earlier run until the new one is under way",
+        "projects/defeat/engine/run_folder.py",
+        "        target, moved = set_aside_files(self.folder, names)\n",
+        "        target, moved = set_aside_files(self.folder, names)\n"
+        "        shutil.rmtree(target)\n        os.makedirs(target)\n",
+        ("tests/engine/test_run_transaction.py", "-k", "failed_start_puts_everything_back"),
+    ),
+    Mutant(
+        "failed_start_kept",
+        "a start that fails leaves the output folder as it was",
+        "projects/defeat/engine/run_folder.py",
+        "            self._roll_back()  # puts a stale lock back too, and removes ours",
+        "            self._release()",
+        ("tests/engine/test_run_transaction.py", "-k", "failed_start"),
+    ),
+    Mutant(
+        "one_line_reraises",
+        "an entry point ends a DeFeat or file error in one line, exit status 1",
+        "projects/defeat/engine/entry.py",
+        "    except EXPECTED_ERRORS as e:\n        keep, note = _keep_traceback()",
+        "    except EXPECTED_ERRORS as e:\n        keep, note = True, ''",
+        ("tests/engine/test_run_transaction.py", "-k", "expected_errors_are_one_line"),
+    ),
+    Mutant(
+        "entry_point_unwrapped",
+        "every entry point goes through run_entry_point",
+        "tools/predict.py",
+        'run_entry_point(main, script="predict.py")',
+        "main()",
+        ("tests/engine/test_run_transaction.py", "-k", "every_entry_point"),
+    ),
 ]
 
 

@@ -311,6 +311,25 @@ def test_unreachable_download_is_refused_at_once_naming_the_key(tmp_path, monkey
     check_weights_file("detectron2://ImageNetPretrained/MSRA/R-50.pkl", "MODEL.WEIGHTS")
 
 
+def test_a_cuda_device_that_is_not_here_is_refused(monkeypatch):
+    from conftest import make_cfg
+
+    from defeat.engine.preflight import check_device
+    from defeat.errors import DeviceError
+
+    cfg = make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"MODEL.DEVICE = 'cuda' but this machine has no CUDA device; set MODEL"):
+        check_device(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device(cfg)
+    cfg = make_cfg(f"{CONFIGS}/tiny_base.py", "train.device=cuda:1")
+    with pytest.raises(DeviceError, match=r"train.device = 'cuda:1' but this machine has 1 CUDA devices \(0..0\)"):
+        check_device(cfg)
+    check_device(make_cfg(f"{CONFIGS}/tiny_base.py", "train.device=cpu"))
+
+
 # ---- the lock ----
 
 
