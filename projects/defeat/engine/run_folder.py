@@ -244,10 +244,14 @@ class RunFolder:
             if os.path.isfile(path):
                 with open(path, "rb") as f:
                     current = f.read()
-            if current != data:
+            if current is None:
                 _remove(path)
                 with open(path, "wb") as f:
                     f.write(data)
+            elif current != data:  # in place: a log stream still open on the file (append mode) stays valid
+                with open(path, "r+b") as f:
+                    f.write(data)
+                    f.truncate()
             os.utime(path, ns=(mtime_ns, mtime_ns))
 
     def _release(self) -> None:
