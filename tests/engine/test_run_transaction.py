@@ -468,7 +468,7 @@ def test_overwrite_that_fails_to_start_keeps_the_earlier_run_byte_for_byte(scrip
     assert snapshot(out) == before
 
 
-@pytest.mark.heavy(seconds=20)
+@pytest.mark.heavy(seconds=5)
 def test_overwrite_moves_the_earlier_run_aside_once_the_run_is_under_way(tmp_path):
     out = earlier_run(tmp_path / "run")
     old = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
