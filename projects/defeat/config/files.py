@@ -59,6 +59,9 @@ __all__ = [
     "architecture_name",
     "build_model_as",
     "test_pipelines",
+    "run_value",
+    "override_text",
+    "masks_needed",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -516,6 +519,8 @@ RUN_KEYS = {
     "max_iter": ("SOLVER.MAX_ITER", "train.max_iter"),
     "train_sets": ("DATASETS.TRAIN", "dataloader.train.dataset.names"),
     "test_sets": ("DATASETS.TEST", "dataloader.test.dataset.names"),
+    "batch": ("SOLVER.IMS_PER_BATCH", "dataloader.train.total_batch_size"),
+    "teacher_weights": ("MODEL.DEFEAT.TEACHER.WEIGHTS", "model.teacher.weights"),
 }
 
 
@@ -523,6 +528,33 @@ def key_of(cfg: Config, meaning: str) -> str:
     """The config's key for ``meaning`` (a key of :data:`RUN_KEYS`), for messages: ``MODEL.WEIGHTS``
     in a YAML config, ``train.init_checkpoint`` in a LazyConfig."""
     return RUN_KEYS[meaning][0 if isinstance(cfg, CfgNode) else 1]
+
+
+def run_value(cfg: Config, meaning: str) -> Any:
+    """The config's value for ``meaning`` (a key of :data:`RUN_KEYS`); None where the config has
+    no such node (a LazyConfig without a ``train`` loader or a teacher)."""
+    node = cfg
+    for key in key_of(cfg, meaning).split("."):
+        try:
+            node = node[key]
+        except (KeyError, AttributeError, TypeError):
+            return None
+    return node
+
+
+def override_text(cfg: Config, key: str, value: Any) -> str:
+    """How to set ``key`` on the command line of the config's script: ``KEY VALUE`` for a YAML
+    config, ``key=value`` for a LazyConfig (for messages that say how to fix a setting)."""
+    return f"{key} {value}" if isinstance(cfg, CfgNode) else f"{key}={value}"
+
+
+def masks_needed(cfg: Config) -> bool:
+    """Whether the config's model trains a mask head (``MODEL.MASK_ON``, or a LazyConfig's
+    ``model.roi_heads.mask_head``)."""
+    if isinstance(cfg, CfgNode):
+        return bool(cfg.MODEL.MASK_ON)
+    model = cfg.model
+    return model.get("roi_heads", {}).get("mask_head", None) is not None if hasattr(model, "get") else False
 
 
 def set_run_values(cfg: Config, **values) -> Config:

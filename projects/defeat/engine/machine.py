@@ -20,7 +20,7 @@ import tempfile
 from typing import List, Optional, Tuple
 from urllib.parse import urlparse
 
-from ..config.files import model_device, model_weights, teacher_files
+from ..config.files import key_of, model_device, model_weights, override_text, teacher_files
 from ..errors import MachineError, env_flag
 
 __all__ = [
@@ -43,17 +43,6 @@ DETECTRON2_URL = "https://dl.fbaipublicfiles.com/detectron2/"  # what Detectron2
 URL_PREFIXES = ("http://", "https://")
 
 
-def _is_yaml(cfg) -> bool:
-    from detectron2.config import CfgNode
-
-    return isinstance(cfg, CfgNode)
-
-
-def _setting(cfg, key: str, value: str) -> str:
-    """How to set ``key`` on the command line: ``KEY VALUE`` (YAML) or ``key=value`` (LazyConfig)."""
-    return f"{key} {value}" if _is_yaml(cfg) else f"{key}={value}"
-
-
 def check_device(cfg) -> None:
     """Refuse a ``cuda`` device (``MODEL.DEVICE``, ``train.device``) on a machine without CUDA.
 
@@ -65,10 +54,10 @@ def check_device(cfg) -> None:
     device = str(model_device(cfg) or "cpu")
     if not device.startswith("cuda") or torch.cuda.is_available():
         return
-    key = "MODEL.DEVICE" if _is_yaml(cfg) else "train.device"
+    key = key_of(cfg, "device")
     raise MachineError(
         f"{key} is {device!r}, but this machine has no CUDA device (torch {torch.__version__} finds none): "
-        f"add {_setting(cfg, key, 'cpu')} to the command line to run on the CPU (docs/custom_dataset.md, "
+        f"add {override_text(cfg, key, 'cpu')} to the command line to run on the CPU (docs/custom_dataset.md, "
         "without a GPU or internet)"
     )
 
@@ -118,13 +107,12 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
 def url_weights(cfg, model_weights_used: bool = True, teacher_used: bool = True) -> List[Tuple[str, str]]:
     """``[(key, value)]`` of the config's weights given as URLs: the model's (unless
     ``model_weights_used`` is False) and a DeFeat config's teacher's (unless ``teacher_used`` is False)."""
-    yaml = _is_yaml(cfg)
     found = []
     if model_weights_used:
-        found.append(("MODEL.WEIGHTS" if yaml else "train.init_checkpoint", model_weights(cfg)))
+        found.append((key_of(cfg, "weights"), model_weights(cfg)))
     teacher = teacher_files(cfg) if teacher_used else None
     if teacher is not None:
-        found.append(("MODEL.DEFEAT.TEACHER.WEIGHTS" if yaml else "model.teacher.weights", teacher[1]))
+        found.append((key_of(cfg, "teacher_weights"), teacher[1]))
     return [(key, str(value)) for key, value in found if weight_url(value)]
 
 
@@ -148,11 +136,12 @@ def check_weights(cfg, model_weights_used: bool = True, teacher_used: bool = Tru
         why = f"{OFFLINE_ENV} is set" if offline else f"{host} cannot be reached"
         name = url.split("/")[-1]
         teacher = key in ("MODEL.DEFEAT.TEACHER.WEIGHTS", "model.teacher.weights")
-        scratch = "" if teacher else f", or {_setting(cfg, key, repr(''))} to train from scratch"
+        scratch = "" if teacher else f", or {override_text(cfg, key, repr(''))} to train from scratch"
         raise MachineError(
             f"{key} is {value!r}, which must be downloaded, but {why} and Detectron2's download cache does not "
             f"hold it: download {url} on a machine with internet access and give the local file, "
-            f"{_setting(cfg, key, '/path/to/' + name)} (or copy it to {_cache_path(_cache_dirs()[0], url)}){scratch}"
+            f"{override_text(cfg, key, '/path/to/' + name)} "
+            f"(or copy it to {_cache_path(_cache_dirs()[0], url)}){scratch}"
         )
 
 

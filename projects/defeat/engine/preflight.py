@@ -17,9 +17,12 @@ from typing import Dict, List, Optional, Sequence
 from ..checkpoint import check_weights_file
 from ..config.files import (
     expand_path,
+    key_of,
+    masks_needed,
     model_weights,
     num_classes,
     output_dir,
+    run_value,
     teacher_files,
     test_dataset_names,
     train_dataset_names,
@@ -134,12 +137,7 @@ def check_datasets(
 
 def check_batch(cfg, world_size: int) -> None:
     """Refuse a total batch that does not divide among the ``world_size`` processes."""
-    from detectron2.config import CfgNode
-
-    if isinstance(cfg, CfgNode):
-        total, key = cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH"
-    else:
-        total, key = cfg.dataloader.train.get("total_batch_size", None), "dataloader.train.total_batch_size"
+    total, key = run_value(cfg, "batch"), key_of(cfg, "batch")
     if total is None or world_size <= 1:
         return
     if not isinstance(total, int) or isinstance(total, bool) or total < world_size or total % world_size:
@@ -150,9 +148,7 @@ def check_batch(cfg, world_size: int) -> None:
 
 
 def _names_key(cfg, split: str) -> str:
-    from detectron2.config import CfgNode
-
-    return f"DATASETS.{split.upper()}" if isinstance(cfg, CfgNode) else f"dataloader.{split}.dataset.names"
+    return key_of(cfg, f"{split}_sets")
 
 
 def check_dataset_names(cfg, eval_only: bool = False) -> None:
@@ -189,14 +185,6 @@ def check_class_count(cfg) -> None:
         )
 
 
-def _needs_masks(cfg) -> bool:
-    from detectron2.config import CfgNode
-
-    if isinstance(cfg, CfgNode):
-        return bool(cfg.MODEL.MASK_ON)
-    return cfg.model.get("roi_heads", {}).get("mask_head", None) is not None if hasattr(cfg.model, "get") else False
-
-
 def _resumable(folder: str) -> bool:
     import glob
 
@@ -214,15 +202,11 @@ def check_run_weights(cfg, resume: bool = False, eval_only: bool = False) -> Non
     Raises:
         WeightsError: naming the key, the file and the fix.
     """
-    from detectron2.config import CfgNode
-
-    yaml_config = isinstance(cfg, CfgNode)
     if not (resume and _resumable(output_dir(cfg))):
-        check_weights_file(model_weights(cfg), "MODEL.WEIGHTS" if yaml_config else "train.init_checkpoint")
+        check_weights_file(model_weights(cfg), key_of(cfg, "weights"))
     teacher = teacher_files(cfg)
     if teacher is not None and not eval_only and teacher[1]:
-        key = "MODEL.DEFEAT.TEACHER.WEIGHTS" if yaml_config else "model.teacher.weights"
-        check_weights_file(expand_path(teacher[1]), key)
+        check_weights_file(expand_path(teacher[1]), key_of(cfg, "teacher_weights"))
 
 
 def check_run(cfg, args, world_size: int = 1) -> List[str]:
@@ -237,7 +221,6 @@ def check_run(cfg, args, world_size: int = 1) -> List[str]:
     Raises:
         MachineError, OutputError, DataCheckError, WeightsError: with the setting or file and the fix.
     """
-    from detectron2.config import CfgNode
     from detectron2.data import DatasetCatalog
 
     eval_only = bool(getattr(args, "eval_only", False))
@@ -255,12 +238,12 @@ def check_run(cfg, args, world_size: int = 1) -> List[str]:
         resume=bool(getattr(args, "resume", False)),
         eval_only=eval_only,
         overwrite=bool(getattr(args, "overwrite", False)),
-        setting="OUTPUT_DIR" if isinstance(cfg, CfgNode) else "train.output_dir",
+        setting=key_of(cfg, "output_dir"),
     )
     if not eval_only:
         check_batch(cfg, world_size)
     num, key = num_classes(cfg)
-    check_datasets(train_names, test_names, num, key, _needs_masks(cfg))  # names the count of a json
+    check_datasets(train_names, test_names, num, key, masks_needed(cfg))  # names the count of a json
     check_class_count(cfg)
     check_run_weights(cfg, bool(getattr(args, "resume", False)), eval_only)  # local files: readable, a checkpoint
     return replaced

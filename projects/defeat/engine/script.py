@@ -9,12 +9,11 @@ import logging
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, launch
 from detectron2.utils.logger import setup_logger
 
-from ..config.files import output_dir
+from ..config.files import key_of, output_dir
 from ..data.checks import IMAGE_CHECKS, check_training_data
 from ..data.datasets import add_dataset_argument, register_provided_datasets, setup_datasets
 from .preflight import check_run
@@ -117,8 +116,7 @@ def preflight(cfg, args: argparse.Namespace, run: Optional[RunFolder] = None) ->
 def hold_output_dir(cfg) -> RunFolder:
     """The :class:`~defeat.engine.run_folder.RunFolder` of the run of ``cfg`` (its lock, and its
     start undone on error), held by the main process only."""
-    setting = "OUTPUT_DIR" if isinstance(cfg, CfgNode) else "train.output_dir"
-    return RunFolder(output_dir(cfg), setting, enabled=comm.is_main_process())
+    return RunFolder(output_dir(cfg), key_of(cfg, "output_dir"), enabled=comm.is_main_process())
 
 
 def launch_main(main: Callable, args: argparse.Namespace) -> None:
