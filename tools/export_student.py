@@ -27,7 +27,6 @@ with warnings.catch_warnings(record=True) as _early:  # the pinned stack's impor
 quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
-from detectron2.config import CfgNode
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input, setup_tool_logging
 from defeat.analysis.export import (
@@ -45,6 +44,7 @@ from defeat.config.files import (
     is_defeat_config,
     load_config,
     num_classes,
+    set_run_values,
     test_dataset_names,
     train_dataset_names,
 )
@@ -61,10 +61,7 @@ def verify(config_file: str, state, opts=()):
         cfg = load_config(config_file, opts)
     except ConfigFileError as e:
         raise SystemExit(f"--verify-config: {e}") from e
-    if isinstance(cfg, CfgNode):
-        cfg.MODEL.DEVICE = "cpu"
-    elif "train" in cfg:
-        cfg.train.device = "cpu"
+    set_run_values(cfg, device="cpu")
     if is_defeat_config(cfg):
         raise SystemExit(
             f"--verify-config wants the plain student config, got {architecture(cfg).__name__} "

@@ -22,7 +22,6 @@ with warnings.catch_warnings(record=True) as _early:  # the pinned stack's impor
 quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 # isort: split
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 
@@ -39,6 +38,7 @@ from defeat.config.files import (
     defeat_settings,
     inference_augmentations,
     load_config,
+    set_run_values,
     train_dataset_names,
 )
 from defeat.data.datasets import dataset_from_argument, register_provided_datasets
@@ -86,10 +86,7 @@ def main(argv=None):
         cfg = load_config(args.config_file, args.opts)
     except (ConfigFileError, OverrideError, DeFeatConfigError) as e:
         raise SystemExit(f"--config-file: {e}") from e
-    if isinstance(cfg, CfgNode):
-        cfg.MODEL.DEVICE = "cpu"
-    else:
-        cfg.train.device = "cpu"
+    set_run_values(cfg, device="cpu")
     names = train_dataset_names(cfg)
     if not (args.dataset or names):
         raise SystemExit(f"--dataset: {args.config_file} names no training set; name the dataset to inspect")

@@ -31,7 +31,6 @@ quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.e
 # isort: split
 import cv2
 import torch
-from detectron2.config import CfgNode
 
 from defeat.analysis import deploy
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
@@ -44,6 +43,7 @@ from defeat.config.files import (
     model_device,
     model_weights,
     num_classes,
+    set_run_values,
     test_dataset_names,
     train_dataset_names,
 )
@@ -103,11 +103,7 @@ def load(args):
         cfg = load_config(args.config_file, args.opts)
     except (ConfigFileError, OverrideError, DeFeatConfigError) as e:
         raise SystemExit(f"trace_student.py: error: --config-file: {e}") from e
-    if args.weights:
-        if isinstance(cfg, CfgNode):
-            cfg.MODEL.WEIGHTS = args.weights
-        else:
-            cfg.train.init_checkpoint = args.weights
+    set_run_values(cfg, weights=args.weights)
     weights = model_weights(cfg)
     if not weights and not args.allow_random_weights:
         raise SystemExit(

@@ -31,7 +31,6 @@ quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.e
 # isort: split
 import numpy as np
 import torch
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.structures import ImageList
 
@@ -53,6 +52,7 @@ from defeat.config.files import (
     model_device,
     model_weights,
     pixel_stats,
+    set_defeat_setting,
     train_dataset_names,
 )
 from defeat.data.datasets import dataset_from_argument, register_provided_datasets
@@ -145,12 +145,7 @@ def parse_args(argv=None):
 
 def enable_neck(cfg) -> None:
     """The masks are the neck loss's: build the distiller with the neck on."""
-    if isinstance(cfg, CfgNode):
-        cfg.MODEL.DEFEAT.NECK.ENABLED = True
-    elif cfg.model.get("defeat", None) is not None:  # a LazyConfig without it has the neck on
-        if "neck" not in cfg.model.defeat:
-            cfg.model.defeat.neck = {}
-        cfg.model.defeat.neck.enabled = True
+    set_defeat_setting(cfg, ("neck", "enabled"), True)
 
 
 def load_records(name: str) -> List[dict]:

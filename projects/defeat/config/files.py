@@ -62,6 +62,7 @@ __all__ = [
     "run_value",
     "override_text",
     "masks_needed",
+    "set_defeat_setting",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -559,7 +560,8 @@ def masks_needed(cfg: Config) -> bool:
 
 def set_run_values(cfg: Config, **values) -> Config:
     """Put run values into the config by meaning (``weights``, ``output_dir``, ``device``,
-    ``test_sets``: a sequence of names); a value of None or ``""`` leaves the config's. Returns it."""
+    ``test_sets``: a sequence of names); a value of None or ``""`` leaves the config's. A
+    LazyConfig without the node (no ``train``) gets it. Returns the config."""
     unknown = sorted(set(values) - set(RUN_KEYS))
     if unknown:
         raise KeyError(f"not a run value: {unknown}; known: {sorted(RUN_KEYS)}")
@@ -571,8 +573,29 @@ def set_run_values(cfg: Config, **values) -> Config:
         *parents, last = key_of(cfg, meaning).split(".")
         target = cfg
         for key in parents:
+            if key not in target:
+                target[key] = {}
             target = target[key]
         target[last] = value
+    return cfg
+
+
+def set_defeat_setting(cfg: Config, path: Sequence[str], value: Any) -> Config:
+    """Set one DeFeat setting (nested lowercase ``path``, e.g. ``("neck", "enabled")``):
+    ``MODEL.DEFEAT.NECK.ENABLED`` in a YAML config, ``model.defeat.neck.enabled`` in a LazyConfig
+    that has ``model.defeat`` (one without it takes every default). Returns the config."""
+    if isinstance(cfg, CfgNode):
+        node = cfg.MODEL.DEFEAT
+        for key in path[:-1]:
+            node = node[key.upper()]
+        node[path[-1].upper()] = value
+    elif cfg.model.get("defeat", None) is not None:
+        node = cfg.model.defeat
+        for key in path[:-1]:
+            if key not in node:
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
     return cfg
 
 
