@@ -428,7 +428,7 @@ def main(argv=None) -> List[str]:
             records_out.extend(_predict_one(predictor, args, path, target, gt, classes, category_ids, ids[path]))
         except BaseException as e:
             atomic_write(predictions, lambda f: json.dump(records_out, f, indent=1), mode="w")
-            if not isinstance(e, Exception):  # an interrupt: the images done are saved, then it goes on
+            if not isinstance(e, Exception):  # an interrupt: the images done are saved, then the interrupt propagates
                 raise
             raise SystemExit(
                 f"predict.py: error: image {index + 1} of {len(images)}, {path}, failed: {type(e).__name__}: {e}. "
