@@ -482,8 +482,8 @@ def summarize(runs: Mapping[str, RunResult], per_class: bool = False) -> dict:
     empty = [role for role in ROLES if _no_detections(runs[role].metrics)]
     for role in empty:
         warnings.append(
-            f"the {LABELS[role]} has {NO_DETECTIONS} (every AP NaN: COCO found no detection to score): check its weights, "
-            "its score threshold (MODEL.ROI_HEADS.SCORE_THRESH_TEST) and its test set"
+            f"the {LABELS[role]} has {NO_DETECTIONS} (every AP NaN: COCO found no detection to score): "
+            "check its weights, its score threshold (MODEL.ROI_HEADS.SCORE_THRESH_TEST) and its test set"
         )
     if empty:
         warnings.append("the share of the teacher-student gap closed by DeFeat is left out: a run has no detections")
