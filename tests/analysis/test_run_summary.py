@@ -389,3 +389,20 @@ def test_a_defeat_config_as_the_teachers_config_is_refused_before_evaluating(rol
                   "--output", tmp_path / "s")  # fmt: skip
     assert re.search(r"--teacher-config '.*tiny_defeat.yaml' is a DeFeat run \(DeFeatRCNN", text), text
     assert not (tmp_path / "s").exists()
+
+
+def test_a_saved_lazyconfig_and_a_loaded_one_are_the_same_student(tmp_path):
+    """lazy_train_net.py saves config.yaml with _target_ names it may shorten; the loaded DeFeat
+    twin names the same student, so the two compare equal; another FPN width does not."""
+    from conftest import CONFIGS
+    from detectron2.config import LazyConfig
+
+    from defeat.analysis.run_summary import config_identity, saved_config
+    from defeat.config.files import load_config
+
+    LazyConfig.save(load_config(f"{CONFIGS}/tiny_base.py"), str(tmp_path / "config.yaml"))
+    saved = config_identity(saved_config(str(tmp_path)))
+    loaded = config_identity(load_config(f"{CONFIGS}/tiny_defeat.py"))
+    assert (saved.defeat, loaded.defeat) == (False, True) and saved.student == loaded.student
+    wider = config_identity(load_config(f"{CONFIGS}/tiny_base.py", ["model.backbone.out_channels=48"]))
+    assert wider.student != loaded.student

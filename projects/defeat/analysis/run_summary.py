@@ -14,6 +14,7 @@ Used by ``tools/summarize_runs.py``; every function here is pure apart from :fun
 :func:`saved_config` and :func:`run_progress`, which read a run folder.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -131,12 +132,24 @@ def format_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> st
 
 def saved_config(run_dir: str) -> Optional[dict]:
     """A run folder's saved ``config.yaml`` as a plain dict (a YAML run's CfgNode dump, or a
-    LazyConfig run's); None when it is missing or unreadable."""
+    LazyConfig run's, whose Python objects such as a ``ShapeSpec`` are read as their fields:
+    nothing is imported or built); None when it is missing or unreadable."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def fields(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", fields)
     try:
         with open(os.path.join(run_dir, "config.yaml")) as f:
-            saved = yaml.safe_load(f)
+            saved = yaml.load(f, Loader=Loader)  # a SafeLoader: Python tags read as plain data
     except (OSError, yaml.YAMLError):
         return None
     return saved if isinstance(saved, dict) else None
@@ -169,15 +182,34 @@ _MISSING = object()
 
 
 def _named(value: Any) -> Any:
-    """A config value with classes and functions as their dotted names, as ``LazyConfig.save``
-    writes them, so a loaded LazyConfig compares with a saved one."""
+    """A config value with classes and functions as their full dotted names (``_target_`` strings
+    too, which ``LazyConfig.save`` may have shortened to a shorter import path), so a loaded
+    LazyConfig compares with a saved one."""
     if isinstance(value, Mapping):
-        return {str(k): _named(v) for k, v in value.items()}
+        return {
+            str(k): _canonical(v) if k == "_target_" and isinstance(v, str) else _named(v) for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a ShapeSpec, saved as its fields
+        return {f.name: _named(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return _named(value._asdict())
     if isinstance(value, (list, tuple)):
         return [_named(v) for v in value]
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{value.__module__}.{value.__qualname__}"
     return value
+
+
+def _canonical(target: str) -> str:
+    """``module.qualname`` of the object a ``_target_`` string names; the string when it cannot be
+    imported here."""
+    try:
+        from detectron2.utils.registry import locate
+
+        found = locate(target)
+    except Exception:  # not importable here: compared as written
+        return target
+    return _named(found) if callable(found) else target
 
 
 def _architecture_class(name: str, lazy: bool) -> Optional[type]:
@@ -204,7 +236,9 @@ def config_identity(config: Any) -> Optional[RunIdentity]:
     from ..config.files import is_defeat_architecture
     from ..modeling.meta_arch.common import student_class
 
-    if not isinstance(config, Mapping):  # a loaded config: as the dict it would be saved as
+    if config is None:
+        return None
+    if type(config) is not dict:  # a loaded config (a DictConfig is a Mapping too): as it would be saved
         import yaml
         from detectron2.config import CfgNode
         from omegaconf import OmegaConf
@@ -219,7 +253,8 @@ def config_identity(config: Any) -> Optional[RunIdentity]:
         max_iter = _get(config, "SOLVER.MAX_ITER")
     elif isinstance(_get(config, "model._target_"), str):
         name, lazy = _get(config, "model._target_"), True
-        backbone = {"model.backbone": _get(config, "model.backbone")} if _get(config, "model.backbone") else {}
+        found = _get(config, "model.backbone")
+        backbone = {"model.backbone": _named(found)} if isinstance(found, Mapping) else {}
         max_iter = _get(config, "train.max_iter")
     else:
         return None
