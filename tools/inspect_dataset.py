@@ -41,11 +41,18 @@ from defeat.config.files import (
     set_run_values,
     train_dataset_names,
 )
-from defeat.data.datasets import dataset_from_argument, register_provided_datasets
+from defeat.data.datasets import check_images_under_root, dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_output_dir
 from defeat.engine.preflight import check_datasets
 from defeat.engine.script import take_trailing_options
-from defeat.errors import ConfigFileError, DataCheckError, DeFeatConfigError, OutputError, OverrideError
+from defeat.errors import (
+    ConfigFileError,
+    DataCheckError,
+    DatasetSpecError,
+    DeFeatConfigError,
+    OutputError,
+    OverrideError,
+)
 
 logger = logging.getLogger("defeat.tools.inspect_dataset")
 
@@ -106,6 +113,11 @@ def main(argv=None):
         args.overwrite,
     )
     dicts = DatasetCatalog.get(name)
+    if meta.get("image_root", None):
+        try:  # its figure is guarded against the image folder only
+            check_images_under_root(dicts, name, str(meta.image_root))
+        except DatasetSpecError as e:
+            raise SystemExit(f"inspect_dataset.py: error: {e}") from e
     classes = meta.get("thing_classes") or [
         str(c) for c in range(1 + max((a["category_id"] for r in dicts for a in r.get("annotations", ())), default=0))
     ]

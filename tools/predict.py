@@ -15,13 +15,20 @@ dashed, in their class colour. All detections go to
 "category_id", "bbox": [x, y, width, height], "score"}`` plus ``"file_name"`` and ``"category"``;
 ``category_id`` is the dataset's own category id when the classes are known (``--dataset``),
 else the model's class index (a warning says so); ``image_id`` is the dataset's id of an image
-listed in ``--dataset``, else its position in the input list. The config is a YAML file or a
+the dataset lists, and a new id past the dataset's largest for the others (their position in the
+input list without a dataset), so no two images share one. The class names that label the boxes
+must be those of the model's training set (``DATASETS.TRAIN``, where its metadata names them):
+another dataset's names are refused. Every input image is opened first as training does
+(``--check-images``, default ``verify``: a missing, unreadable or truncated image is refused
+before anything is written); an image that fails while predicting stops the run with
+``predictions.json`` written for the images before it and the command to go on. The config is a YAML file or a
 LazyConfig (``.py``); the model predicts like Detectron2's ``DefaultPredictor`` (test-time resize,
 input format). A DeFeat config predicts with its student (the architecture without the
 teacher). Weights are required (``--weights``, ``MODEL.WEIGHTS`` or ``train.init_checkpoint``)
 and must cover every parameter of the model unless ``--allow-random-weights``. The output folder
-may not be, or lie inside, the input folder or the dataset's image folder; existing output files
-are kept unless ``--overwrite``.
+may not be, or lie inside, the input folder or the dataset's image folder, nor be a file or
+unwritable (checked before any work); existing output files are kept unless ``--overwrite``. A
+dataset whose ``file_name`` entries resolve outside its image folder is refused.
 """
 
 import argparse
@@ -58,12 +65,26 @@ from defeat.config.files import (
     num_classes,
     train_dataset_names,
 )
+from defeat.data.checks import IMAGE_CHECKS, image_problem
 from defeat.data.classes import category_ids_by_index, class_identity
-from defeat.data.datasets import dataset_from_argument, register_provided_datasets
+from defeat.data.datasets import (
+    check_images_under_root,
+    dataset_from_argument,
+    register_provided_datasets,
+    setup_datasets,
+)
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
 from defeat.engine.preflight import check_datasets
 from defeat.engine.script import take_trailing_options
-from defeat.errors import ConfigFileError, DataCheckError, OutputError, OverrideError, WeightsError
+from defeat.errors import (
+    ConfigFileError,
+    DataCheckError,
+    DatasetSpecError,
+    DeFeatError,
+    OutputError,
+    OverrideError,
+    WeightsError,
+)
 from defeat.modeling.meta_arch.common import build_student_model
 
 logger = logging.getLogger("defeat.tools.predict")
@@ -105,6 +126,12 @@ def parse_args(argv=None):
         "--allow-random-weights",
         action="store_true",
         help="predict even without weights or with weights that leave parameters random",
+    )
+    p.add_argument(
+        "--check-images",
+        choices=IMAGE_CHECKS,
+        default="verify",
+        help="how the input images are read before predicting, as training reads its images",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML), key=value (.py)")
     args = take_trailing_options(p, p.parse_args(argv))
@@ -185,15 +212,17 @@ def list_images(path: str) -> List[str]:
 
 def resolve_dataset(dataset: str) -> str:
     """The name of ``--dataset`` (registered if a spec), checked (``check_datasets``) before its
-    json is loaded; ``""`` without one."""
-    if not dataset:
-        return ""
-    name = dataset_from_argument(dataset)
-    register_provided_datasets([name])
-    try:  # the one dataset check, before the json is loaded
-        check_datasets([name], [], None, "")
-    except DataCheckError as e:
-        raise SystemExit(f"predict.py: error: --dataset: {e}") from e
+    json is loaded; ``""`` without one. The datasets of ``$DEFEAT_COCO_DATASETS`` are registered
+    either way (a config's datasets may be named there)."""
+    try:
+        if not dataset:
+            setup_datasets()
+            return ""
+        name = dataset_from_argument(dataset)
+        register_provided_datasets([name])
+        check_datasets([name], [], None, "")  # the one dataset check, before the json is loaded
+    except (DataCheckError, DatasetSpecError) as e:
+        raise SystemExit(f"predict.py: error: --dataset: {e}" if dataset else f"predict.py: error: {e}") from e
     return name
 
 
@@ -215,25 +244,90 @@ def metadata(cfg, name: str):
                 f"predict.py: error: dataset {meta.name} has {len(classes)} classes but the model {num} ({key})"
             )
         return None
+    if classes:
+        check_training_classes(cfg, meta.name, list(classes), "--dataset" if name else "the config's datasets")
     return meta if classes else None
 
 
-def _dataset_ids(meta) -> Tuple[Optional[Dict[int, int]], Dict[str, int]]:
+def training_classes(cfg) -> Optional[Tuple[str, List[str]]]:
+    """``(name, class names)`` of the config's first training set whose class names are known
+    (``defeat.data.classes.class_identity``: its metadata, or its COCO json when it is a
+    registered one); None when none is known (e.g. a dataset not registered here)."""
+    for train in train_dataset_names(cfg):
+        if train not in DatasetCatalog.list() and not MetadataCatalog.get(train).get("thing_classes", None):
+            continue
+        try:
+            identity = class_identity(train)
+        except DeFeatError:
+            continue
+        if identity is not None:
+            return train, identity["names"]
+    return None
+
+
+def check_training_classes(cfg, name: str, classes: List[str], source: str) -> None:
+    """Refuse labels from a dataset whose class names are not the model's training set's, in the
+    same order (the model's class ``i`` is its training set's ``i``-th class)."""
+    known = training_classes(cfg)
+    if known is None or not known[1] or known[1] == list(classes):
+        return
+
+    def shown(names):
+        return ", ".join(map(str, names[:6])) + (", ..." if len(names) > 6 else "")
+
+    raise SystemExit(
+        f"predict.py: error: {source}: dataset {name!r} names the classes {shown(classes)} but the model was trained "
+        f"on {known[0]!r} (DATASETS.TRAIN) with {shown(known[1])}: the boxes would be labelled with another "
+        f"dataset's names. Pass --dataset {known[0]} (or a dataset with the same classes in the same order)"
+    )
+
+
+def dataset_records(meta) -> Optional[List[dict]]:
+    """The dicts of the labelling dataset when it is a registered json (None otherwise), refused
+    when an image path resolves outside its image folder (the drawings are guarded against that
+    folder only)."""
+    if meta is None or meta.name not in DatasetCatalog.list() or not meta.get("json_file"):
+        return None
+    records = DatasetCatalog.get(meta.name)
+    if meta.get("image_root"):
+        try:
+            check_images_under_root(records, meta.name, str(meta.image_root))
+        except DatasetSpecError as e:
+            raise SystemExit(f"predict.py: error: {e}") from e
+    return records
+
+
+def _dataset_ids(meta, records) -> Tuple[Optional[Dict[int, int]], Dict[str, int]]:
     """``(class index -> the dataset's category id, or None when unknown; image path -> image id)``."""
     if meta is None:
         return None, {}
-    image_ids = {}
-    if meta.name in DatasetCatalog.list() and meta.get("json_file"):  # loading it sets the id map
-        image_ids = {os.path.realpath(r["file_name"]): r["image_id"] for r in DatasetCatalog.get(meta.name)}
+    image_ids = {os.path.realpath(r["file_name"]): r["image_id"] for r in records or ()}
     return category_ids_by_index(class_identity(meta.name)), image_ids
 
 
-def ground_truth(name: str, images: List[str]) -> Dict[str, Tuple]:
+def assign_image_ids(images: List[str], known: Dict[str, int]) -> Dict[str, int]:
+    """``{input path: image id}``: the dataset's id of an image it lists (``known``, by real
+    path), new ids past the dataset's largest for the others (0, 1, ... without a dataset), so
+    that no two images share an id."""
+    taken = [i for i in known.values() if isinstance(i, int)]
+    fresh = max(taken, default=-1) + 1
+    ids = {}
+    for path in images:
+        key = os.path.realpath(path)
+        if key in known:
+            ids[path] = known[key]
+        else:
+            ids[path] = fresh
+            fresh += 1
+    return ids
+
+
+def ground_truth(name: str, images: List[str], records: Optional[List[dict]] = None) -> Dict[str, Tuple]:
     """``{real path of an input image: (boxes [M, 4] XYXY, class indices)}`` from dataset
-    ``name`` (its images matched by real path); refuses a dataset that lists none of ``images``
-    and says which inputs it does not list."""
+    ``name`` (its images matched by real path; ``records``: its dicts when already loaded);
+    refuses a dataset that lists none of ``images`` and says which inputs it does not list."""
     by_path = {}
-    for record in DatasetCatalog.get(name):
+    for record in records if records is not None else DatasetCatalog.get(name):
         anns = record.get("annotations", [])
         boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
         by_path[os.path.realpath(record["file_name"])] = (
@@ -284,6 +378,22 @@ def _check_outputs(args, images: List[str], targets: List[str], meta, weights: s
         raise SystemExit(f"predict.py: error: {e}") from e
 
 
+def check_images(images: List[str], mode: str) -> None:
+    """Open every input image as training opens its images (``defeat.data.checks.image_problem``:
+    missing, unreadable, truncated, a pixel format Detectron2 mangles), before anything is written."""
+    if mode == "none":
+        return
+    bad = [
+        f"{path} ({problem})" for path in images for problem in [image_problem({"file_name": path}, mode)] if problem
+    ]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise SystemExit(
+            f"predict.py: error: --input: {len(bad)} of {len(images)} images cannot be read: {bad[0]}{more}; fix them "
+            "or move them out of --input (--check-images none skips this check)"
+        )
+
+
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     setup_tool_logging()
@@ -294,8 +404,15 @@ def main(argv=None) -> List[str]:
     dataset = resolve_dataset(args.dataset)
     meta = metadata(cfg, dataset)
     _check_outputs(args, images, targets, meta, model_weights(cfg))
-    gt = ground_truth(dataset, images) if args.show_gt else {}
-    category_ids, image_ids = _dataset_ids(meta)
+    records = dataset_records(meta)
+    check_images(images, args.check_images)
+    gt = (
+        ground_truth(dataset, images, records if meta is not None and meta.name == dataset else None)
+        if args.show_gt
+        else {}
+    )
+    category_ids, image_ids = _dataset_ids(meta, records)
+    ids = assign_image_ids(images, image_ids)
     if category_ids is None:
         logger.warning(
             "the dataset's category ids are unknown (no --dataset with a COCO json): category_id in "
@@ -304,44 +421,62 @@ def main(argv=None) -> List[str]:
     predictor = build_predictor(cfg, args.allow_random_weights)
     os.makedirs(out_dir, exist_ok=True)
     classes = meta.thing_classes if meta is not None else None
-    written, records = [], []
+    written, records_out = [], []
+    predictions = os.path.join(out_dir, "predictions.json")
     for index, (path, target) in enumerate(zip(images, targets)):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise SystemExit(f"predict.py: error: cannot read image {path}")
-        instances = predictor(image)["instances"].to("cpu")  # BGR in; it converts to INPUT.FORMAT
-        instances = instances[instances.scores >= args.score_threshold]
-        gt_boxes, gt_classes = gt.get(os.path.realpath(path), (None, None))
-        drawn = draw_detections(
-            convert_image_to_rgb(image, "BGR"),
-            instances.pred_boxes.tensor.numpy(),
-            instances.pred_classes.tolist(),
-            instances.scores.tolist(),
-            classes,
-            instances.pred_masks.numpy() if instances.has("pred_masks") else None,
-            gt_boxes,
-            gt_classes,
-        )[:, :, ::-1]
-        if not cv2.imwrite(target, drawn):
-            raise SystemExit(f"predict.py: error: could not write {target}")
+        try:
+            records_out.extend(_predict_one(predictor, args, path, target, gt, classes, category_ids, ids[path]))
+        except BaseException as e:
+            atomic_write(predictions, lambda f: json.dump(records_out, f, indent=1), mode="w")
+            if not isinstance(e, Exception):  # an interrupt: the images done are saved, then the interrupt propagates
+                raise
+            raise SystemExit(
+                f"predict.py: error: image {index + 1} of {len(images)}, {path}, failed: {type(e).__name__}: {e}. "
+                f"{predictions} holds the detections of the {index} images before it. Fix that image or move it "
+                "out of --input, then run again with --overwrite"
+            ) from e
         written.append(target)
-        image_id = image_ids.get(os.path.realpath(path), index)
-        for box, score, c in zip(instances.pred_boxes.tensor.tolist(), instances.scores, instances.pred_classes):
-            x1, y1, x2, y2 = box
-            records.append(
-                {
-                    "image_id": image_id,
-                    "category_id": category_ids[int(c)] if category_ids else int(c),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 4),
-                    "file_name": path,
-                    **({"category": classes[int(c)]} if classes else {}),
-                }
-            )
-        shown = f" ({len(gt_classes)} ground-truth boxes)" if gt_classes is not None else ""
-        logger.info("%s: %d detections%s -> %s", path, len(instances), shown, target)
-    atomic_write(os.path.join(out_dir, "predictions.json"), lambda f: json.dump(records, f, indent=1), mode="w")
+    atomic_write(predictions, lambda f: json.dump(records_out, f, indent=1), mode="w")
     return written
+
+
+def _predict_one(predictor, args, path, target, gt, classes, category_ids, image_id) -> List[dict]:
+    """Predict on one image, write its drawing to ``target`` and return its detections as
+    ``predictions.json`` records."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataCheckError(f"cannot read image {path}")
+    instances = predictor(image)["instances"].to("cpu")  # BGR in; it converts to INPUT.FORMAT
+    instances = instances[instances.scores >= args.score_threshold]
+    gt_boxes, gt_classes = gt.get(os.path.realpath(path), (None, None))
+    drawn = draw_detections(
+        convert_image_to_rgb(image, "BGR"),
+        instances.pred_boxes.tensor.numpy(),
+        instances.pred_classes.tolist(),
+        instances.scores.tolist(),
+        classes,
+        instances.pred_masks.numpy() if instances.has("pred_masks") else None,
+        gt_boxes,
+        gt_classes,
+    )[:, :, ::-1]
+    if not cv2.imwrite(target, drawn):
+        raise OutputError(f"could not write {target}")
+    out = []
+    for box, score, c in zip(instances.pred_boxes.tensor.tolist(), instances.scores, instances.pred_classes):
+        x1, y1, x2, y2 = box
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": category_ids[int(c)] if category_ids else int(c),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(score), 4),
+                "file_name": path,
+                **({"category": classes[int(c)]} if classes else {}),
+            }
+        )
+    shown = f" ({len(gt_classes)} ground-truth boxes)" if gt_classes is not None else ""
+    logger.info("%s: %d detections%s -> %s", path, len(instances), shown, target)
+    return out
 
 
 if __name__ == "__main__":

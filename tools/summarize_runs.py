@@ -15,7 +15,12 @@ DeFeat config evaluates its student) into ``<output>/eval_<run>``. Prints the ta
 row (DeFeat - alone) and the share of the teacher-student AP gap closed, and writes it to
 ``<output>/summary.md`` and ``<output>/summary.json`` (kept unless ``--overwrite``);
 ``--per-class`` adds the AP per class that Detectron2's COCO evaluator logs. Runs evaluated on
-different test sets are refused. The computation is ``defeat.analysis.run_summary``.
+different test sets are refused, and so are runs whose saved configs contradict their roles (a
+DeFeat run as the teacher or the student alone, a run without DeFeat as the DeFeat run, a
+student alone and a DeFeat run of different students, one run for two roles). A run folder
+still training or stopped before its final evaluation, a run without detections (AP NaN) and a
+gap share outside 0-100 % are named in the summary. The output folder is checked before any
+work. The computation is ``defeat.analysis.run_summary``.
 """
 
 import logging
@@ -95,7 +100,7 @@ def _evaluate(args, runs):
     """``{role: RunResult}`` of the evaluated weights. Every config is loaded, its test set compared
     with the others' (those of the run folders in ``runs`` too) and checked before any evaluation."""
     from defeat.analysis.evaluation import box_results, check_evaluation, evaluate_weights, evaluation_config
-    from defeat.analysis.run_summary import check_comparable
+    from defeat.analysis.run_summary import check_comparable, check_roles, config_identity
     from defeat.config.files import test_dataset_names
 
     setup_datasets(args.dataset)
@@ -106,15 +111,22 @@ def _evaluate(args, runs):
             out = os.path.join(args.output, f"eval_{role}")
             option = f"--{role}-config"
             cfg = evaluation_config(config, weights, out, test_set=args.test_set, device=args.device, option=option)
-            planned[role] = (cfg, weights, config, f"weights {weights} with config {config}")
-    check_comparable({**runs, **{r: RunResult(r, p[3], {}, test_dataset_names(p[0])) for r, p in planned.items()}})
-    for role, (cfg, _, config, _) in planned.items():
+            identity = config_identity(cfg)
+            if identity is not None:
+                identity.origin = f"{option} {config!r}"
+                if role != "teacher":  # DeFeat weights may be evaluated with the plain student config
+                    identity.defeat = None
+            planned[role] = (cfg, weights, config, f"weights {weights} with config {config}", identity)
+    given = {r: RunResult(r, p[3], {}, test_dataset_names(p[0]), identity=p[4]) for r, p in planned.items()}
+    check_comparable({**runs, **given})
+    check_roles({**runs, **given})
+    for role, (cfg, _, config, _, _) in planned.items():
         check_evaluation(cfg, config, args.overwrite, f"--{role}-config")
     results = {}
-    for role, (cfg, weights, _, source) in planned.items():
+    for role, (cfg, weights, _, source, identity) in planned.items():
         logger.info("evaluating the %s: %s", LABELS[role], source)
         metrics = box_results(evaluate_weights(cfg, weights, f"--{role}-weights"), source)
-        results[role] = RunResult(role, source, metrics, test_dataset_names(cfg))
+        results[role] = RunResult(role, source, metrics, test_dataset_names(cfg), identity=identity)
     return results
 
 

@@ -55,10 +55,10 @@ from defeat.config.files import (
     set_defeat_setting,
     train_dataset_names,
 )
-from defeat.data.datasets import dataset_from_argument, register_provided_datasets
+from defeat.data.datasets import check_images_under_root, dataset_from_argument, register_provided_datasets
 from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
 from defeat.engine.preflight import check_datasets
-from defeat.errors import DataCheckError, OutputError, WeightsError
+from defeat.errors import DataCheckError, DatasetSpecError, OutputError, WeightsError
 from defeat.modeling.align import align_to_grid
 from defeat.modeling.masks import assign_levels
 
@@ -136,7 +136,7 @@ def parse_args(argv=None):
         args.records = load_records(args.dataset)
     except KeyError as e:
         p.error(f"dataset {args.dataset!r} is not registered ({e})")
-    except DataCheckError as e:
+    except (DataCheckError, DatasetSpecError) as e:
         p.error(str(e))
     if args.start >= len(args.records):
         p.error(f"--start {args.start} is past the end of dataset {args.dataset!r} ({len(args.records)} images)")
@@ -150,10 +150,16 @@ def enable_neck(cfg) -> None:
 
 def load_records(name: str) -> List[dict]:
     """The dataset dicts of ``name`` (a generated dataset is registered on demand), its json
-    checked first (``defeat.engine.preflight.check_datasets``)."""
+    checked first (``defeat.engine.preflight.check_datasets``) and its images refused when one
+    lies outside its image folder (``check_images_under_root``: the figures are guarded against
+    that folder only)."""
     register_provided_datasets([name])
     check_datasets([name], [], None, "")
-    return DatasetCatalog.get(name)
+    records = DatasetCatalog.get(name)
+    root = MetadataCatalog.get(name).get("image_root", None)
+    if root:
+        check_images_under_root(records, name, str(root))
+    return records
 
 
 def load_student(model: torch.nn.Module, weights: str, allow_random: bool) -> None:

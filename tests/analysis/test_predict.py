@@ -3,12 +3,14 @@ LazyConfig configs; no random weights; inputs kept."""
 
 import json
 import os
+import re
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from coco_files import CLASSES, load_tool, write_coco
+from coco_files import CLASSES, load_tool, tool_exit, write_coco
 from conftest import CONFIGS, make_cfg
 
 
@@ -307,3 +309,82 @@ def test_a_lazyconfig_predicts_as_its_yaml_twin(student, tmp_path):
         assert len(written) == 3 and all(cv2.imread(p) is not None for p in written)
         got = json.load(open(tmp_path / config / "predictions.json"))
         assert got and got == json.load(open(tmp_path / "yaml" / "predictions.json")), config
+
+
+# ---- what predict.py is given: image ids, class names, broken images, a failure mid-way ----
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def test_image_ids_are_unique_the_datasets_where_it_lists_the_file(student, tmp_path):
+    """Three images the dataset lists (ids 1-3) and one it does not, fourth in the folder: the
+    dataset's ids, and 4 (past its largest) for the other, not its position 3."""
+    weights = student[0]
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=3)
+    cv2.imwrite(os.path.join(images, "img_009.png"), np.full((64, 64, 3), 90, np.uint8))
+    _run(
+        *_base(weights, images, tmp_path / "o", "--score-threshold", 0.0, "--dataset", f"ids_val={json_file}:{images}")
+    )
+    dets = json.load(open(tmp_path / "o" / "predictions.json"))
+    ids = {os.path.basename(d["file_name"]): d["image_id"] for d in dets}
+    assert ids == {"img_000.png": 1, "img_001.png": 2, "img_002.png": 3, "img_009.png": 4}
+
+
+def test_class_names_of_another_dataset_than_the_training_set_are_refused(student, tmp_path, monkeypatch):
+    weights, _, images = student
+    train, train_images = write_coco(str(tmp_path / "train"), num_images=2)  # square, bar
+    monkeypatch.setenv("DEFEAT_COCO_DATASETS", f"names_train={train}:{train_images}")
+    other, other_images = write_coco(str(tmp_path / "other"), num_images=1, classes=("cat", "dog"))
+    argv = _base(weights, images, tmp_path / "o", "--dataset", f"names_other={other}:{other_images}")
+    text = tool_exit("predict", *argv, "DATASETS.TRAIN", "('names_train',)")
+    assert "dataset 'names_other' names the classes cat, dog but the model was trained on 'names_train'" in text
+    assert "square, bar" in text and "Pass --dataset names_train" in text and len(text.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    # the training set's own names label the boxes
+    same = _base(weights, images, tmp_path / "ok", "--dataset", "names_train", "--score-threshold", 0.0)
+    assert len(_run(*same, "DATASETS.TRAIN", "('names_train',)")) == 3
+    assert {d["category"] for d in json.load(open(tmp_path / "ok" / "predictions.json"))} <= set(CLASSES)
+
+
+def test_a_truncated_image_is_refused_before_anything_is_written(student, tmp_path):
+    weights, _, images = student
+    folder = tmp_path / "in"
+    shutil.copytree(images, folder)
+    _truncate(folder / "img_001.png")
+    text = tool_exit("predict", *_base(weights, folder, tmp_path / "o"))
+    assert "--input: 1 of 3 images cannot be read: " in text and "img_001.png" in text
+    assert "--check-images none" in text and len(text.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_image_that_fails_mid_way_leaves_the_predictions_done_and_says_how_to_go_on(student, tmp_path):
+    """Past the check (--check-images none), the truncated second image fails while predicting:
+    predictions.json holds the first image's detections, and the message names the image."""
+    weights, _, images = student
+    folder = tmp_path / "in"
+    shutil.copytree(images, folder)
+    _truncate(folder / "img_001.png")
+    argv = ["--check-images", "none", "--score-threshold", 0.0]
+    text = tool_exit("predict", *_base(weights, folder, tmp_path / "o", *argv))
+    assert re.search(r"image 2 of 3, .*img_001.png, failed: .*holds the detections of the 1 images before it", text)
+    assert "move it out of --input, then run again with --overwrite" in text
+    dets = json.load(open(tmp_path / "o" / "predictions.json"))
+    assert dets and {os.path.basename(d["file_name"]) for d in dets} == {"img_000.png"}
+    os.remove(folder / "img_001.png")
+    assert len(_run(*_base(weights, folder, tmp_path / "o", *argv, "--overwrite"))) == 2
+
+
+def test_a_dataset_image_outside_its_image_root_is_refused(student, tmp_path):
+    weights, _, images = student
+    json_file, root = write_coco(str(tmp_path / "data"), num_images=2)
+    data = json.load(open(json_file))
+    data["images"][1]["file_name"] = "../../etc/x.png"
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    text = tool_exit("predict", *_base(weights, images, tmp_path / "o", "--dataset", f"escape={json_file}"))
+    assert "dataset 'escape': image '" in text and "etc/x.png' resolves to" in text and "outside its image" in text
+    assert not (tmp_path / "o").exists()

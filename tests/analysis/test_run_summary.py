@@ -3,6 +3,11 @@ the gain and the gap share against a computation here, the JSON round trip and e
 
 import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 from coco_files import tool_exit, tool_main
@@ -239,3 +244,165 @@ def test_a_model_that_detected_nothing_shows_no_detections_not_nan():
     assert rows["teacher"][0] == f"{TEACHER['AP']:.2f}" and rows["teacher"][-1] == "n/a"
     assert rows[GAIN][0] == "+1.50" and "nan" not in table
     assert (format_ap(2.0, signed=True), format_ap(float("nan"), no_detections=True)) == ("+2.00", "no detections")
+
+
+# ---- roles from the saved configs, unfinished runs, figures that are not shares ----
+
+_STUDENT = "  BACKBONE:\n    NAME: build_slim_resnet_fpn_backbone\n  RESNETS:\n    DEPTH: {depth}\n"
+_MORE = "DATASETS:\n  TEST:\n  - shapes_val\nSOLVER:\n  MAX_ITER: {max_iter}\n"
+
+
+def _config(folder, arch, depth=18, max_iter=10):
+    """A CfgNode-like saved config.yaml: ``arch`` with MODEL.DEFEAT (train_net.py saves it for every run)."""
+    text = f"MODEL:\n  META_ARCHITECTURE: {arch}\n  DEFEAT:\n    NECK:\n      ENABLED: true\n"
+    (folder / "config.yaml").write_text(text + _STUDENT.format(depth=depth) + _MORE.format(max_iter=max_iter))
+
+
+@pytest.fixture
+def role_runs(tmp_path):
+    """Three run folders whose saved configs give their roles: an R50 teacher, the R18 student
+    alone and with DeFeat, each evaluated last at iteration 9 of 10."""
+    found = {}
+    for role, metrics, arch, depth in (
+        ("teacher", TEACHER, "GeneralizedRCNN", 50),
+        ("alone", ALONE, "GeneralizedRCNN", 18),
+        ("defeat", DEFEAT, "DeFeatRCNN", 18),
+    ):
+        found[role] = _run(tmp_path / role, metrics)
+        _config(tmp_path / role, arch, depth)
+    return found
+
+
+def test_roles_read_from_the_saved_configs_pass_when_they_fit(role_runs, tmp_path):
+    summary = _main(*_argv(role_runs, tmp_path / "s"))
+    assert summary["warnings"] == [] and summary["runs"]["defeat"]["in_progress"] is None
+
+
+@pytest.mark.parametrize(
+    "swap, message",
+    [
+        ({"teacher": "copy"}, r"--teacher .*copy' \(its config.yaml\) is a DeFeat run \(DeFeatRCNN"),
+        ({"alone": "defeat", "defeat": "alone"}, r"--alone .*defeat' \(its config.yaml\) is a DeFeat run"),
+        ({"defeat": "teacher", "teacher": "defeat"}, r"is a DeFeat run .*not a teacher"),
+        ({"alone": "defeat"}, r"--alone and --defeat are the same run folder"),
+    ],
+)
+def test_roles_that_contradict_the_configs_are_refused_in_one_line(role_runs, tmp_path, swap, message):
+    """A DeFeat run given as the teacher (a copy of the DeFeat run: without the check, '100 %'),
+    runs swapped, one run in two roles."""
+    shutil.copytree(role_runs["defeat"], tmp_path / "copy")
+    found = dict(role_runs, copy=str(tmp_path / "copy"))
+    runs = dict(role_runs, **{role: found[other] for role, other in swap.items()})
+    text = _error(*_argv(runs, tmp_path / "s"))
+    assert re.search(message, text) and len(text.splitlines()) == 1, text
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_plain_run_as_the_defeat_run_and_two_students_are_refused(role_runs, tmp_path):
+    _config(tmp_path / "defeat", "GeneralizedRCNN", 18)
+    text = _error(*_argv(role_runs, tmp_path / "s"))
+    assert "is not a DeFeat run (GeneralizedRCNN" in text and "give the DeFeat student's run as --defeat" in text
+    _config(tmp_path / "defeat", "DeFeatRCNN", 50)
+    text = _error(*_argv(role_runs, tmp_path / "s"))
+    assert "train different students (MODEL.RESNETS.DEPTH 18 vs 50" in text and "same student config" in text
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_lazyconfig_defeat_run_as_the_teacher_is_refused(role_runs, tmp_path):
+    (tmp_path / "teacher" / "config.yaml").write_text(
+        "model:\n  _target_: defeat.modeling.meta_arch.rcnn.DeFeatRCNN\ndataloader:\n  test:\n    dataset:\n"
+        "      names: shapes_val\n"
+    )
+    assert "is a DeFeat run (DeFeatRCNN" in _error(*_argv(role_runs, tmp_path / "s"))
+
+
+def test_unfinished_runs_are_named(role_runs, tmp_path):
+    """An evaluation before the last iteration, a newer checkpoint, a live lock; a stale lock is not."""
+    _config(tmp_path / "alone", "GeneralizedRCNN", 18, max_iter=100)
+    (tmp_path / "defeat" / "last_checkpoint").write_text("model_0000019.pth")
+    (tmp_path / "teacher" / ".defeat-run.lock").write_text(json.dumps({"pid": os.getpid()}))
+    summary = _main(*_argv(role_runs, tmp_path / "s"))
+    runs = summary["runs"]
+    assert "last evaluation is at iteration 9 of 100" in runs["alone"]["in_progress"]
+    assert (
+        "last checkpoint (model_0000019.pth, iteration 19) is newer than its last evaluation"
+        in (runs["defeat"]["in_progress"])
+    )
+    assert f"process {os.getpid()} is alive" in runs["teacher"]["in_progress"]
+    md = (tmp_path / "s" / "summary.md").read_text()
+    assert md.count("(NOT FINISHED: see the warning)") == 3
+    assert sum("is not finished" in w for w in summary["warnings"]) == 3
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "teacher" / ".defeat-run.lock").write_text(f"{dead.pid}\n")
+    (tmp_path / "defeat" / "last_checkpoint").write_text("model_final.pth")
+    _config(tmp_path / "alone", "GeneralizedRCNN", 18, max_iter=10)
+    summary = _main(*_argv(role_runs, tmp_path / "s2"))
+    assert all(r["in_progress"] is None for r in summary["runs"].values()) and summary["warnings"] == []
+
+
+def test_a_gap_share_outside_0_to_100_is_flagged(tmp_path, caplog):
+    runs = {
+        "teacher": _run(tmp_path / "t", dict(TEACHER, AP=25.0)),
+        "alone": _run(tmp_path / "a", ALONE),
+        "defeat": _run(tmp_path / "d", DEFEAT),
+    }
+    summary = _main(*_argv(runs, tmp_path / "s"))
+    md = (tmp_path / "s" / "summary.md").read_text()
+    # (30.5 - 20.25) / (25 - 20.25) = 216 %
+    assert "gap closed by DeFeat: 216% (OUTSIDE 0-100 %: see the warning)" in md
+    assert "the DeFeat student (AP 30.50) is better than the teacher (AP 25.00)" in md
+    assert summary["gap_closed_out_of_range"] is True and "outside 0-100 %" in caplog.text
+    runs["defeat"] = _run(tmp_path / "d2", dict(DEFEAT, AP=10.0))
+    summary = _main(*_argv(runs, tmp_path / "s2"))
+    md = (tmp_path / "s2" / "summary.md").read_text()
+    assert "OUTSIDE 0-100 %" in md and "is worse than the student alone (AP 20.25)" in md
+    runs = dict(runs, teacher=_run(tmp_path / "t3", TEACHER), defeat=_run(tmp_path / "d3", DEFEAT))
+    assert not _main(*_argv(runs, tmp_path / "s3"))["gap_closed_out_of_range"]
+
+
+def test_a_teacher_without_detections_is_named_not_printed_as_nan(tmp_path):
+    """COCO gives every AP as NaN when a model detects nothing."""
+    runs = {
+        "teacher": _run(tmp_path / "t", dict.fromkeys(METRICS, float("nan"))),
+        "alone": _run(tmp_path / "a", ALONE),
+        "defeat": _run(tmp_path / "d", dict(DEFEAT, APl=float("nan"))),
+    }
+    summary = _main(*_argv(runs, tmp_path / "s"))
+    md = (tmp_path / "s" / "summary.md").read_text()
+    rows = _table(md)
+    assert rows["teacher"] == ["no detections"] * len(METRICS)
+    assert rows["student + DeFeat"][-1] == "n/a" and rows[GAIN][-1] == "n/a"  # no large objects: not 'no detections'
+    assert "nan" not in md.lower().replace("ap nan", "")
+    assert "the teacher has no detections (every AP NaN" in md and "gap closed by DeFeat: n/a" in md
+    assert "is not better than the student alone" not in md
+    assert summary["runs"]["teacher"]["no_detections"] and not summary["runs"]["alone"]["no_detections"]
+
+
+def test_a_defeat_config_as_the_teachers_config_is_refused_before_evaluating(role_runs, tmp_path):
+    from conftest import CONFIGS
+
+    weights = tmp_path / "t.pth"
+    weights.write_bytes(b"never read")
+    argv = ["--teacher-weights", weights, "--teacher-config", f"{CONFIGS}/tiny_defeat.yaml"]
+    text = _error(*argv, "--alone", role_runs["alone"], "--defeat", role_runs["defeat"], "--test-set", "shapes_val",
+                  "--output", tmp_path / "s")  # fmt: skip
+    assert re.search(r"--teacher-config '.*tiny_defeat.yaml' is a DeFeat run \(DeFeatRCNN", text), text
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_saved_lazyconfig_and_a_loaded_one_are_the_same_student(tmp_path):
+    """lazy_train_net.py saves config.yaml with _target_ names it may shorten; the loaded DeFeat
+    twin names the same student, so the two compare equal; another FPN width does not."""
+    from conftest import CONFIGS
+    from detectron2.config import LazyConfig
+
+    from defeat.analysis.run_summary import config_identity, saved_config
+    from defeat.config.files import load_config
+
+    LazyConfig.save(load_config(f"{CONFIGS}/tiny_base.py"), str(tmp_path / "config.yaml"))
+    saved = config_identity(saved_config(str(tmp_path)))
+    loaded = config_identity(load_config(f"{CONFIGS}/tiny_defeat.py"))
+    assert (saved.defeat, loaded.defeat) == (False, True) and saved.student == loaded.student
+    wider = config_identity(load_config(f"{CONFIGS}/tiny_base.py", ["model.backbone.out_channels=48"]))
+    assert wider.student != loaded.student

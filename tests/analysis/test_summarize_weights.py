@@ -4,6 +4,7 @@ runs of 2 iterations: the same numbers as the runs' own final evaluations, and t
 import json
 import math
 import os
+import shutil
 
 import pytest
 from coco_files import tool_exit, tool_main
@@ -13,7 +14,8 @@ from conftest import CONFIGS, TINY, data_opts, train_args
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     """Folders of a tiny teacher and a tiny student, each trained 2 iterations and evaluated at
-    the end on ``tiny_shapes_val`` (its metrics.json holds bbox/* and bbox/AP-<class>)."""
+    the end on ``tiny_shapes_val`` (its metrics.json holds bbox/* and bbox/AP-<class>), and the
+    student's folder again as a DeFeat run's (``defeat``)."""
     import train_net
 
     folders = {}
@@ -21,6 +23,15 @@ def trained(tiny_dataset, tmp_path_factory):
         out = str(tmp_path_factory.mktemp(role))
         train_net.main(train_args(f"{CONFIGS}/{config}", *data_opts(out), "SOLVER.MAX_ITER", 2))
         folders[role] = out
+    # The DeFeat run's folder as the summary reads it: the student's metrics, and a saved config
+    # whose architecture is DeFeat's (the roles come from config.yaml; one run cannot be two).
+    folders["defeat"] = str(tmp_path_factory.mktemp("defeat"))
+    shutil.copytree(folders["student"], folders["defeat"], dirs_exist_ok=True)
+    saved = os.path.join(folders["defeat"], "config.yaml")
+    text = open(saved).read()
+    assert text.count("META_ARCHITECTURE: GeneralizedRCNN") == 1
+    with open(saved, "w") as f:
+        f.write(text.replace("META_ARCHITECTURE: GeneralizedRCNN", "META_ARCHITECTURE: DeFeatRCNN"))
     return folders
 
 
@@ -44,13 +55,21 @@ def _weights(role, folder):
 def test_evaluated_weights_give_the_runs_own_final_evaluation(trained, tmp_path):
     teacher, student = trained["teacher"], trained["student"]
     by_folder = _main(
-        "--teacher", teacher, "--alone", student, "--defeat", student, "--per-class", "--output", tmp_path / "a"
+        "--teacher",
+        teacher,
+        "--alone",
+        student,
+        "--defeat",
+        trained["defeat"],
+        "--per-class",
+        "--output",
+        tmp_path / "a",
     )
     by_weights = _main(
         *_weights("teacher", teacher),
         *_weights("alone", student),
         "--defeat",
-        student,  # one run read from its folder, the others evaluated
+        trained["defeat"],  # one run read from its folder, the others evaluated
         "--test-set",
         TINY[1],
         "--per-class",
@@ -82,7 +101,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(trained, tmp_path):
         "--alone-config",
         f"{CONFIGS}/tiny_base.yaml",
         "--defeat",
-        trained["student"],
+        trained["defeat"],
         "--test-set",
         TINY[1],
         "--output",
@@ -101,7 +120,7 @@ def test_a_test_set_of_other_runs_is_refused_before_any_evaluation(trained, tmp_
         "--alone-config",
         f"{CONFIGS}/tiny_base.yaml",
         "--defeat",
-        trained["student"],
+        trained["defeat"],
         "--output",
         tmp_path / "s",
     )
@@ -115,7 +134,7 @@ def test_an_unknown_test_set_is_named(trained, tmp_path):
         "--alone",
         trained["student"],
         "--defeat",
-        trained["student"],
+        trained["defeat"],
         "--test-set",
         "nope_val",
         "--output",

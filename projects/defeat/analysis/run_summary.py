@@ -4,15 +4,23 @@ The same model-zoo table as ``python -m defeat.demo`` (:func:`format_table`), wi
 (DeFeat - alone) and the share of the teacher-student AP gap that DeFeat closes; optionally the
 per-class AP that Detectron2's ``COCOEvaluator`` logs (``bbox/AP-<class>``). Each run's metrics
 come from its folder's ``metrics.json`` (:func:`read_run`: the last ``bbox`` evaluation of the
-last run in it) or from evaluating its weights (``defeat.analysis.evaluation``). Used by
-``tools/summarize_runs.py``; every function here is pure apart from :func:`read_run`.
+last run in it) or from evaluating its weights (``defeat.analysis.evaluation``). Each run's role
+is read from its saved config (:func:`config_identity`, :func:`check_roles`: the teacher and the
+student alone are not DeFeat runs, the DeFeat run is one, and the student alone and the DeFeat
+run build the same student), and a run folder whose training is still going on, or stopped
+before its final evaluation, is named as such (:func:`run_progress`). A gap share outside
+0-100 % and a run without detections (AP NaN) are named in the summary, not printed as numbers.
+Used by ``tools/summarize_runs.py``; every function here is pure apart from :func:`read_run`,
+:func:`saved_config` and :func:`run_progress`, which read a run folder.
 """
 
+import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..engine.metrics_file import METRICS, last_evaluation, read_metrics
 from ..errors import SummaryError
@@ -21,15 +29,22 @@ __all__ = [
     "GAIN",
     "LABELS",
     "ROLES",
+    "RUN_LOCK",
+    "RunIdentity",
     "RunResult",
     "class_aps",
     "check_comparable",
+    "check_roles",
+    "config_identity",
+    "gap_problem",
     "format_summary",
     "format_table",
     "format_ap",
     "NO_DETECTIONS",
     "gap_closed",
     "read_run",
+    "run_progress",
+    "saved_config",
     "saved_test_sets",
     "summarize",
     "summary_json",
@@ -38,6 +53,32 @@ __all__ = [
 ROLES = ("teacher", "alone", "defeat")
 LABELS = {"teacher": "teacher", "alone": "student alone", "defeat": "student + DeFeat"}
 GAIN = "gain (DeFeat - alone)"
+RUN_LOCK = ".defeat-run.lock"  # the lock file a live training run holds in its OUTPUT_DIR
+# The keys that make two YAML configs the same student: its backbone's shape (the architecture
+# is compared as the plain student class, so a DeFeat run's is its student's).
+STUDENT_KEYS = (
+    "MODEL.BACKBONE.NAME",
+    "MODEL.RESNETS.DEPTH",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "MODEL.RESNETS.NUM_GROUPS",
+    "MODEL.FPN.OUT_CHANNELS",
+)
+
+
+@dataclass
+class RunIdentity:
+    """What a run's config says about its role: ``defeat``: whether it trains a DeFeat model
+    (None: unknown, e.g. an architecture not registered here); ``architecture``: the config's
+    architecture; ``student``: ``{key: value}`` that identify the student it trains or evaluates
+    (the plain student class and its backbone); ``max_iter``: the run's length (None: unknown)."""
+
+    defeat: Optional[bool]
+    architecture: str = "?"
+    student: Dict[str, Any] = field(default_factory=dict)
+    max_iter: Optional[int] = None
+    origin: str = "the config"  # where it was read, for messages: "--teacher 'DIR' (its config.yaml)"
 
 
 @dataclass
@@ -51,6 +92,8 @@ class RunResult:
     metrics: Dict[str, float]
     test_sets: Optional[List[str]] = None
     iteration: Optional[int] = None
+    identity: Optional[RunIdentity] = None
+    in_progress: Optional[str] = None  # why the run is not finished (None: finished or unknown)
 
 
 NO_DETECTIONS = "no detections"  # a row whose every AP is NaN: COCO found no detection to evaluate
@@ -87,17 +130,36 @@ def format_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> st
     return "\n".join(lines)
 
 
+def saved_config(run_dir: str) -> Optional[dict]:
+    """A run folder's saved ``config.yaml`` as a plain dict (a YAML run's CfgNode dump, or a
+    LazyConfig run's, whose Python objects such as a ``ShapeSpec`` are read as their fields:
+    nothing is imported or built); None when it is missing or unreadable."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def fields(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", fields)
+    try:
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            saved = yaml.load(f, Loader=Loader)  # a SafeLoader: Python tags read as plain data
+    except (OSError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def saved_test_sets(run_dir: str) -> Optional[List[str]]:
     """The test sets named in a run folder's saved ``config.yaml`` (``DATASETS.TEST``, or
     ``dataloader.test.dataset.names`` of a LazyConfig run); None when the file or key is missing."""
-    import yaml
-
-    try:
-        with open(os.path.join(run_dir, "config.yaml")) as f:
-            saved = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(saved, dict):
+    saved = saved_config(run_dir)
+    if saved is None:
         return None
     names = (saved.get("DATASETS") or {}).get("TEST")
     if names is None:
@@ -106,6 +168,166 @@ def saved_test_sets(run_dir: str) -> Optional[List[str]]:
     if names is None:
         return None
     return [names] if isinstance(names, str) else [str(n) for n in names]
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+_MISSING = object()
+
+
+def _named(value: Any) -> Any:
+    """A config value with classes and functions as their full dotted names (``_target_`` strings
+    too, which ``LazyConfig.save`` may have shortened to a shorter import path), so a loaded
+    LazyConfig compares with a saved one."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): _canonical(v) if k == "_target_" and isinstance(v, str) else _named(v) for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a ShapeSpec, saved as its fields
+        return {f.name: _named(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return _named(value._asdict())
+    if isinstance(value, (list, tuple)):
+        return [_named(v) for v in value]
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
+
+
+def _canonical(target: str) -> str:
+    """``module.qualname`` of the object a ``_target_`` string names; the string when it cannot be
+    imported here."""
+    try:
+        from detectron2.utils.registry import locate
+
+        found = locate(target)
+    except Exception:  # not importable here: compared as written
+        return target
+    return _named(found) if callable(found) else target
+
+
+def _architecture_class(name: str, lazy: bool) -> Optional[type]:
+    """The class a YAML ``META_ARCHITECTURE`` name or a LazyConfig ``_target_`` names; None when
+    it is not known here (not registered, not importable)."""
+    try:
+        if lazy:
+            from detectron2.utils.registry import locate
+
+            found = locate(name)
+            return found if isinstance(found, type) else None
+        from detectron2.modeling import META_ARCH_REGISTRY
+
+        return META_ARCH_REGISTRY.get(name)
+    except Exception:  # unknown name: the role cannot be told from the config
+        return None
+
+
+def config_identity(config: Any) -> Optional[RunIdentity]:
+    """The :class:`RunIdentity` of a config: a saved ``config.yaml`` as a dict (:func:`saved_config`),
+    a loaded CfgNode or a LazyConfig. A DeFeat run is a DeFeat architecture (``has_defeat_teacher``)
+    with ``MODEL.DEFEAT`` (a LazyConfig: its ``model._target_``). None when the config names no
+    model."""
+    from ..config.files import is_defeat_architecture
+    from ..modeling.meta_arch.common import student_class
+
+    if config is None:
+        return None
+    if type(config) is not dict:  # a loaded config (a DictConfig is a Mapping too): as it would be saved
+        import yaml
+        from detectron2.config import CfgNode
+        from omegaconf import OmegaConf
+
+        if isinstance(config, CfgNode):
+            config = yaml.safe_load(config.dump())
+        else:
+            config = _named(OmegaConf.to_container(config, resolve=False))
+    if isinstance(_get(config, "MODEL.META_ARCHITECTURE"), str):
+        name, lazy = _get(config, "MODEL.META_ARCHITECTURE"), False
+        backbone = {k: _get(config, k) for k in STUDENT_KEYS if _get(config, k) is not _MISSING}
+        max_iter = _get(config, "SOLVER.MAX_ITER")
+    elif isinstance(_get(config, "model._target_"), str):
+        name, lazy = _get(config, "model._target_"), True
+        found = _get(config, "model.backbone")
+        backbone = {"model.backbone": _named(found)} if isinstance(found, Mapping) else {}
+        max_iter = _get(config, "train.max_iter")
+    else:
+        return None
+    cls = _architecture_class(name, lazy)
+    if cls is None:
+        defeat = None if (lazy or _get(config, "MODEL.DEFEAT") is not _MISSING) else False
+        student = name.rsplit(".", 1)[-1]
+    else:
+        defeat = is_defeat_architecture(cls) and (lazy or _get(config, "MODEL.DEFEAT") is not _MISSING)
+        student = student_class(cls).__name__
+    return RunIdentity(
+        defeat,
+        name.rsplit(".", 1)[-1],
+        {"architecture": student, **backbone},
+        max_iter if isinstance(max_iter, int) else None,
+    )
+
+
+def _lock_pid(path: str) -> Optional[int]:
+    """The process id written in a lock file (JSON ``{"pid": N}`` or the first number); None if none."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    try:
+        pid = json.loads(text).get("pid")
+        return int(pid) if pid is not None else None
+    except (ValueError, AttributeError, TypeError):
+        found = re.search(r"\d+", text)
+        return int(found.group()) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def run_progress(run_dir: str, iteration: Optional[int], identity: Optional[RunIdentity]) -> Optional[str]:
+    """Why the run in ``run_dir``, last evaluated at ``iteration``, is not finished, or None: a live
+    lock file (:data:`RUN_LOCK`, its process alive or not named), a ``last_checkpoint`` of a later
+    iteration than the evaluation, or an evaluation before the run's last iteration (``max_iter``
+    of ``identity``)."""
+    lock = os.path.join(run_dir, RUN_LOCK)
+    if os.path.isfile(lock):
+        pid = _lock_pid(lock)
+        if pid is None or _alive(pid):
+            return f"a run holds its lock file {RUN_LOCK}" + (f" (process {pid} is alive)" if pid is not None else "")
+    try:
+        with open(os.path.join(run_dir, "last_checkpoint")) as f:
+            checkpoint = f.read().strip()
+    except OSError:
+        checkpoint = ""
+    found = re.fullmatch(r"model_(\d+)\.pth", os.path.basename(checkpoint))
+    if found and iteration is not None and int(found.group(1)) > iteration:
+        return (
+            f"its last checkpoint ({checkpoint}, iteration {int(found.group(1))}) is newer than its last "
+            f"evaluation (iteration {iteration}): it is still training, or stopped before its final evaluation"
+        )
+    max_iter = identity.max_iter if identity is not None else None
+    if max_iter and iteration is not None and iteration < max_iter - 1:
+        return (
+            f"its last evaluation is at iteration {iteration} of {max_iter} (SOLVER.MAX_ITER / train.max_iter), "
+            "not its final one: it is still training, or stopped before its end"
+        )
+    return None
 
 
 def read_run(run_dir: str, role: str, option: str) -> RunResult:
@@ -139,7 +361,20 @@ def read_run(run_dir: str, role: str, option: str) -> RunResult:
     if missing:
         raise SummaryError(f"{option}: the last bbox evaluation in {path} lacks {missing}")
     it = row.get("iteration")
-    return RunResult(role, run_dir, metrics, saved_test_sets(run_dir), int(it) if isinstance(it, int) else None)
+    iteration = int(it) if isinstance(it, int) else None
+    saved = saved_config(run_dir)
+    identity = config_identity(saved) if saved is not None else None
+    if identity is not None:
+        identity.origin = f"{option} {run_dir!r} (its config.yaml)"
+    return RunResult(
+        role,
+        run_dir,
+        metrics,
+        saved_test_sets(run_dir),
+        iteration,
+        identity,
+        run_progress(run_dir, iteration, identity),
+    )
 
 
 def class_aps(metrics: Mapping[str, float]) -> Dict[str, float]:
@@ -183,6 +418,74 @@ def check_comparable(runs: Mapping[str, RunResult], per_class: bool = False) -> 
             )
 
 
+def check_roles(runs: Mapping[str, RunResult]) -> None:
+    """Refuse runs whose saved configs contradict the roles they were given: one run given for two
+    roles; a DeFeat run as the teacher or as the student alone; a run that is not a DeFeat run as
+    the DeFeat student; a student alone and a DeFeat run that build different students (their
+    architecture and backbone keys, :data:`STUDENT_KEYS`, compared where both name them). A run
+    whose config is unknown (``identity`` None, or its ``defeat`` None) is not checked for that.
+
+    Raises:
+        SummaryError: one line naming the run, what its config says and the fix.
+    """
+    folders: Dict[str, str] = {}
+    for role, run in runs.items():
+        if os.path.isdir(run.source):
+            key = os.path.realpath(run.source)
+            if key in folders:
+                raise SummaryError(
+                    f"--{folders[key]} and --{role} are the same run folder {run.source!r}: the summary compares "
+                    "three different runs; give each role its own run"
+                )
+            folders[key] = role
+    ids = {role: run.identity for role, run in runs.items() if run.identity is not None}
+    teacher, alone, defeat = (ids.get(role) for role in ROLES)
+    if teacher is not None and teacher.defeat:
+        raise SummaryError(
+            f"{teacher.origin} is a DeFeat run ({teacher.architecture} with MODEL.DEFEAT), not a teacher: a teacher "
+            "is trained without DeFeat. Give the teacher's own run folder (or weights and config) as --teacher, "
+            "and this run as --defeat"
+        )
+    if alone is not None and alone.defeat:
+        raise SummaryError(
+            f"{alone.origin} is a DeFeat run ({alone.architecture} with MODEL.DEFEAT), not the student alone: give "
+            "the student's run without DeFeat as --alone, and this run as --defeat"
+        )
+    if defeat is not None and defeat.defeat is False:
+        raise SummaryError(
+            f"{defeat.origin} is not a DeFeat run ({defeat.architecture}, not a DeFeat architecture with "
+            "MODEL.DEFEAT): give the DeFeat student's run as --defeat"
+        )
+    if alone is not None and defeat is not None:
+        differ = [
+            f"{key} {alone.student[key]!r} vs {defeat.student[key]!r}"
+            for key in alone.student
+            if key in defeat.student and alone.student[key] != defeat.student[key]
+        ]
+        if differ:
+            raise SummaryError(
+                f"the student alone and the DeFeat run train different students ({'; '.join(differ)}; from "
+                f"{alone.origin} and {defeat.origin}): the gain compares one student with and without DeFeat. "
+                "Give runs of the same student config"
+            )
+
+
+def gap_problem(closed: Optional[float], aps: Mapping[str, float]) -> Optional[str]:
+    """Why a gap share ``closed`` (percent) outside 0-100 % cannot be read as a share, or None:
+    above 100 the DeFeat student beats its teacher, below 0 it is worse than the student alone;
+    both usually mean runs given in the wrong roles. ``aps``: ``{role: AP}``."""
+    if closed is None or 0.0 <= closed <= 100.0:
+        return None
+    if closed > 100.0:
+        what = f"the DeFeat student (AP {aps['defeat']:.2f}) is better than the teacher (AP {aps['teacher']:.2f})"
+    else:
+        what = f"the DeFeat student (AP {aps['defeat']:.2f}) is worse than the student alone (AP {aps['alone']:.2f})"
+    return (
+        f"the share of the teacher-student gap closed by DeFeat is {closed:.0f}%, outside 0-100 %: {what}; "
+        "check that each run was given in its role (--teacher, --alone, --defeat)"
+    )
+
+
 def gap_closed(teacher_ap: float, alone_ap: float, defeat_ap: float) -> Optional[float]:
     """``100 * (defeat - alone) / (teacher - alone)``, the share of the teacher-student AP gap
     that DeFeat closes, in percent; None when the teacher is not better than the student alone
@@ -197,31 +500,58 @@ def summarize(runs: Mapping[str, RunResult], per_class: bool = False) -> dict:
 
     Returns:
         ``{"title", "rows": {label: {metric: value}} (the three runs, then GAIN),
-        "gap_closed_percent" (None when meaningless), "warnings": [str], "runs": {role: {"label",
-        "source", "test_sets", "iteration"}}}`` plus, with ``per_class``, ``"per_class": {class:
-        {"teacher", "alone", "defeat", "gain"}}``.
+        "gap_closed_percent" (None when meaningless), "gap_closed_out_of_range" (outside 0-100 %,
+        :func:`gap_problem`), "warnings": [str], "runs": {role: {"label", "source", "test_sets",
+        "iteration", "in_progress" (why it is not finished, or None), "no_detections"}}}`` plus,
+        with ``per_class``, ``"per_class": {class: {"teacher", "alone", "defeat", "gain"}}``.
     Raises:
-        SummaryError: see :func:`check_comparable`.
+        SummaryError: see :func:`check_comparable` and :func:`check_roles`.
     """
     check_comparable(runs, per_class)
+    check_roles(runs)
     teacher, alone, defeat = (runs[role].metrics for role in ROLES)
     rows = {LABELS[role]: {k: runs[role].metrics[k] for k in METRICS} for role in ROLES}
     rows[GAIN] = {k: defeat[k] - alone[k] for k in METRICS}
     closed = gap_closed(teacher["AP"], alone["AP"], defeat["AP"])
     warnings = []
-    if closed is None:
+    empty = [role for role in ROLES if _no_detections(runs[role].metrics)]
+    for role in empty:
+        warnings.append(
+            f"the {LABELS[role]} has {NO_DETECTIONS} (every AP NaN: COCO found no detection to score): "
+            "check its weights, its score threshold (MODEL.ROI_HEADS.SCORE_THRESH_TEST) and its test set"
+        )
+    if empty:
+        warnings.append("the share of the teacher-student gap closed by DeFeat is left out: a run has no detections")
+    elif closed is None:
         warnings.append(
             f"the teacher (AP {teacher['AP']:.2f}) is not better than the student alone (AP {alone['AP']:.2f}): "
             "the share of the teacher-student gap closed by DeFeat is meaningless and left out"
         )
+    flag = gap_problem(closed, {role: runs[role].metrics["AP"] for role in ROLES})
+    if flag:
+        warnings.append(flag)
+    for role in ROLES:
+        if runs[role].in_progress:
+            warnings.append(
+                f"the {LABELS[role]} run {runs[role].source} is not finished: {runs[role].in_progress}; its AP is "
+                "that of an intermediate evaluation"
+            )
     test_sets = next((r.test_sets for r in runs.values() if r.test_sets), None)
     summary = {
         "title": "DeFeat results: COCO box AP" + (f" on {', '.join(test_sets)}" if test_sets else ""),
         "rows": rows,
         "gap_closed_percent": closed,
+        "gap_closed_out_of_range": flag is not None,
         "warnings": warnings,
         "runs": {
-            role: {"label": LABELS[role], "source": r.source, "test_sets": r.test_sets, "iteration": r.iteration}
+            role: {
+                "label": LABELS[role],
+                "source": r.source,
+                "test_sets": r.test_sets,
+                "iteration": r.iteration,
+                "in_progress": r.in_progress,
+                "no_detections": role in empty,
+            }
             for role, r in runs.items()
         },
     }
@@ -239,16 +569,18 @@ def format_summary(summary: dict) -> str:
     warnings, where each run was read and, if present, the per-class table."""
     closed = summary["gap_closed_percent"]
     lines = [format_table(summary["rows"], summary["title"]), ""]
-    lines.append(
-        f"Teacher-baseline AP gap closed by DeFeat: {closed:.0f}%"
-        if closed is not None
-        else "Teacher-baseline AP gap closed by DeFeat: n/a"
-    )
+    if closed is None:
+        lines.append("Teacher-baseline AP gap closed by DeFeat: n/a")
+    elif summary.get("gap_closed_out_of_range"):
+        lines.append(f"Teacher-baseline AP gap closed by DeFeat: {closed:.0f}% (OUTSIDE 0-100 %: see the warning)")
+    else:
+        lines.append(f"Teacher-baseline AP gap closed by DeFeat: {closed:.0f}%")
     lines += [f"Warning: {w}" for w in summary["warnings"]]
     lines.append("")
     for run in summary["runs"].values():
         where = f", evaluation at iteration {run['iteration']}" if run["iteration"] is not None else ""
-        lines.append(f"- {run['label']}: {run['source']}{where}")
+        state = " (NOT FINISHED: see the warning)" if run.get("in_progress") else ""
+        lines.append(f"- {run['label']}: {run['source']}{where}{state}")
     if "per_class" in summary:
         labels = [LABELS[role] for role in ROLES]
         lines += ["", "#### Per-class AP", "", "| class | " + " | ".join(labels) + " | gain |"]

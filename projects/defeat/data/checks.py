@@ -28,6 +28,7 @@ __all__ = [
     "check_dataset_has_boxes",
     "check_dataset_images",
     "check_training_data",
+    "image_problem",
     "model_num_classes",
 ]
 
@@ -221,7 +222,7 @@ MANGLED_MODES = {
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
-def _image_problem(record: Dict, mode: str) -> Optional[str]:
+def image_problem(record: Dict, mode: str) -> Optional[str]:
     """Why the image of ``record`` cannot be trained on, or None: missing, unreadable or truncated,
     a pixel format Detectron2 would mangle, or a size (after the EXIF orientation Detectron2
     applies) other than the record's ``width`` x ``height``."""
@@ -289,7 +290,7 @@ def check_dataset_images(
         return 0
     records = [r for r in dataset_dicts if "file_name" in r]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        problems = list(pool.map(lambda r: _image_problem(r, mode), records))
+        problems = list(pool.map(lambda r: image_problem(r, mode), records))
     bad = [f"{r['file_name']}: {p}" for r, p in zip(records, problems) if p]
     if bad:
         raise DataCheckError(

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..config.files import expand_path
-from ..errors import DatasetSpecError
+from ..errors import DatasetSpecError, EnvironmentVariableError
 
 __all__ = [
     "DATASETS_ENV",
     "NAMED_DATASETS_ENV",
     "CocoDatasetSpec",
     "DatasetSpecError",
+    "DatasetsVariableError",
+    "check_images_under_root",
     "add_dataset_argument",
     "dataset_from_argument",
     "expand_path",
@@ -37,6 +39,7 @@ __all__ = [
     "preloaded_datasets",
     "register_coco_dataset",
     "register_dataset_specs",
+    "register_env_specs",
     "setup_datasets",
     "specs_from_env",
     "take_dataset_options",
@@ -50,6 +53,11 @@ NAMED_DATASETS_ENV = "DEFEAT_COCO_DATASETS"
 DATASETS_ENV = NAMED_DATASETS_ENV  # the earlier name of the constant
 SPEC_FORMAT = "NAME=ANNOTATIONS.json[:IMAGE_ROOT]"
 _SPEC = re.compile(r"^(?P<name>[^=;]+)=(?P<json>[^;]+?\.json)(?::(?P<root>[^;]+))?$", re.IGNORECASE)
+
+
+class DatasetsVariableError(EnvironmentVariableError, DatasetSpecError):
+    """``$DEFEAT_COCO_DATASETS`` holds a spec that cannot be read or registered; the message names
+    the variable, so a tool that was given no ``--dataset`` says where the spec came from."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,23 @@ def register_dataset_specs(specs: Iterable[str]) -> List[CocoDatasetSpec]:
     return out
 
 
+def register_env_specs(environ=None) -> List[CocoDatasetSpec]:
+    """Parse and register the specs of ``$DEFEAT_COCO_DATASETS``.
+
+    Raises:
+        DatasetsVariableError: a spec there is malformed or names missing files; the message
+            names the variable and how to fix or unset it.
+    """
+    try:
+        return register_dataset_specs(specs_from_env(environ))
+    except DatasetSpecError as e:
+        value = (environ if environ is not None else os.environ).get(NAMED_DATASETS_ENV, "")
+        raise DatasetsVariableError(
+            f"environment variable {NAMED_DATASETS_ENV}={value!r}: {e}. Fix the spec there ({SPEC_FORMAT}, "
+            f"';'-separated) or unset it (unset {NAMED_DATASETS_ENV}) and name the dataset with --dataset"
+        ) from e
+
+
 def export_dataset_specs(specs: Sequence[CocoDatasetSpec]) -> None:
     """Add ``specs`` to ``$DEFEAT_COCO_DATASETS`` (absolute paths) for the processes started later."""
     current = specs_from_env()
@@ -189,7 +214,7 @@ def setup_datasets(cli_specs: Optional[Iterable[str]] = ()) -> List[CocoDatasetS
     """Register the datasets of ``$DEFEAT_COCO_DATASETS`` and ``cli_specs`` (``--dataset``),
     then export all of them to the environment. Call it in every process (e.g. in ``setup()``).
     """
-    specs = register_dataset_specs([*specs_from_env(), *(cli_specs or ())])
+    specs = [*register_env_specs(), *register_dataset_specs(cli_specs or ())]
     export_dataset_specs(specs)
     return specs
 
@@ -252,6 +277,30 @@ def preloaded_datasets(dicts_by_name: Optional[Dict[str, list]]):
 
 def _same(value):
     return value
+
+
+def check_images_under_root(dataset_dicts: Iterable[Dict], dataset_name: str, image_root: str) -> None:
+    """Refuse a dataset whose image paths (``file_name``, as Detectron2 joined it to the image
+    folder) resolve outside ``image_root``, such as ``../../etc/x.png`` or an absolute path
+    elsewhere: a tool that writes beside the dataset's images guards their folder, not the files
+    outside it. Paths are compared after normalising ``..``; links are not followed.
+
+    Raises:
+        DatasetSpecError: naming the dataset, the first such ``file_name``, the count and the fix.
+    """
+    root = os.path.normpath(os.path.abspath(image_root))
+    outside = []
+    for record in dataset_dicts:
+        path = os.path.normpath(os.path.abspath(str(record.get("file_name", ""))))
+        if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
+            outside.append((record.get("file_name"), path))
+    if outside:
+        more = f" ({len(outside)} images in all)" if len(outside) > 1 else ""
+        raise DatasetSpecError(
+            f"dataset {dataset_name!r}: image {outside[0][0]!r} resolves to {outside[0][1]!r}, outside its image "
+            f"folder (IMAGE_ROOT) {root!r}{more}; give file_name relative to IMAGE_ROOT without '..' in the "
+            f"annotations, or name the folder that holds every image as IMAGE_ROOT ({SPEC_FORMAT})"
+        )
 
 
 def dataset_from_argument(value: str) -> str:

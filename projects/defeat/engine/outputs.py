@@ -11,7 +11,9 @@ work:
   moved aside by ``defeat.engine.run_folder``, so no record is deleted and two runs' metrics
   never merge);
 - :func:`check_output_dir`, :func:`check_output_files` and :func:`check_distinct_outputs` do the
-  same for the folders and files a tool writes (an existing file is kept unless ``--overwrite``).
+  same for the folders and files a tool writes (an existing file is kept unless ``--overwrite``);
+  the first two also refuse, through :func:`check_writable`, a folder that is a file, a path under
+  a file and a folder that cannot be written, so a tool fails before its work, not after it.
 """
 
 import glob
@@ -29,6 +31,7 @@ __all__ = [
     "check_output_dir",
     "check_output_files",
     "check_run_output",
+    "check_writable",
     "earlier_run_entries",
     "overwritten_input",
     "run_inputs",
@@ -192,6 +195,34 @@ def earlier_run_entries(output_dir: str) -> List[str]:
     return sorted(n for n in os.listdir(output_dir) if _TRAIN_WRITES.match(n) or n == "inference")
 
 
+def check_writable(path: str, option: str = "--output", folder: bool = False) -> None:
+    """Refuse an output path that cannot be written: with ``folder``, an existing file; otherwise
+    an existing folder; in both cases a path under a file (a "folder" that is a file) or whose
+    nearest existing folder is not writable.
+
+    Raises:
+        OutputError: naming ``option``, the path and what to do instead.
+    """
+    full = os.path.abspath(path)
+    if folder and os.path.exists(full) and not os.path.isdir(full):
+        raise OutputError(f"{option} {path!r} is a file, not a folder; give a folder (or move the file away)")
+    if not folder and os.path.isdir(full):
+        raise OutputError(f"{option} {path!r} is a folder; give a file path in it")
+    existing = full if folder else os.path.dirname(full)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError(
+            f"{option} {path!r} lies under {existing!r}, which is a file, not a folder; choose a path whose "
+            "folders are folders"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{option} {path!r}: the folder {existing!r} is not writable; choose a folder you can write to "
+            "(or change its permissions)"
+        )
+
+
 def check_distinct_outputs(pairs: Sequence[Tuple[str, str]], option: str = "--output") -> None:
     """Refuse two inputs that a tool would write to one output file (``pairs``: (input, output)).
 
@@ -210,12 +241,14 @@ def check_distinct_outputs(pairs: Sequence[Tuple[str, str]], option: str = "--ou
 
 
 def check_output_dir(folder: str, inputs: Mapping[str, str], option: str = "--output") -> None:
-    """Refuse an output folder that is, or lies inside, one of the input folders in ``inputs``
-    (``{what: path}``; files and empty paths are skipped): its files would mix with the inputs.
+    """Refuse an output folder that cannot be written (:func:`check_writable`) or that is, or lies
+    inside, one of the input folders in ``inputs`` (``{what: path}``; files and empty paths are
+    skipped): its files would mix with the inputs.
 
     Raises:
-        OutputError: naming ``option`` and the input folder.
+        OutputError: naming ``option`` and the input folder (or what makes the folder unwritable).
     """
+    check_writable(folder, option, folder=True)
     for what, source in inputs.items():
         if source and os.path.isdir(source) and _inside(folder, source):
             where = "is" if os.path.realpath(folder) == os.path.realpath(source) else "lies inside"
@@ -226,12 +259,16 @@ def check_output_dir(folder: str, inputs: Mapping[str, str], option: str = "--ou
 
 
 def check_output_files(targets: Sequence[str], inputs=(), overwrite: bool = False, option: str = "--output") -> None:
-    """Refuse output files that are inputs (``inputs``: paths, or ``{what: path}`` to name them)
-    or that exist already (unless ``overwrite``); the first of each problem is named, with the count.
+    """Refuse output files that cannot be written (:func:`check_writable`: a folder, a path under a
+    file, a folder not writable), that are inputs (``inputs``: paths, or ``{what: path}`` to name
+    them) or that exist already (unless ``overwrite``); the first of each problem is named, with
+    the count.
 
     Raises:
         OutputError: naming ``option``.
     """
+    for target in targets:
+        check_writable(target, option)
     named = dict(inputs) if isinstance(inputs, Mapping) else {f"input {p!r}": p for p in inputs if p}
     sources = {os.path.realpath(p): what for what, p in named.items() if p}
     for target in targets:

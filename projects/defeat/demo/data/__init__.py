@@ -9,6 +9,7 @@ registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 import logging
 import os
 
+from ...errors import EnvironmentVariableError
 from .synthetic import (
     CLASS_NAMES,
     DEFAULT_IMAGE_SIZE,
@@ -76,8 +77,17 @@ def settings_from_env():
     """Generator overrides from ``DEFEAT_DEMO_NUM_TRAIN`` / ``DEFEAT_DEMO_NUM_VAL`` (for smoke runs)."""
     out = {}
     for key, env in (("num_train", "DEFEAT_DEMO_NUM_TRAIN"), ("num_val", "DEFEAT_DEMO_NUM_VAL")):
-        if os.environ.get(env):
-            out[key] = int(os.environ[env])
+        text = os.environ.get(env, "").strip()
+        if text:
+            try:
+                out[key] = int(text)
+            except ValueError:
+                out[key] = -1
+            if out[key] < 1:
+                raise EnvironmentVariableError(
+                    f"environment variable {env}={text!r} is not a positive number of images: set it to an "
+                    f"integer such as 100, or unset it (unset {env}) for the default"
+                )
     return out
 
 
