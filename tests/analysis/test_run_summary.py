@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -320,7 +321,8 @@ def test_unfinished_runs_are_named(role_runs, tmp_path):
     """An evaluation before the last iteration, a newer checkpoint, a live lock; a stale lock is not."""
     _config(tmp_path / "alone", "GeneralizedRCNN", 18, max_iter=100)
     (tmp_path / "defeat" / "last_checkpoint").write_text("model_0000019.pth")
-    (tmp_path / "teacher" / ".defeat-run.lock").write_text(json.dumps({"pid": os.getpid()}))
+    host = socket.gethostname()
+    (tmp_path / "teacher" / ".defeat-run.lock").write_text(f"{os.getpid()} {host}\n")  # as RunFolder writes it
     summary = _main(*_argv(role_runs, tmp_path / "s"))
     runs = summary["runs"]
     assert "last evaluation is at iteration 9 of 100" in runs["alone"]["in_progress"]
@@ -328,13 +330,13 @@ def test_unfinished_runs_are_named(role_runs, tmp_path):
         "last checkpoint (model_0000019.pth, iteration 19) is newer than its last evaluation"
         in (runs["defeat"]["in_progress"])
     )
-    assert f"process {os.getpid()} is alive" in runs["teacher"]["in_progress"]
+    assert f"process {os.getpid()} on {host}" in runs["teacher"]["in_progress"]
     md = (tmp_path / "s" / "summary.md").read_text()
     assert md.count("(NOT FINISHED: see the warning)") == 3
     assert sum("is not finished" in w for w in summary["warnings"]) == 3
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "teacher" / ".defeat-run.lock").write_text(f"{dead.pid}\n")
+    (tmp_path / "teacher" / ".defeat-run.lock").write_text(f"{dead.pid} {host}\n")  # stale: not named
     (tmp_path / "defeat" / "last_checkpoint").write_text("model_final.pth")
     _config(tmp_path / "alone", "GeneralizedRCNN", 18, max_iter=10)
     summary = _main(*_argv(role_runs, tmp_path / "s2"))

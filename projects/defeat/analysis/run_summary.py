@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..engine.metrics_file import METRICS, last_evaluation, read_metrics
+from ..engine.run_folder import LOCK_NAME, live_lock
 from ..errors import SummaryError
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
 ROLES = ("teacher", "alone", "defeat")
 LABELS = {"teacher": "teacher", "alone": "student alone", "defeat": "student + DeFeat"}
 GAIN = "gain (DeFeat - alone)"
-RUN_LOCK = ".defeat-run.lock"  # the lock file a live training run holds in its OUTPUT_DIR
+RUN_LOCK = LOCK_NAME  # the lock file a live training run holds in its OUTPUT_DIR
 # The keys that make two YAML configs the same student: its backbone's shape (the architecture
 # is compared as the plain student class, so a DeFeat run's is its student's).
 STUDENT_KEYS = (
@@ -273,43 +274,15 @@ def config_identity(config: Any) -> Optional[RunIdentity]:
     )
 
 
-def _lock_pid(path: str) -> Optional[int]:
-    """The process id written in a lock file (JSON ``{"pid": N}`` or the first number); None if none."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None
-    try:
-        pid = json.loads(text).get("pid")
-        return int(pid) if pid is not None else None
-    except (ValueError, AttributeError, TypeError):
-        found = re.search(r"\d+", text)
-        return int(found.group()) if found else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def run_progress(run_dir: str, iteration: Optional[int], identity: Optional[RunIdentity]) -> Optional[str]:
     """Why the run in ``run_dir``, last evaluated at ``iteration``, is not finished, or None: a live
     lock file (:data:`RUN_LOCK`, its process alive or not named), a ``last_checkpoint`` of a later
     iteration than the evaluation, or an evaluation before the run's last iteration (``max_iter``
     of ``identity``)."""
-    lock = os.path.join(run_dir, RUN_LOCK)
-    if os.path.isfile(lock):
-        pid = _lock_pid(lock)
-        if pid is None or _alive(pid):
-            return f"a run holds its lock file {RUN_LOCK}" + (f" (process {pid} is alive)" if pid is not None else "")
+    held = live_lock(run_dir)
+    if held is not None:
+        pid, host = held
+        return f"a run holds its lock file {RUN_LOCK}" + (f" (process {pid} on {host})" if pid else "")
     try:
         with open(os.path.join(run_dir, "last_checkpoint")) as f:
             checkpoint = f.read().strip()

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import OutputError
 
-__all__ = ["LOCK_NAME", "REPLACED_PREFIX", "RunFolder", "read_lock", "set_aside_files"]
+__all__ = ["LOCK_NAME", "REPLACED_PREFIX", "RunFolder", "live_lock", "read_lock", "set_aside_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def live_lock(folder: str) -> Optional[Tuple[int, str]]:
+    """``(pid, host)`` of the lock a live run holds on ``folder``; None when there is none or it
+    is stale (its process gone from this host). A lock of another host, or one DeFeat cannot
+    read, counts as live: it cannot be checked from here."""
+    path = os.path.join(folder, LOCK_NAME)
+    if not os.path.isfile(path):
+        return None
+    held = read_lock(path)
+    if held is None:
+        return (0, "unknown")
+    pid, host = held
+    return held if host != _host() or _alive(pid) else None
 
 
 def set_aside_files(folder: str, names: Sequence[str]) -> Tuple[str, List[str]]:
