@@ -47,12 +47,10 @@ quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.e
 import cv2
 import numpy as np
 import torch
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_image_to_rgb
 from detectron2.structures import BoxMode
-from omegaconf import OmegaConf
 
 from defeat.analysis.cli import ToolArgumentParser, setup_tool_logging
 from defeat.analysis.detection_figures import draw_detections
@@ -63,6 +61,9 @@ from defeat.config.files import (
     load_config,
     model_weights,
     num_classes,
+    prediction_dataset_names,
+    set_run_values,
+    set_score_threshold,
     train_dataset_names,
 )
 from defeat.data.checks import IMAGE_CHECKS, image_problem
@@ -90,10 +91,9 @@ from defeat.modeling.meta_arch.common import build_student_model
 logger = logging.getLogger("defeat.tools.predict")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
 # LazyConfig keys of the models' own score thresholds (an R-CNN's, a dense detector's).
-LAZY_THRESHOLDS = ("model.roi_heads.box_predictor.test_score_thresh", "model.test_score_thresh")
-
-
 def _score(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -147,18 +147,7 @@ def setup_cfg(args):
         cfg = load_config(args.config_file, args.opts)
     except (ConfigFileError, OverrideError) as e:
         raise SystemExit(f"--config-file: {e}") from e
-    if isinstance(cfg, CfgNode):
-        if args.weights:
-            cfg.MODEL.WEIGHTS = args.weights
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_threshold
-        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_threshold
-        cfg.freeze()
-    else:
-        if args.weights:
-            cfg.train.init_checkpoint = args.weights
-        for key in LAZY_THRESHOLDS:
-            if OmegaConf.select(cfg, key, default=None) is not None:
-                OmegaConf.update(cfg, key, args.score_threshold)
+    set_score_threshold(set_run_values(cfg, weights=args.weights), args.score_threshold)
     if not model_weights(cfg) and not args.allow_random_weights:
         raise SystemExit(
             "predict.py: error: no weights: MODEL.WEIGHTS is empty, so the model would predict with random weights; "
@@ -234,7 +223,7 @@ def metadata(cfg, name: str):
             DatasetCatalog.get(name)  # a COCO json sets its class names when loaded
         meta = MetadataCatalog.get(name)
     else:
-        names = [*(cfg.DATASETS.TEST if isinstance(cfg, CfgNode) else []), *train_dataset_names(cfg)]
+        names = prediction_dataset_names(cfg)
         meta = MetadataCatalog.get(names[0]) if names else None
     classes = meta.get("thing_classes") if meta is not None else None
     num, key = num_classes(cfg)

@@ -63,6 +63,9 @@ __all__ = [
     "override_text",
     "masks_needed",
     "set_defeat_setting",
+    "LAZY_SCORE_THRESHOLDS",
+    "set_score_threshold",
+    "prediction_dataset_names",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -578,6 +581,31 @@ def set_run_values(cfg: Config, **values) -> Config:
             target = target[key]
         target[last] = value
     return cfg
+
+
+# Where a LazyConfig model keeps its test score threshold (two-stage heads, dense detectors).
+LAZY_SCORE_THRESHOLDS = ("model.roi_heads.box_predictor.test_score_thresh", "model.test_score_thresh")
+
+
+def set_score_threshold(cfg: Config, value: float) -> Config:
+    """The detections' test score threshold: ``MODEL.ROI_HEADS`` / ``MODEL.RETINANET``
+    ``SCORE_THRESH_TEST`` of a YAML config (then frozen), the threshold nodes of a LazyConfig's
+    model that exist (:data:`LAZY_SCORE_THRESHOLDS`). Returns the config."""
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = value
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = value
+        cfg.freeze()
+        return cfg
+    for key in LAZY_SCORE_THRESHOLDS:
+        if OmegaConf.select(cfg, key, default=None) is not None:
+            OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def prediction_dataset_names(cfg: Config) -> List[str]:
+    """The datasets whose class names may label a config's detections, in order: a YAML config's
+    test sets, then the training sets (a LazyConfig: the training sets)."""
+    return [*(list(cfg.DATASETS.TEST) if isinstance(cfg, CfgNode) else []), *train_dataset_names(cfg)]
 
 
 def set_defeat_setting(cfg: Config, path: Sequence[str], value: Any) -> Config:
