@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import torch.nn as nn
-from conftest import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 from defeat.checkpoint import AtomicDetectionCheckpointer, atomic_write
 
@@ -151,9 +151,9 @@ def test_strict_loading_leaves_out_defeats_own_tensors_but_refuses_a_missing_stu
     """A DeFeat checkpoint into its plain student (as evaluation and prediction do): the adapters are
     left out with one INFO line (no Detectron2 'not used by the model' list), the student's tensors
     all load; a student tensor missing from the file is still refused."""
-    from conftest import defeat_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+    from helpers import defeat_cfg
 
     from defeat.checkpoint import defeat_only_keys, load_weights_strictly
     from defeat.errors import WeightsError

@@ -5,7 +5,7 @@ module level or inside functions), so it holds for code paths the other tests do
 import ast
 import os
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = os.path.join(REPO, "projects", "defeat")
 # Lower layers first, in Detectron2's order (config, checkpoint and data below modeling, engine

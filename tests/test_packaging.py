@@ -9,7 +9,7 @@ import tarfile
 import zipfile
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from defeat.config.files import ConfigFileError, get_config_file
 
@@ -65,6 +65,7 @@ def test_sdist_carries_the_tests_and_configs(sdist):
         "train_net.py",
         "lazy_train_net.py",
         "tests/conftest.py",
+        "tests/helpers.py",
         "tests/configs/tiny_base.yaml",
         "tests/configs/tiny_base.py",
         "tools/export_student.py",

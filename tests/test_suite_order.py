@@ -3,7 +3,7 @@
 import types
 
 import pytest
-from conftest import pytest_collection_modifyitems
+from helpers import order_by_heavy_seconds
 
 
 def _item(path, seconds=None):
@@ -13,11 +13,11 @@ def _item(path, seconds=None):
 
 def test_heaviest_files_first_each_files_tests_in_their_order():
     items = [_item("a.py"), _item("b.py", 20), _item("a.py"), _item("c.py", 10), _item("c.py", 15), _item("d.py")]
-    pytest_collection_modifyitems(None, items)
+    order_by_heavy_seconds(items)
     assert [i.name for i in items] == ["c.py:10", "c.py:15", "b.py:20", "a.py:None", "a.py:None", "d.py:None"]
 
 
 def test_a_heavy_mark_without_its_seconds_is_refused():
     bare = types.SimpleNamespace(path="e.py", nodeid="e.py::t", get_closest_marker=lambda name: pytest.mark.heavy.mark)
     with pytest.raises(pytest.UsageError, match=r"e.py::t: write @pytest.mark.heavy\(seconds=N\)"):
-        pytest_collection_modifyitems(None, [_item("a.py"), bare])
+        order_by_heavy_seconds([_item("a.py"), bare])

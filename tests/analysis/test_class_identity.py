@@ -10,8 +10,8 @@ import re
 import pytest
 import torch
 from coco_files import load_tool, write_coco
-from conftest import CONFIGS, REPO, make_cfg
 from detectron2.modeling import build_model
+from helpers import CONFIGS, REPO, make_cfg
 
 from defeat.analysis.export import write_student
 from defeat.data.classes import category_ids_by_index, class_identity, identity_from_checkpoint

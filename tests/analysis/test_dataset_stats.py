@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from coco_files import load_tool, write_coco
-from conftest import CONFIGS
 from detectron2.structures import BoxMode
+from helpers import CONFIGS
 
 from defeat.analysis.dataset_stats import (
     COCO_LOG_SIDE,

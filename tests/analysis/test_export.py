@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, REPO, assert_same_detections, defeat_cfg, make_cfg, synthetic_batch
 
 from defeat.analysis.export import student_state_dict
 

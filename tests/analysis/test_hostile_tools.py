@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from coco_files import load_tool, write_coco
-from conftest import CONFIGS, make_cfg
+from helpers import CONFIGS, make_cfg
 
 from defeat.engine.metrics_file import last_run, measured_box_ap, recorded_box_ap, split_runs
 
@@ -233,7 +233,7 @@ def test_accuracy_define_expresses_tuple_settings():
     )
     assert (name, base) == ("p23", "neck")
     assert extra == ["MODEL.DEFEAT.NECK.IN_FEATURES", "('p2','p3')", "MODEL.DEFEAT.NECK.BG_WEIGHT", "8.0"]
-    from conftest import defeat_cfg
+    from helpers import defeat_cfg
 
     cfg = defeat_cfg("unused.pth", *extra)  # the values apply as the config's own types
     assert list(cfg.MODEL.DEFEAT.NECK.IN_FEATURES) == ["p2", "p3"] and cfg.MODEL.DEFEAT.NECK.BG_WEIGHT == 8

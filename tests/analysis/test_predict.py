@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from coco_files import CLASSES, load_tool, tool_exit, write_coco
-from conftest import CONFIGS, make_cfg
+from helpers import CONFIGS, make_cfg
 
 
 @pytest.fixture(scope="module")

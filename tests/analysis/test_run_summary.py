@@ -382,7 +382,7 @@ def test_a_teacher_without_detections_is_named_not_printed_as_nan(tmp_path):
 
 
 def test_a_defeat_config_as_the_teachers_config_is_refused_before_evaluating(role_runs, tmp_path):
-    from conftest import CONFIGS
+    from helpers import CONFIGS
 
     weights = tmp_path / "t.pth"
     weights.write_bytes(b"never read")
@@ -396,8 +396,8 @@ def test_a_defeat_config_as_the_teachers_config_is_refused_before_evaluating(rol
 def test_a_saved_lazyconfig_and_a_loaded_one_are_the_same_student(tmp_path):
     """lazy_train_net.py saves config.yaml with _target_ names it may shorten; the loaded DeFeat
     twin names the same student, so the two compare equal; another FPN width does not."""
-    from conftest import CONFIGS
     from detectron2.config import LazyConfig
+    from helpers import CONFIGS
 
     from defeat.analysis.run_summary import config_identity, saved_config
     from defeat.config.files import load_config

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from coco_files import tool_exit, tool_main
-from conftest import CONFIGS, TINY, data_opts, train_args
+from helpers import CONFIGS, TINY, data_opts, train_args
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 from coco_files import load_tool, write_coco
-from conftest import CONFIGS, make_cfg
+from helpers import CONFIGS, make_cfg
 
 from defeat.data.datasets import DatasetsVariableError, check_images_under_root, setup_datasets
 from defeat.engine.outputs import check_output_dir, check_output_files, check_writable

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 from defeat.analysis.loss_figures import balance_series, loss_figure, read_metrics, series
 from defeat.analysis.mask_figures import mask_panel, upsample_cells
@@ -198,9 +198,9 @@ def test_visualize_masks_teacher_diff_heat_maps_share_one_colour_scale(known_ima
 
 
 def test_visualize_masks_refuses_missing_or_partial_student_weights(known_images, teacher_weights, tmp_path):
-    from conftest import make_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+    from helpers import make_cfg
 
     args = [
         "--config-file",
@@ -519,9 +519,9 @@ def test_visualize_masks_teacher_diff_needs_a_defeat_config(known_images, tmp_pa
 
 def test_visualize_masks_teacher_diff_for_retinanet(known_images, tmp_path):
     """DeFeatRetinaNet: its own levels (P3-P7) and its teacher's features."""
-    from conftest import make_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+    from helpers import make_cfg
 
     torch.manual_seed(0)
     teacher = build_model(make_cfg(f"{CONFIGS}/tiny_retinanet_teacher.yaml"))

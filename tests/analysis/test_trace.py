@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 from coco_files import load_tool
-from conftest import CONFIGS, make_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from helpers import CONFIGS, make_cfg
 
 from defeat.analysis import deploy
 from defeat.analysis.export import write_student

@@ -2,7 +2,7 @@
 baseline and for evaluating DeFeat checkpoints with --eval-only)."""
 
 import pytest
-from conftest import make_cfg
+from helpers import make_cfg
 
 PAIRS = [
     ("COCO-Detection/defeat_R50_FPN_1x_from_R101_FPN_3x.yaml", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"),
@@ -39,7 +39,7 @@ import os  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from conftest import REPO  # noqa: E402
+from helpers import REPO  # noqa: E402
 
 RECIPES = sorted(
     os.path.relpath(p, REPO)

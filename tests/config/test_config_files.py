@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 from defeat.config.files import (
     ConfigFileError,

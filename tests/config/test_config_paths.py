@@ -5,9 +5,9 @@ import os
 import shutil
 
 import pytest
-from conftest import CONFIGS, make_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from helpers import CONFIGS, make_cfg
 
 from defeat import TeacherLoadError, add_defeat_config
 from defeat.config import merge_defeat_config_file

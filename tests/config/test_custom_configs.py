@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, make_cfg
+from helpers import REPO, make_cfg
 
 CUSTOM = os.path.join(REPO, "configs", "custom")
 TEMPLATES = ["teacher_R101_FPN.yaml", "student_R50_FPN.yaml", "defeat_R50_from_R101.yaml"]

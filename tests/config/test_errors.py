@@ -4,9 +4,9 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from helpers import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 
 from defeat import DeFeatConfigError, TeacherLoadError
 

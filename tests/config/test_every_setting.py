@@ -11,10 +11,10 @@ import re
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO, defeat_cfg, lazy_cfg, make_cfg, synthetic_batch
 from detectron2.config import instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, REPO, defeat_cfg, lazy_cfg, make_cfg, synthetic_batch
 
 from defeat.config.files import defeat_settings
 from defeat.config.validation import APPLIES, RULES, DeFeatConfigError, setting_name, validate_settings

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from conftest import make_cfg
+from helpers import make_cfg
 
 YAML = "configs/demo/student_slimR18.yaml"  # 500 iterations, steps 375 / 450, warm-up 100
 LAZY = "configs/lazy/demo_student_slimR18.py"  # its LazyConfig twin

@@ -6,11 +6,11 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO, defeat_cfg, lazy_defeat, make_cfg, metrics_rows, synthetic_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, REPO, defeat_cfg, lazy_defeat, make_cfg, metrics_rows, synthetic_batch
 
 from defeat import DeFeatConfigError, DeFeatRCNN, TeacherLoadError, build_teacher
 from defeat.config.settings import resolve_settings, settings_from_cfg

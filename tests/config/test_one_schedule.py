@@ -7,8 +7,8 @@ import math
 from fractions import Fraction
 
 import pytest
-from conftest import CONFIGS, make_cfg
 from detectron2.config import LazyConfig, instantiate
+from helpers import CONFIGS, make_cfg
 
 from defeat.config.files import load_config
 from defeat.config.settings import resolve_settings, settings_from_cfg

@@ -3,7 +3,7 @@
 import inspect
 
 import pytest
-from conftest import CONFIGS, make_cfg
+from helpers import CONFIGS, make_cfg
 from omegaconf import OmegaConf
 
 from defeat import DeFeatConfigError, DeFeatDistiller

@@ -3,9 +3,9 @@
 import math
 
 import pytest
-from conftest import CONFIGS, defeat_cfg
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
+from helpers import CONFIGS, defeat_cfg
 
 from defeat import DeFeatConfigError, TeacherLoadError
 from defeat.config.settings import default_settings, resolve_settings
@@ -99,7 +99,7 @@ def test_yaml_infinite_values_fail_the_build(teacher_weights, tmp_path):
     for key in ("NECK:\n      BG_WEIGHT: .inf", "HEAD:\n      TEMPERATURE: .inf"):
         f = tmp_path / "inf.yaml"
         f.write_text(f'_BASE_: "{CONFIGS}/tiny_defeat.yaml"\nMODEL:\n  DEFEAT:\n    {key}\n')
-        from conftest import make_cfg
+        from helpers import make_cfg
 
         cfg = make_cfg(str(f), "MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights)
         name = "BG_WEIGHT" if "BG" in key else "TEMPERATURE"
@@ -158,8 +158,8 @@ def test_lazy_settings_resolve_to_the_checked_form():
 
 def test_level_that_neither_model_has_is_an_error_across_families(tmp_path):
     """A RetinaNet student with a Faster R-CNN teacher keeps the shared levels; a typo is not one."""
-    from conftest import make_cfg
     from detectron2.checkpoint import DetectionCheckpointer
+    from helpers import make_cfg
 
     teacher = build_model(make_cfg(f"{CONFIGS}/tiny_teacher.yaml"))
     DetectionCheckpointer(teacher, str(tmp_path)).save("t")

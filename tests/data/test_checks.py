@@ -119,9 +119,9 @@ def test_unchecked_box_modes_and_missing_sizes_are_skipped(caplog):
 
 def test_train_net_checks_the_training_sets_before_training(tmp_path, monkeypatch):
     """train_net.main: a malformed training box fails before the trainer (and model) is built."""
-    from conftest import CONFIGS
     from detectron2.data import DatasetCatalog
     from detectron2.engine import default_argument_parser
+    from helpers import CONFIGS
 
     import train_net
 
@@ -184,7 +184,7 @@ def test_category_count_must_match_the_model(tmp_path):
 
 
 def test_model_num_classes_names_the_key(tmp_path):
-    from conftest import CONFIGS, make_cfg
+    from helpers import CONFIGS, make_cfg
 
     from defeat.data.checks import model_num_classes
 
@@ -266,7 +266,7 @@ def test_all_zero_area_or_no_boxes_say_so_with_counts(tmp_path, caplog):
 
 
 def _train_args(tmp_path, name, *opts):
-    from conftest import CONFIGS
+    from helpers import CONFIGS
 
     import train_net
 

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 from coco_files import CLASSES, write_coco
-from conftest import CONFIGS, REPO
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from helpers import CONFIGS, REPO
 
 from defeat.data.datasets import (
     DATASETS_ENV,

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 
 def _load(name):
@@ -19,9 +19,9 @@ def _load(name):
 def _student_graph_bytes(boxes):
     """Bytes of the distinct storages autograd saves in one forward of the tiny student (seed 0)
     on the step-time benchmark's batch for ``boxes`` boxes per image."""
-    from conftest import make_cfg
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
+    from helpers import make_cfg
 
     step_time = _load("step_time")
     torch.manual_seed(0)

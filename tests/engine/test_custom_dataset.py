@@ -11,7 +11,7 @@ import time
 
 import pytest
 from coco_files import CLASSES, write_coco
-from conftest import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 # 2 iterations, as benchmarks/accuracy.py --iters 2 --opts SOLVER.WARMUP_ITERS 1 sets them (so it can
 # reuse the student run): the loader scales the config's LR steps to the 2 iterations either way.

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import CONFIGS, defeat_cfg, synthetic_batch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, defeat_cfg, synthetic_batch
 from launch_harness import assert_replicas_in_sync, cpu_env, finish, start
 from torch.nn.parallel import DistributedDataParallel
 

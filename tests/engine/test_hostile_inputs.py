@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from coco_files import write_coco
-from conftest import CONFIGS, save_random_weights
+from helpers import CONFIGS, save_random_weights
 
 from defeat.data.coco_json import check_coco_json
 from defeat.engine.outputs import check_run_output
@@ -373,7 +373,7 @@ def test_mask_model_on_a_json_without_segmentation_is_refused(tmp_path):
 
 @pytest.mark.parametrize("total, world", [(2, 3), (3, 2), (1, 2)])
 def test_batch_that_does_not_divide_among_processes_is_refused(total, world):
-    from conftest import make_cfg
+    from helpers import make_cfg
 
     cfg = make_cfg(f"{CONFIGS}/tiny_base.yaml", "SOLVER.IMS_PER_BATCH", total)
     with pytest.raises(
@@ -384,7 +384,7 @@ def test_batch_that_does_not_divide_among_processes_is_refused(total, world):
 
 
 def test_lazy_batch_that_does_not_divide_is_refused():
-    from conftest import lazy_cfg
+    from helpers import lazy_cfg
 
     cfg = lazy_cfg(f"{CONFIGS}/tiny_base.py", "dataloader.train.total_batch_size=3")
     with pytest.raises(DataCheckError, match=r"dataloader.train.total_batch_size = 3 does not divide among 2"):
@@ -439,7 +439,7 @@ def test_16_bit_image_is_refused_before_detectron2_clips_it(tmp_path):
 
 
 def test_eval_only_with_weights_of_another_width_is_refused(tmp_path, tiny_dataset):
-    from conftest import data_opts
+    from helpers import data_opts
 
     import train_net
 
@@ -457,7 +457,7 @@ def test_eval_only_with_weights_of_another_width_is_refused(tmp_path, tiny_datas
 
 
 def test_eval_only_without_weights_is_refused(tmp_path, tiny_dataset):
-    from conftest import data_opts
+    from helpers import data_opts
 
     import train_net
 
@@ -469,7 +469,7 @@ def test_eval_only_without_weights_is_refused(tmp_path, tiny_dataset):
 
 
 def test_lazy_eval_only_with_partial_weights_is_refused(tmp_path, tiny_dataset):
-    from conftest import TINY
+    from helpers import TINY
 
     import lazy_train_net
 
@@ -486,8 +486,8 @@ def test_lazy_eval_only_with_partial_weights_is_refused(tmp_path, tiny_dataset):
 
 
 def test_strict_loading_refuses_files_without_a_model(tmp_path):
-    from conftest import make_cfg
     from detectron2.modeling import build_model
+    from helpers import make_cfg
 
     from defeat.checkpoint import load_weights_strictly
 
@@ -509,8 +509,8 @@ def test_strict_loading_refuses_files_without_a_model(tmp_path):
 
 @pytest.mark.parametrize("scale", [0.05, 20.0, 100.0])
 def test_teacher_input_scale_far_out_of_range_is_refused(teacher_weights, scale):
-    from conftest import defeat_cfg
     from detectron2.modeling import build_model
+    from helpers import defeat_cfg
 
     from defeat import DeFeatConfigError
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, make_cfg
+from helpers import CONFIGS, defeat_cfg, make_cfg
 
 from defeat.config.files import load_config
 from defeat.engine import machine

@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, data_opts, defeat_cfg, metrics_rows, synthetic_batch, train_args
+from helpers import CONFIGS, data_opts, defeat_cfg, metrics_rows, synthetic_batch, train_args
 
 from defeat.engine import mixed_precision
 from defeat.engine.mixed_precision import AMPUnsupportedError, CPUAutocastTrainer, build_step_trainer, check_amp

@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 from coco_files import write_coco
-from conftest import CONFIGS, metrics_rows
+from helpers import CONFIGS, metrics_rows
 from launch_harness import finish, free_port, rank_weights, start
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from defeat.engine import quiet as kw
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn as nn
-from conftest import CONFIGS, train_args
+from helpers import CONFIGS, train_args
 
 from defeat.checkpoint import AtomicDetectionCheckpointer, ResumeError, restore_on_failure
 

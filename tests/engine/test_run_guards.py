@@ -5,10 +5,10 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig
 from detectron2.modeling import build_model
+from helpers import CONFIGS, defeat_cfg
 
 from defeat import DeFeatConfigError
 from defeat.engine.nonfinite import nonfinite_loss_message
@@ -184,7 +184,7 @@ def test_lazy_eval_only_needs_no_teacher_and_no_demo_training_set(defeat_checkpo
 
 
 def test_eval_model_is_the_student_with_the_defeat_models_detections(teacher_weights, defeat_checkpoint):
-    from conftest import assert_same_detections, synthetic_batch
+    from helpers import assert_same_detections, synthetic_batch
 
     from defeat.modeling.meta_arch.common import build_eval_model
 
@@ -247,8 +247,8 @@ def test_nonfinite_message_cases():
 def test_student_class_of_every_defeat_family():
     import sys
 
-    from conftest import REPO
     from detectron2.modeling import GeneralizedRCNN, RetinaNet
+    from helpers import REPO
 
     from defeat import DeFeatRCNN, DeFeatRetinaNet
     from defeat.modeling.meta_arch.common import student_class

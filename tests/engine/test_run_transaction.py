@@ -21,7 +21,7 @@ import zipfile
 import pytest
 import torch
 from coco_files import write_coco
-from conftest import CONFIGS, REPO, save_random_weights
+from helpers import CONFIGS, REPO, save_random_weights
 
 from defeat.checkpoint import check_weights_file
 from defeat.engine import run_folder

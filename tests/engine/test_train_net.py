@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, data_opts, metrics_rows, train_args
+from helpers import CONFIGS, data_opts, metrics_rows, train_args
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,11 @@ import os
 
 import pytest
 import torch
-from conftest import (
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
+from detectron2.utils.events import EventStorage
+from helpers import (
     CONFIGS,
     capture_sampled_rois,
     data_opts,
@@ -17,10 +21,6 @@ from conftest import (
     synthetic_batch,
     train_args,
 )
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
-from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
-from detectron2.utils.events import EventStorage
 
 from defeat import DeFeatConfigError
 from defeat.modeling.meta_arch.box_heads import check_head_pair, stage_logits
@@ -193,7 +193,7 @@ def test_cascade_stage_analysis_script(tiny_dataset, cascade_teacher, tmp_path):
     import importlib.util
     import json as _json
 
-    from conftest import REPO
+    from helpers import REPO
 
     script = os.path.join(REPO, "benchmarks", "cascade_stages.py")
     spec = importlib.util.spec_from_file_location("cascade_stages", script)

@@ -5,10 +5,10 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO, make_cfg, synthetic_batch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, REPO, make_cfg, synthetic_batch
 
 from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRCNN, DeFeatRetinaNet
 from defeat.modeling.teacher import freeze

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, capture_sampled_rois, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, capture_sampled_rois, defeat_cfg, make_cfg, save_random_weights, synthetic_batch
 
 from defeat.config.settings import DeFeatConfigError
 

@@ -9,11 +9,11 @@ import math
 
 import pytest
 import torch
-from conftest import defeat_cfg
 from detectron2.data.detection_utils import filter_empty_instances
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from helpers import defeat_cfg
 
 DEFEAT_KEYS = ("loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg")
 STRIDES = (4, 8, 16, 32, 64)

@@ -72,10 +72,10 @@ def test_schedule_without_event_storage_uses_iteration_zero():
 
 def test_nan_kd_loss_stops_training_naming_the_loss(teacher_weights):
     """Detectron2's trainer check covers our losses: the message names the non-finite one."""
-    from conftest import defeat_cfg, synthetic_batch
     from detectron2.engine import SimpleTrainer
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
+    from helpers import defeat_cfg, synthetic_batch
 
     model = build_model(defeat_cfg(teacher_weights)).train()
     real = model.distiller.neck_losses

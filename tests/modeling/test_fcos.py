@@ -6,7 +6,12 @@ import os
 
 import pytest
 import torch
-from conftest import (
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
+from detectron2.modeling.meta_arch.fcos import FCOS
+from detectron2.utils.events import EventStorage
+from helpers import (
     CONFIGS,
     assert_same_detections,
     defeat_cfg,
@@ -16,11 +21,6 @@ from conftest import (
     save_random_weights,
     synthetic_batch,
 )
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import LazyConfig, instantiate
-from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
-from detectron2.modeling.meta_arch.fcos import FCOS
-from detectron2.utils.events import EventStorage
 
 from defeat import DeFeatConfigError, DeFeatFCOS, DeFeatRetinaNet
 

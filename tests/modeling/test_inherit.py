@@ -5,8 +5,8 @@ import logging
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg
 from detectron2.modeling import build_model
+from helpers import CONFIGS, defeat_cfg
 
 from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.config.settings import DeFeatConfigError
@@ -117,8 +117,8 @@ def test_bad_inherit_values_name_the_setting(teacher_weights, value, match):
 
 
 def test_lazy_config_inherits(tmp_path):
-    from conftest import save_random_weights
     from detectron2.config import instantiate
+    from helpers import save_random_weights
 
     from defeat.config.files import load_config
 

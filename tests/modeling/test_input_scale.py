@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from conftest import defeat_cfg, retina_cfg, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList
 from detectron2.utils.events import EventStorage
+from helpers import defeat_cfg, retina_cfg, synthetic_batch
 
 from defeat import DeFeatConfigError
 from defeat.modeling.align import align_to_grid, pad_at_least
@@ -144,7 +144,7 @@ def test_retinanet_head_loss_at_another_input_scale(retina_teacher):
 
 
 def test_lazy_config_names_it_teacher_input_scale(teacher_weights):
-    from conftest import lazy_defeat
+    from helpers import lazy_defeat
 
     m = lazy_defeat(teacher_weights, "model.defeat.teacher_input_scale=1.25")
     assert m.teacher_input_scale == 1.25

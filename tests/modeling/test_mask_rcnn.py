@@ -8,7 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from detectron2.modeling import build_model
+from detectron2.structures import PolygonMasks
+from detectron2.utils.events import EventStorage
+from helpers import (
     CONFIGS,
     capture_sampled_rois,
     data_opts,
@@ -18,9 +21,6 @@ from conftest import (
     synthetic_batch,
     train_args,
 )
-from detectron2.modeling import build_model
-from detectron2.structures import PolygonMasks
-from detectron2.utils.events import EventStorage
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 TINY = ("tiny_masks_train", "tiny_masks_val")

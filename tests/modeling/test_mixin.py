@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, defeat_cfg, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import REPO, defeat_cfg, synthetic_batch
 
 sys.path.insert(0, os.path.join(REPO, "examples"))
 import custom_rcnn  # noqa: E402  (registers CustomDeFeatRCNN)

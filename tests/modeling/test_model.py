@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, assert_same_detections, capture_sampled_rois, defeat_cfg, make_cfg, synthetic_batch
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, assert_same_detections, capture_sampled_rois, defeat_cfg, make_cfg, synthetic_batch
 
 DEFEAT_KEYS = {"loss_defeat_neck_obj", "loss_defeat_neck_bg", "loss_defeat_head_obj", "loss_defeat_head_bg"}
 PARENT_KEYS = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}

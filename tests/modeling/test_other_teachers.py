@@ -6,9 +6,9 @@ import re
 
 import pytest
 import torch
-from conftest import CONFIGS, defeat_cfg, save_random_weights, synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, defeat_cfg, save_random_weights, synthetic_batch
 
 from defeat.modeling.distiller import pairing_table
 

@@ -6,7 +6,9 @@ import os
 
 import pytest
 import torch
-from conftest import (
+from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
+from detectron2.utils.events import EventStorage
+from helpers import (
     CONFIGS,
     assert_same_detections,
     data_opts,
@@ -19,8 +21,6 @@ from conftest import (
     synthetic_batch,
     train_args,
 )
-from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
-from detectron2.utils.events import EventStorage
 
 from defeat import DeFeatConfigError
 

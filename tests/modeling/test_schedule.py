@@ -57,8 +57,8 @@ def _by_hand(schedule):
 
 
 def _every_term_model(kind, schedule, teacher_weights):
-    from conftest import defeat_cfg, lazy_defeat
     from detectron2.modeling import build_model
+    from helpers import defeat_cfg, lazy_defeat
 
     torch.manual_seed(0)
     if kind == "yaml":
@@ -89,7 +89,7 @@ def _losses(model, batch):
 def test_every_loss_term_is_scaled_by_the_same_kd_weight(teacher_weights, kind, schedule):
     """Neck, head, box and cross-head terms on, KD warm-up on, a decaying schedule: each
     ``loss_defeat_*`` term at iteration 3 is the unscheduled term times the same KD weight."""
-    from conftest import synthetic_batch
+    from helpers import synthetic_batch
 
     model = _every_term_model(kind, schedule, teacher_weights)
     d = model.distiller

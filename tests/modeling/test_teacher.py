@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import CONFIGS
+from helpers import CONFIGS
 
 from defeat import TeacherLoadError, build_teacher
 from defeat.modeling.teacher import load_teacher_config
@@ -31,9 +31,9 @@ def test_unknown_model_zoo_name():
 def test_teacher_reading_rgb_gets_flipped_channels_and_its_own_normalisation(tmp_path):
     """A BGR student with an RGB teacher of other pixel statistics: the teacher's batch is its own
     preprocessing of the channel-flipped images, not the student's tensor."""
-    from conftest import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+    from helpers import CONFIGS, defeat_cfg, make_cfg, synthetic_batch
 
     rgb = (
         "INPUT.FORMAT",
@@ -96,7 +96,7 @@ def test_teacher_that_is_a_user_defeat_subclass_is_refused(teacher_weights, tmp_
     import os
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     sys.path.insert(0, os.path.join(REPO, "examples"))
     import custom_rcnn  # noqa: F401  (registers CustomDeFeatRCNN)

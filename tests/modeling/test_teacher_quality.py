@@ -5,7 +5,7 @@ import logging
 
 import pytest
 import torch
-from conftest import CONFIGS
+from helpers import CONFIGS
 
 from defeat import build_teacher
 from defeat.demo.experiments import METRICS, read_eval_output
