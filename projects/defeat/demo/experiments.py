@@ -33,6 +33,10 @@ __all__ = [
     "load_lazy_config",
     "evaluate_job",
     "read_eval_output",
+    "file_digest",
+    "STAMP",
+    "read_stamp",
+    "write_stamp",
 ]
 
 _ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
@@ -112,6 +116,38 @@ def iters_opts(n: Optional[int]) -> List[str]:
     config loader scales the config's LR steps and warm-ups to it (``defeat.config.iterations``),
     as for ``train_net.py ... SOLVER.MAX_ITER n`` and a LazyConfig's ``train.max_iter=n``."""
     return ["SOLVER.MAX_ITER", str(n)] if n else []
+
+
+# The record a finished run leaves in its folder: the digest of what trained it and its metrics.
+STAMP = "defeat_demo_teacher.json"
+
+
+def file_digest(path: str) -> str:
+    """A short hash of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def read_stamp(output_dir: str, digest: str, name: str = STAMP) -> Optional[dict]:
+    """The record ``{"digest", "metrics"}`` of the finished run in ``output_dir`` when it was made
+    with ``digest`` (:func:`config_digest`, plus the digests of what it read); None otherwise (no
+    record, an unreadable one, or another digest: the run is to be trained again)."""
+    try:
+        with open(os.path.join(output_dir, name)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("digest") == digest else None
+
+
+def write_stamp(output_dir: str, digest: str, metrics: Optional[dict], name: str = STAMP) -> None:
+    """Mark the run in ``output_dir`` finished with ``digest`` (``metrics`` None: trained, not yet
+    evaluated), for :func:`read_stamp`."""
+    with open(os.path.join(output_dir, name), "w") as f:
+        json.dump({"digest": digest, "metrics": metrics}, f)
 
 
 def _plain(x):

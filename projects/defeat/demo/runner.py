@@ -16,7 +16,6 @@ teacher is reused whatever precision trained it. Writes ``results.json`` and ``r
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -27,12 +26,15 @@ from .experiments import (
     config_digest,
     elapsed,
     evaluate_job,
+    file_digest,
     format_table,
     iters_opts,
     max_iter,
+    read_stamp,
     record_box_metrics,
     run_job,
     run_parallel,
+    write_stamp,
 )
 from .progress import Progress
 
@@ -89,15 +91,6 @@ def precision_opts(precision: str) -> list:
     return []
 
 
-def _file_digest(path: str) -> str:
-    """A short hash of a file's bytes."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_digest="", fresh=False, defer=False):
     """Train the teacher ``run`` (label, config, folder) under ``args.output``, or reuse a finished
     one of the same config digest (``extra_digest``: the digest of the weights it starts from).
@@ -108,11 +101,10 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
     students; otherwise ``pending`` is None."""
     out = os.path.join(args.output, run[2])
     weights = os.path.join(out, "model_final.pth")
-    stamp = os.path.join(out, "defeat_demo_teacher.json")
     # The cache key leaves the precision out: a teacher trained in fp32 serves a bf16 demo and back.
     digest = config_digest(run[1], _without_precision(opts)) + extra_digest
-    record = json.load(open(stamp)) if not fresh and os.path.isfile(stamp) else {}
-    cached = record.get("digest") == digest
+    record = (None if fresh else read_stamp(out, digest)) or {}
+    cached = bool(record)
     n = max_iter(run[1], opts)
 
     def evaluate(threads=None, after_training=False):
@@ -120,8 +112,7 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
         metrics = evaluate_job(run[1], weights, os.path.join(out, "eval"), opts, threads=threads)
         if after_training:  # at model_final's iteration: the AP a later DeFeat run logs
             record_box_metrics(out, metrics, n - 1)
-        with open(stamp, "w") as f:
-            json.dump({"digest": digest, "metrics": metrics}, f)
+        write_stamp(out, digest, metrics)
         print(f"[{stage}] {weights} evaluated: AP {metrics['AP']:.2f} ({elapsed(t0)})", flush=True)
         return metrics
 
@@ -151,11 +142,9 @@ def _ensure_teacher(run, opts, args, later_s, stage, remeasure=True, extra_diges
     )
     print(f"    {stage} done in {elapsed(t0)}" + ("" if parallel else f": AP {metrics['AP']:.2f}"), flush=True)
     if not parallel:
-        with open(stamp, "w") as f:
-            json.dump({"digest": digest, "metrics": metrics}, f)
+        write_stamp(out, digest, metrics)
         return metrics, weights, "evaluated on the test set at the end of its training", None
-    with open(stamp, "w") as f:  # trained: reused from now on, and evaluated by whoever runs next if cut short here
-        json.dump({"digest": digest, "metrics": None}, f)
+    write_stamp(out, digest, None)  # trained: reused from now on, and evaluated by whoever runs next if cut short here
     note = "its saved weights evaluated on the test set after training"
     if defer:
         return None, weights, note + ", beside the students", lambda threads: evaluate(threads, True)
@@ -207,7 +196,7 @@ def main(argv=None):
             INIT[args.family], teacher_opts, args, teacher_s + students_s, "init", False
         )
         teacher_opts = teacher_opts + ["MODEL.WEIGHTS", init_weights]
-        init_digest = _file_digest(init_weights)  # other starting weights: another teacher
+        init_digest = file_digest(init_weights)  # other starting weights: another teacher
     cache = dict(extra_digest=init_digest, fresh=args.fresh_teacher)
     metrics, weights, teacher_note, pending = _ensure_teacher(
         TEACHER, teacher_opts, args, students_s, "teacher", defer=True, **cache
