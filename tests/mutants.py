@@ -669,6 +669,46 @@ MUTANTS = [
         "        return register_dataset_specs(specs_from_env(environ))\n    except KeyError as e:",
         ("tests/analysis/test_tool_outputs.py", "-k", "variable"),
     ),
+    Mutant(
+        "run_students_not_reused",
+        "python -m defeat run reuses the finished student runs",
+        "projects/defeat/demo/pipeline.py",
+        "todo = [role for role in roles if not read_stamp(outs[role], digests[role], STAMP)]",
+        "todo = list(roles)",
+        ("tests/demo/test_run.py", "-k", "end_to_end"),
+    ),
+    Mutant(
+        "run_val_is_train",
+        "python -m defeat run refuses a validation json that is the training json",
+        "projects/defeat/demo/pipeline.py",
+        "if os.path.realpath(train.json_file) == os.path.realpath(val.json_file):",
+        "if False:",
+        ("tests/demo/test_run.py", "-k", "refused"),
+    ),
+    Mutant(
+        "run_output_in_images",
+        "python -m defeat run refuses a report folder inside an image folder",
+        "projects/defeat/demo/pipeline.py",
+        "    check_output_dir(\n        output,",
+        "    (lambda *a, **k: None)(\n        output,",
+        ("tests/demo/test_run.py", "-k", "refused"),
+    ),
+    Mutant(
+        "run_training_data_unchecked",
+        "python -m defeat run checks every training image before training",
+        "projects/defeat/demo/pipeline.py",
+        "    check_training_data({train.name: dicts}, len(classes), key)",
+        "    pass",
+        ("tests/demo/test_run.py", "-k", "refused"),
+    ),
+    Mutant(
+        "schedule_warmup_uncapped",
+        "the preset schedule's warm-up is at most a fifth of the run",
+        "projects/defeat/config/presets.py",
+        "warmup = max(1, min(int(warmup_iters), int(n * MAX_WARMUP_FRACTION)))",
+        "warmup = int(warmup_iters)",
+        ("tests/demo/test_run.py", "-k", "schedule"),
+    ),
 ]
 
 
