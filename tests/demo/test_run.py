@@ -76,6 +76,12 @@ def test_command_dispatch(capsys):
     assert e.value.code == 0 and "--train" in capsys.readouterr().out
 
 
+def test_options_after_the_overrides(monkeypatch):
+    monkeypatch.chdir(REPO)
+    args = pipeline.parse_args(["--train", "a=a.json", "--val", "b=b.json", "--output", "o", "K", "1", "--no-alone"])
+    assert args.opts == ["K", "1"] and args.alone is False and args.train == "a=a.json"
+
+
 def _refused(argv, *expected):
     with pytest.raises(SystemExit) as e:
         pipeline.main(argv)
@@ -122,7 +128,7 @@ def test_bad_input_refused_before_anything_is_written(photos, tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path)) == ["data", "teacher.pth"]
 
 
-@pytest.mark.heavy(seconds=240)
+@pytest.mark.heavy(seconds=360)
 def test_report_end_to_end_and_reuse(photos, tmp_path, capsys):
     out = tmp_path / "report"
     # one iteration per run; every detection kept, so that each class has an AP
@@ -153,8 +159,19 @@ def test_report_end_to_end_and_reuse(photos, tmp_path, capsys):
 
     runs = {r: out / "runs" / d / "model_final.pth" for r, d in pipeline.RUN_DIRS.items()}
     mtimes = {r: os.path.getmtime(p) for r, p in runs.items()}
-    again = pipeline.main(argv)
+    table_json = (out / "summary.json").read_text()
+    pipeline.main(argv)
     printed = capsys.readouterr().out
     assert all(f"[{role}] reusing the finished run" in printed for role in pipeline.ROLES), printed
     assert {r: os.path.getmtime(p) for r, p in runs.items()} == mtimes
-    assert again["rows"] == summary["rows"]
+    assert (out / "summary.json").read_text() == table_json
+
+    # a teacher trained elsewhere (this one), evaluated here; no student alone
+    given = tmp_path / "given"
+    teacher = ["--teacher-config", str(out / "configs" / "teacher.yaml"), "--teacher-weights", str(runs["teacher"])]
+    summary = pipeline.main(_argv(photos, given, *teacher, *argv[6:], "--no-alone"))
+    printed = capsys.readouterr().out
+    assert "[teacher] evaluating weights" in printed and "[alone]" not in printed
+    assert sorted(summary["rows"]) == ["student + DeFeat", "teacher"] and sorted(summary["per_class"]) == names
+    assert not (given / "runs" / "teacher" / "model_final.pth").exists() and (given / "student.ts").is_file()
+    assert load_config(str(given / "configs" / "defeat.yaml")).MODEL.DEFEAT.TEACHER.WEIGHTS == str(runs["teacher"])

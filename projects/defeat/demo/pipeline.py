@@ -374,18 +374,23 @@ def _students(plan: Plan, files: Dict[str, str], roles: List[str], teacher_weigh
         progress = Progress(0.0, workers=2)
         n = {role: max_iter(files[role]) for role in todo}
         print(f"[students] {', '.join(files[r] for r in todo)} ({max(n.values())} iterations)", flush=True)
-        jobs = [
-            dict(
-                config_file=files[role],
-                output_dir=outs[role],
-                on_progress=progress.callback(role, n[role]),
-                on_start=(lambda r=role: progress.start(r)),
-            )
-            for role in todo
-        ]
-        run_parallel(jobs, workers=min(2, len(jobs)))
-        for role in todo:
-            write_stamp(outs[role], digests[role], None, STAMP)
+
+        def job(role):
+            on_progress = progress.callback(role, n[role])
+
+            def train(threads):  # stamped as soon as it ends: kept if the other run fails
+                run_job(
+                    files[role],
+                    outs[role],
+                    on_progress=on_progress,
+                    on_start=lambda: progress.start(role),
+                    threads=threads,
+                )
+                write_stamp(outs[role], digests[role], None, STAMP)
+
+            return train
+
+        run_parallel([job(role) for role in todo], workers=min(2, len(todo)))
         print(f"    students done in {elapsed(t0)}", flush=True)
     return {role: read_run(outs[role], role, f"the {role} run") for role in roles}
 

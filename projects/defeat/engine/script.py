@@ -78,7 +78,14 @@ def take_trailing_options(parser: argparse.ArgumentParser, args: argparse.Namesp
         i += 2 if takes_value else 1
     args.opts = rest
     if flags:
-        extra = parser.parse_args(flags)
+        required = [a for a in parser._actions if a.required]  # given before the overrides already
+        for action in required:
+            action.required = False
+        try:
+            extra = parser.parse_args(flags)
+        finally:
+            for action in required:
+                action.required = True
         for action in parser._actions:
             if action.dest == "opts" or action.dest == "help":
                 continue
