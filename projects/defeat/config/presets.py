@@ -11,7 +11,7 @@ the demo teacher's LR 0.03 with a 12-iteration warm-up diverged.
 import math
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 __all__ = ["EPOCHS", "MIN_ITERS", "PRESETS", "Preset", "Schedule", "schedule", "preset_configs"]
 
@@ -30,6 +30,9 @@ class Preset:
     student: str
     defeat: str
     description: str
+    # CPU seconds per iteration (one thread) of the teacher and of the DeFeat student, the longer
+    # student: for the total ETA of stages that have not started (docs/custom_dataset.md).
+    s_per_iter: Tuple[float, float] = (3.3, 2.2)
 
 
 PRESETS = {

@@ -576,7 +576,8 @@ def main(argv=None) -> dict:
     scale_base = inspect(plan, args.scale_base)
     files = write_configs(plan, scale_base, args.iters)
     roles = ["alone", "defeat"] if args.alone else ["defeat"]
-    teacher, teacher_weights = _teacher(plan, files, later_s=0.0)
+    students_s = max_iter(files["defeat"]) * plan.preset.s_per_iter[1]  # the ETA's prior for the students
+    teacher, teacher_weights = _teacher(plan, files, later_s=students_s)
     runs = {"teacher": teacher, **_students(plan, files, roles, teacher_weights)}
     summary = write_summary(plan, {role: runs[role] for role in ROLES if role in runs})
     deploy(plan, files["alone"], args.score_threshold, args.pictures)
