@@ -178,14 +178,13 @@ def check_inputs(args) -> Plan:
     category_ids = [k for k, _ in sorted(to_contiguous.items(), key=lambda kv: kv[1])] or list(range(len(classes)))
     preset = PRESETS[args.preset]
     opts = list(args.opts)
-    for config_file in (preset.teacher, preset.student, preset.defeat):
-        load_config(config_file, opts)  # the overrides exist and fit (OverrideError otherwise)
+    load_config(preset.student, opts)  # the overrides exist and fit (OverrideError otherwise)
     if args.teacher_config:
         teacher_cfg = load_config(args.teacher_config)
         num, tkey = num_classes(teacher_cfg)
         check_datasets([train.name], [val.name], num, f"{tkey} of --teacher-config {args.teacher_config}")
     data_digest = file_digest(train.json_file) + file_digest(val.json_file)
-    return Plan(
+    plan = Plan(
         train=train,
         val=val,
         classes=classes,
@@ -199,6 +198,8 @@ def check_inputs(args) -> Plan:
         teacher_weights=os.path.abspath(args.teacher_weights) if args.teacher_weights else "",
         data_digest=data_digest,
     )
+    check_run_configs(plan, args.iters)
+    return plan
 
 
 def inspect(plan: Plan, scale_base: Optional[float]) -> float:
@@ -264,16 +265,15 @@ def _yaml_config(base: str, settings: Dict[str, object]) -> str:
     return "\n".join([f"_BASE_: {json.dumps(os.path.abspath(base))}", *lines(tree, 0)]) + "\n"
 
 
-def write_configs(plan: Plan, scale_base: float, iters: Optional[int]) -> Dict[str, str]:
-    """The configs of the runs trained here, in ``<output>/configs``: the preset's files with the
-    datasets, the number of classes, the schedule, ``SCALE_BASE``, the teacher and the overrides.
-    Returns ``{role: config file}``."""
+def run_settings(plan: Plan, scale_base: float, iters: Optional[int], teacher_config: str = "") -> Dict[str, tuple]:
+    """``{role: (preset config file, {KEY: value})}`` of the runs trained here: the datasets, the
+    number of classes, the schedule (:func:`defeat.config.presets.schedule`), ``SCALE_BASE``, the
+    teacher (``teacher_config``: the config the DeFeat student reads it with; default the one
+    written to the report) and the trailing overrides, which win."""
     from ..config.files import load_config
 
     base = load_config(plan.preset.student, plan.opts)
     rule = schedule(plan.num_images, base.SOLVER.IMS_PER_BATCH, base.SOLVER.WARMUP_ITERS, iters)
-    folder = os.path.join(plan.output, "configs")
-    os.makedirs(folder, exist_ok=True)
     common = {
         "MODEL.ROI_HEADS.NUM_CLASSES": len(plan.classes),
         "DATASETS.TRAIN": f"('{plan.train.name}',)",
@@ -282,33 +282,49 @@ def write_configs(plan: Plan, scale_base: float, iters: Optional[int]) -> Dict[s
         "SOLVER.STEPS": str(tuple(rule.steps)),
         "SOLVER.WARMUP_ITERS": rule.warmup_iters,
     }
-    common.update(dict(zip(plan.opts[0::2], plan.opts[1::2])))
-    files = {role: os.path.join(folder, CONFIG_NAMES[role]) for role in ROLES}
+    overrides = dict(zip(plan.opts[0::2], plan.opts[1::2]))
     runs = {role: os.path.join(plan.output, "runs", RUN_DIRS[role]) for role in ROLES}
     if plan.teacher_config:
         teacher_config, teacher_weights = plan.teacher_config, plan.teacher_weights
-        del files["teacher"]
     else:
-        teacher_config, teacher_weights = files["teacher"], os.path.join(runs["teacher"], "model_final.pth")
-    texts = {
-        "teacher": _yaml_config(plan.preset.teacher, {**common, "OUTPUT_DIR": runs["teacher"]}),
-        "alone": _yaml_config(plan.preset.student, {**common, "OUTPUT_DIR": runs["alone"]}),
-        "defeat": _yaml_config(
-            plan.preset.defeat,
-            {
-                **common,
-                "MODEL.DEFEAT.TEACHER.CONFIG_FILE": teacher_config,
-                "MODEL.DEFEAT.TEACHER.WEIGHTS": teacher_weights,
-                "MODEL.DEFEAT.NECK.SCALE_BASE": scale_base,
-                "OUTPUT_DIR": runs["defeat"],
-            },
-        ),
+        teacher_config = teacher_config or os.path.join(plan.output, "configs", CONFIG_NAMES["teacher"])
+        teacher_weights = os.path.join(runs["teacher"], "model_final.pth")
+    defeat = {
+        "MODEL.DEFEAT.TEACHER.CONFIG_FILE": teacher_config,
+        "MODEL.DEFEAT.TEACHER.WEIGHTS": teacher_weights,
+        "MODEL.DEFEAT.NECK.SCALE_BASE": scale_base,
     }
-    for role, path in files.items():
-        with open(path, "w") as f:
-            f.write(
-                f"# {role} run of {PROG} (preset {plan.preset.name}); generated, edits are replaced\n" + texts[role]
-            )
+    out = {
+        "teacher": (plan.preset.teacher, {**common, "OUTPUT_DIR": runs["teacher"], **overrides}),
+        "alone": (plan.preset.student, {**common, "OUTPUT_DIR": runs["alone"], **overrides}),
+        "defeat": (plan.preset.defeat, {**common, **defeat, "OUTPUT_DIR": runs["defeat"], **overrides}),
+    }
+    if plan.teacher_config:
+        del out["teacher"]
+    return out
+
+
+def check_run_configs(plan: Plan, iters: Optional[int]) -> None:
+    """Load the configs of the runs as :func:`write_configs` will write them (the preset's teacher
+    config standing in for the one not written yet): an override or a schedule that the loader
+    refuses is refused before anything is written."""
+    from ..config.files import load_config
+
+    for base, settings in run_settings(plan, 1.0, iters, os.path.abspath(plan.preset.teacher)).values():
+        load_config(base, [str(x) for kv in settings.items() for x in kv])
+
+
+def write_configs(plan: Plan, scale_base: float, iters: Optional[int]) -> Dict[str, str]:
+    """The configs of :func:`run_settings` in ``<output>/configs``; returns ``{role: config file}``
+    (the student alone's too: the DeFeat student is evaluated, exported and traced with it)."""
+    folder = os.path.join(plan.output, "configs")
+    os.makedirs(folder, exist_ok=True)
+    files = {}
+    for role, (base, settings) in run_settings(plan, scale_base, iters).items():
+        files[role] = os.path.join(folder, CONFIG_NAMES[role])
+        with open(files[role], "w") as f:
+            f.write(f"# the {role} run of {PROG} (preset {plan.preset.name}), written by it\n")
+            f.write(_yaml_config(base, settings))
     return files
 
 
