@@ -709,6 +709,14 @@ MUTANTS = [
         "warmup = int(warmup_iters)",
         ("tests/demo/test_run.py", "-k", "schedule"),
     ),
+    Mutant(
+        "run_configs_unchecked",
+        "python -m defeat run loads the configs it will write before writing anything",
+        "projects/defeat/demo/pipeline.py",
+        "    check_run_configs(plan, args.iters)\n",
+        "",
+        ("tests/demo/test_run.py", "-k", "refused"),
+    ),
 ]
 
 

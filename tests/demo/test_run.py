@@ -122,8 +122,9 @@ def test_bad_input_refused_before_anything_is_written(photos, tmp_path, monkeypa
     weights.write_bytes(b"")
     teacher = ["--teacher-config", "configs/demo/teacher_R18.yaml", "--teacher-weights", str(weights)]
     _refused(_argv(photos, out, *teacher), "3 categories", "NUM_CLASSES")
-    # an override that does not exist
+    # an override that does not exist; one that contradicts the run's schedule (an LR step past its end)
     _refused(_argv(photos, out, "MODEL.NO_SUCH_KEY", "1"), "MODEL.NO_SUCH_KEY")
+    _refused(_argv(photos, out, "--iters", "10", "SOLVER.STEPS", "(50,)"), "SOLVER.STEPS", "outside the run")
     assert not out.exists() and not (data / "images" / "configs").exists()
     assert sorted(os.listdir(tmp_path)) == ["data", "teacher.pth"]
 
@@ -151,7 +152,9 @@ def test_report_end_to_end_and_reuse(photos, tmp_path, capsys):
     assert set(student) == {"model"} and not any(k.startswith("distiller.") for k in student["model"])
     extra = {"defeat_trace.json": ""}
     traced = torch.jit.load(str(out / "student.ts"), _extra_files=extra)
-    assert traced is not None and json.loads(extra["defeat_trace.json"])["architecture"] == "GeneralizedRCNN"
+    info = json.loads(extra["defeat_trace.json"])
+    assert traced is not None and info["architecture"] == "GeneralizedRCNN"
+    assert info["classes"] == names and info["category_ids"] == [CATEGORIES[n] for n in names]
     pictures = sorted(p for p in os.listdir(out / "predictions") if p.endswith(".png"))
     assert len(pictures) == 2 and (out / "predictions" / "predictions.json").is_file()
     readme = (out / "README.md").read_text()

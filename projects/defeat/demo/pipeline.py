@@ -467,11 +467,12 @@ def deploy(plan: Plan, student_config: str, score_threshold: float, pictures: in
     traced = os.path.join(plan.output, "student.ts")
     drawn = os.path.join(plan.output, "predictions")
     if _stale(student, checkpoint):
-        _tool("export_student").main([checkpoint, student, "--verify-config", student_config, "--overwrite"])
+        options = ["--verify-config", student_config, "--dataset", plan.train.name, "--overwrite"]
+        _tool("export_student").main([*options, checkpoint, student])
     images = plan.val_images[:pictures]
     if _stale(traced, student):
         args = ["--config-file", student_config, "--weights", student, "--output", traced, "--overwrite"]
-        _tool("trace_student").main([*args, "--image", images[0]])
+        _tool("trace_student").main([*args, "--image", images[0], "--dataset", plan.train.name])
     if _stale(os.path.join(drawn, "predictions.json"), student):
         folder = tempfile.mkdtemp(prefix="defeat-run-pictures-")
         try:  # links to the chosen images: predict.py draws a folder, and matches the ground truth by real path
@@ -506,7 +507,7 @@ the teacher), only what is missing or out of date is made again.
 | `student.pth` | the DeFeat student as a plain Detectron2 checkpoint, for `configs/student.yaml` |
 | `student.ts` | the same student traced to TorchScript (runs without Detectron2) |
 | `predictions/` | detections (solid) and ground truth (dashed) on {pictures} validation images; `predictions.json` |
-| `classes.json` | the model's class index -> class name and the dataset's category id |
+| `classes.json` | class index -> name and your json's category id (also inside `student.pth`, `student.ts`) |
 
 ## Results
 
@@ -534,11 +535,10 @@ Run the traced model without this package (one BGR image, resized as at test tim
 import json, torch
 extra = {{"defeat_trace.json": ""}}
 model = torch.jit.load("{traced}", _extra_files=extra)
-info = json.loads(extra["defeat_trace.json"])           # input format, test-time resize, output names
-classes = json.load(open("{output}/classes.json"))      # class index -> name and category id
-outputs = dict(zip(info["outputs"], model(image)))      # image: float32 [3, H, W]
+info = json.loads(extra["defeat_trace.json"])  # input format, test-time resize, outputs, classes
+outputs = dict(zip(info["outputs"], model(image)))  # image: float32 [3, H, W]
 for box, c, s in zip(outputs["pred_boxes"], outputs["pred_classes"], outputs["scores"]):
-    print(classes[int(c)]["name"], classes[int(c)]["category_id"], float(s), box.tolist())
+    print(info["classes"][int(c)], info["category_ids"][int(c)], float(s), box.tolist())
 ```
 """
 
