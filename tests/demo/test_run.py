@@ -149,7 +149,8 @@ def test_report_end_to_end_and_reuse(photos, tmp_path, capsys):
     defeat_cfg = load_config(str(out / "configs" / "defeat.yaml"))
     assert defeat_cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3 and defeat_cfg.SOLVER.MAX_ITER == 1
     student = torch.load(out / "student.pth", map_location="cpu")
-    assert set(student) == {"model"} and not any(k.startswith("distiller.") for k in student["model"])
+    assert set(student) == {"model", "classes"} and not any(k.startswith("distiller.") for k in student["model"])
+    assert student["classes"]["category_ids"] == [CATEGORIES[n] for n in names]
     extra = {"defeat_trace.json": ""}
     traced = torch.jit.load(str(out / "student.ts"), _extra_files=extra)
     info = json.loads(extra["defeat_trace.json"])
