@@ -21,8 +21,13 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     import importlib
 
-    return 0 if importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) else 1
+    from .engine.entry import run_entry_point
+
+    command = importlib.import_module(COMMANDS[argv[0]])
+    return 0 if run_entry_point(command.main, argv[1:], script=f"python -m defeat {argv[0]}") else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from defeat.engine.entry import run_entry_point
+
+    sys.exit(run_entry_point(main, script="python -m defeat"))

@@ -603,5 +603,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from ..engine.entry import run_entry_point
+
+    run_entry_point(main, script=PROG)
     sys.exit(0)
