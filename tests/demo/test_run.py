@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from photo_files import CATEGORIES, write_photo_coco
 
 from defeat.config.files import load_config
@@ -17,11 +17,9 @@ from defeat.demo import pipeline
 
 
 @pytest.fixture
-def photos(tmp_path, monkeypatch):
-    """6 training and 4 validation photos (128-200 px) with unique dataset names; the command's
-    working directory is the repository root, and the datasets it exports stay in this test."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("DEFEAT_COCO_DATASETS", "")
+def photos(tmp_path):
+    """6 training and 4 validation photos (128-200 px) with dataset names of their own (the
+    conftest runs each test in the repository root, with no datasets exported)."""
     data = tmp_path / "data"
     train = write_photo_coco(str(data), "train", 6)
     val = write_photo_coco(str(data), "val", 4, seed=1)
@@ -76,8 +74,7 @@ def test_command_dispatch(capsys):
     assert e.value.code == 0 and "--train" in capsys.readouterr().out
 
 
-def test_options_after_the_overrides(monkeypatch):
-    monkeypatch.chdir(REPO)
+def test_options_after_the_overrides():
     args = pipeline.parse_args(["--train", "a=a.json", "--val", "b=b.json", "--output", "o", "K", "1", "--no-alone"])
     assert args.opts == ["K", "1"] and args.alone is False and args.train == "a=a.json"
 
