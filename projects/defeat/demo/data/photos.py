@@ -83,7 +83,13 @@ ROCKET_POLYGON = (
 
 def source_dir():
     """The folder of scikit-image's bundled sample photographs (``skimage/data``)."""
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError as e:  # the only style that needs it
+        raise ImportError(
+            "the photos demo dataset cuts its images from scikit-image's sample photos: "
+            "pip install scikit-image (requirements.txt pins the version)"
+        ) from e
 
     return os.path.dirname(skimage.data.__file__)
 
