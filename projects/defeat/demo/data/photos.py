@@ -33,8 +33,9 @@ restrictions" (Brooklyn Museum); ``horse`` CC0 (Andreas Preuss, openclipart); ``
 ``coffee`` CC0 (Rachel Michetti); ``gravel`` and ``brick`` CC0 (CC0Textures); ``grass`` CC0;
 ``text`` public domain; ``hubble_deep_field`` public domain (NASA); ``retina`` CC0 1.0; ``cell``
 CC0; ``ihc`` "No known copyright restrictions". Photos whose docstring states no licence
-(``moon``, ``page``, ``camera``'s predecessor, the ``lfw_subset`` faces, the Middlebury
-``motorcycle`` pair) are not used. The generated images are therefore free to redistribute.
+(``moon``, ``page``, the ``lfw_subset`` faces, the Middlebury ``motorcycle`` pair) are not used
+(nor ``camera``, CC0 but with an unlabelled face in it). Every source is thus CC0, public domain or
+without known copyright restrictions, and so are the generated images.
 
 Each image draws from its own RNG (``(seed, split, index)``), so a seed gives the same bytes;
 the source cut-outs are computed once per process, deterministically.
