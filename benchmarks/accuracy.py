@@ -6,6 +6,7 @@
     python benchmarks/accuracy.py --family cascade      # ... Cascade R-CNNs (YAML)
     python benchmarks/accuracy.py --family fcos         # ... FCOS (LazyConfigs, lazy_train_net.py)
     python benchmarks/accuracy.py --data glyphs         # the Faster R-CNNs on the second demo dataset
+    python benchmarks/accuracy.py --data photos         # ... on the third (objects cut from real photos)
     python benchmarks/accuracy.py --variants baseline defeat --seeds 0 1 --iters 300
     python benchmarks/accuracy.py --train-set my_train --test-set my_val \
         --student cfg.yaml --defeat cfg_defeat.yaml --teacher-weights t.pth --opts SOLVER.BASE_LR 0.01
@@ -111,6 +112,17 @@ GLYPHS_FAMILIES = {
         "output/demo/glyphs_teacher_R18/model_final.pth",
     ),
 }
+# --data photos: the same for the third, of real photographs (python -m defeat.demo.data --dataset photos)
+PHOTOS_FAMILIES = {
+    "rcnn": (
+        "configs/demo/photos_student_slimR18.yaml",
+        "configs/demo/photos_defeat_slimR18_from_R18.yaml",
+        "configs/demo/photos_teacher_R18.yaml",
+        "output/demo/photos_teacher_R18/model_final.pth",
+    ),
+}
+# --data -> its families (the shapes data, the default, takes FAMILIES)
+DATA_FAMILIES = {"glyphs": GLYPHS_FAMILIES, "photos": PHOTOS_FAMILIES}
 
 
 def _coupled_weights(defeat_cfg, opts):
@@ -210,7 +222,7 @@ def parse_args(argv=None):
         "--data",
         choices=STYLES,
         default=DEFAULT_STYLE,
-        help="which generated demo dataset the family's configs train on (glyphs: --family rcnn)",
+        help="which generated demo dataset the family's configs train on (glyphs, photos: --family rcnn)",
     )
     p.add_argument("--student", default=None)
     p.add_argument("--defeat", default=None)
@@ -245,13 +257,13 @@ def parse_args(argv=None):
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for every student run")
     args = take_dataset_options(p.parse_args(argv))
     families = FAMILIES
-    if args.data == "glyphs":
-        if args.family not in GLYPHS_FAMILIES:
+    if args.data in DATA_FAMILIES:
+        families = DATA_FAMILIES[args.data]
+        if args.family not in families:
             p.error(
-                f"--data glyphs has demo configs for --family {', '.join(GLYPHS_FAMILIES)} only; for --family "
+                f"--data {args.data} has demo configs for --family {', '.join(families)} only; for --family "
                 f"{args.family} pass --student, --defeat, --teacher-config and --teacher-weights"
             )
-        families = GLYPHS_FAMILIES
     for name, default in zip(FAMILY_ARGS, families[args.family]):
         if getattr(args, name) is None:
             setattr(args, name, default)

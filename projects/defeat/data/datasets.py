@@ -192,7 +192,11 @@ def export_dataset_specs(specs: Sequence[CocoDatasetSpec]) -> None:
 # Names that a module supplies on first use (generated data, e.g. the embedded demo datasets):
 # name prefix -> the module (by name, imported only when such a name is used) whose
 # ``register_datasets_if_used(names)`` generates (one process per machine) and registers them.
-PROVIDED_DATASETS = {"defeat_demo_": "defeat.demo.data", "defeat_glyphs_": "defeat.demo.data"}
+PROVIDED_DATASETS = {
+    "defeat_demo_": "defeat.demo.data",
+    "defeat_glyphs_": "defeat.demo.data",
+    "defeat_photos_": "defeat.demo.data",
+}
 
 
 def register_provided_datasets(names: Iterable[str]) -> None:

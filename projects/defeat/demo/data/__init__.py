@@ -1,8 +1,10 @@
 """Embedded demo datasets: procedurally generated objects in COCO format.
 
-Two styles, selected by name: ``shapes`` (the default; registered as ``defeat_demo_{train,val}``)
-and ``glyphs`` (``defeat_glyphs_{train,val}``; other object kinds in random colours, unlabelled decoys).
-``generate_dataset`` writes the files (numpy + OpenCV only); ``register_demo_dataset`` also
+Three styles, selected by name: ``shapes`` (the default; registered as ``defeat_demo_{train,val}``),
+``glyphs`` (``defeat_glyphs_{train,val}``; other object kinds in random colours, unlabelled decoys)
+and ``photos`` (``defeat_photos_{train,val}``; objects cut from real photographs onto real ones,
+from scikit-image's bundled sample photos). ``generate_dataset`` writes the files (numpy + OpenCV;
+scikit-image for ``photos``); ``register_demo_dataset`` also
 registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 """
 
@@ -34,7 +36,7 @@ DEMO_ROOT_ENV = "DEFEAT_DEMO_ROOT"
 OLD_DEMO_ROOT_ENV = "DEFEAT_DATASETS"
 DATASETS_ENV = DEMO_ROOT_ENV  # the earlier name of the constant
 # generator style -> the name prefix of its registered splits (and of its folder)
-STYLE_PREFIXES = {"shapes": DEMO_PREFIX, "glyphs": "defeat_glyphs"}
+STYLE_PREFIXES = {"shapes": DEMO_PREFIX, "glyphs": "defeat_glyphs", "photos": "defeat_photos"}
 
 __all__ = [
     "CLASS_NAMES",
@@ -67,7 +69,8 @@ __all__ = [
 
 def default_root(style=DEFAULT_STYLE):
     """``$DEFEAT_DEMO_ROOT/<prefix>`` (``./datasets/<prefix>`` when unset), the prefix of
-    ``style``: ``defeat_demo`` for ``shapes``, ``defeat_glyphs`` for ``glyphs``."""
+    ``style``: ``defeat_demo`` for ``shapes``, ``defeat_glyphs`` for ``glyphs``, ``defeat_photos``
+    for ``photos``."""
     style_class_names(style)  # names the styles on a typo
     root = os.environ.get(DEMO_ROOT_ENV) or os.environ.get(OLD_DEMO_ROOT_ENV) or "datasets"
     return os.path.join(root, STYLE_PREFIXES[style])
@@ -96,7 +99,7 @@ def register_demo_dataset(root=None, name_prefix=None, style=DEFAULT_STYLE, **ge
     ``<prefix>_val`` (``name_prefix`` defaults to the style's, see :data:`STYLE_PREFIXES`).
 
     ``gen_kwargs`` go to :func:`generate_dataset` (num_train, num_val, image_size, seed,
-    num_classes, force).  Names already in ``DatasetCatalog`` are left untouched.
+    num_classes (default: all of the style's), force).  Names already in ``DatasetCatalog`` are left untouched.
     Returns ``(train_name, val_name)``.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -105,7 +108,7 @@ def register_demo_dataset(root=None, name_prefix=None, style=DEFAULT_STYLE, **ge
     class_names = style_class_names(style)
     name_prefix = name_prefix or STYLE_PREFIXES[style]
     paths = generate_dataset(root if root is not None else default_root(style), style=style, **gen_kwargs)
-    num_classes = gen_kwargs.get("num_classes", DEFAULT_NUM_CLASSES)
+    num_classes = gen_kwargs.get("num_classes") or len(class_names)
     names = []
     for split in ("train", "val"):
         name = f"{name_prefix}_{split}"

@@ -1,6 +1,6 @@
 """Generate the demo dataset and print a summary.
 
-Usage: ``python -m defeat.demo.data [--dataset shapes|glyphs] [--root DIR] [--seed S]
+Usage: ``python -m defeat.demo.data [--dataset shapes|glyphs|photos] [--root DIR] [--seed S]
 [--num-train N] [--num-val M] [--image-size P] [--num-classes K] [--force]``
 """
 
@@ -30,7 +30,8 @@ def _parse(argv=None):
         "--dataset",
         choices=STYLES,
         default=DEFAULT_STYLE,
-        help="which generated dataset: shapes (registered as defeat_demo_*) or glyphs (defeat_glyphs_*)",
+        help="which generated dataset: shapes (registered as defeat_demo_*), glyphs (defeat_glyphs_*) or photos "
+        "(defeat_photos_*)",
     )
     where = os.path.dirname(default_root())
     p.add_argument("--root", default=None, help=f"output folder (default: {where}/<prefix of the dataset>)")
@@ -38,7 +39,12 @@ def _parse(argv=None):
     p.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
     p.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL)
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
-    p.add_argument("--num-classes", type=int, default=DEFAULT_NUM_CLASSES)
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help=f"keep the first K classes (default: all; {DEFAULT_NUM_CLASSES} for shapes and glyphs)",
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if up to date")
     return p.parse_args(argv)
 

@@ -1,5 +1,6 @@
-"""Write a generated demo dataset (COCO json + PNGs) of a style (``shapes`` or ``glyphs``) to disk,
-and read its statistics back. The renderers live in ``synthetic`` (shapes) and ``glyphs``."""
+"""Write a generated demo dataset (COCO json + PNGs) of a style (``shapes``, ``glyphs`` or ``photos``)
+to disk, and read its statistics back. The renderers live in ``synthetic`` (shapes), ``glyphs`` and
+``photos``."""
 
 import json
 import logging
@@ -12,11 +13,11 @@ import cv2
 import numpy as np
 
 from .glyphs import GLYPH_CLASS_NAMES, GLYPHS_VERSION, render_glyphs_image
+from .photos import PHOTO_CLASS_NAMES, PHOTOS_VERSION, render_photos_image
 from .synthetic import (
     _SPLITS,
     CLASS_NAMES,
     DEFAULT_IMAGE_SIZE,
-    DEFAULT_NUM_CLASSES,
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
@@ -35,15 +36,16 @@ def _styles():
     return {
         "shapes": (render_image, CLASS_NAMES, GENERATOR_VERSION),
         "glyphs": (render_glyphs_image, GLYPH_CLASS_NAMES, GLYPHS_VERSION),
+        "photos": (render_photos_image, PHOTO_CLASS_NAMES, PHOTOS_VERSION),
     }
 
 
-STYLES = ("shapes", "glyphs")
+STYLES = ("shapes", "glyphs", "photos")
 DEFAULT_STYLE = "shapes"
 
 
 def style_class_names(style=DEFAULT_STYLE):
-    """The class names of a generator style (``shapes`` or ``glyphs``)."""
+    """The class names of a generator style (``shapes``, ``glyphs`` or ``photos``)."""
     return _check_style(style)[1]
 
 
@@ -135,12 +137,13 @@ def generate_dataset(
     num_val=DEFAULT_NUM_VAL,
     image_size=DEFAULT_IMAGE_SIZE,
     seed=DEFAULT_SEED,
-    num_classes=DEFAULT_NUM_CLASSES,
+    num_classes=None,
     force=False,
     style=DEFAULT_STYLE,
 ):
-    """Generate (if needed) the demo dataset of ``style`` (``shapes`` or ``glyphs``, see
-    :data:`STYLES`) under ``root``; return a dict of paths.
+    """Generate (if needed) the demo dataset of ``style`` (``shapes``, ``glyphs`` or ``photos``,
+    see :data:`STYLES`) under ``root``; return a dict of paths. ``num_classes`` (default: all of
+    the style's classes) keeps the first classes of the style only.
 
     Layout: ``root/{train,val}/NNNNNN.png``, ``root/annotations/{train,val}.json`` and
     ``root/meta.json`` (the stamp: generator version, seed and sizes).  When the stamp
@@ -150,6 +153,8 @@ def generate_dataset(
     Returns keys ``root, meta, train_images, val_images, train_json, val_json`` (str).
     """
     class_names = style_class_names(style)
+    if num_classes is None:
+        num_classes = len(class_names)
     if not 1 <= num_classes <= len(class_names):
         raise ValueError(f"num_classes must be in [1, {len(class_names)}], got {num_classes}")
     if image_size < 32:
