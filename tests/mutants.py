@@ -717,6 +717,15 @@ MUTANTS = [
         "",
         ("tests/demo/test_run.py", "-k", "refused"),
     ),
+    Mutant(
+        "demo_keeps_replaced_runs",
+        "a finished demo or benchmark run drops the earlier runs its --overwrite set aside",
+        "projects/defeat/demo/experiments.py",
+        "    _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)\n"
+        "    _drop_replaced_runs(output_dir)",
+        "    _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)",
+        ("tests/demo/test_benchmarks.py", "-k", "drops"),
+    ),
 ]
 
 

@@ -428,3 +428,17 @@ def test_step_time_refuses_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         _load("step_time").main(["--preset", "tiny", "--overwrite", *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_finished_demo_run_drops_the_runs_its_overwrite_set_aside(tmp_path):
+    """The demo and the benchmarks re-run their own folders with ``--overwrite``: once the new run
+    has finished, the earlier runs it moved to ``.replaced-<time>/`` are removed, nothing else."""
+    from defeat.demo import experiments
+
+    out = tmp_path / "run"
+    (out / ".replaced-20260101-000000").mkdir(parents=True)
+    (out / ".replaced-20260101-000000" / "model_final.pth").write_bytes(b"old")
+    (out / ".replaced-note.txt").write_text("a file, not a set-aside run")
+    (out / "model_final.pth").write_bytes(b"new")
+    experiments._drop_replaced_runs(str(out))
+    assert sorted(os.listdir(out)) == [".replaced-note.txt", "model_final.pth"]

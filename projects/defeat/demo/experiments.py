@@ -241,7 +241,22 @@ def run_job(
     if on_start is not None:
         on_start()
     _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)
+    _drop_replaced_runs(output_dir)
     return read_box_metrics(output_dir) if evaluate else {}
+
+
+def _drop_replaced_runs(output_dir: str) -> None:
+    """Remove the earlier runs that ``--overwrite`` moved aside in ``output_dir``
+    (``.replaced-<time>/``) once the run that replaced them has finished: the demo and the
+    benchmarks own their run folders and re-run them whole."""
+    import shutil
+
+    from ..engine.run_folder import REPLACED_PREFIX
+
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if name.startswith(REPLACED_PREFIX) and os.path.isdir(path):
+            shutil.rmtree(path)
 
 
 def _run_script(
