@@ -432,13 +432,21 @@ def test_step_time_refuses_bad_arguments(capsys, argv, message):
 
 def test_a_finished_demo_run_drops_the_runs_its_overwrite_set_aside(tmp_path):
     """The demo and the benchmarks re-run their own folders with ``--overwrite``: once the new run
-    has finished, the earlier runs it moved to ``.replaced-<time>/`` are removed, nothing else."""
+    has finished (``run_job``), the earlier runs it moved to ``.replaced-<time>/`` are removed,
+    nothing else. A stand-in training script sets one aside as the real one would."""
     from defeat.demo import experiments
 
     out = tmp_path / "run"
-    (out / ".replaced-20260101-000000").mkdir(parents=True)
-    (out / ".replaced-20260101-000000" / "model_final.pth").write_bytes(b"old")
+    out.mkdir()
     (out / ".replaced-note.txt").write_text("a file, not a set-aside run")
-    (out / "model_final.pth").write_bytes(b"new")
-    experiments._drop_replaced_runs(str(out))
-    assert sorted(os.listdir(out)) == [".replaced-note.txt", "model_final.pth"]
+    script = tmp_path / "fake_train_net.py"
+    script.write_text(
+        "import os, sys\n"
+        "out = sys.argv[sys.argv.index('OUTPUT_DIR') + 1]\n"
+        "assert '--overwrite' in sys.argv\n"
+        "os.makedirs(os.path.join(out, '.replaced-20260101-000000'))\n"
+        "open(os.path.join(out, '.replaced-20260101-000000', 'model_final.pth'), 'wb').write(b'old')\n"
+        "open(os.path.join(out, 'model_final.pth'), 'wb').write(b'new')\n"
+    )
+    experiments.run_job("configs/demo/student_slimR18.yaml", str(out), [], train_script=str(script), evaluate=False)
+    assert sorted(os.listdir(out)) == [".replaced-note.txt", "log_stdout.txt", "model_final.pth"]
