@@ -36,6 +36,7 @@ with warnings.catch_warnings(record=True) as _early:  # the pinned stack's impor
 quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
 from defeat.analysis.cli import ToolArgumentParser, at_least, distinct
+from defeat.config.files import defeat_settings, load_with_yaml_overrides
 from defeat.data.datasets import add_dataset_argument, setup_datasets, take_dataset_options
 from defeat.demo.data import DEFAULT_STYLE, STYLES
 from defeat.demo.experiments import (
@@ -45,8 +46,6 @@ from defeat.demo.experiments import (
     evaluate_job,
     is_lazy,
     iters_opts,
-    load_config,
-    load_lazy_config,
     max_iter,
     read_box_metrics,
     run_job,
@@ -127,14 +126,8 @@ DATA_FAMILIES = {"glyphs": GLYPHS_FAMILIES, "photos": PHOTOS_FAMILIES}
 
 def _coupled_weights(defeat_cfg, opts):
     """OBJ_WEIGHT = obj + bg of the decoupled config, BG_WEIGHT = 0 (same total weight)."""
-    if is_lazy(defeat_cfg):
-        from defeat.config.settings import resolve_settings
-
-        neck = resolve_settings(load_lazy_config(defeat_cfg, opts).model.defeat)["neck"]
-        total = neck["obj_weight"] + neck["bg_weight"]
-    else:
-        c = load_config(defeat_cfg, opts)
-        total = c.MODEL.DEFEAT.NECK.OBJ_WEIGHT + c.MODEL.DEFEAT.NECK.BG_WEIGHT
+    neck = defeat_settings(load_with_yaml_overrides(defeat_cfg, opts))["neck"]
+    total = neck["obj_weight"] + neck["bg_weight"]
     return ["MODEL.DEFEAT.NECK.OBJ_WEIGHT", str(total), "MODEL.DEFEAT.NECK.BG_WEIGHT", "0.0"]
 
 

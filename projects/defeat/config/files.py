@@ -66,6 +66,11 @@ __all__ = [
     "LAZY_SCORE_THRESHOLDS",
     "set_score_threshold",
     "prediction_dataset_names",
+    "lazy_overrides",
+    "load_with_yaml_overrides",
+    "script_for",
+    "script_overrides",
+    "config_tree",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -681,3 +686,105 @@ def test_pipelines(cfg: Config) -> List[Tuple[str, Any, Any]]:
         return []
     name = ",".join(test_dataset_names(cfg))
     return [(name, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))]
+
+
+# YAML keys (as ``train_net.py`` overrides) and the LazyConfig overrides that mean the same for the
+# package's LazyConfigs. ``SOLVER.STEPS`` has none: a LazyConfig's LR steps follow ``train.max_iter`` by
+# the loader's one rule (``defeat.config.iterations``), or are set with ``lr_multiplier.*`` overrides.
+_LAZY_KEYS = {
+    "SOLVER.MAX_ITER": "train.max_iter",
+    "SOLVER.BASE_LR": "optimizer.lr",
+    "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
+    "SEED": "train.seed",
+    "OUTPUT_DIR": "train.output_dir",
+    "MODEL.DEVICE": "train.device",
+    "MODEL.WEIGHTS": "train.init_checkpoint",
+    "MODEL.DEFEAT.TEACHER.WEIGHTS": "model.teacher.weights",
+    "MODEL.DEFEAT.TEACHER.CONFIG_FILE": "model.teacher.config_file",
+    "MODEL.DEFEAT.TEACHER.INPUT_SCALE": "model.defeat.teacher_input_scale",
+    "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers",
+}
+
+
+def _dataset_name(value: str) -> str:
+    names = [n.strip(" '\"") for n in value.strip("()[] ").split(",") if n.strip(" '\"")]
+    if len(names) != 1:
+        raise ValueError(f"a LazyConfig run takes one dataset name, got {value!r}")
+    return names[0]
+
+
+def lazy_overrides(opts: Sequence[str]) -> List[str]:
+    """``KEY VALUE`` pairs of YAML overrides as LazyConfig ``key=value`` overrides.
+
+    ``MODEL.DEFEAT.*`` keys map to ``model.defeat.*`` in lowercase; ``DATASETS.TRAIN/TEST`` to the
+    data loaders' dataset names; the others through a fixed table. Raises ValueError for a key
+    without a LazyConfig counterpart.
+    """
+    if len(opts) % 2:
+        raise ValueError(f"overrides must be KEY VALUE pairs, got {list(opts)}")
+    out = []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        key, value = str(key), str(value)
+        if key in _LAZY_KEYS:
+            out.append(f"{_LAZY_KEYS[key]}={value}")
+        elif key == "DATASETS.TRAIN":
+            out.append(f"dataloader.train.dataset.names={_dataset_name(value)}")
+        elif key == "DATASETS.TEST":
+            out.append(f"dataloader.test.dataset.names={_dataset_name(value)}")
+        elif key.startswith("MODEL.DEFEAT."):
+            out.append(f"model.defeat.{key[len('MODEL.DEFEAT.') :].lower()}={value}")
+        else:
+            raise ValueError(f"no LazyConfig counterpart for the override {key}; give LazyConfig overrides instead")
+    return out
+
+
+def load_with_yaml_overrides(path: str, opts: Sequence[str] = (), lazy: Optional[bool] = None) -> Config:
+    """:func:`load_config` with ``opts`` in the YAML form (``KEY VALUE`` pairs) for either kind of
+    config: translated (:func:`lazy_overrides`) for a LazyConfig. ``lazy`` as for :func:`load_config`."""
+    if lazy or (lazy is None and is_lazy_config(path)):
+        return load_config(path, lazy_overrides(opts), lazy=True)
+    return load_config(path, opts)
+
+
+def script_for(path: str, yaml_script: str = "train_net.py") -> str:
+    """The script that trains a config file: ``lazy_train_net.py`` for a LazyConfig given the
+    default ``train_net.py``; ``yaml_script`` otherwise."""
+    return "lazy_train_net.py" if is_lazy_config(path) and yaml_script == "train_net.py" else yaml_script
+
+
+def script_overrides(path: str, opts: Sequence[str]) -> List[str]:
+    """YAML-form ``opts`` (``KEY VALUE`` pairs) as the command line of ``path``'s script takes
+    them: as they are for a YAML config, translated for a LazyConfig (:func:`lazy_overrides`;
+    a key without a LazyConfig counterpart, such as ``DATASETS.TEST ()``, raises ValueError)."""
+    return lazy_overrides(opts) if is_lazy_config(path) else list(opts)
+
+
+def _tree(x, key=None):
+    if isinstance(x, dict):
+        return {k: _tree(v, k) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_tree(v) for v in x]
+    if key == "_target_":  # an object in a ``.py`` config, its import path in a saved one
+        from detectron2.utils.registry import locate
+
+        obj = locate(x) if isinstance(x, str) else x
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)}"
+    return x
+
+
+def config_tree(cfg: Config, blank: Sequence[str] = ()) -> Dict[str, Any]:
+    """The config as nested dicts and lists in a canonical form (a YAML config's values, a
+    LazyConfig's unresolved tree with every ``_target_`` as ``module.qualname``), for hashing;
+    the run values named in ``blank`` (keys of :data:`RUN_KEYS`, e.g. ``output_dir``) set to ``""``."""
+    if isinstance(cfg, CfgNode):
+        tree = _tree(cfg)
+    else:
+        tree = _tree(OmegaConf.to_container(cfg, resolve=False))
+    for meaning in blank:
+        *parents, last = key_of(cfg, meaning).split(".")
+        node = tree
+        for key in parents:
+            node = node.get(key, {})
+        if last in node:
+            node[last] = ""
+    return tree

@@ -14,7 +14,16 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..analysis.run_summary import format_table
-from ..config.files import is_lazy_config, load_config  # the package loader (YAML: KEY VALUE overrides)
+from ..config.files import (  # the package loader (YAML: KEY VALUE overrides, translated for a LazyConfig)
+    config_tree,
+    is_lazy_config,
+    lazy_overrides,
+    load_config,
+    load_with_yaml_overrides,
+    run_value,
+    script_for,
+    script_overrides,
+)
 from ..engine.metrics_file import METRICS, read_box_metrics, record_box_metrics
 
 __all__ = [
@@ -47,56 +56,6 @@ def is_lazy(config_file: str) -> bool:
     return is_lazy_config(config_file)
 
 
-# YAML keys (as ``train_net.py`` overrides) and the LazyConfig overrides that mean the same for the
-# demo LazyConfigs. ``SOLVER.STEPS`` has none: a LazyConfig's LR steps follow ``train.max_iter`` by
-# the loader's one rule (``defeat.config.iterations``), or are set with ``lr_multiplier.*`` overrides.
-_LAZY_KEYS = {
-    "SOLVER.MAX_ITER": "train.max_iter",
-    "SOLVER.BASE_LR": "optimizer.lr",
-    "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
-    "SEED": "train.seed",
-    "OUTPUT_DIR": "train.output_dir",
-    "MODEL.DEVICE": "train.device",
-    "MODEL.WEIGHTS": "train.init_checkpoint",
-    "MODEL.DEFEAT.TEACHER.WEIGHTS": "model.teacher.weights",
-    "MODEL.DEFEAT.TEACHER.CONFIG_FILE": "model.teacher.config_file",
-    "MODEL.DEFEAT.TEACHER.INPUT_SCALE": "model.defeat.teacher_input_scale",
-    "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers",
-}
-
-
-def _dataset_name(value: str) -> str:
-    names = [n.strip(" '\"") for n in value.strip("()[] ").split(",") if n.strip(" '\"")]
-    if len(names) != 1:
-        raise ValueError(f"a LazyConfig run takes one dataset name, got {value!r}")
-    return names[0]
-
-
-def lazy_overrides(opts: Sequence[str]) -> List[str]:
-    """``KEY VALUE`` pairs of YAML overrides as LazyConfig ``key=value`` overrides.
-
-    ``MODEL.DEFEAT.*`` keys map to ``model.defeat.*`` in lowercase; ``DATASETS.TRAIN/TEST`` to the
-    data loaders' dataset names; the others through a fixed table. Raises ValueError for a key
-    without a LazyConfig counterpart.
-    """
-    if len(opts) % 2:
-        raise ValueError(f"overrides must be KEY VALUE pairs, got {list(opts)}")
-    out = []
-    for key, value in zip(opts[0::2], opts[1::2]):
-        key, value = str(key), str(value)
-        if key in _LAZY_KEYS:
-            out.append(f"{_LAZY_KEYS[key]}={value}")
-        elif key == "DATASETS.TRAIN":
-            out.append(f"dataloader.train.dataset.names={_dataset_name(value)}")
-        elif key == "DATASETS.TEST":
-            out.append(f"dataloader.test.dataset.names={_dataset_name(value)}")
-        elif key.startswith("MODEL.DEFEAT."):
-            out.append(f"model.defeat.{key[len('MODEL.DEFEAT.') :].lower()}={value}")
-        else:
-            raise ValueError(f"no LazyConfig counterpart for the override {key}; give LazyConfig overrides instead")
-    return out
-
-
 def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
     """A LazyConfig loaded from a file (a ``.py`` file or the ``config.yaml`` a LazyConfig run
     saved), with YAML-style ``opts`` applied (:func:`lazy_overrides`)."""
@@ -106,9 +65,7 @@ def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
 def max_iter(config_file: str, opts: Sequence[str] = ()) -> int:
     """The iterations a run of ``config_file`` with YAML-style ``opts`` trains
     (``SOLVER.MAX_ITER``, or ``train.max_iter`` of a LazyConfig)."""
-    if is_lazy(config_file):
-        return int(load_lazy_config(config_file, opts).train.max_iter)
-    return int(load_config(config_file, opts).SOLVER.MAX_ITER)
+    return int(run_value(load_with_yaml_overrides(config_file, opts), "max_iter"))
 
 
 def iters_opts(n: Optional[int]) -> List[str]:
@@ -150,46 +107,13 @@ def write_stamp(output_dir: str, digest: str, metrics: Optional[dict], name: str
         json.dump({"digest": digest, "metrics": metrics}, f)
 
 
-def _plain(x):
-    """Nested dicts/lists of a config: a canonical form (``cfg.dump()`` depends on YAML anchors)."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
-
-
-def _plain_lazy(x, key=None):
-    """A LazyConfig tree in a canonical form: ``_target_`` (an object in a ``.py`` config, its
-    import path in a saved one) as ``module.qualname``."""
-    if isinstance(x, dict):
-        return {k: _plain_lazy(v, k) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain_lazy(v) for v in x]
-    if key == "_target_":
-        from detectron2.utils.registry import locate
-
-        obj = locate(x) if isinstance(x, str) else x
-        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)}"
-    return x
-
-
 def config_digest(config_file: str, opts: Sequence[str], lazy: Optional[bool] = None) -> str:
     """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides, ``OUTPUT_DIR``
     left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest.
     ``lazy``: the file is a LazyConfig (a ``.py`` file, or the ``config.yaml`` that
     ``lazy_train_net.py`` saved); ``None`` decides from the file name."""
-    if lazy or (lazy is None and is_lazy(config_file)):
-        from omegaconf import OmegaConf
-
-        cfg = load_lazy_config(config_file, opts)
-        cfg.train.output_dir = ""
-        tree = _plain_lazy(OmegaConf.to_container(cfg, resolve=False))
-    else:
-        cfg = load_config(config_file, opts)
-        cfg.OUTPUT_DIR = ""
-        tree = _plain(cfg)
-    text = json.dumps(tree, sort_keys=True, default=str)
+    cfg = load_with_yaml_overrides(config_file, opts, lazy=lazy)
+    text = json.dumps(config_tree(cfg, blank=("output_dir",)), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -224,16 +148,15 @@ def run_job(
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
-    if not evaluate and is_lazy(config_file):
-        raise ValueError(f"evaluate=False needs a YAML config; {config_file} is a LazyConfig")
     if not evaluate:
         opts = [*opts, "DATASETS.TEST", "()"]
-    if is_lazy(config_file):  # a LazyConfig: lazy_train_net.py with the overrides translated
-        if train_script == "train_net.py":
-            train_script = "lazy_train_net.py"
-        overrides = lazy_overrides(["OUTPUT_DIR", output_dir, *opts])
-    else:
-        overrides = ["OUTPUT_DIR", output_dir, *opts]
+    train_script = script_for(config_file, train_script)
+    try:
+        overrides = script_overrides(config_file, ["OUTPUT_DIR", output_dir, *opts])
+    except ValueError as e:  # a LazyConfig's loaders have no form of an empty test set
+        if evaluate:
+            raise
+        raise ValueError(f"evaluate=False needs a YAML config; {config_file} is a LazyConfig ({e})") from e
     overrides = ["--overwrite", *overrides]  # the caller owns output_dir: a new run replaces the old
     if processes > 1:
         overrides = ["--num-gpus", str(processes), "--dist-url", "auto", *overrides]
@@ -315,11 +238,8 @@ def evaluate_job(
     """Evaluate ``weights`` with a plain ``config_file`` on its test set (``--eval-only`` in a
     subprocess); return its box metrics. ``opts`` in the YAML form, as for :func:`run_job`;
     ``weights`` wins over a ``MODEL.WEIGHTS`` in them (the weights a run started from)."""
-    opts = ["OUTPUT_DIR", output_dir, *opts, "MODEL.WEIGHTS", weights]
-    if is_lazy(config_file):
-        if train_script == "train_net.py":
-            train_script = "lazy_train_net.py"
-        opts = lazy_overrides(opts)
+    opts = script_overrides(config_file, ["OUTPUT_DIR", output_dir, *opts, "MODEL.WEIGHTS", weights])
+    train_script = script_for(config_file, train_script)
     lines = _run_script(train_script, config_file, ["--eval-only", *opts], output_dir, "log_eval.txt", threads)
     return read_eval_output(lines)
 
