@@ -116,7 +116,7 @@ def _fill_color(rng, region, alpha, x0, y0, size):
     return ramped_fill(rng, color, x0, y0, h, w, size)
 
 
-def _sample_scales(rng, n, size):
+def sample_scales(rng, n, size):
     """n object scales sqrt(w*h) in px: small or medium, sometimes one large first."""
     scales = []
     hi = 0.9 * size
@@ -138,7 +138,7 @@ def render_glyphs_image(rng, size, class_names=GLYPH_CLASS_NAMES, max_occlusion=
         region += (_fill_color(rng, region, alpha, x0, y0, size) - region) * alpha[..., None]
 
     n = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
-    items = [(int(rng.integers(len(class_names))), scale) for scale in _sample_scales(rng, n, size)]
+    items = [(int(rng.integers(len(class_names))), scale) for scale in sample_scales(rng, n, size)]
 
     def place(cls, scale):
         return _place(rng, class_names[cls], scale, size, shape_fn=_glyph)

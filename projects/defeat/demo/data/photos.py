@@ -47,14 +47,12 @@ import os
 import cv2
 import numpy as np
 
+from .glyphs import sample_scales  # the same sizes as glyphs
 from .synthetic import finish_image, paint_objects
 
 PHOTOS_VERSION = 1
 PHOTO_CLASS_NAMES = ("coin", "horse", "cat", "face", "rocket", "cup")
 MIN_OBJECTS, MAX_OBJECTS = 1, 6
-SMALL_PROB = 0.25  # chance that an object is small (14-32 px), else medium (32-90 px)
-SMALL_MIN = 14.0
-LARGE_PROB = 0.2  # chance that an image starts with a large object (90 px up)
 MAX_TILT_DEG = 10.0  # objects turned by a uniform angle in +-this
 MAX_OCCLUSION = 0.25
 BACKGROUNDS = ("gravel.png", "grass.png", "brick.png", "text.png", "hubble_deep_field.jpg", "retina.jpg")
@@ -243,25 +241,13 @@ def _transform(rng, rgb, alpha, scale, size):
     return rgb, alpha.clip(0, 1)
 
 
-def _sample_scales(rng, n, size):
-    """n object scales sqrt(w*h) in px: small or medium, sometimes one large first."""
-    scales = []
-    hi = 0.9 * size
-    if rng.random() < LARGE_PROB:
-        scales.append(rng.uniform(90.0, hi))
-    while len(scales) < n:
-        lo, up = (SMALL_MIN, 32.0) if rng.random() < SMALL_PROB else (32.0, 90.0)
-        scales.append(float(np.exp(rng.uniform(np.log(lo), np.log(min(up, hi))))))
-    return scales
-
-
 def render_photos_image_with_masks(rng, size, class_names=PHOTO_CLASS_NAMES, max_occlusion=MAX_OCCLUSION):
     """As :func:`render_photos_image`, plus ``owner`` (size, size) int16 (the object on top of
     each pixel, -1: background) and ``pasted``: per object, the (size, size) bool mask of its
     whole pasted cut-out (coverage >= 0.5), before later objects covered part of it."""
     canvas = _background(rng, size)
     n = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
-    items = [(int(rng.integers(len(class_names))), scale) for scale in _sample_scales(rng, n, size)]
+    items = [(int(rng.integers(len(class_names))), scale) for scale in sample_scales(rng, n, size)]
     placed, pasted = {}, []
 
     def place(cls, scale):
