@@ -6,7 +6,7 @@ or log filters, no import hooks; this repository's scripts opt into quiet logs w
 ``defeat.engine.quiet.quiet_logs``).
 """
 
-from .config import add_defeat_config
+from .config import add_defeat_config, settings
 from .config.files import get_config_file
 from .errors import DeFeatError
 from .modeling import backbones as _backbones  # noqa: F401  (registers the slim CPU backbones)
@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "add_defeat_config",
+    "settings",
     "get_config_file",
     "gt_masks",
     "decoupled_feature_loss",

@@ -94,3 +94,11 @@ def test_settings_from_distiller_kwargs_refuses_unknown_names():
     with pytest.raises(DeFeatConfigError, match=r"unknown DeFeatDistiller arguments \['bg_weight'\]"):
         settings_from_distiller_kwargs({"bg_weight": 1.0})
     assert settings_from_distiller_kwargs({"neck_bg_weight": 2.0})["neck"]["bg_weight"] == 2.0
+
+
+def test_the_settings_module_is_public_as_defeat_settings():
+    """``defeat.settings`` (the public name of the nested lowercase settings) is the module itself."""
+    import defeat
+    import defeat.config.settings
+
+    assert defeat.settings is defeat.config.settings and "settings" in defeat.__all__
