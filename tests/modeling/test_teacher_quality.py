@@ -54,7 +54,9 @@ def test_recorded_box_ap_unknown(tmp_path):
     assert recorded_box_ap("detectron2://COCO-Detection/x/model_final.pkl") is None
 
 
-def test_teacher_log_names_config_and_weights_and_the_engine_logs_its_ap(tmp_path, teacher_weights, caplog):
+def test_teacher_log_names_config_and_weights_and_the_engine_logs_its_ap(
+    tmp_path, teacher_weights, caplog, monkeypatch
+):
     from defeat.engine.metrics_file import teacher_ap_line
     from defeat.engine.start import log_teacher_quality
 
@@ -75,6 +77,13 @@ def test_teacher_log_names_config_and_weights_and_the_engine_logs_its_ap(tmp_pat
 
     student = Student()
     object.__setattr__(student, "teacher", teacher)
+    assert teacher.teacher_iteration == 7  # read once, when the teacher was loaded
+    import defeat.engine.metrics_file as metrics_file
+
+    def reread(path):
+        raise AssertionError(f"{path} loaded a second time")
+
+    monkeypatch.setattr(metrics_file, "checkpoint_iteration", reread)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="defeat.engine.start"):
         log_teacher_quality(student)
@@ -84,6 +93,7 @@ def test_teacher_log_names_config_and_weights_and_the_engine_logs_its_ap(tmp_pat
         log_teacher_quality(teacher)  # a model without a teacher: nothing
     assert caplog.text == ""
 
+    monkeypatch.undo()  # a caller without the loaded teacher reads the iteration from the file
     (tmp_path / "metrics.json").unlink()
     assert "its AP is unknown here" in teacher_ap_line(str(weights))
 

@@ -146,10 +146,11 @@ def measured_box_ap(weights: str) -> Optional[float]:
     return recorded_box_ap(weights, iteration) if iteration is not None else None
 
 
-def teacher_ap_line(weights: str) -> str:
+def teacher_ap_line(weights: str, iteration: Optional[int] = None) -> str:
     """What the DeFeat log says of the teacher's quality: its recorded box AP, "no detections"
-    for an AP of NaN, or why it is unknown."""
-    ap = measured_box_ap(weights)
+    for an AP of NaN, or why it is unknown. ``iteration``: the checkpoint's, when the caller
+    loaded it already; None reads it from ``weights`` (:func:`measured_box_ap`)."""
+    ap = recorded_box_ap(weights, iteration) if iteration is not None else measured_box_ap(weights)
     if ap is None:
         return (
             f"teacher {weights}: its AP is unknown here (no evaluation of these weights in a metrics.json beside them)"

@@ -48,8 +48,7 @@ def log_teacher_quality(model) -> None:
     """One INFO line with the box AP the teacher's own training run recorded for its weights
     (or why it is unknown, or that it found no detections); nothing for a model without a teacher."""
     model = _unwrap(model)
-    weights = (
-        getattr(getattr(model, "teacher", None), "teacher_weights", None) if isinstance(model, TeacherMixin) else None
-    )
-    if weights:
-        logger.info("DeFeat %s", teacher_ap_line(weights))
+    teacher = getattr(model, "teacher", None) if isinstance(model, TeacherMixin) else None
+    weights = getattr(teacher, "teacher_weights", None)
+    if weights:  # the iteration build_teacher read from the checkpoint: the file is not loaded again
+        logger.info("DeFeat %s", teacher_ap_line(weights, getattr(teacher, "teacher_iteration", None)))

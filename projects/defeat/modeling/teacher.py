@@ -164,7 +164,7 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
     model = build()
     checkpointer = RecordingCheckpointer(model)
     try:
-        checkpointer.load(local)
+        extra = checkpointer.load(local)
     except Exception as e:
         raise TeacherLoadError(f"cannot read teacher weights {weights!r}: {type(e).__name__}: {e}") from e
     problems = weight_problems(checkpointer.incompatible, listed=10)
@@ -178,4 +178,6 @@ def build_teacher(config_file: str, weights: str, device: str = "cpu") -> nn.Mod
     logger.info("DeFeat teacher: %s from config %s, weights %s", arch, config_file, weights)
     model.teacher_cfg = cfg
     model.teacher_weights = local
+    iteration = extra.get("iteration") if isinstance(extra, dict) else None
+    model.teacher_iteration = iteration if isinstance(iteration, int) else None  # the checkpoint's, for its AP
     return freeze(model).to(torch.device(device))
