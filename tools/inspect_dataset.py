@@ -23,7 +23,6 @@ quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.e
 
 # isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import transforms as T
 
 from defeat.analysis.cli import (
     FIGURE_FORMATS,
@@ -32,11 +31,9 @@ from defeat.analysis.cli import (
     check_figure_output,
     setup_tool_logging,
 )
-from defeat.analysis.dataset_stats import compute_stats, format_report, stats_figure
+from defeat.analysis.dataset_stats import config_stats, format_report, stats_figure
 from defeat.config.files import (
-    build_backbone_from_config,
     defeat_settings,
-    inference_augmentations,
     load_config,
     set_run_values,
     train_dataset_names,
@@ -121,28 +118,12 @@ def main(argv=None):
     classes = meta.get("thing_classes") or [
         str(c) for c in range(1 + max((a["category_id"] for r in dicts for a in r.get("annotations", ())), default=0))
     ]
-    backbone = build_backbone_from_config(cfg)  # the student's levels and strides, as the distiller uses them
-    shapes = backbone.output_shape()
-    neck = defeat_settings(cfg)["neck"]
-    features = list(neck["in_features"])
-    missing = [f for f in features if f not in shapes]
-    if missing:
-        raise SystemExit(f"MODEL.DEFEAT.NECK.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
-    resize = next((a for a in inference_augmentations(cfg) if isinstance(a, T.ResizeShortestEdge)), None)
-    if resize is None:
-        raise SystemExit(f"{args.config_file}: its test-time augmentations have no ResizeShortestEdge to size boxes by")
-    stats = compute_stats(
-        dicts,
-        name,
-        classes,
-        resize.short_edge_length[0],
-        resize.max_size,
-        features,
-        [shapes[f].stride for f in features],
-        backbone.size_divisibility,
-        neck["mask_assign"],
-        neck["scale_base"],
-    )
+    try:
+        stats = config_stats(cfg, defeat_settings(cfg)["neck"], dicts, name, classes)
+    except DeFeatConfigError as e:
+        raise SystemExit(str(e)) from e
+    except ConfigFileError as e:
+        raise SystemExit(f"{args.config_file}: {e}") from e
     print(format_report(stats))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     stats_figure(stats, out)

@@ -26,6 +26,7 @@ from detectron2.structures import BoxMode
 from ..modeling.masks import assign_levels, gt_masks
 
 __all__ = [
+    "config_stats",
     "COCO_LOG_SIDE",
     "DatasetStats",
     "ResizedImage",
@@ -338,3 +339,38 @@ def stats_figure(s: DatasetStats, path: str) -> None:
     fig.suptitle(f"{s.name}: {s.num_images} images, {len(s.sides)} boxes; suggested SCALE_BASE {s.suggested[0]:g}")
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def config_stats(cfg, neck, dicts: List[dict], name: str, classes: Sequence[str], scale_base: Optional[float] = None):
+    """:func:`compute_stats` of ``dicts`` as a config's DeFeat student sees them: its test-time
+    resize, the ``neck`` settings' levels (with the backbone's strides and padding) and mask
+    assignment, and ``scale_base`` (default: the neck's ``SCALE_BASE``).
+
+    Raises:
+        DeFeatConfigError: a level of ``NECK.IN_FEATURES`` that the backbone does not produce.
+        ConfigFileError: the config's test-time augmentations have no ``ResizeShortestEdge``.
+    """
+    from ..config.files import build_backbone_from_config, inference_augmentations
+    from ..errors import ConfigFileError, DeFeatConfigError
+
+    backbone = build_backbone_from_config(cfg)  # the student's levels and strides, as the distiller uses them
+    shapes = backbone.output_shape()
+    features = list(neck["in_features"])
+    missing = [f for f in features if f not in shapes]
+    if missing:
+        raise DeFeatConfigError(f"MODEL.DEFEAT.NECK.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
+    resize = next((a for a in inference_augmentations(cfg) if isinstance(a, ResizeShortestEdge)), None)
+    if resize is None:
+        raise ConfigFileError("its test-time augmentations have no ResizeShortestEdge to size boxes by")
+    return compute_stats(
+        dicts,
+        name,
+        classes,
+        resize.short_edge_length[0],
+        resize.max_size,
+        features,
+        [shapes[f].stride for f in features],
+        backbone.size_divisibility,
+        neck["mask_assign"],
+        neck["scale_base"] if scale_base is None else scale_base,
+    )

@@ -207,30 +207,13 @@ def inspect(plan: Plan, scale_base: Optional[float]) -> float:
     preset's DeFeat student); return the ``SCALE_BASE`` to train with: ``scale_base`` if given,
     else the suggested one."""
     from detectron2.data import DatasetCatalog
-    from detectron2.data import transforms as T
 
-    from ..analysis.dataset_stats import compute_stats, format_report, stats_figure
-    from ..config.files import build_backbone_from_config, defeat_settings, inference_augmentations, load_config
+    from ..analysis.dataset_stats import config_stats, format_report, stats_figure
+    from ..config.files import defeat_settings, load_config, set_run_values
 
-    cfg = load_config(plan.preset.student, plan.opts)
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = set_run_values(load_config(plan.preset.student, plan.opts), device="cpu")
     neck = defeat_settings(load_config(plan.preset.defeat, plan.opts))["neck"]
-    backbone = build_backbone_from_config(cfg)
-    shapes = backbone.output_shape()
-    features = list(neck["in_features"])
-    resize = next(a for a in inference_augmentations(cfg) if isinstance(a, T.ResizeShortestEdge))
-    stats = compute_stats(
-        DatasetCatalog.get(plan.train.name),
-        plan.train.name,
-        plan.classes,
-        resize.short_edge_length[0],
-        resize.max_size,
-        features,
-        [shapes[f].stride for f in features],
-        backbone.size_divisibility,
-        neck["mask_assign"],
-        neck["scale_base"] if scale_base is None else scale_base,
-    )
+    stats = config_stats(cfg, neck, DatasetCatalog.get(plan.train.name), plan.train.name, plan.classes, scale_base)
     # A base above the largest box puts every box on the first level, as the largest box itself
     # does: the suggestion is capped there (the same levels, a readable number).
     largest = float(stats.sides.max()) if len(stats.sides) else float(stats.suggested[0])
