@@ -726,6 +726,23 @@ MUTANTS = [
         "    _run_script(train_script, config_file, overrides, output_dir, log_name, threads, on_progress)",
         ("tests/demo/test_benchmarks.py", "-k", "drops"),
     ),
+    Mutant(
+        "config_kind_branch_outside_config",
+        "no code outside defeat/config tells a YAML config from a LazyConfig",
+        "projects/defeat/analysis/run_summary.py",
+        "    fields = saved_model_fields(config if type(config) is dict else saved_form(config))",
+        "    from detectron2.config import CfgNode\n\n"
+        "    fields = saved_model_fields(config if isinstance(config, (dict, CfgNode)) else saved_form(config))",
+        ("tests/test_layers.py",),
+    ),
+    Mutant(
+        "saved_form_keeps_objects",
+        "a loaded LazyConfig is compared in the form its saved config.yaml reads back as",
+        "projects/defeat/config/files.py",
+        "    if dataclasses.is_dataclass(value) and not isinstance(value, type):",
+        "    if False:",
+        ("tests/analysis/test_run_summary.py", "-k", "same_student"),
+    ),
 ]
 
 

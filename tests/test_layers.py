@@ -179,3 +179,56 @@ def test_importing_defeat_changes_nothing_but_the_registries():
     out = subprocess.run([sys.executable, "-c", code, modules], cwd=REPO, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "same", out.stdout[-2000:]
+
+
+KINDS = {"CfgNode", "DictConfig", "LazyConfig"}
+
+
+def _kind_branches(path):
+    """``line: text`` of each place in ``path`` that tells a YAML config from a LazyConfig: an
+    ``isinstance`` against a config class, or a condition that calls an ``is_lazy*`` function."""
+    tree = ast.parse(open(path).read())
+    source = open(path).read().splitlines()
+
+    def names(node):
+        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {
+            n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+        }
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+            if len(node.args) == 2 and names(node.args[1]) & KINDS:
+                found.append(node.lineno)
+        if isinstance(node, (ast.If, ast.IfExp, ast.While)) and any(n.startswith("is_lazy") for n in names(node.test)):
+            found.append(node.lineno)
+    return [f"{path}:{n}: {source[n - 1].strip()}" for n in sorted(set(found))]
+
+
+def _code_outside_config():
+    roots = [PACKAGE, os.path.join(REPO, "tools"), os.path.join(REPO, "benchmarks")]
+    for root in roots:
+        for folder, _, files in os.walk(root):
+            if os.path.join(PACKAGE, "config") in folder:
+                continue
+            yield from (os.path.join(folder, f) for f in files if f.endswith(".py"))
+    yield from (os.path.join(REPO, f) for f in os.listdir(REPO) if f.endswith(".py"))
+
+
+def test_only_the_config_package_tells_the_config_kinds_apart():
+    """Code outside ``defeat/config`` asks a loaded config through ``defeat.config.files`` and
+    never branches on its kind (YAML ``CfgNode`` or LazyConfig)."""
+    bad = [line for path in _code_outside_config() for line in _kind_branches(path)]
+    assert not bad, bad
+
+
+def test_the_kind_check_sees_a_branch(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text(
+        "def f(cfg, path):\n"
+        "    if isinstance(cfg, (dict, CfgNode)):\n        return 1\n"
+        "    return 2 if is_lazy_config(path) else 3\n"
+        "def g(cfg):\n    return isinstance(cfg, omegaconf.DictConfig)\n"
+        "def h(cfg):\n    return isinstance(cfg, dict)\n"
+    )
+    assert [line.split(":")[1] for line in _kind_branches(str(bad))] == ["2", "4", "6"]

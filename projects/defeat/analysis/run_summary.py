@@ -14,7 +14,6 @@ Used by ``tools/summarize_runs.py``; every function here is pure apart from :fun
 :func:`saved_config` and :func:`run_progress`, which read a run folder.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -55,17 +54,6 @@ ROLES = ("teacher", "alone", "defeat")
 LABELS = {"teacher": "teacher", "alone": "student alone", "defeat": "student + DeFeat"}
 GAIN = "gain (DeFeat - alone)"
 RUN_LOCK = LOCK_NAME  # the lock file a live training run holds in its OUTPUT_DIR
-# The keys that make two YAML configs the same student: its backbone's shape (the architecture
-# is compared as the plain student class, so a DeFeat run's is its student's).
-STUDENT_KEYS = (
-    "MODEL.BACKBONE.NAME",
-    "MODEL.RESNETS.DEPTH",
-    "MODEL.RESNETS.STEM_OUT_CHANNELS",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "MODEL.RESNETS.WIDTH_PER_GROUP",
-    "MODEL.RESNETS.NUM_GROUPS",
-    "MODEL.FPN.OUT_CHANNELS",
-)
 
 
 @dataclass
@@ -171,107 +159,27 @@ def saved_test_sets(run_dir: str) -> Optional[List[str]]:
     return [names] if isinstance(names, str) else [str(n) for n in names]
 
 
-def _get(tree: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(tree, Mapping) or part not in tree:
-            return _MISSING
-        tree = tree[part]
-    return tree
-
-
-_MISSING = object()
-
-
-def _named(value: Any) -> Any:
-    """A config value with classes and functions as their full dotted names (``_target_`` strings
-    too, which ``LazyConfig.save`` may have shortened to a shorter import path), so a loaded
-    LazyConfig compares with a saved one."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): _canonical(v) if k == "_target_" and isinstance(v, str) else _named(v) for k, v in value.items()
-        }
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a ShapeSpec, saved as its fields
-        return {f.name: _named(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return _named(value._asdict())
-    if isinstance(value, (list, tuple)):
-        return [_named(v) for v in value]
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}"
-    return value
-
-
-def _canonical(target: str) -> str:
-    """``module.qualname`` of the object a ``_target_`` string names; the string when it cannot be
-    imported here."""
-    try:
-        from detectron2.utils.registry import locate
-
-        found = locate(target)
-    except Exception:  # not importable here: compared as written
-        return target
-    return _named(found) if callable(found) else target
-
-
-def _architecture_class(name: str, lazy: bool) -> Optional[type]:
-    """The class a YAML ``META_ARCHITECTURE`` name or a LazyConfig ``_target_`` names; None when
-    it is not known here (not registered, not importable)."""
-    try:
-        if lazy:
-            from detectron2.utils.registry import locate
-
-            found = locate(name)
-            return found if isinstance(found, type) else None
-        from detectron2.modeling import META_ARCH_REGISTRY
-
-        return META_ARCH_REGISTRY.get(name)
-    except Exception:  # unknown name: the role cannot be told from the config
-        return None
-
-
 def config_identity(config: Any) -> Optional[RunIdentity]:
     """The :class:`RunIdentity` of a config: a saved ``config.yaml`` as a dict (:func:`saved_config`),
     a loaded CfgNode or a LazyConfig. A DeFeat run is a DeFeat architecture (``has_defeat_teacher``)
     with ``MODEL.DEFEAT`` (a LazyConfig: its ``model._target_``). None when the config names no
     model."""
-    from ..config.files import is_defeat_architecture
+    from ..config.files import is_defeat_architecture, saved_form, saved_model_fields
     from ..modeling.meta_arch.common import student_class
 
     if config is None:
         return None
-    if type(config) is not dict:  # a loaded config (a DictConfig is a Mapping too): as it would be saved
-        import yaml
-        from detectron2.config import CfgNode
-        from omegaconf import OmegaConf
-
-        if isinstance(config, CfgNode):
-            config = yaml.safe_load(config.dump())
-        else:
-            config = _named(OmegaConf.to_container(config, resolve=False))
-    if isinstance(_get(config, "MODEL.META_ARCHITECTURE"), str):
-        name, lazy = _get(config, "MODEL.META_ARCHITECTURE"), False
-        backbone = {k: _get(config, k) for k in STUDENT_KEYS if _get(config, k) is not _MISSING}
-        max_iter = _get(config, "SOLVER.MAX_ITER")
-    elif isinstance(_get(config, "model._target_"), str):
-        name, lazy = _get(config, "model._target_"), True
-        found = _get(config, "model.backbone")
-        backbone = {"model.backbone": _named(found)} if isinstance(found, Mapping) else {}
-        max_iter = _get(config, "train.max_iter")
-    else:
+    fields = saved_model_fields(config if type(config) is dict else saved_form(config))
+    if fields is None:
         return None
-    cls = _architecture_class(name, lazy)
+    name, cls = fields.name.rsplit(".", 1)[-1], fields.cls
     if cls is None:
-        defeat = None if (lazy or _get(config, "MODEL.DEFEAT") is not _MISSING) else False
-        student = name.rsplit(".", 1)[-1]
+        defeat = None if fields.defeat_keys else False
+        student = name
     else:
-        defeat = is_defeat_architecture(cls) and (lazy or _get(config, "MODEL.DEFEAT") is not _MISSING)
+        defeat = is_defeat_architecture(cls) and fields.defeat_keys
         student = student_class(cls).__name__
-    return RunIdentity(
-        defeat,
-        name.rsplit(".", 1)[-1],
-        {"architecture": student, **backbone},
-        max_iter if isinstance(max_iter, int) else None,
-    )
+    return RunIdentity(defeat, name, {"architecture": student, **fields.student}, fields.max_iter)
 
 
 def run_progress(run_dir: str, iteration: Optional[int], identity: Optional[RunIdentity]) -> Optional[str]:
@@ -395,7 +303,7 @@ def check_roles(runs: Mapping[str, RunResult]) -> None:
     """Refuse runs whose saved configs contradict the roles they were given: one run given for two
     roles; a DeFeat run as the teacher or as the student alone; a run that is not a DeFeat run as
     the DeFeat student; a student alone and a DeFeat run that build different students (their
-    architecture and backbone keys, :data:`STUDENT_KEYS`, compared where both name them). A run
+    architecture and backbone keys, :data:`defeat.config.files.STUDENT_KEYS`, compared where both name them). A run
     whose config is unknown (``identity`` None, or its ``defeat`` None) is not checked for that.
 
     Raises:

@@ -11,9 +11,10 @@ never needs to know which one it was given.
 """
 
 import copy
+import dataclasses
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -71,6 +72,10 @@ __all__ = [
     "script_for",
     "script_overrides",
     "config_tree",
+    "STUDENT_KEYS",
+    "SavedModel",
+    "saved_form",
+    "saved_model_fields",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -788,3 +793,112 @@ def config_tree(cfg: Config, blank: Sequence[str] = ()) -> Dict[str, Any]:
         if last in node:
             node[last] = ""
     return tree
+
+
+# The YAML keys that make two configs the same student: its backbone's shape (the architecture is
+# compared as the plain student class, so a DeFeat run's is its student's). A LazyConfig's student
+# is its whole ``model.backbone`` node.
+STUDENT_KEYS = (
+    "MODEL.BACKBONE.NAME",
+    "MODEL.RESNETS.DEPTH",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "MODEL.RESNETS.NUM_GROUPS",
+    "MODEL.FPN.OUT_CHANNELS",
+)
+
+
+def _named(value: Any) -> Any:
+    """A config value with classes and functions as their full dotted names (``_target_`` strings
+    too, which ``LazyConfig.save`` may have shortened to another import path), dataclasses and
+    named tuples as their fields: a loaded LazyConfig in the form its saved file reads back as."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): _canonical(v) if k == "_target_" and isinstance(v, str) else _named(v) for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a ShapeSpec, saved as its fields
+        return {f.name: _named(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return _named(value._asdict())
+    if isinstance(value, (list, tuple)):
+        return [_named(v) for v in value]
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
+
+
+def _canonical(target: str) -> str:
+    """``module.qualname`` of the object a ``_target_`` string names; the string when it cannot be
+    imported here."""
+    from detectron2.utils.registry import locate
+
+    try:
+        found = locate(target)
+    except Exception:  # not importable here: compared as written
+        return target
+    return _named(found) if callable(found) else target
+
+
+def saved_form(cfg: Config) -> Dict[str, Any]:
+    """A loaded config as plain data, the way its run folder's ``config.yaml`` reads back (a YAML
+    config's dump; a LazyConfig's unresolved tree with objects as their dotted names and fields)."""
+    if isinstance(cfg, CfgNode):
+        return yaml.safe_load(cfg.dump())
+    return _named(OmegaConf.to_container(cfg, resolve=False))
+
+
+class SavedModel(NamedTuple):
+    """The model a config in :func:`saved_form` names. ``name``: ``MODEL.META_ARCHITECTURE`` or
+    ``model._target_``; ``cls``: the class it names here (None: not registered, not importable);
+    ``student``: the values that identify the student's backbone (:data:`STUDENT_KEYS`, or
+    ``model.backbone``); ``max_iter``: the run's length (None: not an int); ``defeat_keys``: the
+    config carries DeFeat settings (``MODEL.DEFEAT``; a LazyConfig's model node holds them)."""
+
+    name: str
+    cls: Optional[type]
+    student: Dict[str, Any]
+    max_iter: Optional[int]
+    defeat_keys: bool
+
+
+_MISSING = object()
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _class_named(name: str, lazy: bool) -> Optional[type]:
+    try:
+        if lazy:
+            from detectron2.utils.registry import locate
+
+            found = locate(name)
+            return found if isinstance(found, type) else None
+        from detectron2.modeling import META_ARCH_REGISTRY
+
+        return META_ARCH_REGISTRY.get(name)
+    except Exception:  # unknown name
+        return None
+
+
+def saved_model_fields(saved: Mapping[str, Any]) -> Optional[SavedModel]:
+    """The :class:`SavedModel` of a config in :func:`saved_form`; None when it names no model."""
+    if isinstance(_get(saved, "MODEL.META_ARCHITECTURE"), str):
+        name = _get(saved, "MODEL.META_ARCHITECTURE")
+        student = {k: _get(saved, k) for k in STUDENT_KEYS if _get(saved, k) is not _MISSING}
+        max_iter, defeat_keys, lazy = _get(saved, "SOLVER.MAX_ITER"), _get(saved, "MODEL.DEFEAT") is not _MISSING, False
+    elif isinstance(_get(saved, "model._target_"), str):
+        name = _get(saved, "model._target_")
+        found = _get(saved, "model.backbone")
+        student = {"model.backbone": _named(found)} if isinstance(found, Mapping) else {}
+        max_iter, defeat_keys, lazy = _get(saved, "train.max_iter"), True, True
+    else:
+        return None
+    max_iter = max_iter if isinstance(max_iter, int) and not isinstance(max_iter, bool) else None
+    return SavedModel(name, _class_named(name, lazy), student, max_iter, defeat_keys)
