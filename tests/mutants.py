@@ -736,11 +736,11 @@ MUTANTS = [
         ("tests/test_layers.py",),
     ),
     Mutant(
-        "saved_form_keeps_objects",
+        "saved_form_canonical_targets",
         "a loaded LazyConfig is compared in the form its saved config.yaml reads back as",
         "projects/defeat/config/files.py",
-        "    if dataclasses.is_dataclass(value) and not isinstance(value, type):",
-        "    if False:",
+        "str(k): _canonical(v) if k == \"_target_\" and isinstance(v, str) else _named(v) for k, v in value.items()",
+        "str(k): _named(v) for k, v in value.items()",
         ("tests/analysis/test_run_summary.py", "-k", "same_student"),
     ),
 ]
