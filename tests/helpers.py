@@ -174,3 +174,11 @@ def order_by_heavy_seconds(items) -> None:
             raise pytest.UsageError(f"{item.nodeid}: write @pytest.mark.heavy(seconds=N), N its rough run time")
         weight[item.path] = weight.get(item.path, 0) + (mark.kwargs["seconds"] if mark else 0)
     items.sort(key=lambda item: -weight[item.path])  # stable: each file's tests keep their order
+
+
+def worker_raising(index, kind, message):
+    """A ``torch.multiprocessing`` worker that raises ``defeat.errors.<kind>(message)`` or, for
+    ``kind`` "KeyError", a bug."""
+    import defeat.errors
+
+    raise (KeyError if kind == "KeyError" else getattr(defeat.errors, kind))(message)

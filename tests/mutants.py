@@ -739,9 +739,17 @@ MUTANTS = [
         "saved_form_canonical_targets",
         "a loaded LazyConfig is compared in the form its saved config.yaml reads back as",
         "projects/defeat/config/files.py",
-        "str(k): _canonical(v) if k == \"_target_\" and isinstance(v, str) else _named(v) for k, v in value.items()",
+        'str(k): _canonical(v) if k == "_target_" and isinstance(v, str) else _named(v) for k, v in value.items()',
         "str(k): _named(v) for k, v in value.items()",
         ("tests/analysis/test_run_summary.py", "-k", "same_student"),
+    ),
+    Mutant(
+        "worker_error_kept_as_traceback",
+        "a user's mistake in a launch() worker process ends as one line, not torch's traceback",
+        "projects/defeat/engine/entry.py",
+        "        if cls is None or not issubclass(cls, EXPECTED_ERRORS):",
+        "        if True:",
+        ("tests/engine/test_run_transaction.py", "-k", "worker"),
     ),
 ]
 

@@ -266,6 +266,57 @@ def test_error_line_of_an_os_error_without_strerror():
     assert error_line("s.py", FileNotFoundError("just a message")) == "s.py: error: just a message"
 
 
+def _spawned(kind, message):
+    """The ``ProcessRaisedException`` of a real spawned worker (as ``detectron2.engine.launch``
+    with ``--num-gpus`` > 1 gives it to the parent) raising ``kind(message)``."""
+    import torch.multiprocessing as mp
+    from helpers import worker_raising
+
+    with pytest.raises(Exception) as raised:
+        mp.start_processes(worker_raising, args=(kind, message), nprocs=1, start_method="spawn")
+    return raised.value
+
+
+@pytest.mark.heavy(seconds=20)
+def test_a_users_mistake_in_a_worker_process_is_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("DEFEAT_TRACEBACK", raising=False)
+    error = _spawned("DeFeatConfigError", "MODEL.DEFEAT.NECK.BG_WEIGHT = -1 is below 0\nset it to 0 or more")
+    assert type(error).__name__ == "ProcessRaisedException" and "Traceback" in str(error)
+
+    def main():
+        raise error
+
+    with pytest.raises(SystemExit) as e:
+        run_entry_point(main, script="t.py")
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err == "t.py: error: (worker 0) MODEL.DEFEAT.NECK.BG_WEIGHT = -1 is below 0 set it to 0 or more\n"
+
+    bug = _spawned("KeyError", "a bug in a worker")
+    with pytest.raises(type(bug)):  # a bug keeps its traceback
+        run_entry_point(lambda: (_ for _ in ()).throw(bug), script="t.py")
+    monkeypatch.setenv("DEFEAT_TRACEBACK", "1")
+    with pytest.raises(type(error)):
+        run_entry_point(main, script="t.py")
+
+
+def test_worker_error_reads_only_expected_errors():
+    from defeat.engine.entry import worker_error
+
+    class ProcessRaisedException(Exception):
+        error_index = 3
+
+    trace = "\n\n-- Process 3 terminated with the following error:\nTraceback (most recent call last):\n  File x\n"
+    found = worker_error(ProcessRaisedException(trace + "defeat.errors.DataCheckError: no boxes"))
+    assert found == "(worker 3) no boxes"
+    assert worker_error(ProcessRaisedException(trace + "FileNotFoundError: [Errno 2] gone: 'a'")) == (
+        "(worker 3) [Errno 2] gone: 'a'"
+    )
+    assert worker_error(ProcessRaisedException(trace + "ValueError: a bug")) is None
+    assert worker_error(ProcessRaisedException(trace + "no.such.module.Error: x")) is None
+    assert worker_error(ValueError(trace + "defeat.errors.DataCheckError: no boxes")) is None
+
+
 # ---- weights checked before anything is touched ----
 
 

@@ -4,17 +4,22 @@ Every script's ``if __name__ == "__main__":`` block calls :func:`run_entry_point
 each of them): a :class:`~defeat.errors.DeFeatError`, an expected file error
 (``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``)
 or a ``SystemExit`` with a message becomes ``<script>: error: <message>`` on stderr and exit
-status 1, without a traceback. ``DEFEAT_TRACEBACK=1`` (a boolean, ``defeat.errors.env_flag``)
-lets the error through with its traceback, for debugging. Other exceptions (bugs) keep theirs.
+status 1, without a traceback; so does one of these raised in a worker process of
+``detectron2.engine.launch`` (``--num-gpus`` > 1), which reaches the parent as torch's
+``ProcessRaisedException`` holding the worker's traceback as text. ``DEFEAT_TRACEBACK=1`` (a
+boolean, ``defeat.errors.env_flag``) lets the error through with its traceback, for debugging.
+Other exceptions (bugs) keep theirs.
 """
 
+import importlib
 import os
+import re
 import sys
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from ..errors import DeFeatError, EnvironmentVariableError, env_flag
 
-__all__ = ["EXPECTED_ERRORS", "TRACEBACK_ENV", "error_line", "run_entry_point"]
+__all__ = ["EXPECTED_ERRORS", "TRACEBACK_ENV", "error_line", "run_entry_point", "worker_error"]
 
 TRACEBACK_ENV = "DEFEAT_TRACEBACK"
 # What a user's input causes; anything else is a bug and keeps its traceback.
@@ -34,6 +39,38 @@ def _message(error: BaseException) -> str:
         where = f": {error.filename!r}" if error.filename else ""
         return f"{error.strerror}{where}" + (f"; {fix}" if fix else "")
     return str(error) or type(error).__name__
+
+
+# The last line of a Python traceback: ``package.module.ErrorClass: message`` (at column 0).
+_RAISED = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*): (.*)$")
+
+
+def _raised_class(dotted: str) -> Optional[type]:
+    module, _, name = dotted.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module or "builtins"), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def worker_error(error: BaseException) -> Optional[str]:
+    """``(worker N) <message>`` when ``error`` is a ``ProcessRaisedException`` whose worker failed
+    on an :data:`EXPECTED_ERRORS` error (read from the end of the traceback text it carries; the
+    message may span lines); None otherwise."""
+    if type(error).__name__ != "ProcessRaisedException":
+        return None
+    lines = str(error).rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        found = _RAISED.match(lines[i])
+        if found is None:
+            continue
+        cls = _raised_class(found.group(1))
+        if cls is None or not issubclass(cls, EXPECTED_ERRORS):
+            return None
+        index = getattr(error, "error_index", "?")
+        return f"(worker {index}) " + " ".join([found.group(2), *lines[i + 1 :]])
+    return None
 
 
 def error_line(script: str, error: object) -> str:
@@ -81,6 +118,14 @@ def run_entry_point(main: Callable[..., Any], *args: Any, script: str = "", **kw
         if keep:
             raise
         line = error_line(script, e.code) + note
+    except Exception as e:
+        message = worker_error(e)
+        if message is None:
+            raise
+        keep, note = _keep_traceback()
+        if keep:
+            raise
+        line = error_line(script, message) + note
     sys.stderr.flush()
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(1)
