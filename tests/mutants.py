@@ -774,6 +774,30 @@ MUTANTS = [
         "None",
         ("tests/engine/test_kd_balance.py",),
     ),
+    Mutant(
+        "predict_boxes_in_resized_pixels",
+        "predict.py gives boxes in the original image's pixels (the test-time resize undone)",
+        "tools/predict.py",
+        'return self.model([{"image": tensor, "height": height, "width": width}])[0]',
+        'return self.model([{"image": tensor}])[0]',
+        ("tests/analysis/test_predict.py", "-k", "resized or uniform"),
+    ),
+    Mutant(
+        "predict_no_test_resize",
+        "predict.py resizes each image as at test time before the model sees it",
+        "tools/predict.py",
+        "            self.resize(aug)\n",
+        "",
+        ("tests/analysis/test_predict.py", "-k", "resized or uniform"),
+    ),
+    Mutant(
+        "trace_input_not_resized",
+        "the traced student's input is resized as at test time; its boxes scale back to DefaultPredictor's",
+        "projects/defeat/analysis/deploy.py",
+        "    T.AugmentationList(list(augmentations))(aug)\n",
+        "",
+        ("tests/analysis/test_trace.py", "-k", "scaled_back"),
+    ),
 ]
 
 

@@ -117,3 +117,36 @@ def test_prepare_image_resizes_and_converts_as_at_test_time():
     tensor = deploy.prepare_image(bgr, [T.ResizeShortestEdge(60, 100)], "RGB")
     assert tensor.shape == (3, 50, 100) and tensor.dtype == torch.float32  # 60 px short side, 100 px at most
     assert float(tensor[2].mean()) == 255.0 and float(tensor[0].mean()) == 0.0  # blue is the last RGB channel
+
+
+def test_traced_boxes_scaled_back_by_the_recorded_resize_are_default_predictors(exported, tmp_path):
+    """The traced module's boxes are in the resized input's pixels (as defeat_trace.json says);
+    scaled by original / resized side they are Detectron2's ``DefaultPredictor`` boxes, on an image
+    the test size shrinks and one it enlarges."""
+    from detectron2.data import transforms as T
+    from detectron2.engine import DefaultPredictor
+
+    out = tmp_path / "student.ts"
+    load_tool("trace_student").main(
+        ["--config-file", RCNN, "--weights", exported[RCNN], "--output", str(out), *KEEP_ALL[RCNN]]
+    )
+    extra = {"defeat_trace.json": ""}
+    traced = torch.jit.load(str(out), _extra_files=extra)
+    info = json.loads(extra["defeat_trace.json"])
+    assert info["boxes"] == "x1, y1, x2, y2 in the pixels of the resized input"
+    resize = T.ResizeShortestEdge(64, 64)
+    assert info["test_resize"] == [repr(resize)]
+    cfg = make_cfg(RCNN, *KEEP_ALL[RCNN], "MODEL.WEIGHTS", exported[RCNN])
+    reference = DefaultPredictor(cfg)
+    for h, w in ((150, 260), (30, 44)):
+        bgr = deploy.random_image(h, w, seed=w)
+        image = deploy.prepare_image(bgr, [resize], "BGR")
+        new_h, new_w = image.shape[1:]
+        assert (new_h, new_w) != (h, w)
+        with torch.no_grad():
+            outputs = dict(zip(info["outputs"], traced(image)))
+        assert outputs["image_size"].tolist() == [new_h, new_w]
+        scale = torch.tensor([w / new_w, h / new_h, w / new_w, h / new_h])
+        expected = reference(np.ascontiguousarray(bgr))["instances"]
+        assert len(expected) > 0 and len(outputs["scores"]) == len(expected)
+        torch.testing.assert_close(outputs["pred_boxes"] * scale, expected.pred_boxes.tensor, atol=2e-3, rtol=1e-4)
