@@ -798,6 +798,46 @@ MUTANTS = [
         "",
         ("tests/analysis/test_trace.py", "-k", "scaled_back"),
     ),
+    Mutant(
+        "crowd_drawn_as_gt",
+        "predict.py --show-gt draws no crowd box (a region, not an object) and counts them",
+        "tools/predict.py",
+        'anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]',
+        'anns = list(record.get("annotations", []))',
+        ("tests/analysis/test_predict.py", "-k", "crowd"),
+    ),
+    Mutant(
+        "crowd_outside_warned",
+        "a crowd box outside its image is not reported as clipped (Detectron2 drops it)",
+        "projects/defeat/data/checks.py",
+        'if height is None or width is None or anno.get("iscrowd", 0):',
+        "if height is None or width is None:",
+        ("tests/data/test_crowd.py",),
+    ),
+    Mutant(
+        "crowd_boxes_usable",
+        "a dataset of crowd boxes only has no box to train on",
+        "projects/defeat/data/checks.py",
+        "    usable = total - zero - crowd",
+        "    usable = total - zero",
+        ("tests/data/test_crowd.py",),
+    ),
+    Mutant(
+        "crowd_category_not_empty",
+        "a category with crowd boxes only is an empty category (never trained)",
+        "projects/defeat/data/coco_json.py",
+        'if not anno.get("iscrowd", 0):\n            boxes_per_cat[anno["category_id"]] += 1',
+        'if True:\n            boxes_per_cat[anno["category_id"]] += 1',
+        ("tests/data/test_crowd.py",),
+    ),
+    Mutant(
+        "crowd_counted_in_stats",
+        "the dataset inspector counts no crowd box as an object",
+        "projects/defeat/analysis/dataset_stats.py",
+        'skipped["crowd"] += 1\n                continue',
+        'skipped["crowd"] += 1',
+        ("tests/data/test_crowd.py",),
+    ),
 ]
 
 

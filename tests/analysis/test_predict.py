@@ -451,3 +451,24 @@ def test_a_uniform_image_at_twice_and_half_the_test_size_gives_scaled_boxes(stud
     assert len(boxes[64]) > 0 and all(b.shape == boxes[64].shape for b in boxes.values())
     np.testing.assert_allclose(boxes[128], 2 * boxes[64], atol=0.03)  # the json rounds to 0.01 px
     np.testing.assert_allclose(boxes[32], 0.5 * boxes[64], atol=0.03)
+
+
+def test_show_gt_leaves_crowd_boxes_undrawn_and_counts_them(student, tmp_path, caplog):
+    """A crowd region (iscrowd 1) is not an object: --show-gt draws the image's object box and
+    nothing at the crowd box, and the log line counts it."""
+    weights = student[0]
+    json_file, images = write_coco(
+        str(tmp_path / "data"), num_images=1, boxes=lambda i: [(4, 4, 20, 20, 0), (36, 36, 24, 24, 1)]
+    )
+    data = json.load(open(json_file))
+    data["annotations"][1]["iscrowd"] = 1
+    json.dump(data, open(json_file, "w"))
+    dataset = ["--dataset", f"crowd_val={json_file}:{images}", "TEST.DETECTIONS_PER_IMAGE", 0]
+    plain = _run(*_base(weights, images, tmp_path / "plain", *dataset))
+    with caplog.at_level("INFO", logger="defeat.tools.predict"):
+        shown = _run(*_base(weights, images, tmp_path / "gt", "--show-gt", *dataset))
+    changed = np.any(cv2.imread(plain[0]) != cv2.imread(shown[0]), axis=2)
+    assert changed[2:27, 2:27].any()  # the object's dashed box
+    assert not changed[30:, 30:].any()  # nothing at the crowd region (36..60)
+    assert changed.sum() == changed[:30, :30].sum()
+    assert "0 detections (1 ground-truth boxes; 1 crowd boxes not drawn)" in caplog.text
