@@ -838,6 +838,22 @@ MUTANTS = [
         'skipped["crowd"] += 1',
         ("tests/data/test_crowd.py",),
     ),
+    Mutant(
+        "fresh_start_strict",
+        "a fresh start loads partial MODEL.WEIGHTS (e.g. ImageNet backbone only); only --resume is strict",
+        "projects/defeat/checkpoint.py",
+        'if getattr(self, "_resuming", False) and self.strict_resume:',
+        "if self.strict_resume:",
+        ("tests/engine/test_partial_weights.py", "-k", "fresh_start"),
+    ),
+    Mutant(
+        "resume_refusal_unnamed_file",
+        "a --resume refused for another model's checkpoint names that file",
+        "projects/defeat/checkpoint.py",
+        "the checkpoint {self._resume_file or self.save_dir} was",
+        "the checkpoint in {self.save_dir} was",
+        ("tests/engine/test_partial_weights.py", "-k", "refused"),
+    ),
 ]
 
 
