@@ -854,6 +854,38 @@ MUTANTS = [
         "the checkpoint in {self.save_dir} was",
         ("tests/engine/test_partial_weights.py", "-k", "refused"),
     ),
+    Mutant(
+        "trace_checks_first_image_only",
+        "the trace tool compares traced and eager detections on every check image",
+        "projects/defeat/analysis/deploy.py",
+        "        for image in images:",
+        "        for image in images[:1]:",
+        ("tests/analysis/test_trace.py", "-k", "three_checks"),
+    ),
+    Mutant(
+        "trace_check_not_mirrored",
+        "the trace tool's second check image is the sample mirrored",
+        "projects/defeat/analysis/deploy.py",
+        "np.ascontiguousarray(sample[:, ::-1])",
+        "np.ascontiguousarray(sample)",
+        ("tests/analysis/test_trace.py", "-k", "three_checks"),
+    ),
+    Mutant(
+        "trace_check_same_aspect",
+        "the trace tool's third check image has the other aspect ratio",
+        "projects/defeat/analysis/deploy.py",
+        "random_image(width, height, seed=seed)",
+        "random_image(height, width, seed=seed)",
+        ("tests/analysis/test_trace.py", "-k", "three_checks"),
+    ),
+    Mutant(
+        "trace_tool_sample_only",
+        "trace_student.py runs the mirrored and other-aspect checks, not only the sample",
+        "tools/trace_student.py",
+        "for im in (sample, *deploy.check_images(sample))",
+        "for im in (sample,)",
+        ("tests/analysis/test_trace.py", "-k", "three_checks"),
+    ),
 ]
 
 
