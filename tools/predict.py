@@ -10,7 +10,8 @@ Each image is written as ``<output>/<name>.png`` with its detections drawn
 sized to the image, on a box of their colour, kept inside the image; class names from
 ``--dataset``'s metadata, else from the config's first test or training set when its class
 names are known, else class indices); ``--show-gt`` adds the dataset's ground-truth boxes,
-dashed, in their class colour. All detections go to
+dashed, in their class colour (crowd boxes, ``iscrowd: 1``, are regions, not objects: counted in
+the log, not drawn). All detections go to
 ``<output>/predictions.json`` in Detectron2's COCO results format: a list of ``{"image_id",
 "category_id", "bbox": [x, y, width, height], "score"}`` plus ``"file_name"`` and ``"category"``;
 ``category_id`` is the dataset's own category id when the classes are known (``--dataset``),
@@ -120,7 +121,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--show-gt",
         action="store_true",
-        help="draw --dataset's ground-truth boxes too (dashed, in their class colour) for the images it lists",
+        help="draw --dataset's ground-truth boxes too (dashed, in their class colour; crowd boxes are not drawn) for "
+        "the images it lists",
     )
     p.add_argument(
         "--allow-random-weights",
@@ -312,16 +314,18 @@ def assign_image_ids(images: List[str], known: Dict[str, int]) -> Dict[str, int]
 
 
 def ground_truth(name: str, images: List[str], records: Optional[List[dict]] = None) -> Dict[str, Tuple]:
-    """``{real path of an input image: (boxes [M, 4] XYXY, class indices)}`` from dataset
-    ``name`` (its images matched by real path; ``records``: its dicts when already loaded);
-    refuses a dataset that lists none of ``images`` and says which inputs it does not list."""
+    """``{real path of an input image: (boxes [M, 4] XYXY, class indices, crowd boxes left out)}``
+    from dataset ``name`` (its images matched by real path; ``records``: its dicts when already
+    loaded); crowd boxes (``iscrowd``) are regions, not objects, and are not drawn, only counted.
+    Refuses a dataset that lists none of ``images`` and says which inputs it does not list."""
     by_path = {}
     for record in records if records is not None else DatasetCatalog.get(name):
-        anns = record.get("annotations", [])
+        anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
         by_path[os.path.realpath(record["file_name"])] = (
             np.array(boxes, dtype=np.float64).reshape(-1, 4),
             [int(a["category_id"]) for a in anns],
+            len(record.get("annotations", [])) - len(anns),
         )
     found = {os.path.realpath(p): by_path[os.path.realpath(p)] for p in images if os.path.realpath(p) in by_path}
     if not found:
@@ -437,7 +441,7 @@ def _predict_one(predictor, args, path, target, gt, classes, category_ids, image
         raise DataCheckError(f"cannot read image {path}")
     instances = predictor(image)["instances"].to("cpu")  # BGR in; it converts to INPUT.FORMAT
     instances = instances[instances.scores >= args.score_threshold]
-    gt_boxes, gt_classes = gt.get(os.path.realpath(path), (None, None))
+    gt_boxes, gt_classes, crowd = gt.get(os.path.realpath(path), (None, None, 0))
     drawn = draw_detections(
         convert_image_to_rgb(image, "BGR"),
         instances.pred_boxes.tensor.numpy(),
@@ -463,7 +467,8 @@ def _predict_one(predictor, args, path, target, gt, classes, category_ids, image
                 **({"category": classes[int(c)]} if classes else {}),
             }
         )
-    shown = f" ({len(gt_classes)} ground-truth boxes)" if gt_classes is not None else ""
+    shown = f" ({len(gt_classes)} ground-truth boxes" if gt_classes is not None else ""
+    shown += (f"; {crowd} crowd boxes not drawn)" if crowd else ")") if shown else ""
     logger.info("%s: %d detections%s -> %s", path, len(instances), shown, target)
     return out
 

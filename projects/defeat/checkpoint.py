@@ -236,6 +236,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir: str = "", *, strict_resume: bool = True, **kwargs):
         super().__init__(model, save_dir, **kwargs)
         self.strict_resume = strict_resume
+        self._resume_file = ""  # the checkpoint a resume is reading (named in a refusal)
 
     def _local(self) -> bool:
         return "://" not in self.save_dir
@@ -313,12 +314,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             changes.append("shapes: " + "; ".join(shapes[:6]) + (" ..." if len(shapes) > 6 else ""))
         if changes:
             raise ResumeError(
-                f"--resume: the checkpoint in {self.save_dir} was written by a different model than this "
-                "config builds (MODEL.DEFEAT.NECK.ADAPTER, NECK.IN_FEATURES, NECK.ENABLED, a width or depth of "
-                "the backbone, FPN or heads, or the architecture changed): "
+                f"--resume: the checkpoint {self._resume_file or self.save_dir} was written by a different model "
+                "than this config builds (MODEL.DEFEAT.NECK.ADAPTER, NECK.IN_FEATURES, NECK.ENABLED, a width or "
+                "depth of the backbone, FPN or heads, or the architecture changed): "
                 + " | ".join(changes)
                 + ". Resume with the run's own config "
-                "(its config.yaml), or start the changed run in a new OUTPUT_DIR"
+                "(its config.yaml), or start the changed run in a new output folder (OUTPUT_DIR; "
+                "train.output_dir in a LazyConfig)"
             )
 
     def resume_or_load(self, path: str, *, resume: bool = True):
@@ -345,7 +347,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             if not os.path.isfile(candidate):
                 skipped.append(f"{os.path.basename(candidate)} (missing)")
                 continue
-            self._resuming = True
+            self._resuming, self._resume_file = True, candidate
             try:
                 out = self.load(candidate)
             except _Unreadable as e:

@@ -388,3 +388,87 @@ def test_a_dataset_image_outside_its_image_root_is_refused(student, tmp_path):
     text = tool_exit("predict", *_base(weights, images, tmp_path / "o", "--dataset", f"escape={json_file}"))
     assert "dataset 'escape': image '" in text and "etc/x.png' resolves to" in text and "outside its image" in text
     assert not (tmp_path / "o").exists()
+
+
+# ---- images the test size resizes: detections in the original image's pixels ----
+
+
+def _default_predictor(weights, threshold=0.0):
+    """Detectron2's own ``DefaultPredictor`` on the tiny student's weights (an independent path:
+    its resize, its rescaling to the original image)."""
+    from detectron2.engine import DefaultPredictor
+
+    cfg = make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.WEIGHTS", weights)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
+    return DefaultPredictor(cfg)
+
+
+@pytest.mark.parametrize("config", ["tiny_base.yaml", "tiny_base.py"])
+def test_a_resized_image_gets_boxes_in_its_own_pixels_as_default_predictor(student, tmp_path, config):
+    from detectron2.data import transforms as T
+
+    from defeat.analysis.deploy import random_image
+
+    weights = student[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = {"large.png": (150, 260), "small.png": (30, 44)}  # (H, W); the test size is 64 px, 64 at most
+    for name, (h, w) in sizes.items():
+        cv2.imwrite(str(folder / name), random_image(h, w, seed=h))
+        resized = T.ResizeShortestEdge(64, 64).get_transform(np.zeros((h, w, 3), np.uint8))
+        assert (resized.new_h, resized.new_w) != (h, w)  # the test size resizes it
+    override = "MODEL.ROI_HEADS.NUM_CLASSES 2" if config.endswith(".yaml") else "model.roi_heads.num_classes=2"
+    argv = ["--config-file", f"{CONFIGS}/{config}", "--weights", weights, "--input", folder]
+    _run(*argv, "--output", tmp_path / "out", "--score-threshold", 0.0, *override.split())
+    dets = json.load(open(tmp_path / "out" / "predictions.json"))
+    reference = _default_predictor(weights)
+    for name, (h, w) in sizes.items():
+        got = [d for d in dets if os.path.basename(d["file_name"]) == name]
+        expected = reference(cv2.imread(str(folder / name)))["instances"]
+        assert len(got) == len(expected) > 0, name
+        boxes = np.array([d["bbox"] for d in got])  # XYWH in the json
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+        np.testing.assert_allclose(xyxy, expected.pred_boxes.tensor.numpy(), atol=0.02)
+        assert [d["category_id"] for d in got] == expected.pred_classes.tolist()
+        assert xyxy[:, [0, 2]].max() <= w + 1e-3 and xyxy[:, [1, 3]].max() <= h + 1e-3
+    large = np.array([d["bbox"] for d in dets if d["file_name"].endswith("large.png")])
+    assert (large[:, 0] + large[:, 2]).max() > 64  # beyond the resized image: the original's pixels
+
+
+def test_a_uniform_image_at_twice_and_half_the_test_size_gives_scaled_boxes(student, tmp_path):
+    """Independent of Detectron2's predictor: a uniform image resizes exactly, so the model sees
+    the same 64x64 input for 32x32, 64x64 and 128x128 originals, and their boxes must scale with
+    the original's side (x0.5, x1, x2)."""
+    weights = student[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for side in (32, 64, 128):
+        cv2.imwrite(str(folder / f"s{side}.png"), np.full((side, side, 3), (30, 120, 200), np.uint8))
+    _run(*_base(weights, folder, tmp_path / "out", "--score-threshold", 0.0))
+    dets = json.load(open(tmp_path / "out" / "predictions.json"))
+    boxes = {s: np.array([d["bbox"] for d in dets if d["file_name"].endswith(f"s{s}.png")]) for s in (32, 64, 128)}
+    assert len(boxes[64]) > 0 and all(b.shape == boxes[64].shape for b in boxes.values())
+    np.testing.assert_allclose(boxes[128], 2 * boxes[64], atol=0.03)  # the json rounds to 0.01 px
+    np.testing.assert_allclose(boxes[32], 0.5 * boxes[64], atol=0.03)
+
+
+def test_show_gt_leaves_crowd_boxes_undrawn_and_counts_them(student, tmp_path, caplog):
+    """A crowd region (iscrowd 1) is not an object: --show-gt draws the image's object box and
+    nothing at the crowd box, and the log line counts it."""
+    weights = student[0]
+    json_file, images = write_coco(
+        str(tmp_path / "data"), num_images=1, boxes=lambda i: [(4, 4, 20, 20, 0), (36, 36, 24, 24, 1)]
+    )
+    data = json.load(open(json_file))
+    data["annotations"][1]["iscrowd"] = 1
+    json.dump(data, open(json_file, "w"))
+    dataset = ["--dataset", f"crowd_val={json_file}:{images}", "TEST.DETECTIONS_PER_IMAGE", 0]
+    plain = _run(*_base(weights, images, tmp_path / "plain", *dataset))
+    with caplog.at_level("INFO", logger="defeat.tools.predict"):
+        shown = _run(*_base(weights, images, tmp_path / "gt", "--show-gt", *dataset))
+    changed = np.any(cv2.imread(plain[0]) != cv2.imread(shown[0]), axis=2)
+    assert changed[2:27, 2:27].any()  # the object's dashed box
+    assert not changed[30:, 30:].any()  # nothing at the crowd region (36..60)
+    assert changed.sum() == changed[:30, :30].sum()
+    assert "0 detections (1 ground-truth boxes; 1 crowd boxes not drawn)" in caplog.text

@@ -117,3 +117,103 @@ def test_prepare_image_resizes_and_converts_as_at_test_time():
     tensor = deploy.prepare_image(bgr, [T.ResizeShortestEdge(60, 100)], "RGB")
     assert tensor.shape == (3, 50, 100) and tensor.dtype == torch.float32  # 60 px short side, 100 px at most
     assert float(tensor[2].mean()) == 255.0 and float(tensor[0].mean()) == 0.0  # blue is the last RGB channel
+
+
+def test_traced_boxes_scaled_back_by_the_recorded_resize_are_default_predictors(exported, tmp_path):
+    """The traced module's boxes are in the resized input's pixels (as defeat_trace.json says);
+    scaled by original / resized side they are Detectron2's ``DefaultPredictor`` boxes, on an image
+    the test size shrinks and one it enlarges."""
+    from detectron2.data import transforms as T
+    from detectron2.engine import DefaultPredictor
+
+    out = tmp_path / "student.ts"
+    load_tool("trace_student").main(
+        ["--config-file", RCNN, "--weights", exported[RCNN], "--output", str(out), *KEEP_ALL[RCNN]]
+    )
+    extra = {"defeat_trace.json": ""}
+    traced = torch.jit.load(str(out), _extra_files=extra)
+    info = json.loads(extra["defeat_trace.json"])
+    assert info["boxes"] == "x1, y1, x2, y2 in the pixels of the resized input"
+    resize = T.ResizeShortestEdge(64, 64)
+    assert info["test_resize"] == [repr(resize)]
+    cfg = make_cfg(RCNN, *KEEP_ALL[RCNN], "MODEL.WEIGHTS", exported[RCNN])
+    reference = DefaultPredictor(cfg)
+    for h, w in ((150, 260), (30, 44)):
+        bgr = deploy.random_image(h, w, seed=w)
+        image = deploy.prepare_image(bgr, [resize], "BGR")
+        new_h, new_w = image.shape[1:]
+        assert (new_h, new_w) != (h, w)
+        with torch.no_grad():
+            outputs = dict(zip(info["outputs"], traced(image)))
+        assert outputs["image_size"].tolist() == [new_h, new_w]
+        scale = torch.tensor([w / new_w, h / new_h, w / new_w, h / new_h])
+        expected = reference(np.ascontiguousarray(bgr))["instances"]
+        assert len(expected) > 0 and len(outputs["scores"]) == len(expected)
+        torch.testing.assert_close(outputs["pred_boxes"] * scale, expected.pred_boxes.tensor, atol=2e-3, rtol=1e-4)
+
+
+CHECKS = ("the sample", "the sample mirrored", "another aspect ratio")
+
+
+@pytest.mark.parametrize("wrong", [None, *range(len(CHECKS))])
+def test_each_of_the_three_checks_runs_and_refuses_a_traced_model_wrong_on_its_image(
+    exported, tmp_path, monkeypatch, wrong
+):
+    """The tool compares the traced and the eager student on the sample, the sample mirrored and an
+    image of the other aspect ratio: a traced module whose boxes are off on only one of them is
+    refused (nothing written), naming that image's size."""
+    import cv2
+    from detectron2.data import transforms as T
+
+    tool = load_tool("trace_student")
+    sample = deploy.random_image(60, 80, seed=5)  # 60x80 (HxW) -> 48x64 at the test size
+    cv2.imwrite(str(tmp_path / "sample.png"), sample)
+    resize = [T.ResizeShortestEdge(64, 64)]
+    expected = [
+        deploy.prepare_image(sample, resize),
+        deploy.prepare_image(np.ascontiguousarray(sample[:, ::-1]), resize),
+    ]
+    seen, real_trace = [], deploy.trace
+
+    def trace(model, image):
+        traced, adapter = real_trace(model, image)
+        assert torch.equal(image, expected[0])  # traced on the sample
+
+        def run(x):
+            seen.append(x.clone())
+            boxes, *rest = traced(x)
+            off = wrong is not None and len(seen) == wrong + 1
+            return (boxes + 5.0 if off else boxes, *rest)
+
+        return run, adapter
+
+    monkeypatch.setattr(deploy, "trace", trace)
+    monkeypatch.setattr(torch.jit, "save", lambda module, f, _extra_files=None: f.write(b"traced"))
+    out = tmp_path / "student.ts"
+    argv = [
+        "--config-file",
+        RCNN,
+        "--weights",
+        exported[RCNN],
+        "--output",
+        str(out),
+        "--image",
+        str(tmp_path / "sample.png"),
+    ]
+    if wrong is None:
+        report = tool.main([*argv, *KEEP_ALL[RCNN]])["report"]
+        assert [r["size"] for r in report] == [(48, 64), (48, 64), (64, 48)] and all(r["detections"] for r in report)
+        assert out.read_bytes() == b"traced"
+    else:
+        with pytest.raises(
+            SystemExit, match=r"differ from the eager model's on a (\d+)x(\d+) image: boxes by up to 5 px"
+        ) as e:
+            tool.main([*argv, *KEEP_ALL[RCNN]])
+        assert ("64x48" if wrong == 2 else "48x64") in str(e.value) and "nothing written" in str(e.value)
+        assert not out.exists() and len(seen) == wrong + 1  # stopped at the wrong one
+    # The three images compared: the sample, its mirror, and one of the other aspect ratio.
+    assert torch.equal(seen[0], expected[0])
+    if len(seen) > 1:
+        assert torch.equal(seen[1], expected[1]) and not torch.equal(seen[1], seen[0])
+    if len(seen) > 2:
+        assert seen[2].shape[1:] == (64, 48)

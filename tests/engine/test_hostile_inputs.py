@@ -314,7 +314,8 @@ def test_placeholder_category_gets_advice_that_fits(tmp_path):
     data = json.load(open(json_file))
     data["categories"].insert(0, {"id": 0, "name": "objects"})
     json.dump(data, open(json_file, "w"))
-    with pytest.raises(DataCheckError, match=r"objects has no boxes at all, like the placeholder category.*remove it"):
+    advice = r"objects has no boxes to train on \(none, or crowd boxes only\), like the placeholder.*remove it"
+    with pytest.raises(DataCheckError, match=advice):
         _setup(
             "train_net",
             f"{CONFIGS}/tiny_base.yaml",

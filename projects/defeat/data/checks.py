@@ -68,8 +68,10 @@ def check_dataset_boxes(
         dataset_name: named in the messages.
         max_listed: how many offending boxes the warning lists (the total is always given).
         tolerance: pixels a box may extend past the image border without a warning.
+    Crowd boxes (``iscrowd``) are checked for malformed coordinates only: Detectron2's mapper drops
+    them while training, so one outside its image is not clipped into a wrong region.
     Returns:
-        The number of boxes that extend outside their image.
+        The number of (non-crowd) boxes that extend outside their image.
     Raises:
         ValueError: a box has a non-finite coordinate, ``x2 < x1`` or ``y2 < y1``; the message
             names the first such image and box, and how many there are.
@@ -104,7 +106,7 @@ def check_dataset_boxes(
                     f"({BoxMode(anno['bbox_mode']).name}) -> XYXY [{x1}, {y1}, {x2}, {y2}]"
                 )
                 continue
-            if height is None or width is None:
+            if height is None or width is None or anno.get("iscrowd", 0):
                 continue
             if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
                 image_has_outside = True

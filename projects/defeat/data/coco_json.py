@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CocoSummary:
     """What the checks found in a COCO json: class names in Detectron2's order (sorted by
-    category id), the category ids, and the categories without any box (placeholders)."""
+    category id), the category ids, and the categories without any box to train on (placeholders,
+    or categories with crowd boxes only: Detectron2 drops crowd boxes while training)."""
 
     json_file: str
     classes: List[str]
@@ -161,7 +162,8 @@ def check_coco_json(json_file: str, dataset_name: str = "", needs_masks: bool = 
                 f"{where}: {label} has category_id {anno.get('category_id')!r}, which is not among the "
                 f"categories (ids {sorted(cats)}); add the category or fix the annotation"
             )
-        boxes_per_cat[anno["category_id"]] += 1
+        if not anno.get("iscrowd", 0):
+            boxes_per_cat[anno["category_id"]] += 1
         if anno.get("segmentation"):
             with_masks += 1
         elif not anno.get("iscrowd", 0):

@@ -71,8 +71,8 @@ def _count_error(name: str, classes: List[str], empty: List[str], num: int, key:
     if empty and len(classes) - len(empty) == num:
         return DataCheckError(
             f"{what} dataset {name!r} has {len(classes)} categories ({_shown(classes)}) but the model "
-            f"{num} ({key}); {_shown(empty)} has no boxes at all, like the placeholder category some "
-            "labelling tools export: remove it from the json's categories (or set "
+            f"{num} ({key}); {_shown(empty)} has no boxes to train on (none, or crowd boxes only), like the "
+            "placeholder category some labelling tools export: remove it from the json's categories (or set "
             f"{key} to {len(classes)} and keep a class that is never trained)"
         )
     if what == "test":
@@ -110,7 +110,8 @@ def check_datasets(
             raise _count_error(name, classes, empty, num, key, "training")
         if empty:
             logger.warning(
-                "dataset %r: categories %s have no boxes; the model keeps a class for each that is never trained",
+                "dataset %r: categories %s have no boxes to train on (none, or crowd boxes only, which Detectron2 "
+                "drops while training); the model keeps a class for each that is never trained",
                 name,
                 _shown(empty),
             )
