@@ -3,23 +3,30 @@
 
     .venv/bin/python tests/mutants.py                 # every mutant
     .venv/bin/python tests/mutants.py resume_shapes ddp_no_average   # some of them
-    .venv/bin/python tests/mutants.py --list
+    .venv/bin/python tests/mutants.py --list          # the mutants, stale ones marked
+    .venv/bin/python tests/mutants.py --check         # only whether every mutant still applies
 
 Not part of ``make test`` (it runs the selected tests once per mutant, about 15 minutes in all).
 The copy is ``git worktree add --detach`` of HEAD in a temporary folder (uncommitted changes are
-not in it); each mutant replaces one exact piece of source text (the script stops if that text is
-gone, so the list cannot rot silently), runs its tests with the copy's package first on the path,
-and is restored. A mutant is *killed* when at least one of its tests fails. Exit status 1 if any
-mutant survives.
+not in it); each mutant replaces one exact piece of source text, runs its tests with the copy's
+package first on the path, and is restored. A mutant is *killed* when at least one of its tests
+fails. Exit status 1 if any mutant survives.
+
+The list cannot rot silently: :func:`problems` (run before any mutant, by ``--check`` and ``--list``,
+and by ``tests/test_mutants_current.py`` in the regular suite) reports a mutant whose file is gone,
+whose text does not occur exactly once, whose test files or ``::`` tests are gone, or whose ``-k``
+expression names no test of its files; a run whose tests select nothing counts as survived.
 """
 
 import argparse
+import ast
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
-from typing import NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,12 +134,12 @@ MUTANTS = [
         "projects/defeat/modeling/meta_arch/common.py",
         'object.__setattr__(self, "teacher", teacher)',
         "self.teacher = teacher",
-        ("tests/modeling/test_model.py", "tests/engine/test_checkpoint.py"),
+        ("tests/modeling/test_model.py", "tests/test_checkpoint.py"),
     ),
     Mutant(
         "resume_shapes_adapters_only",
         "resume into another model refused (every shape, not only the adapters')",
-        "projects/defeat/engine/checkpoint.py",
+        "projects/defeat/checkpoint.py",
         'if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)',
         'if k.startswith("distiller.") and k in theirs and tuple(theirs[k].shape) != tuple(v.shape)',
         ("tests/engine/test_resume.py",),
@@ -140,7 +147,7 @@ MUTANTS = [
     Mutant(
         "resume_keys_adapters_only",
         "resume into a model with other tensors refused (depth, heads)",
-        "projects/defeat/engine/checkpoint.py",
+        "projects/defeat/checkpoint.py",
         "            kd = sorted(keys)",
         '            kd = sorted(k for k in keys if k.startswith("distiller."))',
         ("tests/engine/test_resume.py",),
@@ -148,7 +155,7 @@ MUTANTS = [
     Mutant(
         "resume_config_not_restored",
         "a refused resume leaves config.yaml as it was",
-        "projects/defeat/engine/checkpoint.py",
+        "projects/defeat/checkpoint.py",
         "        if old is not None:\n            atomic_write(path, lambda f: f.write(old))",
         "        if False:\n            pass",
         ("tests/engine/test_resume.py",),
@@ -156,10 +163,10 @@ MUTANTS = [
     Mutant(
         "checkpoint_not_atomic",
         "checkpoints written atomically (temporary file, then rename)",
-        "projects/defeat/engine/checkpoint.py",
+        "projects/defeat/checkpoint.py",
         ("        with open(tmp, mode) as f:", "        os.replace(tmp, path)\n"),
         ("        with open(path, mode) as f:", "\n"),
-        ("tests/engine/test_checkpoint.py",),
+        ("tests/test_checkpoint.py",),
     ),
     Mutant(
         "ddp_no_average",
@@ -180,34 +187,34 @@ MUTANTS = [
     Mutant(
         "data_classes_unchecked",
         "dataset categories checked against NUM_CLASSES",
-        "projects/defeat/engine/data_checks.py",
+        "projects/defeat/data/checks.py",
         "    if len(classes) != num_classes:",
         "    if False:",
-        ("tests/engine/test_data_checks.py",),
+        ("tests/data/test_checks.py",),
     ),
     Mutant(
         "data_zero_boxes_unchecked",
         "a dataset with no usable box refused",
-        "projects/defeat/engine/data_checks.py",
+        "projects/defeat/data/checks.py",
         "    if usable == 0:",
         "    if False:",
-        ("tests/engine/test_data_checks.py",),
+        ("tests/data/test_checks.py",),
     ),
     Mutant(
         "predict_into_inputs",
         "predict.py never writes into its input folder",
         "tools/predict.py",
-        "    if out_dir == input_dir:",
-        "    if False:",
-        ("tests/analysis/test_predict.py",),
+        'folders = {"input folder (--input)": input_dir}',
+        "folders = {}",
+        ("tests/analysis/test_predict.py", "-k", "never_writes_into_the_input_folder"),
     ),
     Mutant(
         "predict_random_weights",
         "predict.py refuses weights that leave tensors random",
         "tools/predict.py",
-        "        if (found is None or missing) and not allow_random:",
-        "        if False:",
-        ("tests/analysis/test_predict.py",),
+        'load_weights_strictly(model, weights, "--weights", allow_random=allow_random)',
+        'load_weights_strictly(model, weights, "--weights", allow_random=True)',
+        ("tests/analysis/test_predict.py", "-k", "refuses_random_weights"),
     ),
     Mutant(
         "nonfinite_unexplained",
@@ -237,7 +244,7 @@ MUTANTS = [
         "head_all_objects",
         "head KL split by the RoI labels (background RoIs in the background term)",
         "projects/defeat/modeling/meta_arch/mixin.py",
-        "is_object = (labels >= 0) & (labels < self.roi_heads.num_classes)",
+        "is_object = (labels >= 0) & (labels < k)",
         "is_object = labels >= 0",
         ("tests/modeling/test_model.py", "tests/modeling/test_mixin.py"),
     ),
@@ -245,7 +252,7 @@ MUTANTS = [
         "dense_all_objects",
         "RetinaNet head KL: matched anchors are objects, the rest background",
         "projects/defeat/modeling/meta_arch/dense.py",
-        "is_object = valid & (labels.flatten() != self.num_classes)",
+        "is_object = valid & (labels != self.num_classes)",
         "is_object = valid",
         ("tests/modeling/test_retinanet.py",),
     ),
@@ -292,7 +299,7 @@ MUTANTS = [
     Mutant(
         "coco_duplicate_ids",
         "two images with one id are refused",
-        "projects/defeat/engine/coco_json.py",
+        "projects/defeat/data/coco_json.py",
         'if img["id"] in by_id:',
         "if False:",
         ("tests/engine/test_hostile_inputs.py", "-k", "duplicate_image_ids or malformed_json"),
@@ -300,7 +307,7 @@ MUTANTS = [
     Mutant(
         "coco_bbox_types",
         "a bbox must be four finite numbers",
-        "projects/defeat/engine/coco_json.py",
+        "projects/defeat/data/coco_json.py",
         "or not all(_number(v) for v in bbox)",
         "or False",
         ("tests/engine/test_hostile_inputs.py", "-k", "string_bbox or malformed_json"),
@@ -317,7 +324,7 @@ MUTANTS = [
     Mutant(
         "exif_orientation",
         "an image's size is checked after its EXIF orientation",
-        "projects/defeat/engine/data_checks.py",
+        "projects/defeat/data/checks.py",
         "shown = (size[1], size[0]) if orientation in _SWAPPING_ORIENTATIONS else size",
         "shown = size",
         ("tests/engine/test_hostile_inputs.py", "-k", "exif"),
@@ -325,7 +332,7 @@ MUTANTS = [
     Mutant(
         "strict_eval_weights",
         "weights that leave tensors random are refused for evaluation and prediction",
-        "projects/defeat/engine/checkpoint.py",
+        "projects/defeat/checkpoint.py",
         "        if not allow_random:\n            raise WeightsError(message)",
         "        if False:\n            raise WeightsError(message)",
         ("tests/engine/test_hostile_inputs.py", "-k", "eval_only_with or strict_loading"),
@@ -333,8 +340,8 @@ MUTANTS = [
     Mutant(
         "teacher_ap_other_checkpoint",
         "the teacher's AP is only shown for the weights it was measured on",
-        "projects/defeat/modeling/teacher.py",
-        '        rows = [r for r in rows if r.get("iteration") == iteration]',
+        "projects/defeat/engine/metrics_file.py",
+        "        rows = at or after",
         "        pass",
         ("tests/analysis/test_hostile_tools.py", "-k", "teacher_ap or teacher_log"),
     ),
@@ -914,6 +921,198 @@ MUTANTS = [
 ]
 
 
+def _pairs(m: Mutant) -> List[Tuple[str, str]]:
+    """``(old, new)`` text pairs of ``m``, in the order they are applied."""
+    if isinstance(m.old, tuple) or isinstance(m.new, tuple):
+        if not (isinstance(m.old, tuple) and isinstance(m.new, tuple) and len(m.old) == len(m.new)):
+            raise ValueError("old and new must both be texts or tuples of the same length")
+        return list(zip(m.old, m.new))
+    return [(m.old, m.new)]
+
+
+def mutate(text: str, m: Mutant) -> str:
+    """``text`` (the contents of ``m.path``) with each old text of ``m`` replaced by its new one.
+
+    Raises:
+        ValueError: an old text that does not occur exactly once (in the text as mutated so far),
+            is empty, or equals its new text (a mutant that changes nothing).
+    """
+    for old, new in _pairs(m):
+        if not isinstance(old, str) or not isinstance(new, str) or not old:
+            raise ValueError(f"old and new must be texts, old non-empty: {old!r} -> {new!r}")
+        if old == new:
+            raise ValueError(f"its new text equals the old one: {old!r}")
+        if text.count(old) != 1:
+            raise ValueError(f"the text to mutate occurs {text.count(old)} times in {m.path}: {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def _is_path(arg: str) -> bool:
+    return arg.startswith("tests/") or arg.split("::")[0].endswith(".py")
+
+
+def _literal(node: ast.AST) -> bool:
+    """Whether ``node`` is a constant or a list/tuple of literals (a parametrize id known statically)."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return all(_literal(e) for e in node.elts)
+    return isinstance(node, ast.Constant)
+
+
+def _decorator_keywords(func: ast.AST) -> Tuple[Set[str], bool]:
+    """Marker names (``@pytest.mark.NAME``), parametrize argument names and the string constants of
+    a test's decorators (parametrize values and ids: parts of its test ids), and whether some
+    parametrize ids are only known when the module runs (values or ``ids`` computed)."""
+    found, dynamic = set(), False
+    for dec in getattr(func, "decorator_list", []):
+        for node in ast.walk(dec):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "mark":
+                found.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+        call = dec if isinstance(dec, ast.Call) else None
+        if call is not None and isinstance(call.func, ast.Attribute) and call.func.attr == "parametrize":
+            values = call.args[1] if len(call.args) > 1 else None
+            ids = next((k.value for k in call.keywords if k.arg == "ids"), None)
+            computed = (ids is not None and not _literal(ids)) or (values is not None and not _literal(values))
+            dynamic = dynamic or computed
+    return found, dynamic
+
+
+class KeywordSet(NamedTuple):
+    """What ``-k`` matches one test against: ``names`` (its function name, class, module file name,
+    markers, parametrize values) and, when its parametrize ids are computed at run time, ``source``
+    (the text of its file, standing in for those ids); else ``source`` is empty."""
+
+    names: Set[str]
+    source: str
+
+    def matches(self, word: str) -> bool:
+        """pytest's rule: a case-insensitive substring of one of the names (or of the source)."""
+        word = word.lower()
+        return any(word in n.lower() for n in self.names) or word in self.source.lower()
+
+
+def keywords_of_tests(path: str) -> Dict[str, KeywordSet]:
+    """The tests of the file ``path`` as ``{node id below the file: KeywordSet}``. Raises
+    OSError/SyntaxError as ``open`` and ``ast.parse`` do."""
+    with open(path) as f:
+        source = f.read()
+    tree = ast.parse(source, path)
+    module = os.path.basename(path)
+    found = {}
+
+    def visit(body, parents):
+        for node in body:
+            if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                visit(node.body, parents + [node])
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+                names, dynamic = _decorator_keywords(node)
+                names |= {module, node.name}
+                for parent in parents:
+                    more, also = _decorator_keywords(parent)
+                    names |= {parent.name} | more
+                    dynamic = dynamic or also
+                node_id = "::".join([p.name for p in parents] + [node.name])
+                found[node_id] = KeywordSet(names, source if dynamic else "")
+
+    visit(tree.body, [])
+    return found
+
+
+_K_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_K_OPERATORS = ("(", ")", "and", "or", "not")
+
+
+def _k_selects(expression: str, keywords: Sequence[KeywordSet]) -> Tuple[List[str], bool]:
+    """The words of a ``-k`` expression that match no test of ``keywords``, and whether the
+    expression selects at least one of them. Raises ValueError for an expression that is not
+    and/or/not of words."""
+    tokens = _K_TOKEN.findall(expression)
+    words = [t for t in tokens if t not in _K_OPERATORS]
+    unmatched = [w for w in words if not any(k.matches(w) for k in keywords)]
+    selected = False
+    for k in keywords:
+        python = " ".join(t if t in _K_OPERATORS else str(k.matches(t)) for t in tokens)
+        try:
+            value = eval(python, {"__builtins__": {}}, {})  # only True/False/and/or/not/parentheses
+        except SyntaxError as e:
+            raise ValueError(f"-k {expression!r} is not an expression of words with and/or/not") from e
+        selected = selected or bool(value)
+    return unmatched, selected
+
+
+def _test_problems(m: Mutant, repo: str) -> List[str]:
+    """What is stale in the test arguments of ``m`` (files, ``::`` tests, ``-k`` expressions)."""
+    out = []
+    files = [a for a in m.tests if _is_path(a)]
+    if not files:
+        return [f"{m.name}: its test arguments name no test file: {m.tests}"]
+    keywords: List[KeywordSet] = []
+    for arg in files:
+        path, *node = arg.split("::")
+        full = os.path.join(repo, path)
+        if not os.path.isfile(full):
+            out.append(f"{m.name}: test file {path} does not exist")
+            continue
+        try:
+            tests = keywords_of_tests(full)
+        except (OSError, SyntaxError) as e:
+            out.append(f"{m.name}: cannot read test file {path}: {e}")
+            continue
+        if node:
+            wanted = "::".join(n.split("[")[0] for n in node)
+            chosen = {k: v for k, v in tests.items() if k == wanted or k.startswith(wanted + "::")}
+            if not chosen:
+                out.append(f"{m.name}: {path} has no test {wanted}")
+            tests = chosen
+        keywords.extend(tests.values())
+    args = list(m.tests)
+    for i, arg in enumerate(args):
+        if arg != "-k":
+            continue
+        if i + 1 >= len(args):
+            out.append(f"{m.name}: -k without an expression")
+            continue
+        try:
+            unmatched, selected = _k_selects(args[i + 1], keywords)
+        except ValueError as e:
+            out.append(f"{m.name}: {e}")
+            continue
+        if unmatched:
+            out.append(f"{m.name}: -k {args[i + 1]!r}: {unmatched} name no test of {files}")
+        elif not selected:
+            out.append(f"{m.name}: -k {args[i + 1]!r} selects no test of {files}")
+    return out
+
+
+def problems(mutants: Optional[Sequence[Mutant]] = None, repo: Optional[str] = None) -> List[str]:
+    """Every way in which ``mutants`` (default: :data:`MUTANTS`) no longer fit the sources under
+    ``repo`` (default: this repository), one line each (empty: all current): duplicate names, a
+    file that is gone, an old text that does not occur exactly once or equals its new text, a test
+    file or ``::`` test that is gone, a ``-k`` word that names no test of the mutant's test files."""
+    mutants = MUTANTS if mutants is None else mutants
+    repo = REPO if repo is None else repo
+    out = []
+    seen: Set[str] = set()
+    for m in mutants:
+        if m.name in seen:
+            out.append(f"{m.name}: two mutants have this name")
+        seen.add(m.name)
+        path = os.path.join(repo, m.path)
+        if not os.path.isfile(path):
+            out.append(f"{m.name}: {m.path} does not exist")
+        else:
+            with open(path) as f:
+                text = f.read()
+            try:
+                mutate(text, m)
+            except ValueError as e:
+                out.append(f"{m.name}: {e}")
+        out.extend(_test_problems(m, repo))
+    return out
+
+
 def _run_tests(copy: str, tests, timeout: int) -> Tuple[bool, str]:
     env = dict(
         os.environ,
@@ -926,39 +1125,47 @@ def _run_tests(copy: str, tests, timeout: int) -> Tuple[bool, str]:
     except subprocess.TimeoutExpired:
         return True, "timed out (counted as killed)"
     failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED tests/", "ERROR tests/"))]
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-300:]
+    # 5: no test collected; 4: a usage error (a test file not found, a bad -k), unless the package no
+    # longer imports (the conftest imports it): neither is a failing test
+    if proc.returncode == 5 or (proc.returncode == 4 and "ImportError while loading conftest" not in proc.stderr):
+        return False, f"no test ran (pytest exit status {proc.returncode}): {summary}"
     return proc.returncode != 0, (failed[0] if failed else summary)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help="mutants to run (default: all)")
-    p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--list", action="store_true", help="list the mutants (stale ones marked) and exit")
+    p.add_argument("--check", action="store_true", help="report stale mutants without running any (exit 1 if any)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per mutant's tests")
     args = p.parse_args(argv)
     known = {m.name: m for m in MUTANTS}
-    if args.list:
-        for m in MUTANTS:
-            print(f"{m.name:28s} {m.promise}  [{m.path}; {' '.join(m.tests)}]")
-        return 0
     unknown = [n for n in args.names if n not in known]
     if unknown:
         p.error(f"unknown mutants {unknown}; see --list")
     chosen = [known[n] for n in args.names] if args.names else MUTANTS
+    stale = problems()
+    if args.list:
+        for m in MUTANTS:
+            mark = "STALE " if any(line.startswith(f"{m.name}: ") for line in stale) else ""
+            print(f"{mark}{m.name:28s} {m.promise}  [{m.path}; {' '.join(m.tests)}]")
+    if args.list or args.check:
+        print("\n".join(stale) if stale else f"all {len(MUTANTS)} mutants apply to the current sources")
+        return 1 if stale else 0
     survivors = []
     with tempfile.TemporaryDirectory(prefix="defeat-mutants-") as tmp:
         copy = os.path.join(tmp, "repo")
         subprocess.run(["git", "worktree", "add", "--detach", copy, "HEAD"], cwd=REPO, check=True, capture_output=True)
         try:
+            stale = problems(chosen, repo=copy)  # against the committed sources that are mutated
+            if stale:
+                raise SystemExit("stale mutants (fix tests/mutants.py; commit first):\n" + "\n".join(stale))
             for m in chosen:
                 path = os.path.join(copy, m.path)
-                original = open(path).read()
-                olds, news = (m.old, m.new) if isinstance(m.old, tuple) else ((m.old,), (m.new,))
-                mutated = original
-                for old, new in zip(olds, news):
-                    if mutated.count(old) != 1:
-                        raise SystemExit(f"{m.name}: the text to mutate occurs {mutated.count(old)} times in {m.path}")
-                    mutated = mutated.replace(old, new)
+                with open(path) as f:
+                    original = f.read()
+                mutated = mutate(original, m)
                 with open(path, "w") as f:
                     f.write(mutated)
                 t0 = time.time()
