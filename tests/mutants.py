@@ -284,7 +284,7 @@ MUTANTS = [
     Mutant(
         "trailing_options",
         "options after the config overrides are options",
-        "projects/defeat/engine/script.py",
+        "projects/defeat/engine/arguments.py",
         "    if flags:\n",
         "    if False:\n",
         ("tests/engine/test_hostile_inputs.py", "-k", "after_the_overrides"),
@@ -561,8 +561,8 @@ MUTANTS = [
         "entry_point_unwrapped",
         "every entry point goes through run_entry_point",
         "tools/predict.py",
-        'run_entry_point(main, script="predict.py")',
-        "main()",
+        'run_entry_point(main, ARGS, script="predict.py")',
+        "main(ARGS)",
         ("tests/engine/test_run_transaction.py", "-k", "every_entry_point"),
     ),
     Mutant(
