@@ -1,9 +1,9 @@
 """Every command answers ``--help``, a bad argument and a missing file before its heavy imports.
 
 Each case runs the real command line in a process of its own, with a ``sitecustomize`` that makes
-an import of torch, Detectron2, torchvision, fvcore or matplotlib (and of numpy and OpenCV, but
-for the two commands that read the demo dataset's names) fail and records it: a heavy import put
-back at the top of a script, or into a module its parser imports, fails the case. Then the
+an import of torch, Detectron2, torchvision, fvcore, matplotlib, numpy or OpenCV fail and records
+it: a heavy import put back at the top of a script, or into a module its parser imports, fails
+the case. Then the
 package's waiting start itself: a light start imports no torch and registers everything on first
 use, and ``python -m`` of another package that imports ``defeat`` registers at once.
 """
@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import REPO
 
-HEAVY = ("torch", "detectron2", "torchvision", "fvcore", "matplotlib")
-ARRAYS = ("numpy", "cv2")  # the demo dataset's package (its names) imports these
+HEAVY = ("torch", "detectron2", "torchvision", "fvcore", "matplotlib", "numpy", "cv2")
 
 BLOCKER = """
 import os, sys
@@ -115,21 +114,17 @@ CASES = [
     (["-m", "defeat.demo.data"], ["--dataset", "cats"], 2, "argument --dataset: invalid choice: 'cats'"),
 ]
 
-READ_DEMO_NAMES = ("benchmarks/accuracy.py", "defeat.demo.data")  # import numpy and OpenCV, not torch
 
-
-def _run_blocked(command, args, folder, blocked=None):
+def _run_blocked(command, args, folder):
     """Run ``python COMMAND ARGS`` from the repository root with the blocker; returns
     ``(exit status, stdout + stderr, the blocked imports it tried)``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(BLOCKER)
     log = folder / "blocked.txt"
-    if blocked is None:
-        blocked = HEAVY if any(name in command for name in READ_DEMO_NAMES) else HEAVY + ARRAYS
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(folder), os.path.join(REPO, "projects")]),
-        "DEFEAT_TEST_BLOCKED": ",".join(blocked),
+        "DEFEAT_TEST_BLOCKED": ",".join(HEAVY),
         "DEFEAT_TEST_BLOCKED_LOG": str(log),
     }
     env.pop("DEFEAT_COCO_DATASETS", None)

@@ -3,7 +3,7 @@
 Importing this package registers the DeFeat meta-architectures in ``META_ARCH_REGISTRY`` and
 the slim backbones in ``BACKBONE_REGISTRY``, and changes nothing else in the process (no warning
 or log filters, no import hooks; this repository's scripts opt into quiet logs with
-``defeat.engine.quiet.quiet_logs``).
+``defeat.engine.quiet.load_defeat``).
 
 One exception, so that the repository's own commands answer ``--help`` and argument errors
 before torch is imported (which takes seconds): when ``python -m defeat``, ``python -m
@@ -46,7 +46,8 @@ __all__ = [
     "DeFeatFCOS",
 ]
 
-# The modules run by ``python -m`` that start light (they call finish_import after parsing).
+# The modules run by ``python -m`` that start light: the commands that use the models call
+# finish_import once their arguments are read; the demo data's generator never needs torch.
 LIGHT_COMMANDS = ("defeat", "defeat.demo", "defeat.demo.data")
 LIGHT_START_FLAG = "DEFEAT_LIGHT_START"  # the ``__main__`` global of a script that starts light
 
