@@ -79,7 +79,6 @@ if __name__ == "__main__":  # --help, a bad argument, a missing file: answered b
 load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
 
 # isort: split
-
 from defeat.analysis.export import (
     ExportError,
     check_export_classes,
