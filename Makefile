@@ -15,7 +15,8 @@ $(STAMP): requirements.txt setup.cfg setup.py pyproject.toml
 	  base=$$(PYENV_VERSION=$(PYTHON_VERSION) pyenv which python 2>/dev/null || command -v python3.10); \
 	  test -n "$$base" || { echo "Python 3.10 not found (install it with pyenv: pyenv install $(PYTHON_VERSION))"; exit 1; }; \
 	  $$base -m venv $(VENV); }
-	# --no-compile: byte-compile on first import, only what is imported (a third of pip's CPU time)
+	# --no-compile: byte-compile on first import, only what is imported (a third of pip's CPU time;
+	# docs/performance.md#start-up: about 5 s once for torch + Detectron2, 30 s for all of site-packages)
 	$(PY) -m pip install -q --no-compile -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)

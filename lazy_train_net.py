@@ -23,12 +23,16 @@ mapping for a mapping, text for text: quote a number meant as text, ``key='5'``)
 ``model.num_classes``) before training.
 """
 
-import warnings
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+from defeat.engine.arguments import parse_command_line
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_command_line, script="lazy_train_net.py")  # train_net.py's options
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
 
 # isort: split
 from detectron2.engine import default_setup
@@ -36,10 +40,9 @@ from detectron2.engine import default_setup
 from defeat.analysis.evaluation import evaluate_weights, lazy_test
 from defeat.config.files import OverrideError, check_overrides, num_classes  # noqa: F401 (kept public here)
 from defeat.config.files import load_config as load_config_file
-from defeat.engine.entry import run_entry_point
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
-from defeat.engine.script import (
+from defeat.engine.script import (  # noqa: F401 (parse_args: kept public)
     hold_log_records,
     hold_output_dir,
     launch_main,
@@ -103,4 +106,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run_entry_point(lambda: launch_main(main, parse_args()), script="lazy_train_net.py")  # train_net.py's options
+    run_entry_point(launch_main, main, ARGS, script="lazy_train_net.py")

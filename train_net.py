@@ -12,12 +12,16 @@
 (``defeat.data.checks``; ``--check-images`` sets how thoroughly the images are read).
 """
 
-import warnings
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+from defeat.engine.arguments import parse_command_line
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_command_line, script="train_net.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
 
 # isort: split
 import detectron2.utils.comm as comm
@@ -29,7 +33,6 @@ from defeat.checkpoint import AtomicDetectionCheckpointer
 from defeat.config.files import load_config as load_config_file
 from defeat.config.files import num_classes
 from defeat.data.datasets import preloaded_datasets
-from defeat.engine.entry import run_entry_point
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     argument_parser,
@@ -99,4 +102,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run_entry_point(lambda: launch_main(main, parse_args()), script="train_net.py")
+    run_entry_point(launch_main, main, ARGS, script="train_net.py")

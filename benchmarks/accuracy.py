@@ -28,16 +28,11 @@ import os
 import statistics
 import sys
 import time
-import warnings
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
 from defeat.analysis.cli import ToolArgumentParser, at_least, distinct
-from defeat.config.files import defeat_settings, load_with_yaml_overrides
-from defeat.data.datasets import add_dataset_argument, setup_datasets, take_dataset_options
+from defeat.data.datasets import add_dataset_argument, check_dataset_specs, setup_datasets, take_dataset_options
 from defeat.demo.data import DEFAULT_STYLE, STYLES
 from defeat.demo.experiments import (
     METRICS,
@@ -52,7 +47,9 @@ from defeat.demo.experiments import (
     run_parallel,
 )
 from defeat.demo.progress import Progress
+from defeat.engine.entry import run_entry_point
 from defeat.engine.metrics_file import measured_box_ap
+from defeat.engine.quiet import load_defeat
 
 # name -> (which config, extra overrides). "defaults" is the DeFeat config as it is; the neck
 # ablations turn the prediction terms off. "coupled" keeps the same total neck weight.
@@ -274,8 +271,26 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def parse_command_line(argv=None):
+    """:func:`parse_args`, then the ``--dataset`` specs (and ``$DEFEAT_COCO_DATASETS``) checked as
+    :func:`main` would register them: before the heavy imports."""
     args = parse_args(argv)
+    check_dataset_specs(args.dataset)
+    return args
+
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_command_line, script="accuracy.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+from defeat.config.files import defeat_settings, load_with_yaml_overrides
+
+
+def main(argv=None):
+    """``argv``: the command line, or its parsed arguments (:func:`parse_command_line`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     t0 = time.time()
     setup_datasets(args.dataset)  # checked now; exported to $DEFEAT_COCO_DATASETS for the train_net.py runs
     common = list(args.opts)
@@ -375,7 +390,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="accuracy.py")
+    run_entry_point(main, ARGS, script="accuracy.py")
     sys.exit(0)

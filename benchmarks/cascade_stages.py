@@ -15,9 +15,8 @@ Prints a Markdown table and writes ``--json``.
 import argparse
 import json
 import sys
-import warnings
 
-import torch
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() in main (defeat/__init__.py)
 
 
 def _kl(t, s):
@@ -34,12 +33,12 @@ def main(argv=None):
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = p.parse_args(argv)
 
-    with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-        import defeat  # noqa: F401  (registers the models)
-        from defeat.engine.quiet import quiet_logs
-    quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+    from defeat.engine.quiet import load_defeat
+
+    load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
 
     # isort: split
+    import torch
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage

@@ -12,10 +12,8 @@ Per-group normalisation averages the object KL over the few object RoIs, so each
 
 import argparse
 import sys
-import warnings
 
-import torch
-import torch.nn.functional as F
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() in main (defeat/__init__.py)
 
 
 def main(argv=None):
@@ -32,17 +30,19 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
 
-    with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-        import defeat  # noqa: F401  (registers the models)
-        from defeat.engine.quiet import quiet_logs
-    quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+    from defeat.engine.quiet import load_defeat
+
+    load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
 
     # isort: split
+    import torch
+    import torch.nn.functional as F
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
+    import defeat
     from defeat.demo.data import register_demo_dataset
     from defeat.demo.experiments import load_config
     from defeat.modeling.meta_arch.rcnn import box_head_logits

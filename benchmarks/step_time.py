@@ -36,10 +36,12 @@ import statistics
 import sys
 import time
 
-import torch
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, at_least, distinct
+from defeat.engine.entry import run_entry_point
 from defeat.engine.outputs import check_output_files
+from defeat.engine.quiet import load_defeat
 from defeat.errors import OutputError
 
 HEAD_MODE = re.compile(r"^(teacher|student|off)((?:\+box|\+cross)*)(?::(\d+))?$")
@@ -84,6 +86,79 @@ PRESETS = {
         2,
     ),
 }
+
+
+PRECISION_NAMES = ("fp32", "bf16", "fp16")  # --precisions
+
+
+def _head_mode_arg(spec: str) -> str:
+    head_mode(spec)  # raises ArgumentTypeError with the accepted forms
+    return spec
+
+
+def parse_args(argv=None):
+    p = ToolArgumentParser(prog="step_time.py", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=list(PRESETS), default="demo")
+    p.add_argument("--boxes", type=at_least(1), nargs="+", default=[10, 100, 500])
+    p.add_argument("--steps", type=at_least(1), default=15)
+    p.add_argument("--warmup", type=at_least(0), default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--amp", action="store_true", help="the whole run under autocast (bf16 on a CPU, fp16 on CUDA)")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISION_NAMES,
+        default=None,
+        help="side by side in one run with --heads (e.g. fp32 bf16): the student's and DeFeat's steps "
+        "per precision and head mode, interleaved (the first is the reference)",
+    )
+    p.add_argument(
+        "--heads",
+        nargs="+",
+        type=_head_mode_arg,
+        default=["teacher", "student", "off"],
+        help="head modes compared with --precisions: teacher, student or off, optionally +box and "
+        "(teacher RoIs) :N per image, e.g. teacher+box:16",
+    )
+    p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
+    p.add_argument(
+        "--head",
+        choices=["teacher", "student", "off"],
+        default="teacher",
+        help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)",
+    )
+    p.add_argument("--json", default="output/bench_speed/step_time.json")
+    p.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1",
+    )
+    add_overwrite_argument(p)
+    args = p.parse_args(argv)
+    if args.precisions:
+        distinct(p, "--precisions", args.precisions)
+    distinct(p, "--heads", args.heads)
+    distinct(p, "--boxes", args.boxes)
+    if not args.json.endswith(".json") or os.path.isdir(args.json):
+        p.error(f"--json {args.json!r} must be a file path ending in .json")
+    try:
+        check_output_files([args.json], {}, args.overwrite, "--json")
+    except OutputError as e:
+        p.error(str(e))
+    if args.amp and args.precisions:
+        p.error("--amp and --precisions both choose the precision; --precisions fp32 bf16 compares them")
+    return args
+
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="step_time.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+import torch
 
 
 def _cfg(path, opts):
@@ -420,7 +495,7 @@ def run(preset, boxes_list, steps, warmup, device, amp, teacher_weights=None, he
     return results
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
 
 
 def run_matrix(preset, boxes, steps, warmup, device, precisions, heads, teacher_weights=None, opts=()):
@@ -494,64 +569,9 @@ def _zoo(name):
     return model_zoo.get_config_file(name[len("model_zoo:") :])
 
 
-def _head_mode_arg(spec: str) -> str:
-    head_mode(spec)  # raises ArgumentTypeError with the accepted forms
-    return spec
-
-
 def main(argv=None):
-    p = ToolArgumentParser(prog="step_time.py", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=list(PRESETS), default="demo")
-    p.add_argument("--boxes", type=at_least(1), nargs="+", default=[10, 100, 500])
-    p.add_argument("--steps", type=at_least(1), default=15)
-    p.add_argument("--warmup", type=at_least(0), default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--amp", action="store_true", help="the whole run under autocast (bf16 on a CPU, fp16 on CUDA)")
-    p.add_argument(
-        "--precisions",
-        nargs="+",
-        choices=list(PRECISIONS),
-        default=None,
-        help="side by side in one run with --heads (e.g. fp32 bf16): the student's and DeFeat's steps "
-        "per precision and head mode, interleaved (the first is the reference)",
-    )
-    p.add_argument(
-        "--heads",
-        nargs="+",
-        type=_head_mode_arg,
-        default=["teacher", "student", "off"],
-        help="head modes compared with --precisions: teacher, student or off, optionally +box and "
-        "(teacher RoIs) :N per image, e.g. teacher+box:16",
-    )
-    p.add_argument("--teacher-weights", default=None, help="default: random weights of the teacher config")
-    p.add_argument(
-        "--head",
-        choices=["teacher", "student", "off"],
-        default="teacher",
-        help="head loss of the DeFeat step: on teacher RoIs, on student RoIs, or off (neck only)",
-    )
-    p.add_argument("--json", default="output/bench_speed/step_time.json")
-    p.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="overrides of the DeFeat model, e.g. MODEL.DEFEAT.NECK.ADAPTER conv1x1",
-    )
-    add_overwrite_argument(p)
-    args = p.parse_args(argv)
-    if args.precisions:
-        distinct(p, "--precisions", args.precisions)
-    distinct(p, "--heads", args.heads)
-    distinct(p, "--boxes", args.boxes)
-    if not args.json.endswith(".json") or os.path.isdir(args.json):
-        p.error(f"--json {args.json!r} must be a file path ending in .json")
-    try:
-        check_output_files([args.json], {}, args.overwrite, "--json")
-    except OutputError as e:
-        p.error(str(e))
-    if args.amp and args.precisions:
-        p.error("--amp and --precisions both choose the precision; --precisions fp32 bf16 compares them")
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.precisions:
@@ -593,7 +613,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="step_time.py")
+    run_entry_point(main, ARGS, script="step_time.py")
     sys.exit(0)

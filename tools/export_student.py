@@ -16,69 +16,18 @@ missing, unexpected or of the wrong shape. Trailing overrides apply to the verif
 (``KEY VALUE`` pairs for YAML, ``key=value`` for a LazyConfig).
 """
 
+import argparse
 import logging
 import os
 import sys
-import warnings
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
-
-# isort: split
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input, setup_tool_logging
-from defeat.analysis.export import (
-    ExportError,
-    check_export_classes,
-    classes_in_state,
-    export_classes,
-    read_student_state,
-    write_student,
-)
-from defeat.config.files import (
-    ConfigFileError,
-    architecture,
-    build_model_from_config,
-    is_defeat_config,
-    load_config,
-    num_classes,
-    set_run_values,
-    test_dataset_names,
-    train_dataset_names,
-)
+from defeat.engine.entry import run_entry_point
 from defeat.engine.outputs import check_output_files
+from defeat.engine.quiet import load_defeat
 from defeat.errors import OutputError
-
-logger = logging.getLogger("defeat.tools.export_student")
-
-
-def verify(config_file: str, state, opts=()):
-    """Load ``state`` strictly into the model of ``config_file``; raise ``SystemExit`` on any
-    key or shape problem (the message names the config). Returns the config."""
-    try:
-        cfg = load_config(config_file, opts)
-    except ConfigFileError as e:
-        raise SystemExit(f"--verify-config: {e}") from e
-    set_run_values(cfg, device="cpu")
-    if is_defeat_config(cfg):
-        raise SystemExit(
-            f"--verify-config wants the plain student config, got {architecture(cfg).__name__} "
-            f"in {config_file!r} (a DeFeat config)"
-        )
-    model = build_model_from_config(cfg)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches raise even when not strict
-        raise SystemExit(f"export does not fit {config_file}: {' '.join(str(e).split())}") from e
-    if result.missing_keys or result.unexpected_keys:
-        raise SystemExit(
-            f"export does not fit {config_file}: missing {result.missing_keys[:10]}, "
-            f"unexpected {result.unexpected_keys[:10]}"
-        )
-    print(f"verified: all {len(state)} tensors load into {type(model).__name__} of {config_file}")
-    return cfg
 
 
 def parse_args(argv=None):
@@ -124,8 +73,65 @@ def parse_args(argv=None):
     return args
 
 
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="export_student.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+from defeat.analysis.export import (
+    ExportError,
+    check_export_classes,
+    classes_in_state,
+    export_classes,
+    read_student_state,
+    write_student,
+)
+from defeat.config.files import (
+    ConfigFileError,
+    architecture,
+    build_model_from_config,
+    is_defeat_config,
+    load_config,
+    num_classes,
+    set_run_values,
+    test_dataset_names,
+    train_dataset_names,
+)
+
+logger = logging.getLogger("defeat.tools.export_student")
+
+
+def verify(config_file: str, state, opts=()):
+    """Load ``state`` strictly into the model of ``config_file``; raise ``SystemExit`` on any
+    key or shape problem (the message names the config). Returns the config."""
+    try:
+        cfg = load_config(config_file, opts)
+    except ConfigFileError as e:
+        raise SystemExit(f"--verify-config: {e}") from e
+    set_run_values(cfg, device="cpu")
+    if is_defeat_config(cfg):
+        raise SystemExit(
+            f"--verify-config wants the plain student config, got {architecture(cfg).__name__} "
+            f"in {config_file!r} (a DeFeat config)"
+        )
+    model = build_model_from_config(cfg)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when not strict
+        raise SystemExit(f"export does not fit {config_file}: {' '.join(str(e).split())}") from e
+    if result.missing_keys or result.unexpected_keys:
+        raise SystemExit(
+            f"export does not fit {config_file}: missing {result.missing_keys[:10]}, "
+            f"unexpected {result.unexpected_keys[:10]}"
+        )
+    print(f"verified: all {len(state)} tensors load into {type(model).__name__} of {config_file}")
+    return cfg
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     setup_tool_logging()
     try:
         state = read_student_state(args.checkpoint)
@@ -148,6 +154,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    sys.exit(run_entry_point(main, script="export_student.py"))
+    sys.exit(run_entry_point(main, ARGS, script="export_student.py"))

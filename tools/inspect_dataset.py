@@ -14,15 +14,8 @@ The computation is ``defeat.analysis.dataset_stats``.
 import argparse
 import logging
 import os
-import warnings
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
-
-# isort: split
-from detectron2.data import DatasetCatalog, MetadataCatalog
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
 from defeat.analysis.cli import (
     FIGURE_FORMATS,
@@ -31,17 +24,11 @@ from defeat.analysis.cli import (
     check_figure_output,
     setup_tool_logging,
 )
-from defeat.analysis.dataset_stats import config_stats, format_report, stats_figure
-from defeat.config.files import (
-    defeat_settings,
-    load_config,
-    set_run_values,
-    train_dataset_names,
-)
-from defeat.data.datasets import check_images_under_root, dataset_from_argument, register_provided_datasets
-from defeat.engine.outputs import check_output_dir
-from defeat.engine.preflight import check_datasets
-from defeat.engine.script import take_trailing_options
+from defeat.config.paths import check_config_file
+from defeat.data.datasets import check_dataset_specs
+from defeat.engine.arguments import take_trailing_options
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
 from defeat.errors import (
     ConfigFileError,
     DataCheckError,
@@ -50,8 +37,6 @@ from defeat.errors import (
     OutputError,
     OverrideError,
 )
-
-logger = logging.getLogger("defeat.tools.inspect_dataset")
 
 
 def build_parser():
@@ -80,11 +65,39 @@ def parse_args(argv=None):
     p = build_parser()
     args = take_trailing_options(p, p.parse_args(argv))
     args.parser = p
+    try:  # before the heavy imports, in the words main would use
+        check_config_file(args.config_file)
+    except ConfigFileError as e:
+        raise SystemExit(f"--config-file: {e}") from e
+    check_dataset_specs([args.dataset] if "=" in args.dataset else [], environment=False)
     return args
 
 
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="inspect_dataset.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from defeat.analysis.dataset_stats import config_stats, format_report, stats_figure
+from defeat.config.files import (
+    defeat_settings,
+    load_config,
+    set_run_values,
+    train_dataset_names,
+)
+from defeat.data.datasets import check_images_under_root, dataset_from_argument, register_provided_datasets
+from defeat.engine.outputs import check_output_dir
+from defeat.engine.preflight import check_datasets
+
+logger = logging.getLogger("defeat.tools.inspect_dataset")
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     setup_tool_logging()
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -132,6 +145,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="inspect_dataset.py")
+    run_entry_point(main, ARGS, script="inspect_dataset.py")

@@ -11,20 +11,22 @@ warning threshold dashed) and ``defeat/kd_weight``. Values are those Detectron2 
 Drawn with matplotlib (Agg); ``--output`` may end in .png, .jpg, .pdf or .svg.
 """
 
+import argparse
 import logging
 import os
-import warnings
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output, setup_tool_logging
-from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
-from defeat.engine.metrics_file import split_runs
-
-logger = logging.getLogger("defeat.tools.plot_losses")
+from defeat.analysis.cli import (
+    FIGURE_FORMATS,
+    LOSS_FIGURE_MIN_SIZE,
+    ToolArgumentParser,
+    add_overwrite_argument,
+    check_figure_output,
+    setup_tool_logging,
+)
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
 
 
 def parse_args(argv=None):
@@ -33,25 +35,38 @@ def parse_args(argv=None):
     p.add_argument(
         "--output",
         default="",
-        help=f"image path (default: losses.png beside metrics.json); extension one of {', '.join(IMAGE_FORMATS)}",
+        help=f"image path (default: losses.png beside metrics.json); extension one of {', '.join(FIGURE_FORMATS)}",
     )
-    p.add_argument("--width", type=int, default=1000, help=f"pixels, at least {MIN_SIZE[0]}")
-    p.add_argument("--height", type=int, default=900, help=f"pixels, at least {MIN_SIZE[1]}")
+    p.add_argument("--width", type=int, default=1000, help=f"pixels, at least {LOSS_FIGURE_MIN_SIZE[0]}")
+    p.add_argument("--height", type=int, default=900, help=f"pixels, at least {LOSS_FIGURE_MIN_SIZE[1]}")
     add_overwrite_argument(p)
     args = p.parse_args(argv)
     if not os.path.isfile(args.metrics):
         p.error(f"metrics file not found: {args.metrics!r}")
-    if args.width < MIN_SIZE[0] or args.height < MIN_SIZE[1]:
-        p.error(
-            f"--width {args.width} --height {args.height}: the figure needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels"
-        )
+    width, height = LOSS_FIGURE_MIN_SIZE
+    if args.width < width or args.height < height:
+        p.error(f"--width {args.width} --height {args.height}: the figure needs at least {width}x{height} pixels")
     args.output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "losses.png")
     check_figure_output(p, args.output, {"metrics file": args.metrics}, args.overwrite)
     return args
 
 
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="plot_losses.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+
+from defeat.analysis.loss_figures import loss_figure, read_metrics, save_figure
+from defeat.engine.metrics_file import split_runs
+
+logger = logging.getLogger("defeat.tools.plot_losses")
+
+
 def main(argv=None) -> str:
-    args = parse_args(argv)
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     setup_tool_logging()
     try:
         runs = split_runs(read_metrics(args.metrics))
@@ -72,6 +87,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="plot_losses.py")
+    run_entry_point(main, ARGS, script="plot_losses.py")

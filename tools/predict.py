@@ -36,48 +36,16 @@ import argparse
 import json
 import logging
 import os
-import warnings
 from typing import Dict, List, Optional, Tuple
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
-
-# isort: split
-import cv2
-import numpy as np
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import transforms as T
-from detectron2.data.detection_utils import convert_image_to_rgb
-from detectron2.structures import BoxMode
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
 from defeat.analysis.cli import ToolArgumentParser, setup_tool_logging
-from defeat.analysis.detection_figures import draw_detections
-from defeat.checkpoint import atomic_write, load_weights_strictly
-from defeat.config.files import (
-    image_format,
-    inference_augmentations,
-    load_config,
-    model_weights,
-    num_classes,
-    prediction_dataset_names,
-    set_run_values,
-    set_score_threshold,
-    train_dataset_names,
-)
-from defeat.data.checks import IMAGE_CHECKS, image_problem
-from defeat.data.classes import category_ids_by_index, class_identity
-from defeat.data.datasets import (
-    check_images_under_root,
-    dataset_from_argument,
-    register_provided_datasets,
-    setup_datasets,
-)
-from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
-from defeat.engine.preflight import check_datasets
-from defeat.engine.script import take_trailing_options
+from defeat.config.paths import check_config_file
+from defeat.data.datasets import IMAGE_CHECKS, check_dataset_specs
+from defeat.engine.arguments import take_trailing_options
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
 from defeat.errors import (
     ConfigFileError,
     DataCheckError,
@@ -87,9 +55,6 @@ from defeat.errors import (
     OverrideError,
     WeightsError,
 )
-from defeat.modeling.meta_arch.common import build_student_model
-
-logger = logging.getLogger("defeat.tools.predict")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -139,7 +104,65 @@ def parse_args(argv=None):
     args = take_trailing_options(p, p.parse_args(argv))
     if args.show_gt and not args.dataset:
         p.error("--show-gt needs --dataset NAME or NAME=ANNOTATIONS.json[:IMAGE_ROOT] (the annotations to draw)")
+    check_paths(args)
     return args
+
+
+def check_paths(args) -> None:
+    """What can be refused before the heavy imports, in the run's order and words: the config file,
+    the input, a ``--dataset`` spec's files (and those of ``$DEFEAT_COCO_DATASETS``) missing."""
+    try:
+        check_config_file(args.config_file)
+    except ConfigFileError as e:
+        raise SystemExit(f"--config-file: {e}") from e
+    if not os.path.exists(args.input):
+        raise SystemExit(f"predict.py: error: --input not found: {args.input}")
+    try:
+        check_dataset_specs([args.dataset] if "=" in args.dataset else [])  # and $DEFEAT_COCO_DATASETS
+    except DatasetSpecError as e:  # worded as resolve_dataset's
+        raise SystemExit(f"predict.py: error: --dataset: {e}" if args.dataset else f"predict.py: error: {e}") from e
+
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="predict.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+import cv2
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import convert_image_to_rgb
+from detectron2.structures import BoxMode
+
+from defeat.analysis.detection_figures import draw_detections
+from defeat.checkpoint import atomic_write, load_weights_strictly
+from defeat.config.files import (
+    image_format,
+    inference_augmentations,
+    load_config,
+    model_weights,
+    num_classes,
+    prediction_dataset_names,
+    set_run_values,
+    set_score_threshold,
+    train_dataset_names,
+)
+from defeat.data.checks import image_problem
+from defeat.data.classes import category_ids_by_index, class_identity
+from defeat.data.datasets import (
+    check_images_under_root,
+    dataset_from_argument,
+    register_provided_datasets,
+    setup_datasets,
+)
+from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
+from defeat.engine.preflight import check_datasets
+from defeat.modeling.meta_arch.common import build_student_model
+
+logger = logging.getLogger("defeat.tools.predict")
 
 
 def setup_cfg(args):
@@ -388,7 +411,8 @@ def check_images(images: List[str], mode: str) -> None:
 
 
 def main(argv=None) -> List[str]:
-    args = parse_args(argv)
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     setup_tool_logging()
     cfg = setup_cfg(args)
     images = list_images(args.input)
@@ -474,6 +498,4 @@ def _predict_one(predictor, args, path, target, gt, classes, category_ids, image
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="predict.py")
+    run_entry_point(main, ARGS, script="predict.py")

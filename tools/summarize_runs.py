@@ -23,32 +23,17 @@ gap share outside 0-100 % are named in the summary. The output folder is checked
 work. The computation is ``defeat.analysis.run_summary``.
 """
 
+import argparse
 import logging
 import os
-import warnings
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
-from defeat.analysis.run_summary import LABELS, ROLES, RunResult, format_summary, read_run, summarize, summary_json
-from defeat.checkpoint import atomic_write
-from defeat.data.datasets import add_dataset_argument, setup_datasets
-from defeat.engine.outputs import check_output_dir, check_output_files
-from defeat.errors import (
-    ConfigFileError,
-    DataCheckError,
-    DatasetSpecError,
-    DeFeatConfigError,
-    OutputError,
-    OverrideError,
-    SummaryError,
-    WeightsError,
-)
-
-logger = logging.getLogger("defeat.tools.summarize_runs")
+from defeat.analysis.run_summary import LABELS, ROLES
+from defeat.data.datasets import add_dataset_argument
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
 
 
 def parse_args(argv=None):
@@ -79,6 +64,30 @@ def parse_args(argv=None):
             if getattr(args, option):
                 p.error(f"--{option.replace('_', '-')} is only used to evaluate weights (--ROLE-weights)")
     return args
+
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="summarize_runs.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+from defeat.analysis.run_summary import RunResult, format_summary, read_run, summarize, summary_json
+from defeat.checkpoint import atomic_write
+from defeat.data.datasets import setup_datasets
+from defeat.engine.outputs import check_output_dir, check_output_files
+from defeat.errors import (
+    ConfigFileError,
+    DataCheckError,
+    DatasetSpecError,
+    DeFeatConfigError,
+    OutputError,
+    OverrideError,
+    SummaryError,
+    WeightsError,
+)
+
+logger = logging.getLogger("defeat.tools.summarize_runs")
 
 
 def _check_outputs(args, targets):
@@ -131,7 +140,8 @@ def _evaluate(args, runs):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     targets = [os.path.join(args.output, name) for name in ("summary.md", "summary.json")]
     try:
@@ -163,6 +173,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="summarize_runs.py")
+    run_entry_point(main, ARGS, script="summarize_runs.py")

@@ -21,40 +21,25 @@ import json
 import logging
 import os
 import sys
-import warnings
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-# isort: split
-import cv2
-import torch
-
-from defeat.analysis import deploy
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
-from defeat.analysis.export import check_export_classes, export_classes
-from defeat.checkpoint import atomic_write, load_weights_strictly
-from defeat.config.files import (
-    image_format,
-    inference_augmentations,
-    load_config,
-    model_device,
-    model_weights,
-    num_classes,
-    set_run_values,
-    test_dataset_names,
-    train_dataset_names,
-)
+from defeat.config.paths import check_config_file
+from defeat.data.datasets import check_dataset_specs
+from defeat.engine.arguments import take_trailing_options
+from defeat.engine.entry import run_entry_point
 from defeat.engine.outputs import check_output_files
-from defeat.engine.script import take_trailing_options
-from defeat.errors import ConfigFileError, DeFeatConfigError, ExportError, OutputError, OverrideError, WeightsError
-from defeat.modeling.meta_arch.common import build_student_model
-
-logger = logging.getLogger("defeat.tools.trace_student")
-
-INFO_FILE = "defeat_trace.json"  # the extra file inside the TorchScript archive
+from defeat.engine.quiet import load_defeat
+from defeat.errors import (
+    ConfigFileError,
+    DatasetSpecError,
+    DeFeatConfigError,
+    ExportError,
+    OutputError,
+    OverrideError,
+    WeightsError,
+)
 
 
 def _tolerance(text: str) -> float:
@@ -94,7 +79,45 @@ def parse_args(argv=None):
         check_output_files([args.output], inputs, args.overwrite, "--output")
     except OutputError as e:
         p.error(str(e))
+    try:  # before the heavy imports, in the words main would use
+        check_config_file(args.config_file)
+    except ConfigFileError as e:
+        raise SystemExit(f"trace_student.py: error: --config-file: {e}") from e
+    try:
+        check_dataset_specs([args.dataset] if "=" in args.dataset else [], environment=False)
+    except DatasetSpecError as e:
+        raise SystemExit(f"trace_student.py: error: --dataset: {e}; nothing written") from e
     return args
+
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_args, script="trace_student.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+import cv2
+import torch
+
+from defeat.analysis import deploy
+from defeat.analysis.export import check_export_classes, export_classes
+from defeat.checkpoint import atomic_write, load_weights_strictly
+from defeat.config.files import (
+    image_format,
+    inference_augmentations,
+    load_config,
+    model_device,
+    model_weights,
+    num_classes,
+    set_run_values,
+    test_dataset_names,
+    train_dataset_names,
+)
+from defeat.modeling.meta_arch.common import build_student_model
+
+logger = logging.getLogger("defeat.tools.trace_student")
+
+INFO_FILE = "defeat_trace.json"  # the extra file inside the TorchScript archive
 
 
 def load(args):
@@ -120,7 +143,8 @@ def load(args):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg, model = load(args)
     try:
@@ -179,7 +203,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="trace_student.py")
+    run_entry_point(main, ARGS, script="trace_student.py")
     sys.exit(0)

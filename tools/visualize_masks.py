@@ -18,51 +18,19 @@ levels, with its colour bar (captions give the mean over object and background c
 Images are resized as at test time and shown in the padded frame the masks live in.
 """
 
+import argparse
 import logging
 import os
-import warnings
 from typing import List
 
-with warnings.catch_warnings(record=True) as _early:  # the pinned stack's import-time warnings
-    import defeat  # noqa: F401  (registers the models)
-    from defeat.engine.quiet import quiet_logs
-quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
+DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-# isort: split
-import numpy as np
-import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.structures import ImageList
-
-from defeat import DeFeatDistiller
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, setup_tool_logging
-from defeat.analysis.loss_figures import save_figure
-from defeat.analysis.mask_figures import LevelView, mask_figure
-from defeat.checkpoint import load_weights_strictly
-from defeat.config.files import (
-    ConfigFileError,
-    architecture,
-    build_backbone_from_config,
-    build_model_from_config,
-    defeat_settings,
-    image_format,
-    inference_augmentations,
-    is_defeat_config,
-    load_config,
-    model_device,
-    model_weights,
-    pixel_stats,
-    set_defeat_setting,
-    train_dataset_names,
-)
-from defeat.data.datasets import check_images_under_root, dataset_from_argument, register_provided_datasets
-from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
-from defeat.engine.preflight import check_datasets
-from defeat.errors import DataCheckError, DatasetSpecError, OutputError, WeightsError
-from defeat.modeling.align import align_to_grid
-from defeat.modeling.masks import assign_levels
-
-logger = logging.getLogger("defeat.tools.visualize_masks")
+from defeat.config.paths import check_config_file
+from defeat.data.datasets import check_dataset_specs
+from defeat.engine.entry import run_entry_point
+from defeat.engine.quiet import load_defeat
+from defeat.errors import ConfigFileError, DataCheckError, DatasetSpecError, OutputError, WeightsError
 
 MIN_PANEL_SIZE = 32
 
@@ -105,8 +73,9 @@ def build_parser():
     return p
 
 
-def parse_args(argv=None):
-    """Arguments, checked before any work; a bad one exits with a one-line message (code 2)."""
+def parse_command_line(argv=None):
+    """The arguments with the checks that need no torch (before the heavy imports): a bad one
+    exits with a one-line message (code 2). ``args.parser`` is the parser."""
     p = build_parser()
     args = p.parse_intermixed_args(argv)
     if args.num_images < 1:
@@ -119,6 +88,60 @@ def parse_args(argv=None):
         p.error(f"--output {args.output!r} is a file; give a folder for the PNGs")
     if args.weights and not args.teacher_diff:
         p.error("--weights is only used with --teacher-diff (the masks need no weights)")
+    try:
+        check_config_file(args.config_file)
+        check_dataset_specs([args.dataset] if "=" in args.dataset else [], environment=False)
+    except ValueError as e:  # a missing config file, a malformed spec or one naming missing files
+        p.error(str(e))
+    args.parser = p
+    return args
+
+
+if __name__ == "__main__":  # --help, a bad argument, a missing file: answered before the heavy imports
+    ARGS = run_entry_point(parse_command_line, script="visualize_masks.py")
+
+load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
+
+# isort: split
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.structures import ImageList
+
+from defeat import DeFeatDistiller
+from defeat.analysis.loss_figures import save_figure
+from defeat.analysis.mask_figures import LevelView, mask_figure
+from defeat.checkpoint import load_weights_strictly
+from defeat.config.files import (
+    architecture,
+    build_backbone_from_config,
+    build_model_from_config,
+    defeat_settings,
+    image_format,
+    inference_augmentations,
+    is_defeat_config,
+    load_config,
+    model_device,
+    model_weights,
+    pixel_stats,
+    set_defeat_setting,
+    train_dataset_names,
+)
+from defeat.data.datasets import check_images_under_root, dataset_from_argument, register_provided_datasets
+from defeat.engine.outputs import check_distinct_outputs, check_output_dir, check_output_files
+from defeat.engine.preflight import check_datasets
+from defeat.modeling.align import align_to_grid
+from defeat.modeling.masks import assign_levels
+
+logger = logging.getLogger("defeat.tools.visualize_masks")
+
+
+def parse_args(argv=None):
+    """Arguments, checked before any work (:func:`parse_command_line`, then the config and the
+    dataset read); a bad one exits with a one-line message (code 2). ``argv``: the command line,
+    or the arguments :func:`parse_command_line` returned."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_command_line(argv)
+    p = args.parser
     try:
         args.cfg = load_config(args.config_file, args.opts)
     except ConfigFileError as e:
@@ -318,6 +341,4 @@ def main(argv=None) -> List[str]:
 
 
 if __name__ == "__main__":
-    from defeat.engine.entry import run_entry_point
-
-    run_entry_point(main, script="visualize_masks.py")
+    run_entry_point(main, ARGS, script="visualize_masks.py")

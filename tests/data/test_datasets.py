@@ -210,3 +210,24 @@ def test_lazy_train_net_names_datasets_and_checks_classes(tmp_path):
     args.dataset = [f"{name}={json_file}:{images}"]
     with pytest.raises(DataCheckError, match=rf"'{name}' has 2 categories.*10 classes \(model.roi_heads.num_classes\)"):
         lazy_train_net.main(args)
+
+
+def test_specs_checked_without_registering(tmp_path):
+    """``check_dataset_specs`` (a command's checks before its heavy imports): the refusals of
+    ``setup_datasets`` that need no Detectron2, in its order (the variable's specs first, named
+    as such), and nothing registered."""
+    from defeat.data.datasets import NAMED_DATASETS_ENV, DatasetsVariableError, check_dataset_specs
+
+    json_file, images = write_coco(str(tmp_path), num_images=1)
+    name = _name()
+    good = f"{name}={json_file}:{images}"
+    assert [s.name for s in check_dataset_specs([good], environ={})] == [name]
+    assert name not in DatasetCatalog.list()
+    with pytest.raises(DatasetSpecError, match=rf"'{name}': image folder not found: .*pics"):
+        check_dataset_specs([f"{name}={json_file}:{tmp_path / 'pics'}"], environ={})
+    with pytest.raises(DatasetSpecError, match="cannot read dataset spec 'nope'"):
+        check_dataset_specs(["nope"], environ={})
+    bad_env = {NAMED_DATASETS_ENV: f"e={tmp_path / 'nope.json'}"}
+    with pytest.raises(DatasetsVariableError, match=rf"variable {NAMED_DATASETS_ENV}=.*annotation file not"):
+        check_dataset_specs([f"{name}={json_file}:{tmp_path / 'pics'}"], environ=bad_env)  # the variable first
+    assert [s.name for s in check_dataset_specs([good], environ=bad_env, environment=False)] == [name]

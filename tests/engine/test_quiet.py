@@ -182,12 +182,16 @@ def test_the_import_order_check_sees_a_violation(tmp_path):
 
 @pytest.mark.heavy(seconds=20)
 def test_a_tool_prints_none_of_them_unless_asked():
-    """The real stack, through a real entry point: ``predict.py --help`` imports Detectron2 (fvcore's
-    torch.jit.script warnings); with ``DEFEAT_SHOW_ALL_WARNINGS=1`` they are back."""
+    """The real stack, through a real entry point: ``predict.py`` with arguments that pass its
+    parser imports Detectron2 after reading them (``load_defeat``: fvcore's torch.jit.script
+    warnings) and then refuses the override; with ``DEFEAT_SHOW_ALL_WARNINGS=1`` they are back."""
     env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "projects"), "OMP_NUM_THREADS": "1"}
     env.pop(kw.SHOW_ALL_ENV, None)
-    cmd = [sys.executable, "tools/predict.py", "--help"]
-    quiet = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert "predict.py" in quiet.stdout and quiet.stderr == ""
+    config = os.path.join("configs", "demo", "student_slimR18.yaml")
+    cmd = [sys.executable, "tools/predict.py", "--config-file", config, "--input", "README.md", "MODEL.NOPE", "1"]
+    quiet = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    lines = quiet.stderr.strip().splitlines()
+    assert quiet.returncode == 1 and "Non-existent key: MODEL.NOPE" in lines[-1], quiet.stderr
+    assert "deprecated" not in quiet.stderr and len(lines) == 2 and "Known-harmless" in lines[0], quiet.stderr
     loud = subprocess.run(cmd, cwd=REPO, env={**env, kw.SHOW_ALL_ENV: "1"}, capture_output=True, text=True)
-    assert "`torch.jit.script` is deprecated" in loud.stderr
+    assert "`torch.jit.script` is deprecated" in loud.stderr and "Non-existent key: MODEL.NOPE" in loud.stderr

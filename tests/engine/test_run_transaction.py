@@ -144,15 +144,17 @@ def dead_pid():
 
 
 def _main_block(tree):
-    for node in tree.body:
-        if (
-            isinstance(node, ast.If)
-            and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name)
-            and node.test.left.id == "__name__"
-        ):
-            return node
-    return None
+    """The module's ``if __name__ == ...`` blocks as one (a script that reads its arguments before
+    its heavy imports has two); None without one."""
+    blocks = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+    ]
+    return ast.Module(body=blocks, type_ignores=[]) if blocks else None
 
 
 def _name(func):

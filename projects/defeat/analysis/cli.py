@@ -1,5 +1,6 @@
 """Argument handling the command-line tools share: one-line errors, figure paths, and the one
-output guard of ``defeat.engine.outputs`` (re-exported here for the tools)."""
+output guard of ``defeat.engine.outputs`` (re-exported here for the tools). Imports neither torch
+nor matplotlib: the tools read their arguments with it before their heavy imports."""
 
 import argparse
 import logging
@@ -9,10 +10,10 @@ from typing import NoReturn
 from ..engine.outputs import check_output_files, overwritten_input, same_file
 from ..engine.quiet import announce
 from ..errors import OutputError
-from .loss_figures import IMAGE_FORMATS
 
 __all__ = [
     "FIGURE_FORMATS",
+    "LOSS_FIGURE_MIN_SIZE",
     "ToolArgumentParser",
     "add_overwrite_argument",
     "at_least",
@@ -23,7 +24,8 @@ __all__ = [
     "setup_tool_logging",
 ]
 
-FIGURE_FORMATS = IMAGE_FORMATS  # the file types a figure can be saved as
+FIGURE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # the file types (extensions) a figure can be saved as
+LOSS_FIGURE_MIN_SIZE = (300, 200)  # (width, height) in pixels below which a loss figure's axes and legends do not fit
 
 
 class ToolArgumentParser(argparse.ArgumentParser):

@@ -17,6 +17,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..engine.kd_balance import KD_DOMINANCE_RATIO, KD_PREFIX, loss_sums
 from ..engine.metrics_file import read_metrics
+from .cli import FIGURE_FORMATS, LOSS_FIGURE_MIN_SIZE
 
 __all__ = [
     "DPI",
@@ -32,8 +33,8 @@ __all__ = [
 
 KD_WEIGHT = "defeat/kd_weight"
 DPI = 100  # figure pixels = inches * DPI; sizes are given in pixels
-MIN_SIZE = (300, 200)  # (width, height) in pixels below which the axes and legends do not fit
-IMAGE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # file extensions the figures can be saved as
+MIN_SIZE = LOSS_FIGURE_MIN_SIZE  # (width, height) in pixels below which the axes and legends do not fit
+IMAGE_FORMATS = FIGURE_FORMATS  # file extensions the figures can be saved as
 BALANCE = "KD sum / detection sum"
 Series = Tuple[str, np.ndarray, np.ndarray]  # label, iterations, values
 

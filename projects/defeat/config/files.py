@@ -24,10 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigFileError, OverrideError
 from .iterations import check_yaml_schedule, lazy_schedule, rescale_lazy, rescale_yaml, settle_lazy_schedule
+from .paths import check_config_file, expand_path, is_lazy_config
 
 __all__ = [
     "ConfigFileError",
     "expand_path",
+    "check_config_file",
     "resolve_teacher_config_file",
     "merge_defeat_config_file",
     "configs_root",
@@ -81,13 +83,6 @@ __all__ = [
 Config = Union[CfgNode, DictConfig]
 
 logger = logging.getLogger(__name__)
-
-
-def expand_path(path: str) -> str:
-    """``~`` and ``$VARS`` expanded (as a shell would); URLs (``scheme://``) left as they are."""
-    if not path or "://" in path:
-        return path
-    return os.path.expandvars(os.path.expanduser(path))
 
 
 def _base_path(base: str, including_file: str) -> str:
@@ -202,11 +197,6 @@ def get_config_file(config_path: str) -> str:
     return path
 
 
-def is_lazy_config(path: str) -> bool:
-    """Whether ``path`` is a LazyConfig (Python) file rather than a YAML one."""
-    return path.endswith(".py")
-
-
 def load_config(
     path: str, opts: Sequence[str] = (), *, lazy: Optional[bool] = None, check_settings: bool = True
 ) -> Config:
@@ -235,8 +225,7 @@ def load_config(
         DeFeatConfigError: a ``model.defeat`` setting of a LazyConfig is invalid, or the KD
             warm-up or schedule length contradicts the run's length.
     """
-    if not os.path.isfile(path):
-        raise ConfigFileError(f"config file not found: {path!r}")
+    check_config_file(path)
     opts = [str(o) for o in opts]
     if lazy or (lazy is None and is_lazy_config(path)):
         try:

@@ -19,6 +19,7 @@ from detectron2.structures import BoxMode
 
 from ..config.files import num_classes as model_num_classes  # noqa: F401 (kept here by name)
 from ..errors import DataCheckError
+from .datasets import IMAGE_CHECKS  # how thoroughly check_dataset_images reads each image (its docstring: the cost)
 
 __all__ = [
     "IMAGE_CHECKS",
@@ -31,9 +32,6 @@ __all__ = [
     "image_problem",
     "model_num_classes",
 ]
-
-# How thoroughly check_dataset_images reads each image (see its docstring for the cost).
-IMAGE_CHECKS = ("verify", "full", "none")
 
 
 logger = logging.getLogger(__name__)

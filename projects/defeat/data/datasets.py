@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from ..config.files import expand_path
+from ..config.paths import expand_path
 from ..errors import DatasetSpecError, EnvironmentVariableError
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
     "CocoDatasetSpec",
     "DatasetSpecError",
     "DatasetsVariableError",
+    "IMAGE_CHECKS",
+    "check_dataset_files",
+    "check_dataset_specs",
     "check_images_under_root",
     "add_dataset_argument",
     "dataset_from_argument",
@@ -52,6 +55,9 @@ logger = logging.getLogger(__name__)
 NAMED_DATASETS_ENV = "DEFEAT_COCO_DATASETS"
 DATASETS_ENV = NAMED_DATASETS_ENV  # the earlier name of the constant
 SPEC_FORMAT = "NAME=ANNOTATIONS.json[:IMAGE_ROOT]"
+# How thoroughly the images of a dataset are read before a run uses them (``--check-images``;
+# ``defeat.data.checks.check_dataset_images`` says what each costs).
+IMAGE_CHECKS = ("verify", "full", "none")
 _SPEC = re.compile(r"^(?P<name>[^=;]+)=(?P<json>[^;]+?\.json)(?::(?P<root>[^;]+))?$", re.IGNORECASE)
 
 
@@ -111,6 +117,22 @@ def _load_coco_json(spec: CocoDatasetSpec):
         raise DatasetSpecError(f"dataset {spec.name!r}: cannot load {spec.json_file}: {type(e).__name__}: {e}") from e
 
 
+def check_dataset_files(spec: CocoDatasetSpec) -> CocoDatasetSpec:
+    """``spec`` when its json is a file and its image folder a folder.
+
+    Raises:
+        DatasetSpecError: naming the dataset and the missing file or folder.
+    """
+    if not os.path.isfile(spec.json_file):
+        raise DatasetSpecError(f"dataset {spec.name!r}: annotation file not found: {spec.json_file}")
+    if not os.path.isdir(spec.image_root):
+        raise DatasetSpecError(
+            f"dataset {spec.name!r}: image folder not found: {spec.image_root} (give it as "
+            f"{spec.name}={spec.json_file}:IMAGE_ROOT)"
+        )
+    return spec
+
+
 def register_coco_dataset(name: str, json_file: str, image_root: Optional[str] = None) -> CocoDatasetSpec:
     """Register a COCO-format dataset under ``name``; registering the same files again is a no-op.
 
@@ -126,13 +148,7 @@ def register_coco_dataset(name: str, json_file: str, image_root: Optional[str] =
 
     json_file = os.path.abspath(expand_path(json_file))
     image_root = os.path.abspath(expand_path(image_root)) if image_root else os.path.dirname(json_file)
-    spec = CocoDatasetSpec(name, json_file, image_root)
-    if not os.path.isfile(json_file):
-        raise DatasetSpecError(f"dataset {name!r}: annotation file not found: {json_file}")
-    if not os.path.isdir(image_root):
-        raise DatasetSpecError(
-            f"dataset {name!r}: image folder not found: {image_root} (give it as {name}={json_file}:IMAGE_ROOT)"
-        )
+    spec = check_dataset_files(CocoDatasetSpec(name, json_file, image_root))
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         known = (meta.get("json_file"), meta.get("image_root"))
@@ -174,11 +190,35 @@ def register_env_specs(environ=None) -> List[CocoDatasetSpec]:
     try:
         return register_dataset_specs(specs_from_env(environ))
     except DatasetSpecError as e:
-        value = (environ if environ is not None else os.environ).get(NAMED_DATASETS_ENV, "")
-        raise DatasetsVariableError(
-            f"environment variable {NAMED_DATASETS_ENV}={value!r}: {e}. Fix the spec there ({SPEC_FORMAT}, "
-            f"';'-separated) or unset it (unset {NAMED_DATASETS_ENV}) and name the dataset with --dataset"
-        ) from e
+        raise _variable_error(e, environ) from e
+
+
+def _variable_error(error: DatasetSpecError, environ=None) -> DatasetsVariableError:
+    value = (environ if environ is not None else os.environ).get(NAMED_DATASETS_ENV, "")
+    return DatasetsVariableError(
+        f"environment variable {NAMED_DATASETS_ENV}={value!r}: {error}. Fix the spec there ({SPEC_FORMAT}, "
+        f"';'-separated) or unset it (unset {NAMED_DATASETS_ENV}) and name the dataset with --dataset"
+    )
+
+
+def check_dataset_specs(
+    cli_specs: Optional[Iterable[str]] = (), environ=None, environment: bool = True
+) -> List[CocoDatasetSpec]:
+    """What :func:`setup_datasets` refuses that needs no Detectron2, in its order, registering
+    nothing (a command's checks before its heavy imports): each spec of ``$DEFEAT_COCO_DATASETS``
+    (unless ``environment`` is False), then of ``cli_specs``, parses and names a json and an image
+    folder that exist.
+
+    Raises:
+        DatasetsVariableError: a spec of the variable (the message names it), as :func:`register_env_specs`.
+        DatasetSpecError: a spec of ``cli_specs``.
+    """
+    try:
+        env = specs_from_env(environ) if environment else []
+        specs = [check_dataset_files(parse_dataset_spec(text)) for text in env]
+    except DatasetSpecError as e:
+        raise _variable_error(e, environ) from e
+    return specs + [check_dataset_files(parse_dataset_spec(text)) for text in cli_specs or ()]
 
 
 def export_dataset_specs(specs: Sequence[CocoDatasetSpec]) -> None:

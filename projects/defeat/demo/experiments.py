@@ -14,16 +14,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..analysis.run_summary import format_table
-from ..config.files import (  # the package loader (YAML: KEY VALUE overrides, translated for a LazyConfig)
-    config_tree,
-    is_lazy_config,
-    lazy_overrides,
-    load_config,
-    load_with_yaml_overrides,
-    run_value,
-    script_for,
-    script_overrides,
-)
+from ..config.paths import is_lazy_config
 from ..engine.metrics_file import METRICS, read_box_metrics, record_box_metrics
 
 __all__ = [
@@ -48,6 +39,25 @@ __all__ = [
     "write_stamp",
 ]
 
+# The package loader (``defeat.config.files``: YAML KEY VALUE overrides, translated for a LazyConfig)
+# is imported where it is used: this module imports without Detectron2 (the demo's commands read
+# their arguments first).
+
+
+def load_config(path: str, opts: Sequence[str] = (), **kwargs):
+    """``defeat.config.files.load_config`` (imported on first use)."""
+    from ..config.files import load_config as load
+
+    return load(path, opts, **kwargs)
+
+
+def lazy_overrides(opts: Sequence[str]) -> List[str]:
+    """``defeat.config.files.lazy_overrides``: YAML ``KEY VALUE`` overrides as LazyConfig ``key=value`` ones."""
+    from ..config.files import lazy_overrides as translate
+
+    return translate(opts)
+
+
 _ITER = re.compile(r"(?:eta: (\S+)\s+)?iter: (\d+)\s+total_loss")
 
 
@@ -65,6 +75,8 @@ def load_lazy_config(config_file: str, opts: Sequence[str] = ()):
 def max_iter(config_file: str, opts: Sequence[str] = ()) -> int:
     """The iterations a run of ``config_file`` with YAML-style ``opts`` trains
     (``SOLVER.MAX_ITER``, or ``train.max_iter`` of a LazyConfig)."""
+    from ..config.files import load_with_yaml_overrides, run_value
+
     return int(run_value(load_with_yaml_overrides(config_file, opts), "max_iter"))
 
 
@@ -112,6 +124,8 @@ def config_digest(config_file: str, opts: Sequence[str], lazy: Optional[bool] = 
     left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest.
     ``lazy``: the file is a LazyConfig (a ``.py`` file, or the ``config.yaml`` that
     ``lazy_train_net.py`` saved); ``None`` decides from the file name."""
+    from ..config.files import config_tree, load_with_yaml_overrides
+
     cfg = load_with_yaml_overrides(config_file, opts, lazy=lazy)
     text = json.dumps(config_tree(cfg, blank=("output_dir",)), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -146,6 +160,8 @@ def run_job(
     returns ``{}``: for a caller that evaluates the saved weights itself.
     A run already in ``output_dir`` is replaced (``--overwrite``): the caller owns the folder.
     """
+    from ..config.files import script_for, script_overrides
+
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     if not evaluate:
@@ -238,6 +254,8 @@ def evaluate_job(
     """Evaluate ``weights`` with a plain ``config_file`` on its test set (``--eval-only`` in a
     subprocess); return its box metrics. ``opts`` in the YAML form, as for :func:`run_job`;
     ``weights`` wins over a ``MODEL.WEIGHTS`` in them (the weights a run started from)."""
+    from ..config.files import script_for, script_overrides
+
     opts = script_overrides(config_file, ["OUTPUT_DIR", output_dir, *opts, "MODEL.WEIGHTS", weights])
     train_script = script_for(config_file, train_script)
     lines = _run_script(train_script, config_file, ["--eval-only", *opts], output_dir, "log_eval.txt", threads)

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from ..engine.script import take_trailing_options
+    from ..engine.arguments import take_trailing_options
 
     p = build_parser()
     args = take_trailing_options(p, p.parse_args(argv))
@@ -123,20 +123,15 @@ def _writable(folder: str) -> Optional[str]:
     return None
 
 
-def check_inputs(args) -> Plan:
-    """Every check before the command writes anything; returns the :class:`Plan`.
+def check_arguments(args):
+    """The checks of :func:`check_inputs` that need no torch (the command runs them before its heavy
+    imports): the two dataset specs and their files, the validation json is not the training
+    json, the output folder is no input and can be written. Returns the two specs.
 
     Raises:
-        DeFeatError: a dataset spec, a dataset, the output folder, the teacher or an override
-            that cannot be used, naming the file or option and the fix.
+        DeFeatError: naming the option or file and the fix.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from ..config.files import load_config, num_classes
-    from ..data.checks import check_dataset_images, check_training_data
-    from ..data.datasets import parse_dataset_spec, setup_datasets
-    from ..engine.outputs import check_output_dir
-    from ..engine.preflight import check_datasets
+    from ..data.datasets import check_dataset_files, parse_dataset_spec
 
     train, val = parse_dataset_spec(args.train), parse_dataset_spec(args.val)
     if train.name == val.name:
@@ -161,7 +156,30 @@ def check_inputs(args) -> Plan:
     problem = _writable(output)
     if problem:
         raise RunError(f"--output {args.output!r} cannot be written: {problem}; choose a folder you can write")
-    setup_datasets([str(train), str(val)])  # the json files and image folders exist
+    for spec in (train, val):
+        check_dataset_files(spec)  # the json files and image folders exist
+    return train, val
+
+
+def check_inputs(args) -> Plan:
+    """Every check before the command writes anything (:func:`check_arguments` first); returns
+    the :class:`Plan`.
+
+    Raises:
+        DeFeatError: a dataset spec, a dataset, the output folder, the teacher or an override
+            that cannot be used, naming the file or option and the fix.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from ..config.files import load_config, num_classes
+    from ..data.checks import check_dataset_images, check_training_data
+    from ..data.datasets import setup_datasets
+    from ..engine.outputs import check_output_dir
+    from ..engine.preflight import check_datasets
+
+    train, val = check_arguments(args)
+    output = os.path.abspath(args.output)
+    setup_datasets([str(train), str(val)])
     check_output_dir(
         output,
         {"image folder of --train": train.image_root, "image folder of --val": val.image_root},
@@ -561,12 +579,13 @@ def write_readme(plan: Plan, scale_base: float, student_config: str, pictures: i
 
 def main(argv=None) -> dict:
     """Run the command; return the summary (see :func:`write_summary`)."""
-    args = parse_args(argv)
-    from ..engine.quiet import quiet_logs
+    from ..engine.quiet import load_defeat
 
-    quiet_logs()
+    args = parse_args(argv)
     t_start = time.time()
     try:
+        check_arguments(args)  # before the heavy imports
+        load_defeat()  # torch, Detectron2 and the models, their import-time warnings filtered
         plan = check_inputs(args)
     except DeFeatError as e:
         raise SystemExit(f"{PROG}: error: {e}") from e

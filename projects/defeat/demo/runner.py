@@ -21,7 +21,6 @@ import os
 import sys
 import time
 
-from ..engine.mixed_precision import cpu_bf16_supported
 from .experiments import (
     config_digest,
     elapsed,
@@ -81,6 +80,14 @@ def _without_precision(opts: list) -> list:
         out.append(opts[i])
         i += 1
     return out
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 natively (``defeat.engine.mixed_precision``, imported on use:
+    this module imports without torch, so that ``--help`` answers at once)."""
+    from ..engine.mixed_precision import cpu_bf16_supported as supported
+
+    return supported()
 
 
 def precision_opts(precision: str) -> list:
@@ -180,6 +187,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.teacher_processes < 1:
         p.error(f"--teacher-processes must be >= 1, got {args.teacher_processes}")
+    from ..engine.quiet import load_defeat
+
+    load_defeat()  # torch, Detectron2 and the models, their import-time warnings filtered
     TEACHER, BASELINE, DEFEAT = SUITES[args.family]
     prior = PRIOR_S_PER_ITER[args.family]
     t_start = time.time()

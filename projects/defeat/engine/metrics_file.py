@@ -15,8 +15,6 @@ import math
 import os
 from typing import Dict, List, Optional
 
-from ..checkpoint import checkpoint_iteration
-
 __all__ = [
     "METRICS",
     "read_metrics",
@@ -142,6 +140,8 @@ def recorded_box_ap(weights: str, iteration: Optional[int] = None) -> Optional[f
 def measured_box_ap(weights: str) -> Optional[float]:
     """The box AP that the run which wrote ``weights`` measured on these very weights (the
     evaluation of the checkpoint's iteration in the ``metrics.json`` beside them); None otherwise."""
+    from ..checkpoint import checkpoint_iteration  # torch: this module stays light (the demo's commands)
+
     iteration = checkpoint_iteration(weights)
     return recorded_box_ap(weights, iteration) if iteration is not None else None
 

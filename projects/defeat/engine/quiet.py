@@ -6,7 +6,14 @@ that say nothing about the run: deprecations inside those libraries, a CUDA prob
 machine, a missing CUDA runtime for Detectron2's compiled ops that no model here uses.
 :func:`quiet_logs` hides exactly these: each warning by its message, category and the module
 that issues it, each log line by its logger and message. Anything else, ours or another
-library's, is shown as before. Importing ``defeat`` changes none of this: a script opts in::
+library's, is shown as before. Importing ``defeat`` changes none of this: a script opts in, once
+its arguments are read (this module imports without torch)::
+
+    from defeat.engine.quiet import load_defeat
+
+    load_defeat()  # imports defeat (torch, Detectron2) with their import-time warnings filtered
+
+or, around imports of its own::
 
     with warnings.catch_warnings(record=True) as early:  # Detectron2's import-time warnings
         from defeat.engine.quiet import quiet_logs
@@ -34,6 +41,7 @@ __all__ = [
     "install",
     "uninstall",
     "quiet_logs",
+    "load_defeat",
     "announce",
 ]
 
@@ -218,3 +226,19 @@ def _module_of(filename: str) -> str:
     rel = os.path.relpath(path, best) if best else os.path.basename(path)
     rel = rel[:-3] if rel.endswith(".py") else rel
     return rel.replace(os.sep, ".").removesuffix(".__init__")
+
+
+def load_defeat() -> bool:
+    """A command's heavy imports, once its arguments are read: ``defeat`` with its registration
+    (``defeat.finish_import``: torch, Detectron2), the warnings they raise on import recorded and
+    then filtered by :func:`quiet_logs`; the warning filters the libraries add on import are kept.
+    Returns whether the known-harmless messages are hidden."""
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as early:
+        import defeat
+
+        defeat.finish_import()
+        added = [f for f in warnings.filters if f not in before]
+    warnings.filters[:0] = [f for f in added if f not in warnings.filters]
+    warnings._filters_mutated()
+    return quiet_logs(early)

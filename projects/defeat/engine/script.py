@@ -1,4 +1,5 @@
-"""What ``train_net.py`` and ``lazy_train_net.py`` share: their command line, the datasets every
+"""What ``train_net.py`` and ``lazy_train_net.py`` share: their command line (read without torch in
+``defeat.engine.arguments``, re-exported here), the datasets every
 process registers, the hold on the output folder (:func:`hold_output_dir`: its lock, a failed
 start undone), the checks before anything is written or built (:func:`preflight`), the training
 sets checked after loading, the guard of a resumed run's ``config.yaml``, and the launch."""
@@ -10,12 +11,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
 from ..config.files import key_of, output_dir
-from ..data.checks import IMAGE_CHECKS, check_training_data
-from ..data.datasets import add_dataset_argument, register_provided_datasets, setup_datasets
+from ..data.checks import check_training_data
+from ..data.datasets import register_provided_datasets, setup_datasets
+from .arguments import argument_parser, parse_args, take_trailing_options  # the light command line
 from .preflight import check_run
 from .quiet import announce
 from .run_folder import RunFolder, set_aside_files
@@ -33,74 +35,6 @@ __all__ = [
     "HeldLogRecords",
     "hold_log_records",
 ]
-
-
-def argument_parser() -> argparse.ArgumentParser:
-    """Detectron2's ``default_argument_parser`` plus ``--dataset`` and ``--check-images``."""
-    parser = add_dataset_argument(default_argument_parser())
-    parser.add_argument(
-        "--check-images",
-        choices=IMAGE_CHECKS,
-        default="verify",
-        help="how the training images are read before training (see docs/tools.md)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="train a new run in an OUTPUT_DIR that holds one (its files are moved to "
-        "OUTPUT_DIR/.replaced-<time>/, and back if the new run fails to start; without it such a run "
-        "is refused unless --resume)",
-    )
-    return parser
-
-
-def take_trailing_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Parse the options that argparse left among the trailing config overrides (``args.opts``,
-    an ``argparse.REMAINDER``: ``train_net.py ... MODEL.X 1 --resume`` would otherwise train
-    without resuming and fail on the override ``--resume``). An unknown ``--option`` there is
-    refused with argparse's one-line error."""
-    opts, rest, flags = list(getattr(args, "opts", None) or []), [], []
-    i = 0
-    while i < len(opts):
-        item = opts[i]
-        if not item.startswith("--"):
-            rest.append(item)
-            i += 1
-            continue
-        name = item.split("=", 1)[0]
-        action = parser._option_string_actions.get(name)
-        if action is None:
-            parser.error(f"unrecognized option {item!r} among the config overrides {opts}")
-        takes_value = action.nargs != 0 and "=" not in item
-        if takes_value and (i + 1 >= len(opts) or opts[i + 1].startswith("--")):
-            parser.error(f"{name} needs a value (found among the config overrides)")
-        flags += [item, opts[i + 1]] if takes_value else [item]
-        i += 2 if takes_value else 1
-    args.opts = rest
-    if flags:
-        required = [a for a in parser._actions if a.required]  # given before the overrides already
-        for action in required:
-            action.required = False
-        try:
-            extra = parser.parse_args(flags)
-        finally:
-            for action in required:
-                action.required = True
-        for action in parser._actions:
-            if action.dest == "opts" or action.dest == "help":
-                continue
-            value = getattr(extra, action.dest, None)
-            if value != action.default:
-                if isinstance(value, list) and isinstance(getattr(args, action.dest, None), list):
-                    value = [*getattr(args, action.dest), *value]  # repeatable options (--dataset)
-                setattr(args, action.dest, value)
-    return args
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Command-line arguments; options are also accepted among the trailing config overrides."""
-    parser = argument_parser()
-    return take_trailing_options(parser, parser.parse_args(argv))
 
 
 def preflight(cfg, args: argparse.Namespace, run: Optional[RunFolder] = None) -> None:

@@ -3,8 +3,8 @@
 Three styles, selected by name: ``shapes`` (the default; registered as ``defeat_demo_{train,val}``),
 ``glyphs`` (``defeat_glyphs_{train,val}``; other object kinds in random colours, unlabelled decoys)
 and ``photos`` (``defeat_photos_{train,val}``; objects cut from real photographs onto real ones,
-from scikit-image's bundled sample photos). ``generate_dataset`` writes the files (numpy + OpenCV;
-scikit-image for ``photos``); ``register_demo_dataset`` also
+from scikit-image's bundled sample photos). ``generate_dataset`` writes the files (numpy + OpenCV,
+imported on first use; scikit-image for ``photos``); ``register_demo_dataset`` also
 registers the splits in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 """
 
@@ -12,17 +12,18 @@ import logging
 import os
 
 from ...errors import EnvironmentVariableError
-from .synthetic import (
+from .names import (
     CLASS_NAMES,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_NUM_CLASSES,
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
+    DEFAULT_STYLE,
     GENERATOR_VERSION,
-    render_image,
+    STYLES,
+    check_style,
 )
-from .writer import DEFAULT_STYLE, STYLES, dataset_stats, generate_dataset, style_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,44 @@ __all__ = [
 ]
 
 
+# The generators and the writer import numpy and OpenCV: these four import them on first use, so
+# that the names above (the choices of ``python -m defeat.demo.data`` and ``benchmarks/accuracy.py``)
+# come without them.
+
+
+def render_image(*args, **kwargs):
+    """``defeat.demo.data.synthetic.render_image``: one image of the shapes dataset."""
+    from .synthetic import render_image as render
+
+    return render(*args, **kwargs)
+
+
+def generate_dataset(*args, **kwargs):
+    """``defeat.demo.data.writer.generate_dataset``: write a dataset of a style (if not up to date)."""
+    from .writer import generate_dataset as generate
+
+    return generate(*args, **kwargs)
+
+
+def dataset_stats(*args, **kwargs):
+    """``defeat.demo.data.writer.dataset_stats``: images, objects per size and per class of a json."""
+    from .writer import dataset_stats as stats
+
+    return stats(*args, **kwargs)
+
+
+def style_class_names(*args, **kwargs):
+    """``defeat.demo.data.writer.style_class_names``: the class names of a style."""
+    from .writer import style_class_names as names
+
+    return names(*args, **kwargs)
+
+
 def default_root(style=DEFAULT_STYLE):
     """``$DEFEAT_DEMO_ROOT/<prefix>`` (``./datasets/<prefix>`` when unset), the prefix of
     ``style``: ``defeat_demo`` for ``shapes``, ``defeat_glyphs`` for ``glyphs``, ``defeat_photos``
     for ``photos``."""
-    style_class_names(style)  # names the styles on a typo
+    check_style(style)  # names the styles on a typo
     root = os.environ.get(DEMO_ROOT_ENV) or os.environ.get(OLD_DEMO_ROOT_ENV) or "datasets"
     return os.path.join(root, STYLE_PREFIXES[style])
 

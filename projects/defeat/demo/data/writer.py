@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .glyphs import GLYPH_CLASS_NAMES, GLYPHS_VERSION, render_glyphs_image
+from .names import DEFAULT_STYLE, STYLES, check_style  # noqa: F401 (STYLES: kept here too)
 from .photos import PHOTO_CLASS_NAMES, PHOTOS_VERSION, render_photos_image
 from .synthetic import (
     _SPLITS,
@@ -40,20 +41,13 @@ def _styles():
     }
 
 
-STYLES = ("shapes", "glyphs", "photos")
-DEFAULT_STYLE = "shapes"
-
-
 def style_class_names(style=DEFAULT_STYLE):
     """The class names of a generator style (``shapes``, ``glyphs`` or ``photos``)."""
     return _check_style(style)[1]
 
 
 def _check_style(style):
-    styles = _styles()
-    if style not in styles:
-        raise ValueError(f"unknown dataset style {style!r}; choose one of {', '.join(STYLES)}")
-    return styles[style]
+    return _styles()[check_style(style)]
 
 
 def _config(num_train, num_val, image_size, seed, num_classes, style=DEFAULT_STYLE):
