@@ -195,12 +195,9 @@ def _differences(expected, got):
 
 @pytest.mark.heavy(seconds=60)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_demo_trains_what_it_trained_before(case, tmp_path, monkeypatch):
+def test_demo_trains_what_it_trained_before(case, tmp_path, monkeypatch, demo_data):
     from defeat.demo import experiments, pipeline, runner
 
-    monkeypatch.setenv("DEFEAT_DEMO_ROOT", str(tmp_path / "data"))
-    monkeypatch.setenv("DEFEAT_DEMO_NUM_TRAIN", "16")
-    monkeypatch.setenv("DEFEAT_DEMO_NUM_VAL", "6")
     monkeypatch.setattr(pipeline, "deploy", lambda *a, **k: None)  # nothing to export from fake weights
     argv, bf16 = CASES[case]
     modules = [runner, pipeline, experiments]
