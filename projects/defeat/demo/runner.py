@@ -26,7 +26,7 @@ def run_argv(argv: Optional[Sequence[str]] = None) -> List[str]:
 
     p = ToolArgumentParser(
         prog="python -m defeat demo",
-        description=__doc__.splitlines()[0],
+        description="make demo: python -m defeat run on the embedded dataset, with a demo preset",
         epilog="Every other option is one of python -m defeat run (python -m defeat run --help).",
     )
     p.add_argument("--family", choices=sorted(FAMILIES), default="rcnn", help="detector family of the demo")
