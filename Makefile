@@ -34,11 +34,13 @@ format: setup
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile --no-loadscope-reorder tests
 
+# python -m defeat run on the embedded dataset (preset demo; report in output/demo)
 demo: setup
-	$(PY) -m defeat.demo
+	$(PY) -m defeat demo
 
+# the same with RetinaNet (preset demo-retinanet; report in output/demo/retinanet)
 demo-retinanet: setup
-	$(PY) -m defeat.demo --family retinanet
+	$(PY) -m defeat demo --family retinanet
 
 bench-accuracy: setup
 	$(PY) benchmarks/accuracy.py

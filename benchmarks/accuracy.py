@@ -77,13 +77,13 @@ FAMILIES = {
         "configs/demo/student_slimR18.yaml",
         "configs/demo/defeat_slimR18_from_R18.yaml",
         "configs/demo/teacher_R18.yaml",
-        "output/demo/teacher_R18/model_final.pth",
+        "output/demo/runs/teacher/model_final.pth",
     ),
     "retinanet": (
         "configs/demo/retinanet_student_slimR18.yaml",
         "configs/demo/defeat_retinanet_slimR18_from_R18.yaml",
         "configs/demo/retinanet_teacher_R18.yaml",
-        "output/demo/retinanet_teacher_R18/model_final.pth",
+        "output/demo/retinanet/runs/teacher/model_final.pth",
     ),
     "cascade": (
         "configs/demo/cascade_student_slimR18.yaml",

@@ -19,8 +19,8 @@ DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() in main (de
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--defeat-config", default="configs/demo/defeat_slimR18_from_R18.yaml")
-    p.add_argument("--teacher-weights", default="output/demo/teacher_R18/model_final.pth")
-    p.add_argument("--student-weights", default="output/demo/student_slimR18/model_final.pth")
+    p.add_argument("--teacher-weights", default="output/demo/runs/teacher/model_final.pth")
+    p.add_argument("--student-weights", default="output/demo/runs/student_alone/model_final.pth")
     p.add_argument("--batches", type=int, default=4)
     p.add_argument(
         "--settings",

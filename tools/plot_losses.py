@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Plot a run's losses, their KD/detection balance and the KD weight schedule from its metrics.json.
 
-    python tools/plot_losses.py output/demo/defeat_slimR18_from_R18/metrics.json \
+    python tools/plot_losses.py output/demo/runs/student_defeat/metrics.json \
         --output output/demo/defeat_losses.png [--width 1000 --height 900]
 
 Panels (each only if the run logged it): the student's own losses, the DeFeat neck losses, the

@@ -5,7 +5,7 @@
         --num-images 4 --output output/vis_masks
     # + the per-level teacher-student feature difference that the neck loss penalises:
     python tools/visualize_masks.py --config-file configs/demo/defeat_slimR18_from_R18.yaml \
-        --teacher-diff --weights output/demo/defeat_slimR18_from_R18/model_final.pth
+        --teacher-diff --weights output/demo/runs/student_defeat/model_final.pth
 
 The config may be YAML or a LazyConfig ``.py`` file (overrides ``KEY VALUE`` or ``key=value``).
 One PNG per image: the image with its GT boxes, then one panel per ``NECK.IN_FEATURES`` level

@@ -14,7 +14,7 @@ from .demo_student_slimR18 import dataloader, lr_multiplier, model, optimizer, t
 model._target_ = DeFeatRCNN
 model.teacher = L(build_teacher)(
     config_file="configs/demo/teacher_R18.yaml",  # or a LazyConfig .py file
-    weights="./output/demo/teacher_R18/model_final.pth",
+    weights="./output/demo/runs/teacher/model_final.pth",
     device="${train.device}",
 )
 model.defeat = default_settings()  # MODEL.DEFEAT.* in lowercase: model.defeat.neck.bg_weight=...

@@ -1,7 +1,7 @@
 """``python -m defeat COMMAND ...``: the package's commands.
 
 python -m defeat run ...    your data, one command: checks, teacher, students, table, export (defeat.demo.pipeline)
-python -m defeat demo ...   the demo on the embedded data (defeat.demo.runner, as python -m defeat.demo)
+python -m defeat demo ...   run on the embedded data with a demo preset (defeat.demo.runner; = python -m defeat.demo)
 """
 
 import sys

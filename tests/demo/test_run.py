@@ -79,6 +79,35 @@ def test_options_after_the_overrides():
     assert args.opts == ["K", "1"] and args.alone is False and args.train == "a=a.json"
 
 
+def test_datasets_of_a_preset_and_options_of_a_starting_teacher(capsys):
+    """A preset that names no dataset needs --train and --val; one that does (the demo) takes its
+    own; --init-teacher-run goes with a preset whose teacher starts from another."""
+    for argv, message in [
+        (["--val", "b=b.json", "--output", "o"], "--train is required (preset cpu names no dataset)"),
+        (["--train", "a=a.json", "--output", "o"], "--val is required (preset cpu names no dataset)"),
+        (["--preset", "demo", "--output", "o", "--init-teacher-run", "t"], "--init-teacher-run: preset demo's"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            pipeline.parse_args(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    args = pipeline.parse_args(["--preset", "demo", "--output", "o"])
+    assert (args.train, args.val) == ("defeat_demo_train", "defeat_demo_val")
+    args = pipeline.parse_args(["--preset", "demo-retinanet", "--output", "o", "--init-teacher-run", "t"])
+    assert args.init_teacher_run == "t"
+
+
+def test_overrides_are_written_as_the_command_line_reads_them(photos, tmp_path):
+    """A whole number for a float key (``SCORE_THRESH_TEST 0``) is accepted on the command line:
+    the configs written for the runs read it back as a float."""
+    argv = _argv(photos, tmp_path / "report", "--iters", "5", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0")
+    plan = pipeline.check_inputs(pipeline.parse_args(argv))
+    os.makedirs(plan.output)
+    files = pipeline.write_configs(plan, 8.0)
+    for role in ("teacher", "alone", "defeat"):
+        cfg = load_config(files[role])
+        assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.0 and cfg.SOLVER.MAX_ITER == 5
+
+
 def _refused(argv, *expected):
     with pytest.raises(SystemExit) as e:
         pipeline.main(argv)

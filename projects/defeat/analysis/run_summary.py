@@ -1,6 +1,6 @@
 """The results summary of one's own runs: teacher, student alone and DeFeat student side by side.
 
-The same model-zoo table as ``python -m defeat.demo`` (:func:`format_table`), with the gain row
+The same model-zoo table as ``python -m defeat run`` and the demo (:func:`format_table`), with the gain row
 (DeFeat - alone) and the share of the teacher-student AP gap that DeFeat closes; optionally the
 per-class AP that Detectron2's ``COCOEvaluator`` logs (``bbox/AP-<class>``). Each run's metrics
 come from its folder's ``metrics.json`` (:func:`read_run`: the last ``bbox`` evaluation of the
@@ -376,8 +376,11 @@ def gap_closed(teacher_ap: float, alone_ap: float, defeat_ap: float) -> Optional
     return 100.0 * (defeat_ap - alone_ap) / (teacher_ap - alone_ap)
 
 
-def summarize(runs: Mapping[str, RunResult], per_class: bool = False) -> dict:
-    """The summary of the three runs (``{role: RunResult}`` for every role of :data:`ROLES`).
+def summarize(
+    runs: Mapping[str, RunResult], per_class: bool = False, labels: Optional[Mapping[str, str]] = None
+) -> dict:
+    """The summary of the three runs (``{role: RunResult}`` for every role of :data:`ROLES`), their
+    rows named by ``labels`` (``{role: label}``, default :data:`LABELS`).
 
     Returns:
         ``{"title", "rows": {label: {metric: value}} (the three runs, then GAIN),
@@ -391,7 +394,8 @@ def summarize(runs: Mapping[str, RunResult], per_class: bool = False) -> dict:
     check_comparable(runs, per_class)
     check_roles(runs)
     teacher, alone, defeat = (runs[role].metrics for role in ROLES)
-    rows = {LABELS[role]: {k: runs[role].metrics[k] for k in METRICS} for role in ROLES}
+    names = {**LABELS, **(labels or {})}
+    rows = {names[role]: {k: runs[role].metrics[k] for k in METRICS} for role in ROLES}
     rows[GAIN] = {k: defeat[k] - alone[k] for k in METRICS}
     closed = gap_closed(teacher["AP"], alone["AP"], defeat["AP"])
     warnings = []
@@ -426,7 +430,7 @@ def summarize(runs: Mapping[str, RunResult], per_class: bool = False) -> dict:
         "warnings": warnings,
         "runs": {
             role: {
-                "label": LABELS[role],
+                "label": names[role],
                 "source": r.source,
                 "test_sets": r.test_sets,
                 "iteration": r.iteration,
@@ -463,10 +467,10 @@ def format_summary(summary: dict) -> str:
         state = " (NOT FINISHED: see the warning)" if run.get("in_progress") else ""
         lines.append(f"- {run['label']}: {run['source']}{where}{state}")
     if "per_class" in summary:
-        labels = [LABELS[role] for role in ROLES]
+        labels = [summary["runs"][role]["label"] for role in ROLES]
         lines += ["", "#### Per-class AP", "", "| class | " + " | ".join(labels) + " | gain |"]
         lines.append("|" + "---|" * (len(labels) + 2))
-        empty = {role: _no_detections(summary["rows"][LABELS[role]]) for role in ROLES}
+        empty = {role: _no_detections(summary["rows"][label]) for role, label in zip(ROLES, labels)}
         for name, ap in summary["per_class"].items():
             cells = [format_ap(ap[r], no_detections=empty[r]) for r in ROLES]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {format_ap(ap['gain'], signed=True)} |")

@@ -1,5 +1,12 @@
 """The presets of ``python -m defeat run``: which configs train the teacher, the student alone and
-the DeFeat student, and the one schedule rule that sizes their runs to a dataset.
+the DeFeat student, how (teacher processes, precision, ...), and the one schedule rule that sizes
+their runs to a dataset.
+
+``cpu`` is for one's own photos: its configs get the rule's schedule and the suggested
+``SCALE_BASE``. ``demo`` and ``demo-retinanet`` (``python -m defeat demo``) train on the embedded
+dataset with the ``configs/demo`` files as they are (their own schedules and ``SCALE_BASE``),
+the teacher data-parallel in two one-thread processes, bf16 where the CPU has it; the RetinaNet
+teacher starts from the ``demo`` preset's trained teacher.
 
 The rule (:func:`schedule`): ``MAX_ITER = max(MIN_ITERS, ceil(EPOCHS * images / IMS_PER_BATCH))``,
 the LR steps at 75 % and 92 % of it, and the config's LR warm-up, at most a fifth of the run. The
@@ -10,10 +17,10 @@ the demo teacher's LR 0.03 with a 12-iteration warm-up diverged.
 
 import math
 import os
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
-__all__ = ["EPOCHS", "MIN_ITERS", "PRESETS", "Preset", "Schedule", "schedule", "preset_configs"]
+__all__ = ["EPOCHS", "MIN_ITERS", "PRECISIONS", "PRESETS", "Preset", "Schedule", "schedule", "preset_configs"]
 
 EPOCHS = 36  # passes over the training images (360 iterations of 4 images on 40 photos)
 MIN_ITERS = 200  # a run shorter than this barely leaves its warm-up on a handful of images
@@ -21,9 +28,13 @@ STEP_FRACTIONS = (0.75, 0.92)  # LR decays by 10x at these fractions of the run 
 MAX_WARMUP_FRACTION = 0.2
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on a CPU with native bf16, else fp32
+
+
 @dataclass(frozen=True)
 class Preset:
-    """Config files (relative to the repository root) of one preset's three runs."""
+    """Config files (relative to the repository root) of one preset's three runs, and how
+    ``python -m defeat run`` trains them (each a default of one of its options where it has one)."""
 
     name: str
     teacher: str
@@ -33,6 +44,39 @@ class Preset:
     # CPU seconds per iteration (one thread) of the teacher and of the DeFeat student, the longer
     # student: for the total ETA of stages that have not started (docs/custom_dataset.md).
     s_per_iter: Tuple[float, float] = (3.3, 2.2)
+    # The training and validation sets when none is given: names a module of
+    # defeat.data.datasets.PROVIDED_DATASETS generates on first use; () for none.
+    datasets: Tuple[str, ...] = ()
+    # True: the schedule of :func:`schedule`, sized to the training set; False: the configs' own,
+    # a changed length scaled by the loader's rule (defeat.config.iterations).
+    schedule_rule: bool = True
+    # True: the SCALE_BASE that the inspection suggests; False: the DeFeat config's own.
+    suggest_scale_base: bool = True
+    teacher_processes: int = 1  # data-parallel one-thread processes of the teacher (--teacher-processes)
+    precision: str = "fp32"  # one of PRECISIONS (--precision)
+    remeasure_teacher: bool = False  # a reused teacher evaluated again (--eval-teacher / --no-eval-teacher)
+    # The preset whose trained teacher's weights start this one's teacher (MODEL.WEIGHTS); "" for none.
+    init_teacher: str = ""
+    # Row labels of the summary by role (teacher, alone, defeat); "{iters}" is the run's iterations.
+    labels: Dict[str, str] = field(default_factory=dict)
+
+
+_DEMO = dict(
+    datasets=("defeat_demo_train", "defeat_demo_val"),
+    schedule_rule=False,
+    suggest_scale_base=False,
+    teacher_processes=2,  # on 2 cores about 20 % faster than one 2-thread process
+    precision="auto",
+    remeasure_teacher=True,  # a teacher broken in a way strict loading cannot see shows its AP
+)
+
+
+def _labels(teacher: str, student: str) -> Dict[str, str]:
+    return {
+        "teacher": f"{teacher} ({{iters}} iterations)",
+        "alone": f"{student} (alone, {{iters}} iterations)",
+        "defeat": f"{student} + DeFeat ({{iters}} iterations)",
+    }
 
 
 PRESETS = {
@@ -42,6 +86,31 @@ PRESETS = {
         "configs/presets/cpu/student_slimR18.yaml",
         "configs/presets/cpu/defeat_slimR18_from_R18.yaml",
         "R18-FPN teacher, slim R18-FPN student, trained from scratch at a short side of 320 px (long side <= 533)",
+    ),
+    "demo": Preset(
+        "demo",
+        "configs/demo/teacher_R18.yaml",
+        "configs/demo/student_slimR18.yaml",
+        "configs/demo/defeat_slimR18_from_R18.yaml",
+        "the demo's Faster R-CNN R18-FPN teacher and slim R18-FPN student on the embedded 128-px shapes",
+        # 2 CPU cores: the teacher as two one-thread processes, the students side by side
+        s_per_iter=(0.60, 0.55),
+        labels=_labels("teacher R18-FPN", "student slim-R18-FPN"),
+        **_DEMO,
+    ),
+    "demo-retinanet": Preset(
+        "demo-retinanet",
+        "configs/demo/retinanet_teacher_R18.yaml",
+        "configs/demo/retinanet_student_slimR18.yaml",
+        "configs/demo/defeat_retinanet_slimR18_from_R18.yaml",
+        "the demo's RetinaNet R18-FPN teacher (from the demo preset's Faster R-CNN teacher) and slim "
+        "R18-FPN student on the embedded 128-px shapes",
+        # its teacher's 3600 iterations took 2014 s as two processes, the students' 600 333 s
+        s_per_iter=(0.56, 0.55),
+        # from scratch, a RetinaNet learns far too slowly on these images (benchmarks/RESULTS.md)
+        init_teacher="demo",
+        labels=_labels("RetinaNet teacher R18-FPN", "RetinaNet student slim-R18-FPN"),
+        **_DEMO,
     ),
 }
 

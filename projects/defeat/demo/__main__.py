@@ -1,4 +1,4 @@
-"""``python -m defeat.demo``: see :mod:`defeat.demo.runner`."""
+"""``python -m defeat.demo`` = ``python -m defeat demo``: see :mod:`defeat.demo.runner`."""
 
 import sys
 

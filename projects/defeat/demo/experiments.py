@@ -1,6 +1,6 @@
 """Run ``train_net.py`` jobs as subprocesses and collect their COCO box metrics.
 
-Shared by ``python -m defeat.demo`` and ``benchmarks/accuracy.py``. Progress (iteration and ETA)
+Shared by ``python -m defeat run`` (and so the demo) and ``benchmarks/accuracy.py``. Progress (iteration and ETA)
 is parsed from Detectron2's own log lines, so any ``train_net.py``-style script works.
 """
 
@@ -232,15 +232,35 @@ def _run_script(
     return lines
 
 
+PER_CATEGORY = "Per-category bbox AP:"  # the line before the per-class table that COCOEvaluator logs
+
+
 def read_eval_output(lines: Sequence[str]) -> Dict[str, float]:
     """The ``bbox`` metrics of an ``--eval-only`` run, from the ``copypaste:`` lines that
-    Detectron2's ``print_csv_format`` writes (task, metric names, values)."""
+    Detectron2's ``print_csv_format`` writes (task, metric names, values), and the AP of each
+    class as ``AP-<class>`` from the table that ``COCOEvaluator`` logs after
+    :data:`PER_CATEGORY` (Markdown rows of ``category | AP`` pairs, three decimals), in its order."""
     rows = [line.split("copypaste: ", 1)[1].strip() for line in lines if "copypaste: " in line]
     for i, row in enumerate(rows[:-2]):
         if row == "Task: bbox":
             names, values = rows[i + 1].split(","), rows[i + 2].split(",")
-            return {k: float(values[names.index(k)]) for k in METRICS}
-    raise RuntimeError("no bbox metrics in the evaluation output (did the test set load?)")
+            metrics = {k: float(values[names.index(k)]) for k in METRICS}
+            break
+    else:
+        raise RuntimeError("no bbox metrics in the evaluation output (did the test set load?)")
+    start = next((i for i, line in enumerate(lines) if PER_CATEGORY in line), None)
+    if start is None:
+        return metrics
+    table = []
+    for line in lines[start + 1 :]:
+        if not line.strip().startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    for cells in table[2:]:  # after the header and the alignment row
+        for name, value in zip(cells[0::2], cells[1::2]):
+            if name:
+                metrics[f"AP-{name}"] = float(value)
+    return metrics
 
 
 def evaluate_job(

@@ -1,10 +1,16 @@
 """``python -m defeat run``: from a COCO dataset of yours to a distilled, exported student and its report.
 
     python -m defeat run --train NAME=train.json[:IMAGES] --val NAME=val.json[:IMAGES] --output report/
-        [--preset cpu] [--teacher-config C --teacher-weights W] [--iters N] [--no-alone]
-        [--scale-base S] [--pictures 4] [--score-threshold 0.5] [KEY VALUE ...]
+        [--preset cpu|demo|demo-retinanet] [--teacher-config C --teacher-weights W] [--iters N]
+        [--teacher-iters N] [--student-iters N] [--no-alone] [--scale-base S] [--pictures 4]
+        [--score-threshold 0.5] [--teacher-processes N] [--precision auto|fp32|bf16] [--fresh-teacher]
+        [--eval-teacher | --no-eval-teacher] [--init-teacher-run DIR] [KEY VALUE ...]
 
-Run from the repository root (it runs ``train_net.py`` and the scripts of ``tools/``). In order:
+Run from the repository root (it runs ``train_net.py`` and the scripts of ``tools/``). A dataset
+is a spec, or the name alone of one this package generates on first use (``defeat_demo_train``,
+``defeat.data.datasets.PROVIDED_DATASETS``); a preset that names its datasets (the demo presets)
+needs neither ``--train`` nor ``--val``. ``python -m defeat demo`` (``defeat.demo.runner``) is this
+command with a demo preset on the embedded dataset. In order:
 
 1. checks, before anything is written: the two dataset specs (``defeat.data.datasets``), the
    validation set is not the training set, the output folder is not an input and can be written,
@@ -12,12 +18,17 @@ Run from the repository root (it runs ``train_net.py`` and the scripts of ``tool
    (``defeat.data.checks.check_training_data``), the validation images, a given teacher's config
    (its classes) and weights, the preset configs with the trailing ``KEY VALUE`` overrides;
 2. inspects the training set (``defeat.analysis.dataset_stats``; ``inspect.txt``, ``inspect.png``)
-   and takes the suggested ``MODEL.DEFEAT.NECK.SCALE_BASE`` unless ``--scale-base`` is given;
-3. writes the three configs of the runs (``configs/``: the preset's files with the dataset, the
-   number of classes and the schedule of ``defeat.config.presets``) and trains (``runs/``) the
-   teacher (or evaluates the given one), then the student alone and the DeFeat student side by side,
-   each evaluated on the validation set at its end; a run finished earlier with the same config,
-   data (and teacher) is reused (its stamp, ``defeat_run.json``);
+   and takes ``MODEL.DEFEAT.NECK.SCALE_BASE`` from ``--scale-base``, else the suggested one (or,
+   for a preset that keeps its configs' own, the DeFeat config's);
+3. writes the configs of the runs (``configs/``: the preset's files with the dataset, the number
+   of classes, the precision and the schedule: :func:`defeat.config.presets.schedule`, or the
+   files' own for a preset that keeps it) and trains (``runs/``) the teacher (or evaluates the
+   given one; a preset's starting teacher first, whose weights start it), in one process or
+   data-parallel in N one-thread processes whose saved weights are then evaluated beside the
+   students; then the student alone and the DeFeat student side by side, one thread each, each
+   evaluated on the validation set at its end; a run finished earlier with the same config, data
+   (and teacher, and starting weights) is reused (its stamp, ``defeat_run.json``); a reused
+   teacher is evaluated again with ``--eval-teacher``;
 4. writes the summary (``summary.md``, ``summary.json``: the three runs, the gain, the gap closed
    and the AP per class), exports the DeFeat student (``student.pth``, ``tools/export_student.py``
    with ``--verify-config``), traces it (``student.ts``, ``tools/trace_student.py``), draws its
@@ -33,19 +44,37 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from ..analysis.cli import ToolArgumentParser, at_least
-from ..config.presets import PRESETS, schedule
+from ..config.presets import PRECISIONS, PRESETS, schedule
+from ..engine.metrics_file import record_box_metrics
+from ..engine.mixed_precision import cpu_bf16_supported
 from ..errors import DeFeatError
-from .experiments import config_digest, elapsed, file_digest, max_iter, read_stamp, run_job, run_parallel, write_stamp
+from .experiments import (
+    config_digest,
+    elapsed,
+    evaluate_job,
+    file_digest,
+    max_iter,
+    read_stamp,
+    run_job,
+    run_parallel,
+    write_stamp,
+)
 from .progress import Progress
 
 PROG = "python -m defeat run"
 STAMP = "defeat_run.json"  # a finished run's record in its folder (digest, metrics)
 ROLES = ("teacher", "alone", "defeat")
 RUN_DIRS = {"teacher": "teacher", "alone": "student_alone", "defeat": "student_defeat"}
-CONFIG_NAMES = {"teacher": "teacher.yaml", "alone": "student.yaml", "defeat": "defeat.yaml"}
+INIT_RUN_DIR = "init_teacher"  # the default run folder of a teacher that starts the preset's teacher
+CONFIG_NAMES = {
+    "init": "init_teacher.yaml",
+    "teacher": "teacher.yaml",
+    "alone": "student.yaml",
+    "defeat": "defeat.yaml",
+}
 
 
 class RunError(DeFeatError, ValueError):
@@ -55,19 +84,49 @@ class RunError(DeFeatError, ValueError):
 def build_parser() -> argparse.ArgumentParser:
     p = ToolArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     spec = "NAME=ANNOTATIONS.json[:IMAGE_ROOT]"
-    p.add_argument("--train", required=True, metavar=spec, help="the training set (IMAGE_ROOT: the json's folder)")
-    p.add_argument("--val", required=True, metavar=spec, help="the validation set every run is evaluated on")
+    p.add_argument("--train", default=None, metavar=spec, help="the training set (IMAGE_ROOT: the json's folder)")
+    p.add_argument("--val", default=None, metavar=spec, help="the validation set every run is evaluated on")
     p.add_argument("--output", required=True, help="the report folder (created; runs inside it are reused)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="configs and schedule of the three runs")
     p.add_argument("--teacher-config", default="", metavar="FILE", help="a trained teacher's config (with its weights)")
     p.add_argument("--teacher-weights", default="", metavar="FILE", help="... and its weights: not trained here")
     p.add_argument(
-        "--iters", type=at_least(1), default=None, help="iterations of every run (default: the preset's rule)"
+        "--iters", type=at_least(1), default=None, help="iterations of every run (default: the preset's schedule)"
     )
+    p.add_argument("--teacher-iters", type=at_least(1), default=None, help="iterations of the teacher (over --iters)")
+    p.add_argument("--student-iters", type=at_least(1), default=None, help="iterations of both students (over --iters)")
     p.add_argument("--no-alone", dest="alone", action="store_false", help="skip the student trained alone")
     p.add_argument("--scale-base", type=float, default=None, help="MODEL.DEFEAT.NECK.SCALE_BASE (default: suggested)")
     p.add_argument("--pictures", type=at_least(1), default=4, help="validation images drawn with their detections")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections drawn from this score")
+    p.add_argument(
+        "--teacher-processes",
+        type=at_least(1),
+        default=None,
+        help="train the teacher data-parallel in N one-thread processes, its saved weights then evaluated beside "
+        "the students (default: the preset's; 2 cores: two processes about 20%% faster than one)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="bf16 autocast on a CPU with native bf16 (auto), or always fp32 / bf16 (default: the preset's)",
+    )
+    p.add_argument("--fresh-teacher", action="store_true", help="train the teacher again even if a finished one exists")
+    p.add_argument(
+        "--eval-teacher",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="evaluate a reused teacher again, beside the students (default: the preset's); without, its AP is "
+        "the one recorded when it was last evaluated",
+    )
+    p.add_argument(
+        "--init-teacher-run",
+        default="",
+        metavar="DIR",
+        help="run folder of the teacher whose weights start this preset's teacher, trained there unless finished "
+        "(a preset with a starting teacher only; default: runs/init_teacher of the report)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the runs trained here")
     return p
 
@@ -77,12 +136,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = build_parser()
     args = take_trailing_options(p, p.parse_args(argv))
+    preset = PRESETS[args.preset]
+    for option, index in (("train", 0), ("val", 1)):
+        if getattr(args, option) is None:
+            if not preset.datasets:
+                p.error(f"--{option} is required (preset {preset.name} names no dataset)")
+            setattr(args, option, preset.datasets[index])
     if bool(args.teacher_config) != bool(args.teacher_weights):
         p.error("--teacher-config and --teacher-weights go together (a trained teacher), or neither (one is trained)")
     for option in ("teacher_config", "teacher_weights"):
         path = getattr(args, option)
         if path and not os.path.isfile(path):
             p.error(f"--{option.replace('_', '-')} not found: {path!r}")
+    if args.init_teacher_run and not preset.init_teacher:
+        p.error(f"--init-teacher-run: preset {preset.name}'s teacher starts from no other teacher")
     if len(args.opts) % 2:
         p.error(f"overrides must be KEY VALUE pairs, got {args.opts}")
     if args.scale_base is not None and not args.scale_base > 0:
@@ -94,7 +161,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @dataclass
 class Plan:
-    """What the checks found: the datasets, their classes and training images, the configs."""
+    """What the checks found (the datasets, their classes and training images, the configs) and
+    how the runs train."""
 
     train: object  # CocoDatasetSpec
     val: object
@@ -109,6 +177,32 @@ class Plan:
     teacher_weights: str = ""
     data_digest: str = ""
     notes: List[str] = field(default_factory=list)
+    iters: Dict[str, Optional[int]] = field(default_factory=dict)  # role -> iterations (None: the schedule's)
+    amp: bool = False  # bf16 autocast (SOLVER.AMP.ENABLED)
+    teacher_processes: int = 1
+    remeasure_teacher: bool = False
+    fresh_teacher: bool = False
+    init_run: str = ""  # the run folder of the teacher that starts this one's ("" for none)
+
+    def run_dir(self, role: str) -> str:
+        """The run folder of ``role`` (``init``: :attr:`init_run`)."""
+        return self.init_run if role == "init" else os.path.join(self.output, "runs", RUN_DIRS[role])
+
+
+def run_options(args, preset) -> dict:
+    """The :class:`Plan` fields from the options, the preset's defaults filled in: the iterations
+    of each role, the precision (``auto``: bf16 where the CPU has native bf16), the teacher's
+    processes, whether a reused teacher is evaluated again and whether it is trained again."""
+    precision = args.precision or preset.precision
+    teacher_iters = args.teacher_iters or args.iters
+    student_iters = args.student_iters or args.iters
+    return dict(
+        iters={"init": teacher_iters, "teacher": teacher_iters, "alone": student_iters, "defeat": student_iters},
+        amp=precision == "bf16" or (precision == "auto" and cpu_bf16_supported()),
+        teacher_processes=args.teacher_processes or preset.teacher_processes,
+        remeasure_teacher=preset.remeasure_teacher if args.eval_teacher is None else args.eval_teacher,
+        fresh_teacher=args.fresh_teacher,
+    )
 
 
 def _writable(folder: str) -> Optional[str]:
@@ -123,17 +217,38 @@ def _writable(folder: str) -> Optional[str]:
     return None
 
 
-def check_arguments(args):
-    """The checks of :func:`check_inputs` that need no torch (the command runs them before its heavy
-    imports): the two dataset specs and their files, the validation json is not the training
-    json, the output folder is no input and can be written. Returns the two specs.
+def _is_provided(text: str) -> bool:
+    """Whether ``--train`` / ``--val`` ``text`` names a dataset this package provides (no ``=``, a
+    prefix of ``defeat.data.datasets.PROVIDED_DATASETS``) rather than a spec of one's own."""
+    from ..data.datasets import PROVIDED_DATASETS
+
+    return "=" not in text and any(text.startswith(prefix) for prefix in PROVIDED_DATASETS)
+
+
+def dataset_spec(text: str, option: str):
+    """``(CocoDatasetSpec, provided)`` of ``--train`` / ``--val`` (``option``, for messages): a spec, or the name
+    of a dataset this package provides (generated on first use and registered here; the training
+    runs register it the same way, from its name in their config).
 
     Raises:
-        DeFeatError: naming the option or file and the fix.
+        DeFeatError: a spec that cannot be read (``DatasetSpecError``).
     """
-    from ..data.datasets import check_dataset_files, parse_dataset_spec
+    from ..data.datasets import parse_dataset_spec
 
-    train, val = parse_dataset_spec(args.train), parse_dataset_spec(args.val)
+    if not _is_provided(text):
+        return parse_dataset_spec(text), False
+    from detectron2.data import MetadataCatalog
+
+    from ..data.datasets import CocoDatasetSpec, register_provided_datasets
+
+    register_provided_datasets([text])
+    meta = MetadataCatalog.get(text)
+    return CocoDatasetSpec(text, meta.json_file, meta.image_root), True
+
+
+def _check_pair_and_output(args, train, val) -> None:
+    """The validation set is another dataset and json than the training set; the output folder is
+    no input, not a file, and can be written."""
     if train.name == val.name:
         raise RunError(f"--train and --val both name the dataset {train.name!r}; give the validation set another name")
     if os.path.realpath(train.json_file) == os.path.realpath(val.json_file):
@@ -156,14 +271,25 @@ def check_arguments(args):
     problem = _writable(output)
     if problem:
         raise RunError(f"--output {args.output!r} cannot be written: {problem}; choose a folder you can write")
-    for spec in (train, val):
-        check_dataset_files(spec)  # the json files and image folders exist
-    return train, val
+
+
+def check_arguments(args) -> None:
+    """The checks of :func:`check_inputs` that need no torch (the command runs them before its heavy
+    imports): each dataset spec and its files, and, when neither names a dataset this package
+    provides (known only once generated and registered), :func:`_check_pair_and_output`."""
+    from ..data.datasets import check_dataset_files, parse_dataset_spec
+
+    specs = [None if _is_provided(text) else parse_dataset_spec(text) for text in (args.train, args.val)]
+    for spec in specs:
+        if spec is not None:
+            check_dataset_files(spec)  # the json files and image folders exist
+    if None not in specs:
+        _check_pair_and_output(args, *specs)
 
 
 def check_inputs(args) -> Plan:
-    """Every check before the command writes anything (:func:`check_arguments` first); returns
-    the :class:`Plan`.
+    """Every check before the command writes anything (:func:`check_arguments` first); returns the
+    :class:`Plan`.
 
     Raises:
         DeFeatError: a dataset spec, a dataset, the output folder, the teacher or an override
@@ -177,9 +303,12 @@ def check_inputs(args) -> Plan:
     from ..engine.outputs import check_output_dir
     from ..engine.preflight import check_datasets
 
-    train, val = check_arguments(args)
+    check_arguments(args)
+    (train, train_provided), (val, val_provided) = dataset_spec(args.train, "--train"), dataset_spec(args.val, "--val")
+    _check_pair_and_output(args, train, val)
     output = os.path.abspath(args.output)
-    setup_datasets([str(train), str(val)])
+    # the json files and image folders exist; exported to the training runs (a provided one they name)
+    setup_datasets([str(spec) for spec, provided in ((train, train_provided), (val, val_provided)) if not provided])
     check_output_dir(
         output,
         {"image folder of --train": train.image_root, "image folder of --val": val.image_root},
@@ -187,16 +316,16 @@ def check_inputs(args) -> Plan:
     )
     summaries = check_datasets([train.name], [val.name], None, "")  # each json; the same classes in the same order
     classes = list(summaries[train.name].classes)
+    preset = PRESETS[args.preset]
+    opts = list(args.opts)
+    student = load_config(preset.student, opts)  # the overrides exist and fit (OverrideError otherwise)
     dicts = DatasetCatalog.get(train.name)
-    key = "MODEL.ROI_HEADS.NUM_CLASSES"
+    key = num_classes(student)[1]
     check_training_data({train.name: dicts}, len(classes), key)  # boxes and every training image
     val_dicts = DatasetCatalog.get(val.name)
     check_dataset_images(val_dicts, val.name)
     to_contiguous = MetadataCatalog.get(train.name).get("thing_dataset_id_to_contiguous_id") or {}
     category_ids = [k for k, _ in sorted(to_contiguous.items(), key=lambda kv: kv[1])] or list(range(len(classes)))
-    preset = PRESETS[args.preset]
-    opts = list(args.opts)
-    load_config(preset.student, opts)  # the overrides exist and fit (OverrideError otherwise)
     if args.teacher_config:
         teacher_cfg = load_config(args.teacher_config)
         num, tkey = num_classes(teacher_cfg)
@@ -215,15 +344,18 @@ def check_inputs(args) -> Plan:
         teacher_config=os.path.abspath(args.teacher_config) if args.teacher_config else "",
         teacher_weights=os.path.abspath(args.teacher_weights) if args.teacher_weights else "",
         data_digest=data_digest,
+        **run_options(args, preset),
     )
-    check_run_configs(plan, args.iters)
+    if preset.init_teacher and not plan.teacher_config:
+        plan.init_run = os.path.abspath(args.init_teacher_run or os.path.join(output, "runs", INIT_RUN_DIR))
+    check_run_configs(plan)
     return plan
 
 
 def inspect(plan: Plan, scale_base: Optional[float]) -> float:
     """Write ``inspect.txt`` and ``inspect.png`` (the training set's sizes and levels for the
     preset's DeFeat student); return the ``SCALE_BASE`` to train with: ``scale_base`` if given,
-    else the suggested one."""
+    else the suggested one (the DeFeat config's for a preset without ``suggest_scale_base``)."""
     from detectron2.data import DatasetCatalog
 
     from ..analysis.dataset_stats import config_stats, format_report, stats_figure
@@ -235,8 +367,13 @@ def inspect(plan: Plan, scale_base: Optional[float]) -> float:
     # A base above the largest box puts every box on the first level, as the largest box itself
     # does: the suggestion is capped there (the same levels, a readable number).
     largest = float(stats.sides.max()) if len(stats.sides) else float(stats.suggested[0])
-    chosen = float(scale_base) if scale_base is not None else round(min(float(stats.suggested[0]), largest), 2)
-    text = format_report(stats) + f"\n\nSCALE_BASE used: {chosen}" + (" (--scale-base)" if scale_base else "")
+    if scale_base is not None:
+        chosen, source = float(scale_base), " (--scale-base)"
+    elif plan.preset.suggest_scale_base:
+        chosen, source = round(min(float(stats.suggested[0]), largest), 2), ""
+    else:
+        chosen, source = float(neck["scale_base"]), f" (the config's, preset {plan.preset.name})"
+    text = format_report(stats) + f"\n\nSCALE_BASE used: {chosen}{source}"
     with open(os.path.join(plan.output, "inspect.txt"), "w") as f:
         f.write(text + "\n")
     stats_figure(stats, os.path.join(plan.output, "inspect.png"))
@@ -266,62 +403,97 @@ def _yaml_config(base: str, settings: Dict[str, object]) -> str:
     return "\n".join([f"_BASE_: {json.dumps(os.path.abspath(base))}", *lines(tree, 0)]) + "\n"
 
 
-def run_settings(plan: Plan, scale_base: float, iters: Optional[int], teacher_config: str = "") -> Dict[str, tuple]:
-    """``{role: (preset config file, {KEY: value})}`` of the runs trained here: the datasets, the
-    number of classes, the schedule (:func:`defeat.config.presets.schedule`), ``SCALE_BASE``, the
-    teacher (``teacher_config``: the config the DeFeat student reads it with; default the one
-    written to the report) and the trailing overrides, which win."""
-    from ..config.files import load_config
+def _schedule_settings(plan: Plan, role: str, base: str) -> Dict[str, object]:
+    """The ``SOLVER`` schedule of ``role``'s run from the preset config ``base``: the rule's
+    (:func:`defeat.config.presets.schedule`, sized by the student's batch and warm-up, or to the
+    role's iterations), or, for a preset that keeps its configs' own, nothing, or the file's
+    schedule scaled to the role's iterations as the loader scales a ``SOLVER.MAX_ITER`` override
+    (``defeat.config.iterations``; the KD warm-up too), written out."""
+    from ..config.files import is_defeat_config, load_config
 
-    base = load_config(plan.preset.student, plan.opts)
-    rule = schedule(plan.num_images, base.SOLVER.IMS_PER_BATCH, base.SOLVER.WARMUP_ITERS, iters)
-    common = {
-        "MODEL.ROI_HEADS.NUM_CLASSES": len(plan.classes),
-        "DATASETS.TRAIN": f"('{plan.train.name}',)",
-        "DATASETS.TEST": f"('{plan.val.name}',)",
-        "SOLVER.MAX_ITER": rule.max_iter,
-        "SOLVER.STEPS": str(tuple(rule.steps)),
-        "SOLVER.WARMUP_ITERS": rule.warmup_iters,
+    iters = plan.iters.get(role)
+    if plan.preset.schedule_rule:
+        student = load_config(plan.preset.student, plan.opts)
+        rule = schedule(plan.num_images, student.SOLVER.IMS_PER_BATCH, student.SOLVER.WARMUP_ITERS, iters)
+        return {
+            "SOLVER.MAX_ITER": rule.max_iter,
+            "SOLVER.STEPS": str(tuple(rule.steps)),
+            "SOLVER.WARMUP_ITERS": rule.warmup_iters,
+        }
+    if iters is None:
+        return {}
+    cfg = load_config(base, [*plan.opts, "SOLVER.MAX_ITER", str(iters)])
+    out = {
+        "SOLVER.MAX_ITER": iters,
+        "SOLVER.STEPS": str(tuple(cfg.SOLVER.STEPS)),
+        "SOLVER.WARMUP_ITERS": cfg.SOLVER.WARMUP_ITERS,
     }
-    overrides = dict(zip(plan.opts[0::2], plan.opts[1::2]))
-    runs = {role: os.path.join(plan.output, "runs", RUN_DIRS[role]) for role in ROLES}
+    if is_defeat_config(cfg):
+        out["MODEL.DEFEAT.WARMUP_ITERS"] = cfg.MODEL.DEFEAT.WARMUP_ITERS
+    return out
+
+
+def run_settings(plan: Plan, scale_base: float, teacher_config: str = "") -> Dict[str, tuple]:
+    """``{role: (preset config file, {KEY: value})}`` of the runs trained here (``init``: the
+    teacher whose weights start the preset's teacher, for a preset that has one): the datasets,
+    the number of classes, the schedule (:func:`_schedule_settings`), the precision, the starting
+    weights, ``SCALE_BASE``, the teacher (``teacher_config``: the config the DeFeat student reads
+    it with; default the one written to the report) and the trailing overrides, which win."""
+    from ..config.files import floats_where_expected, load_config, num_classes
+
+    bases = {"teacher": plan.preset.teacher, "alone": plan.preset.student, "defeat": plan.preset.defeat}
+    if plan.init_run:
+        bases["init"] = PRESETS[plan.preset.init_teacher].teacher
+    if plan.teacher_config:
+        del bases["teacher"]
     if plan.teacher_config:
         teacher_config, teacher_weights = plan.teacher_config, plan.teacher_weights
     else:
         teacher_config = teacher_config or os.path.join(plan.output, "configs", CONFIG_NAMES["teacher"])
-        teacher_weights = os.path.join(runs["teacher"], "model_final.pth")
-    defeat = {
-        "MODEL.DEFEAT.TEACHER.CONFIG_FILE": teacher_config,
-        "MODEL.DEFEAT.TEACHER.WEIGHTS": teacher_weights,
-        "MODEL.DEFEAT.NECK.SCALE_BASE": scale_base,
+        teacher_weights = os.path.join(plan.run_dir("teacher"), "model_final.pth")
+    extra = {
+        "teacher": {"MODEL.WEIGHTS": os.path.join(plan.init_run, "model_final.pth")} if plan.init_run else {},
+        "defeat": {
+            "MODEL.DEFEAT.TEACHER.CONFIG_FILE": teacher_config,
+            "MODEL.DEFEAT.TEACHER.WEIGHTS": teacher_weights,
+            "MODEL.DEFEAT.NECK.SCALE_BASE": scale_base,
+        },
     }
-    out = {
-        "teacher": (plan.preset.teacher, {**common, "OUTPUT_DIR": runs["teacher"], **overrides}),
-        "alone": (plan.preset.student, {**common, "OUTPUT_DIR": runs["alone"], **overrides}),
-        "defeat": (plan.preset.defeat, {**common, **defeat, "OUTPUT_DIR": runs["defeat"], **overrides}),
-    }
-    if plan.teacher_config:
-        del out["teacher"]
+    out = {}
+    for role, base in bases.items():
+        cfg = load_config(base)
+        opts = floats_where_expected(cfg, plan.opts)  # read back from the file as from the command line
+        settings = {
+            num_classes(cfg)[1]: len(plan.classes),
+            "DATASETS.TRAIN": f"('{plan.train.name}',)",
+            "DATASETS.TEST": f"('{plan.val.name}',)",
+            **_schedule_settings(plan, role, base),
+            "SOLVER.AMP.ENABLED": plan.amp,
+            **extra.get(role, {}),
+            "OUTPUT_DIR": plan.run_dir(role),
+            **dict(zip(opts[0::2], opts[1::2])),
+        }
+        out[role] = (base, settings)
     return out
 
 
-def check_run_configs(plan: Plan, iters: Optional[int]) -> None:
+def check_run_configs(plan: Plan) -> None:
     """Load the configs of the runs as :func:`write_configs` will write them (the preset's teacher
     config standing in for the one not written yet): an override or a schedule that the loader
     refuses is refused before anything is written."""
     from ..config.files import load_config
 
-    for base, settings in run_settings(plan, 1.0, iters, os.path.abspath(plan.preset.teacher)).values():
+    for base, settings in run_settings(plan, 1.0, os.path.abspath(plan.preset.teacher)).values():
         load_config(base, [str(x) for kv in settings.items() for x in kv])
 
 
-def write_configs(plan: Plan, scale_base: float, iters: Optional[int]) -> Dict[str, str]:
+def write_configs(plan: Plan, scale_base: float) -> Dict[str, str]:
     """The configs of :func:`run_settings` in ``<output>/configs``; returns ``{role: config file}``
     (the student alone's too: the DeFeat student is evaluated, exported and traced with it)."""
     folder = os.path.join(plan.output, "configs")
     os.makedirs(folder, exist_ok=True)
     files = {}
-    for role, (base, settings) in run_settings(plan, scale_base, iters).items():
+    for role, (base, settings) in run_settings(plan, scale_base).items():
         files[role] = os.path.join(folder, CONFIG_NAMES[role])
         with open(files[role], "w") as f:
             f.write(f"# the {role} run of {PROG} (preset {plan.preset.name}), written by it\n")
@@ -334,60 +506,137 @@ def _digest(plan: Plan, config_file: str, extra: str = "") -> str:
     return config_digest(config_file, []) + plan.data_digest + extra
 
 
-def _teacher(plan: Plan, files: Dict[str, str], later_s: float):
-    """``(RunResult, weights)`` of the teacher: trained here (or reused), or the given one
-    evaluated on the validation set (or its evaluation reused)."""
+def teacher_digest(plan: Plan, config_file: str) -> str:
+    """The cache key of a teacher trained here: :func:`_digest` with the precision left out (a
+    teacher trained in fp32 serves a bf16 run and back) and with the bytes of the weights it starts
+    from (``MODEL.WEIGHTS``, when a file: other starting weights, another teacher)."""
+    from ..config.files import load_config
+
+    start = load_config(config_file).MODEL.WEIGHTS
+    extra = file_digest(start) if start and os.path.isfile(start) else ""
+    return config_digest(config_file, ["SOLVER.AMP.ENABLED", "False"]) + plan.data_digest + extra
+
+
+@dataclass
+class Teacher:
+    """A teacher ready for the students: ``weights``; ``note``: how its AP was obtained; ``pending``:
+    its evaluation left to run beside the students (``pending(threads)``), or None; ``result()``:
+    its :class:`RunResult` once evaluated."""
+
+    weights: str
+    note: str
+    result: Callable[[], object]
+    pending: Optional[Callable[[Optional[int]], dict]] = None
+
+
+def _given_teacher(plan: Plan) -> Teacher:
+    """The teacher of ``--teacher-config`` / ``--teacher-weights``, evaluated on the validation set
+    before the students (or its evaluation reused)."""
     from ..analysis.evaluation import box_results, check_evaluation, evaluate_weights, evaluation_config
-    from ..analysis.run_summary import RunResult, read_run
+    from ..analysis.run_summary import RunResult
 
-    out = os.path.join(plan.output, "runs", RUN_DIRS["teacher"])
-    if plan.teacher_config:
-        digest = config_digest(plan.teacher_config, []) + file_digest(plan.teacher_weights) + plan.data_digest
-        record = read_stamp(out, digest, STAMP)
-        source = f"weights {plan.teacher_weights} with config {plan.teacher_config}"
-        if record and record.get("metrics"):
-            print(f"[teacher] reusing the evaluation in {out}", flush=True)
-            metrics = record["metrics"]
-        else:
-            import torch
-
-            device = "" if torch.cuda.is_available() else "cpu"
-            cfg = evaluation_config(
-                plan.teacher_config, plan.teacher_weights, out, test_set=plan.val.name, device=device
-            )
-            check_evaluation(cfg, plan.teacher_config, overwrite=True, option="--teacher-config")
-            print(f"[teacher] evaluating {source} on {plan.val.name}", flush=True)
-            metrics = box_results(evaluate_weights(cfg, plan.teacher_weights, "--teacher-weights"), source)
-            os.makedirs(out, exist_ok=True)
-            write_stamp(out, digest, metrics, STAMP)
-        return RunResult("teacher", source, metrics, [plan.val.name]), plan.teacher_weights
-    config = files["teacher"]
-    digest = _digest(plan, config)
-    if read_stamp(out, digest, STAMP):
-        print(f"[teacher] reusing the finished run in {out}", flush=True)
+    out = plan.run_dir("teacher")
+    digest = config_digest(plan.teacher_config, []) + file_digest(plan.teacher_weights) + plan.data_digest
+    record = read_stamp(out, digest, STAMP)
+    source = f"weights {plan.teacher_weights} with config {plan.teacher_config}"
+    if record and record.get("metrics") and not plan.remeasure_teacher:
+        print(f"[teacher] reusing the evaluation in {out}", flush=True)
+        metrics, note = record["metrics"], "its recorded evaluation (not evaluated again)"
     else:
-        n = max_iter(config)
-        print(f"[teacher] {config} ({n} iterations)", flush=True)
-        t0 = time.time()
-        run_job(config, out, on_progress=Progress(later_s).callback("teacher", n, t0))
-        write_stamp(out, digest, None, STAMP)
-        print(f"    teacher done in {elapsed(t0)}", flush=True)
-    return read_run(out, "teacher", "the teacher's run"), os.path.join(out, "model_final.pth")
+        import torch
+
+        device = "" if torch.cuda.is_available() else "cpu"
+        cfg = evaluation_config(plan.teacher_config, plan.teacher_weights, out, test_set=plan.val.name, device=device)
+        check_evaluation(cfg, plan.teacher_config, overwrite=True, option="--teacher-config")
+        print(f"[teacher] evaluating {source} on {plan.val.name}", flush=True)
+        metrics = box_results(evaluate_weights(cfg, plan.teacher_weights, "--teacher-weights"), source)
+        os.makedirs(out, exist_ok=True)
+        write_stamp(out, digest, metrics, STAMP)
+        note = "evaluated on the validation set before the students"
+    return Teacher(plan.teacher_weights, note, lambda: RunResult("teacher", source, metrics, [plan.val.name]))
 
 
-def _students(plan: Plan, files: Dict[str, str], roles: List[str], teacher_weights: str) -> Dict[str, object]:
-    """``{role: RunResult}`` of the students, trained side by side (or reused)."""
+def ensure_teacher(plan: Plan, role: str, config: str, later_s: float, defer: bool) -> Teacher:
+    """Train the teacher ``role`` (``teacher``, or ``init``: the one that starts it) from ``config``
+    in its run folder, or reuse a finished one (:func:`teacher_digest`; ``plan.fresh_teacher``
+    trains ``teacher`` again). It trains in ``plan.teacher_processes`` processes: one evaluates it
+    at its end; data-parallel ones (each with its own BatchNorm statistics) do not, and its saved
+    weights are evaluated after training. A reused teacher is evaluated again when
+    ``plan.remeasure_teacher`` (``teacher`` only), or when its evaluation was cut short. With
+    ``defer``, such an evaluation is left to the caller (:attr:`Teacher.pending`), to run beside
+    the students. Every evaluation is recorded in the run's stamp, whose metrics are the teacher's
+    AP; the first after training also in its ``metrics.json`` (the AP later DeFeat runs log)."""
     from ..analysis.run_summary import read_run
 
-    extra = {"alone": "", "defeat": file_digest(teacher_weights)}
-    outs = {role: os.path.join(plan.output, "runs", RUN_DIRS[role]) for role in roles}
+    out = plan.run_dir(role)
+    weights = os.path.join(out, "model_final.pth")
+    digest = teacher_digest(plan, config)
+    fresh = plan.fresh_teacher and role == "teacher"
+    record = (None if fresh or not os.path.isfile(weights) else read_stamp(out, digest, STAMP)) or {}
+    n = max_iter(config)
+
+    def result():
+        run = read_run(out, "teacher", "the teacher's run")
+        run.metrics = read_stamp(out, digest, STAMP)["metrics"]  # its last evaluation, per class too
+        return run
+
+    def evaluate(threads=None, first=False):
+        t0 = time.time()
+        metrics = evaluate_job(config, weights, os.path.join(out, "eval"), threads=threads)
+        if first:  # at model_final's iteration
+            record_box_metrics(out, metrics, n - 1)
+        write_stamp(out, digest, metrics, STAMP)
+        print(f"[{role}] {weights} evaluated: AP {metrics['AP']:.2f} ({elapsed(t0)})", flush=True)
+        return metrics
+
+    def evaluated(note, first):
+        if defer:
+            return Teacher(weights, note + ", beside the students", result, lambda threads: evaluate(threads, first))
+        evaluate(first=first)
+        return Teacher(weights, note, result)
+
+    if record:
+        first = record.get("metrics") is None  # trained, its evaluation cut short
+        if first or (plan.remeasure_teacher and role == "teacher"):
+            print(f"[{role}] reusing {out}", flush=True)
+            how = "its evaluation cut short, evaluated now" if first else "evaluated on the validation set again"
+            return evaluated(f"reused, {how}", first)
+        print(f"[{role}] reusing the finished run in {out} (AP {record['metrics']['AP']:.2f})", flush=True)
+        return Teacher(weights, "reused, its AP from its last evaluation (not evaluated again)", result)
+    processes = plan.teacher_processes
+    print(f"[{role}] {config} ({n} iterations" + (f", {processes} processes)" if processes > 1 else ")"), flush=True)
+    t0 = time.time()
+    parallel = processes > 1
+    run_job(
+        config,
+        out,
+        on_progress=Progress(later_s).callback(role, n, t0),
+        processes=processes,
+        evaluate=not parallel,
+    )
+    print(f"    {role} done in {elapsed(t0)}", flush=True)
+    if not parallel:
+        write_stamp(out, digest, read_run(out, "teacher", "the teacher's run").metrics, STAMP)
+        return Teacher(weights, "evaluated on the validation set at the end of its training", result)
+    write_stamp(out, digest, None, STAMP)  # trained: reused from now on, and evaluated by the next run if cut short
+    return evaluated("its saved weights evaluated on the validation set after training", True)
+
+
+def _students(plan: Plan, files: Dict[str, str], roles: List[str], teacher: Teacher) -> Dict[str, object]:
+    """``{role: RunResult}`` of the students, trained side by side (or reused), with the teacher's
+    pending evaluation on the first worker to free up."""
+    from ..analysis.run_summary import read_run
+
+    extra = {"alone": "", "defeat": file_digest(teacher.weights)}
+    outs = {role: plan.run_dir(role) for role in roles}
     digests = {role: _digest(plan, files[role], extra[role]) for role in roles}
     todo = [role for role in roles if not read_stamp(outs[role], digests[role], STAMP)]
+    todo.sort(key=lambda role: role != "defeat")  # the longest run first
     for role in roles:
         if role not in todo:
             print(f"[{role}] reusing the finished run in {outs[role]}", flush=True)
+    jobs = []
     if todo:
-        t0 = time.time()
         progress = Progress(0.0, workers=2)
         n = {role: max_iter(files[role]) for role in todo}
         print(f"[students] {', '.join(files[r] for r in todo)} ({max(n.values())} iterations)", flush=True)
@@ -407,35 +656,58 @@ def _students(plan: Plan, files: Dict[str, str], roles: List[str], teacher_weigh
 
             return train
 
-        run_parallel([job(role) for role in todo], workers=min(2, len(todo)))
-        print(f"    students done in {elapsed(t0)}", flush=True)
+        jobs = [job(role) for role in todo]
+    if teacher.pending is not None:
+        if jobs:
+            print("    the teacher's evaluation follows the first student to finish", flush=True)
+        jobs.append(teacher.pending)
+    if jobs:
+        t0 = time.time()
+        run_parallel(jobs, workers=min(2, len(jobs)))
+        if todo:
+            print(f"    students done in {elapsed(t0)}", flush=True)
     return {role: read_run(outs[role], role, f"the {role} run") for role in roles}
 
 
-def write_summary(plan: Plan, runs: Dict[str, object]) -> dict:
+def summary_labels(plan: Plan, files: Dict[str, str], roles) -> Dict[str, str]:
+    """``{role: row label}`` of the summary: the preset's labels with each run's iterations (the
+    default labels when it has none)."""
+    from ..analysis.run_summary import LABELS
+
+    labels = plan.preset.labels
+    return {r: labels[r].format(iters=max_iter(files[r])) if r in labels and r in files else LABELS[r] for r in roles}
+
+
+def write_summary(
+    plan: Plan, runs: Dict[str, object], labels: Optional[Dict[str, str]] = None, notes: List[str] = ()
+) -> dict:
     """``summary.md`` and ``summary.json`` in the report: the model-zoo table with the AP per
-    class (when every run has it); without the student alone, the teacher and the DeFeat student."""
+    class (when every run has it); without the student alone, the teacher and the DeFeat student.
+    ``labels``: ``{role: row label}`` (default ``run_summary.LABELS``); ``notes``: lines added
+    to ``summary.md`` (how the teacher's AP was obtained)."""
     from ..analysis.run_summary import LABELS, class_aps, format_summary, format_table, summarize, summary_json
 
+    names = {**LABELS, **(labels or {})}
     per_class = all(class_aps(r.metrics) for r in runs.values())
     if "alone" in runs:
-        summary = summarize(runs, per_class)
+        summary = summarize(runs, per_class, names)
         text = format_summary(summary)
     else:
         from ..engine.metrics_file import METRICS
 
-        rows = {LABELS[role]: {k: runs[role].metrics[k] for k in METRICS} for role in runs}
+        rows = {names[role]: {k: runs[role].metrics[k] for k in METRICS} for role in runs}
         summary = {"title": f"DeFeat results: COCO box AP on {plan.val.name}", "rows": rows, "warnings": []}
         text = format_table(rows, summary["title"]) + "\n"
         if per_class:
             aps = {role: class_aps(runs[role].metrics) for role in runs}
             summary["per_class"] = {c: {role: aps[role][c] for role in runs} for c in aps["teacher"]}
-            text += "\n#### Per-class AP\n\n| class | teacher | student + DeFeat |\n|---|---|---|\n"
+            text += f"\n#### Per-class AP\n\n| class | {names['teacher']} | {names['defeat']} |\n|---|---|---|\n"
             text += "".join(
                 f"| {c} | {v['teacher']:.2f} | {v['defeat']:.2f} |\n" for c, v in summary["per_class"].items()
             )
     if not per_class:
         text += "\nNo AP per class: a run had no detections on the validation set (AP nan).\n"
+    text += "".join(f"\n{line}\n" for line in notes)
     with open(os.path.join(plan.output, "summary.md"), "w") as f:
         f.write(text)
     with open(os.path.join(plan.output, "summary.json"), "w") as f:
@@ -590,14 +862,26 @@ def main(argv=None) -> dict:
     except DeFeatError as e:
         raise SystemExit(f"{PROG}: error: {e}") from e
     print(f"[checks] {plan.train} and {plan.val}: {len(plan.classes)} classes, passed", flush=True)
+    precision = args.precision or plan.preset.precision
+    print(f"[precision] {'bf16 autocast' if plan.amp else 'fp32'} (--precision {precision})", flush=True)
     os.makedirs(plan.output, exist_ok=True)
     scale_base = inspect(plan, args.scale_base)
-    files = write_configs(plan, scale_base, args.iters)
+    files = write_configs(plan, scale_base)
     roles = ["alone", "defeat"] if args.alone else ["defeat"]
     students_s = max_iter(files["defeat"]) * plan.preset.s_per_iter[1]  # the ETA's prior for the students
-    teacher, teacher_weights = _teacher(plan, files, later_s=students_s)
-    runs = {"teacher": teacher, **_students(plan, files, roles, teacher_weights)}
-    summary = write_summary(plan, {role: runs[role] for role in ROLES if role in runs})
+    if plan.teacher_config:
+        teacher = _given_teacher(plan)
+    else:
+        teacher_s = max_iter(files["teacher"]) * plan.preset.s_per_iter[0]
+        if "init" in files:  # its ETA includes the teacher it starts (which may turn out finished)
+            ensure_teacher(plan, "init", files["init"], teacher_s + students_s, defer=False)
+        teacher = ensure_teacher(plan, "teacher", files["teacher"], students_s, defer=True)
+    students = _students(plan, files, roles, teacher)
+    runs = {"teacher": teacher.result(), **students}
+    source = plan.teacher_config or files["teacher"]
+    notes = [f"Teacher: {source}, weights {teacher.weights}, AP {runs['teacher'].metrics['AP']:.2f} ({teacher.note})"]
+    labels = summary_labels(plan, files, ROLES)
+    summary = write_summary(plan, {role: runs[role] for role in ROLES if role in runs}, labels, notes)
     deploy(plan, files["alone"], args.score_threshold, args.pictures)
     write_readme(plan, scale_base, files["alone"], args.pictures)
     print(f"[report] {plan.output}/README.md ({elapsed(t_start)})", flush=True)

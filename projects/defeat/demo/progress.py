@@ -1,7 +1,7 @@
 """Progress lines of training runs that go side by side: each run's iteration and ETA, and the ETA
 of all of them.
 
-Shared by ``python -m defeat.demo`` and ``benchmarks/accuracy.py``: a run's ``on_start`` and
+Shared by ``python -m defeat run`` (and so the demo) and ``benchmarks/accuracy.py``: a run's ``on_start`` and
 ``on_progress`` callbacks (``defeat.demo.experiments.run_job``) come from one :class:`Progress`.
 """
 
