@@ -58,7 +58,7 @@ MUTANTS = [
     Mutant(
         "mask_level_round",
         "level = floor(log2(sqrt(wh) / SCALE_BASE))",
-        "projects/defeat/modeling/masks.py",
+        "projects/defeat/data/box_levels.py",
         "lvl = torch.floor(torch.log2(side / scale_base))",
         "lvl = torch.round(torch.log2(side / scale_base))",
         ("tests/modeling/test_masks.py",),

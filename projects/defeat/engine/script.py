@@ -1,11 +1,14 @@
 """What ``train_net.py`` and ``lazy_train_net.py`` share: their command line, the datasets every
 process registers, the hold on the output folder (:func:`hold_output_dir`: its lock, a failed
-start undone), the checks before anything is written or built (:func:`preflight`), the training
-sets checked after loading, the guard of a resumed run's ``config.yaml``, and the launch."""
+start undone), the checks before anything is written or built (:func:`preflight`), the settings
+read from the data (:func:`resolve_data_settings`), the training sets checked after loading, the
+guard of a resumed run's ``config.yaml``, and the launch."""
 
 import argparse
 import contextlib
 import logging
+import numbers
+import os
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
@@ -13,7 +16,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, launch
 from detectron2.utils.logger import setup_logger
 
-from ..config.files import key_of, output_dir
+from ..config.files import key_of, output_dir, saved_run_setting
+from ..data.box_levels import auto_scale_base_pending, resolve_scale_base
 from ..data.checks import IMAGE_CHECKS, check_training_data
 from ..data.datasets import add_dataset_argument, register_provided_datasets, setup_datasets
 from .preflight import check_run
@@ -27,6 +31,7 @@ __all__ = [
     "register_datasets",
     "load_and_check_training_data",
     "preflight",
+    "resolve_data_settings",
     "hold_output_dir",
     "take_trailing_options",
     "setup_defeat_logger",
@@ -118,6 +123,27 @@ def preflight(cfg, args: argparse.Namespace, run: Optional[RunFolder] = None) ->
         return
     target, moved = set_aside_files(output_dir(cfg), replaced)
     logging.getLogger(__name__).warning("--overwrite: the earlier run's %s moved to %s", ", ".join(moved), target)
+
+
+def resolve_data_settings(cfg, args: argparse.Namespace) -> None:
+    """The settings a training run reads from its data, put in ``cfg`` (in place) after the
+    preflight and before ``default_setup`` saves ``config.yaml``, so the saved config holds the
+    number: ``MODEL.DEFEAT.NECK.SCALE_BASE: auto`` (``defeat.data.box_levels.resolve_scale_base``,
+    one INFO line). A resumed run (``--resume`` with a ``last_checkpoint`` in the output folder)
+    takes the number its ``config.yaml`` recorded instead of reading the data again; nothing for
+    an evaluation (the plain student has no neck loss). Call it in every process.
+
+    Raises:
+        ConfigFileError, DataCheckError: see ``resolve_scale_base`` (main process).
+    """
+    if getattr(args, "eval_only", False) or not auto_scale_base_pending(cfg):
+        return
+    saved = None
+    if getattr(args, "resume", False) and os.path.isfile(os.path.join(output_dir(cfg), "last_checkpoint")):
+        value, file = saved_run_setting(cfg, ("neck", "scale_base"))
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0:
+            saved = (float(value), file)
+    resolve_scale_base(cfg, saved=saved)
 
 
 def hold_output_dir(cfg) -> RunFolder:
