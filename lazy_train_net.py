@@ -79,11 +79,11 @@ def setup(args, cfg=None, run=None):
         names += _names(cfg.dataloader.test.dataset)
     register_datasets(args, names)  # in every process (each DDP worker too)
     preflight(cfg, args, run)  # outputs, batch, device, weights, datasets: before anything is written or built
-    with hold_log_records() as held:  # its line is logged once the run's log exists
-        resolve_data_settings(cfg, args)  # SCALE_BASE auto -> a number, before config.yaml is saved
+    resolved = resolve_data_settings(cfg, args)  # SCALE_BASE auto -> a number, before config.yaml is saved
     default_setup(cfg, args)
     setup_defeat_logger(cfg.train.output_dir)  # and the one line on the known-harmless messages hidden
-    held.replay()
+    if resolved is not None:
+        resolved.log()  # in the run's log
     return cfg
 
 

@@ -681,18 +681,23 @@ def set_defeat_setting(cfg: Config, path: Sequence[str], value: Any) -> Config:
 def saved_run_setting(cfg: Config, path: Sequence[str]) -> Tuple[Any, str]:
     """``(value, file)`` of the DeFeat setting ``path`` (nested lowercase) in the config that the
     run of ``cfg`` saved in its output folder (``OUTPUT_DIR/config.yaml``, written at every start
-    by Detectron2's ``default_setup``): ``MODEL.DEFEAT.<PATH>`` or ``model.defeat.<path>``.
-    The value is None when the file is missing, unreadable or lacks the key."""
+    by Detectron2's ``default_setup``; read as a config of the same kind, its settings unchecked):
+    ``MODEL.DEFEAT.<PATH>`` or ``model.defeat.<path>``. The value is None when the file is
+    missing, unreadable or lacks the key."""
     file = os.path.join(output_dir(cfg), "config.yaml")
-    try:
-        with open(file) as f:
-            node = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+    yaml_kind = isinstance(cfg, CfgNode)
+    if not os.path.isfile(file):
         return None, file
-    keys = ["MODEL", "DEFEAT", *(k.upper() for k in path)] if isinstance(cfg, CfgNode) else ["model", "defeat", *path]
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node, file
+    try:
+        saved = load_config(file, lazy=not yaml_kind, check_settings=False)
+    except (ConfigFileError, OverrideError):
+        return None, file
+    if yaml_kind:
+        node = saved.MODEL.get("DEFEAT", None)
+        for key in path:
+            node = node.get(key.upper(), None) if isinstance(node, CfgNode) else None
+        return node, file
+    return OmegaConf.select(saved, "model.defeat." + ".".join(path), default=None), file
 
 
 def for_building(cfg: Config, device: str) -> Config:

@@ -214,6 +214,13 @@ class ScaleBaseChoice:
     num_levels: int
     source: str = "data"
 
+    def log(self) -> None:
+        """Log :meth:`message` at INFO (on the main process)."""
+        import detectron2.utils.comm as comm
+
+        if comm.is_main_process():
+            logger.info(self.message())
+
     def message(self) -> str:
         """The INFO line a run logs."""
         key = setting_name(("neck", "scale_base"))
@@ -271,10 +278,12 @@ def resolve_scale_base(
     cfg,
     dicts_by_name: Optional[Mapping[str, Sequence[Dict]]] = None,
     saved: Optional[Tuple[float, str]] = None,
+    log: bool = True,
 ) -> Optional[ScaleBaseChoice]:
     """Put a number where the config's ``NECK.SCALE_BASE`` is ``auto`` (in place, a frozen YAML
-    config too) and log one INFO line with it and what it came from; nothing when
-    :func:`auto_scale_base_pending` is False.
+    config too) and log one INFO line with it and what it came from (``log`` False: the caller
+    logs it later, :meth:`ScaleBaseChoice.log`); nothing when :func:`auto_scale_base_pending` is
+    False.
 
     The main process computes it (:func:`choose_scale_base`) from ``dicts_by_name``, else from
     the config's training sets (``DatasetCatalog``), unless ``saved`` gives ``(number, file)``:
@@ -303,6 +312,6 @@ def resolve_scale_base(
     if comm.get_world_size() > 1:
         choice = comm.all_gather(choice)[0]  # the main process's: the same number everywhere
     set_defeat_setting(cfg, ("neck", "scale_base"), float(choice.value))
-    if comm.is_main_process():
-        logger.info(choice.message())
+    if log:
+        choice.log()
     return choice

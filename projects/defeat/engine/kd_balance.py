@@ -130,6 +130,14 @@ class KDBalanceHook(HookBase):
 
     def _report(self):
         self.reported = balance_message(self._kd, self._det, self._seen, self.threshold)
+        distiller = balanced_distiller(getattr(self.trainer, "model", None))
+        if distiller is not None:  # the KD balance rescales the terms: a note, not advice to act on
+            self.reported = (
+                logging.INFO,
+                self.reported[1].split(": above", 1)[0].rstrip(".")
+                + f"; MODEL.DEFEAT.BALANCE scales the KD terms to {distiller.balance_target:g}x after its "
+                f"{distiller.balance_iters} measured iterations.",
+            )
         logger.log(*self.reported)
 
 

@@ -125,11 +125,12 @@ def preflight(cfg, args: argparse.Namespace, run: Optional[RunFolder] = None) ->
     logging.getLogger(__name__).warning("--overwrite: the earlier run's %s moved to %s", ", ".join(moved), target)
 
 
-def resolve_data_settings(cfg, args: argparse.Namespace) -> None:
+def resolve_data_settings(cfg, args: argparse.Namespace):
     """The settings a training run reads from its data, put in ``cfg`` (in place) after the
     preflight and before ``default_setup`` saves ``config.yaml``, so the saved config holds the
-    number: ``MODEL.DEFEAT.NECK.SCALE_BASE: auto`` (``defeat.data.box_levels.resolve_scale_base``,
-    one INFO line). A resumed run (``--resume`` with a ``last_checkpoint`` in the output folder)
+    number: ``MODEL.DEFEAT.NECK.SCALE_BASE: auto`` (``defeat.data.box_levels.resolve_scale_base``).
+    Returns its ``ScaleBaseChoice`` (None: nothing to resolve), whose ``log()`` the caller calls
+    once the run's log is set up. A resumed run (``--resume`` with a ``last_checkpoint`` in the output folder)
     takes the number its ``config.yaml`` recorded instead of reading the data again; nothing for
     an evaluation (the plain student has no neck loss). Call it in every process.
 
@@ -137,13 +138,13 @@ def resolve_data_settings(cfg, args: argparse.Namespace) -> None:
         ConfigFileError, DataCheckError: see ``resolve_scale_base`` (main process).
     """
     if getattr(args, "eval_only", False) or not auto_scale_base_pending(cfg):
-        return
+        return None
     saved = None
     if getattr(args, "resume", False) and os.path.isfile(os.path.join(output_dir(cfg), "last_checkpoint")):
         value, file = saved_run_setting(cfg, ("neck", "scale_base"))
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0:
             saved = (float(value), file)
-    resolve_scale_base(cfg, saved=saved)
+    return resolve_scale_base(cfg, saved=saved, log=False)
 
 
 def hold_output_dir(cfg) -> RunFolder:
