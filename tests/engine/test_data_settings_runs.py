@@ -124,3 +124,29 @@ def test_lazy_train_net_saves_auto_as_a_number_and_the_balance_in_its_checkpoint
     log = open(os.path.join(out, "log.txt")).read()
     assert f"SCALE_BASE auto -> {expected:g}: the value the run's first start computed, read from" in log
     assert "restored from the checkpoint; not measured again" in log and len(BALANCE.findall(log)) == 1
+
+
+@pytest.mark.heavy(seconds=60)
+def test_two_processes_take_the_same_scale_base_and_balance_factor(teacher_weights, tmp_path):
+    """--num-gpus 2 on the CPU (gloo): the main process computes SCALE_BASE (the worker takes it),
+    both count the same measured iterations and end with the same balance factor."""
+    from launch_harness import cpu_env, finish, rank_weights, start
+
+    out = tmp_path / "run"
+    env = cpu_env(DEFEAT_DEMO_ROOT=tmp_path / "data", DEFEAT_DEMO_NUM_TRAIN=4, DEFEAT_DEMO_NUM_VAL=2)
+    argv = ["--num-gpus", "2", "--dist-url", "auto", "--config-file", f"{CONFIGS}/tiny_defeat.yaml"]
+    argv += ["MODEL.DEFEAT.TEACHER.WEIGHTS", teacher_weights, "DATASETS.TRAIN", "('defeat_demo_train',)"]
+    argv += ["DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out)]
+    argv += ["MODEL.DEFEAT.NECK.SCALE_BASE", "auto", "MODEL.DEFEAT.BALANCE.TARGET_RATIO", "2.0"]
+    argv += ["MODEL.DEFEAT.BALANCE.ITERS", "2"]
+    finish([start("train_net", argv, str(tmp_path / "w"), env=env)])
+    main, worker = (out / "log.txt").read_text(), (out / "log.txt.rank1").read_text()
+    assert "MODEL.DEFEAT.NECK.SCALE_BASE auto -> " in main and "SCALE_BASE auto" not in worker
+    factor = float(BALANCE.search(main).group(2))
+    a, b = rank_weights(str(tmp_path / "w"), 2)
+    for state in (a, b):
+        assert int(state["distiller.balance_set_at"]) == 1
+        assert float(state["distiller.balance_factor"]) == pytest.approx(factor, rel=2e-3)
+    assert torch.equal(a["distiller.balance_factor"], b["distiller.balance_factor"])
+    saved = yaml.safe_load(open(out / "config.yaml"))["MODEL"]["DEFEAT"]["NECK"]["SCALE_BASE"]
+    assert isinstance(saved, float) and saved > 0
