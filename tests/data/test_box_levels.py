@@ -89,6 +89,10 @@ def test_auto_is_the_suggestion_of_the_resized_boxes_and_logs_it(sized_set, teac
     for part in ("10 boxes of sized_train (10 images", "short side 64, long side <= 64", "the 5 levels"):
         assert part in lines[0], lines[0]
     assert f"L1 distance {choice.distance:.3f}" in lines[0]
+    # over the levels of NECK.IN_FEATURES: three levels take another base here
+    three = _auto_yaml(teacher_weights, "MODEL.DEFEAT.NECK.IN_FEATURES", "['p2', 'p3', 'p4']")
+    assert resolve_scale_base(three).value == reference_scale_base([s * 64 / IMAGE for s in SIDES], 3) != expected
+    assert reference_scale_base([s * 64 / IMAGE for s in SIDES], 4) != three.MODEL.DEFEAT.NECK.SCALE_BASE
 
 
 def test_auto_is_what_the_inspector_suggests_and_the_inspector_reads_auto(sized_set, teacher_weights, capsys, tmp_path):
