@@ -50,6 +50,7 @@ from defeat.engine.script import (  # noqa: F401 (parse_args: kept public)
     parse_args,
     preflight,
     register_datasets,
+    resolve_data_settings,
     setup_defeat_logger,
 )
 
@@ -81,8 +82,11 @@ def setup(args, cfg=None, run=None):
         names += _names(cfg.dataloader.test.dataset)
     register_datasets(args, names)  # in every process (each DDP worker too)
     preflight(cfg, args, run)  # outputs, batch, device, weights, datasets: before anything is written or built
+    resolved = resolve_data_settings(cfg, args)  # SCALE_BASE auto -> a number, before config.yaml is saved
     default_setup(cfg, args)
     setup_defeat_logger(cfg.train.output_dir)  # and the one line on the known-harmless messages hidden
+    if resolved is not None:
+        resolved.log()  # in the run's log
     return cfg
 
 

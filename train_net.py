@@ -43,6 +43,7 @@ from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
     parse_args,
     preflight,
     register_datasets,
+    resolve_data_settings,
     setup_defeat_logger,
 )
 from defeat.engine.trainer import DeFeatTrainer
@@ -69,8 +70,11 @@ def setup(args, cfg=None, run=None):
     used = cfg.DATASETS.TEST if args.eval_only else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
     register_datasets(args, used)  # in every process (each DDP worker too)
     preflight(cfg, args, run)  # outputs, batch, device, weights, datasets: before anything is written or built
+    resolved = resolve_data_settings(cfg, args)  # SCALE_BASE auto -> a number, before config.yaml is saved
     default_setup(cfg, args)
     setup_defeat_logger(cfg.OUTPUT_DIR)  # and the one line on the known-harmless messages hidden
+    if resolved is not None:
+        resolved.log()  # in the run's log
     return cfg
 
 

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 _NUMBERED = re.compile(r"^model_(\d+)\.pth$")
 
 
-# Prefixes of the tensors a DeFeat model adds to its student's (the adapters; the teacher is kept
-# out of ``state_dict``). A plain student has none of them.
+# Prefixes of the tensors a DeFeat model adds to its student's (the adapters and, with the KD
+# balance on, its factor; the teacher is kept out of ``state_dict``). A plain student has none of them.
 DEFEAT_KEY_PREFIXES = ("distiller.",)
 
 

@@ -37,7 +37,8 @@ ITERATION = 30  # the step at which the losses are compared (the KD schedule set
 
 # path -> (a legal value other than the default, the loss_defeat_* terms it must change, how):
 # "scaled" (by the value / the default: a weight), "scheduled" (every term by the KD weight),
-# "changed" (other values), "removed" (the terms are no longer returned).
+# "changed" (other values), "removed" (the terms are no longer returned), "balanced" (unchanged
+# while the KD balance measures, then every term by TARGET_RATIO / the measured ratio).
 PROBES = {
     ("neck", "enabled"): (False, NECK | CROSS, "removed"),  # with the cross-head loss off (it needs the neck)
     ("neck", "in_features"): (["p2", "p3", "p4", "p5"], NECK, "changed"),
@@ -65,10 +66,15 @@ PROBES = {
     ("max_iter",): (60, ALL_TERMS, "scheduled"),  # with loss_schedule linear (BASE below)
     ("teacher_input_scale",): (2.0, ALL_TERMS, "changed"),
     ("inherit",): (["roi_heads.box_predictor"], set(), "inherit"),  # acts on the weights at a fresh start
+    ("balance", "target_ratio"): (2.0, ALL_TERMS, "balanced"),
+    ("balance", "iters"): (5, ALL_TERMS, "balanced"),  # with target_ratio on (EXTRA)
 }
 BASE = {**ALL_ON, ("loss_schedule",): "linear", ("max_iter",): 200}  # max_iter probe: the linear decay's end
 # What a probe needs besides its own value to be legal.
-EXTRA = {("neck", "enabled"): {("cross_head", "enabled"): False}}
+EXTRA = {
+    ("neck", "enabled"): {("cross_head", "enabled"): False},
+    ("balance", "iters"): {("balance", "target_ratio"): 0.5},
+}
 
 
 def _probe_changes(path):
@@ -194,9 +200,41 @@ def test_a_non_default_value_changes_what_the_table_declares(path, kind, teacher
         assert not math.isclose(old, new)
         for k in terms:
             assert got[k] == pytest.approx(base[k] * new / old, rel=1e-5), (path, k)
+    elif how == "balanced":
+        for k in terms:  # factor 1 while measuring: as without the balance
+            assert got[k] == pytest.approx(base[k], rel=1e-5), (path, k)
+        model = _models(teacher_weights, _probe_changes(path), kind)
+        factor = _measure_balance(model)
+        got = _losses(model, batch)
+        for k in terms:
+            assert got[k] == pytest.approx(base[k] * factor, rel=1e-5), (path, k)
     else:
         for k in terms:
             assert not math.isclose(got[k], base[k], rel_tol=1e-6), (path, k)
+
+
+def _measure_balance(model):
+    """Run the engine's KDTargetRatioHook on ``model`` over iterations logging KD terms of 3 (at
+    the linear schedule's weight of each iteration) and detection terms of 1.5: the factor it sets
+    is TARGET_RATIO / 2 (the ratio at full weight), after exactly BALANCE.ITERS iterations."""
+    from types import SimpleNamespace
+
+    from defeat.engine.kd_balance import KDTargetRatioHook
+
+    d, hook = model.distiller, KDTargetRatioHook()
+    storage = EventStorage(0)
+    hook.trainer = SimpleNamespace(storage=storage, model=model, iter=0)
+    with storage:
+        hook.before_train()
+        for i in range(d.balance_iters):
+            assert d.kd_balance() is None
+            storage.iter = hook.trainer.iter = i
+            w = kd_weight(i, BASE[("max_iter",)], BASE[("loss_schedule",)], 0)
+            storage.put_scalars(loss_cls=1.0, loss_box_reg=0.5, loss_defeat_neck_bg=2.0 * w, loss_defeat_head_bg=w)
+            hook.after_step()
+    factor, at = d.kd_balance()
+    assert at == d.balance_iters - 1 and factor == pytest.approx(d.balance_target / 2.0, rel=1e-6)
+    return factor
 
 
 @pytest.mark.parametrize("kind", ["yaml", "lazy"])
@@ -223,6 +261,10 @@ REFUSED = [
         {("neck", "adapter_init_std"): 0.01, ("neck", "adapter"): "none"},
         r"MODEL.DEFEAT.NECK.ADAPTER_INIT_STD = 0.01 cannot take effect: NECK.ADAPTER is 'none'",
     ),
+    (
+        {("neck", "scale_base"): "auto", ("neck", "mask_assign"): "all"},
+        r"MODEL.DEFEAT.NECK.SCALE_BASE = 'auto' cannot take effect: NECK.MASK_ASSIGN is 'all'",
+    ),
 ]
 WARNED = [
     (
@@ -240,6 +282,7 @@ WARNED = [
         {("neck", "enabled"): False, ("neck", "bg_weight"): 8.0, ("head", "enabled"): True},
         "MODEL.DEFEAT.NECK.BG_WEIGHT = 8.0 has no effect",
     ),
+    ({("balance", "iters"): 50}, "MODEL.DEFEAT.BALANCE.ITERS = 50 has no effect: the KD balance is off"),
 ]
 
 

@@ -58,6 +58,13 @@ BAD = [
     ("neck.feature_norm", None, "is not supported"),
     ("head.proposals", "both", "is not supported"),
     ("loss_schedule", "Linear", "is not supported"),
+    ("neck.scale_base", "Auto", "must be a number or 'auto', not str"),
+    ("neck.scale_base", None, "must be a number or 'auto', not NoneType"),
+    ("neck.obj_weight", "auto", "must be a number, not str"),  # the word is SCALE_BASE's only
+    ("balance.target_ratio", -0.5, "must be >= 0"),
+    ("balance.target_ratio", "2", "must be a number, not str"),
+    ("balance.iters", 0, "must be >= 1"),
+    ("balance.iters", 2.5, "must be a whole number"),
 ]
 
 

@@ -450,3 +450,34 @@ def test_a_finished_demo_run_drops_the_runs_its_overwrite_set_aside(tmp_path):
     )
     experiments.run_job("configs/demo/student_slimR18.yaml", str(out), [], train_script=str(script), evaluate=False)
     assert sorted(os.listdir(out)) == [".replaced-note.txt", "log_stdout.txt", "model_final.pth"]
+
+
+def test_accuracy_defines_the_settings_that_read_the_data(tmp_path):
+    """``--define sbauto:defaults:MODEL.DEFEAT.NECK.SCALE_BASE=auto`` and
+    ``--define bal2:defaults:MODEL.DEFEAT.BALANCE.TARGET_RATIO=2`` are variants whose overrides the
+    DeFeat configs of shapes and photos take (no training); a finished ``auto`` run's config.yaml,
+    which holds the number, has the digest of the planned run, so it is reused."""
+    from coco_files import write_coco
+    from helpers import CONFIGS
+
+    from defeat.data.box_levels import resolve_scale_base
+    from defeat.data.datasets import register_coco_dataset
+    from defeat.demo.experiments import config_digest, load_config
+
+    defines = ["sbauto:defaults:MODEL.DEFEAT.NECK.SCALE_BASE=auto", "bal2:defaults:MODEL.DEFEAT.BALANCE.TARGET_RATIO=2"]
+    for data in ("shapes", "photos"):
+        acc = _load("accuracy")
+        args = acc.parse_args(["--data", data, "--define", *defines, "--variants", "baseline", "sbauto", "bal2"])
+        assert acc.VARIANTS["sbauto"] == ("defeat", ["MODEL.DEFEAT.NECK.SCALE_BASE", "auto"])
+        assert acc.VARIANTS["bal2"] == ("defeat", ["MODEL.DEFEAT.BALANCE.TARGET_RATIO", "2"])
+        assert load_config(args.defeat, acc.VARIANTS["sbauto"][1]).MODEL.DEFEAT.NECK.SCALE_BASE == "auto"
+        assert load_config(args.defeat, acc.VARIANTS["bal2"][1]).MODEL.DEFEAT.BALANCE.TARGET_RATIO == 2.0
+    json_file, images = write_coco(str(tmp_path / "data"), num_images=4, size=128)
+    register_coco_dataset("digest_train", json_file, images)
+    opts = ["DATASETS.TRAIN", "('digest_train',)", "MODEL.DEFEAT.NECK.SCALE_BASE", "auto"]
+    saved = load_config(f"{CONFIGS}/tiny_defeat.yaml", opts)
+    value = resolve_scale_base(saved).value
+    (tmp_path / "config.yaml").write_text(saved.dump())
+    assert config_digest(str(tmp_path / "config.yaml"), []) == config_digest(f"{CONFIGS}/tiny_defeat.yaml", opts)
+    other = opts[:2] + ["MODEL.DEFEAT.NECK.SCALE_BASE", str(value + 1.0)]
+    assert config_digest(str(tmp_path / "config.yaml"), []) != config_digest(f"{CONFIGS}/tiny_defeat.yaml", other)

@@ -2,16 +2,10 @@
 
 All sizes are in the pixels the model sees: each image resized as at test time
 (``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``). Levels use the library's
-rule (:func:`defeat.modeling.masks.assign_levels`) and object cells its masks (:func:`defeat.gt_masks`).
-
-**COCO reference.** ``SCALE_BASE = 56`` is the paper's value for COCO on 800-px images. COCO's
-own statistics (cocodataset.org, detection evaluation page) give 41 % of its objects as small
-(area < 32^2 px), 34 % medium and 24 % large (area > 96^2) on the original images (mostly
-640x480), which short-side-800 resizing scales by 800/480: 32 -> 53.3 px and 96 -> 160 px.
-A log-normal fit of ``sqrt(area)`` through those two quantiles (median 70 px, sigma 1.22 in
-log space) gives COCO's share of boxes per level at 56: about 65 / 18 / 11 / 5 / 2 % on five
-levels. :func:`suggest_scale_base` returns the ``SCALE_BASE`` whose level shares on the
-dataset are closest (L1) to those reference shares.
+rule (:func:`defeat.data.box_levels.assign_levels`) and object cells its masks
+(:func:`defeat.gt_masks`). The suggested ``SCALE_BASE`` is
+:func:`defeat.data.box_levels.suggest_scale_base` (its module doc gives the COCO reference): the
+number ``MODEL.DEFEAT.NECK.SCALE_BASE: auto`` takes when a training run starts.
 """
 
 import math
@@ -20,10 +14,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.data.transforms import ResizeShortestEdge
-from detectron2.structures import BoxMode
 
-from ..modeling.masks import assign_levels, gt_masks
+from ..data.box_levels import (
+    AUTO,
+    COCO_LOG_SIDE,
+    ResizedImage,
+    coco_level_shares,
+    inference_resize,
+    level_shares,
+    resize_records,
+    suggest_scale_base,
+)
+from ..modeling.masks import gt_masks
 
 __all__ = [
     "config_stats",
@@ -40,54 +42,6 @@ __all__ = [
     "suggest_scale_base",
 ]
 
-# (mu, sigma) of ln(sqrt(box area)) on COCO resized to short side 800, fitted as in the module doc.
-_SMALL, _LARGE = 32 * 800 / 480, 96 * 800 / 480
-_Z41, _Z75 = -0.22754, 0.67449  # standard normal quantiles at 0.41 and 0.75 (41 % small, 24 % large)
-_SIGMA = (math.log(_LARGE) - math.log(_SMALL)) / (_Z75 - _Z41)
-COCO_LOG_SIDE = (math.log(_SMALL) - _Z41 * _SIGMA, _SIGMA)
-
-
-@dataclass
-class ResizedImage:
-    """One image as the model sees it: resized ``height``/``width`` and its boxes (XYXY, ``[K, 4]``)."""
-
-    height: int
-    width: int
-    boxes: torch.Tensor
-    classes: torch.Tensor
-
-
-def resize_records(dicts: Sequence[Dict], min_size: int, max_size: int) -> Tuple[List[ResizedImage], Dict[str, int]]:
-    """Resize every image's boxes as ``ResizeShortestEdge(min_size, max_size)`` would.
-
-    Crowd boxes and boxes of zero width or height are left out (Detectron2 drops them while
-    training); their counts are returned as ``{"crowd": n, "zero_area": m}``.
-    """
-    out, skipped = [], {"crowd": 0, "zero_area": 0}
-    for r in dicts:
-        h, w = r["height"], r["width"]
-        nh, nw = ResizeShortestEdge.get_output_shape(h, w, min_size, max_size) if min_size else (h, w)
-        boxes, classes = [], []
-        for a in r.get("annotations", ()):
-            if a.get("iscrowd", 0):
-                skipped["crowd"] += 1
-                continue
-            x1, y1, x2, y2 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-            if x2 <= x1 or y2 <= y1:
-                skipped["zero_area"] += 1
-                continue
-            boxes.append([x1 * nw / w, y1 * nh / h, x2 * nw / w, y2 * nh / h])
-            classes.append(a["category_id"])
-        out.append(
-            ResizedImage(
-                nh,
-                nw,
-                torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4),
-                torch.tensor(classes, dtype=torch.int64),
-            )
-        )
-    return out, skipped
-
 
 def _sides(images: Sequence[ResizedImage]) -> np.ndarray:
     """``sqrt(w * h)`` of every box, in resized pixels."""
@@ -95,45 +49,6 @@ def _sides(images: Sequence[ResizedImage]) -> np.ndarray:
         return np.zeros(0)
     b = torch.cat([im.boxes for im in images]).numpy()
     return np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
-
-
-def level_shares(images: Sequence[ResizedImage], num_levels: int, scale_base: float) -> np.ndarray:
-    """Boxes per level (counts, ``[L]``) under ``MASK_ASSIGN: scale`` (``assign_levels``)."""
-    if not images:
-        return np.zeros(num_levels, dtype=np.int64)
-    levels = assign_levels(torch.cat([im.boxes for im in images]), num_levels, scale_base)
-    return np.bincount(levels.numpy(), minlength=num_levels)
-
-
-def coco_level_shares(num_levels: int, scale_base: float = 56.0) -> np.ndarray:
-    """Share of COCO's boxes (800-px images) on each level at ``scale_base``: the log-normal
-    reference of the module doc, with the same floor/clamp rule as ``assign_levels``."""
-    mu, sigma = COCO_LOG_SIDE
-
-    def cdf(side):
-        return 0.5 * (1 + math.erf((math.log(side) - mu) / (sigma * math.sqrt(2))))
-
-    edges = [cdf(scale_base * 2 ** (k + 1)) for k in range(num_levels - 1)]  # level k: side < base * 2^(k+1)
-    return np.diff([0.0, *edges, 1.0])
-
-
-def suggest_scale_base(
-    images: Sequence[ResizedImage], num_levels: int, steps_per_octave: int = 16
-) -> Tuple[float, float]:
-    """``(SCALE_BASE, L1 distance)``: the base whose level shares are closest to COCO's at 56.
-
-    Bases ``2^(k / steps_per_octave)`` from 1 to 4096 px are scanned; of equally close ones
-    (a small dataset leaves flat stretches) the middle of the first run is taken.
-    """
-    target = coco_level_shares(num_levels)
-    total = max(1, sum(len(im.boxes) for im in images))
-    grid = [2 ** (k / steps_per_octave) for k in range(12 * steps_per_octave + 1)]
-    dist = np.array([np.abs(level_shares(images, num_levels, b) / total - target).sum() for b in grid])
-    best = np.flatnonzero(dist <= dist.min() + 1e-9)
-    breaks = np.flatnonzero(np.diff(best) > 1)
-    run = best[: breaks[0] + 1] if len(breaks) else best
-    k = int(run[len(run) // 2])
-    return round(grid[k], 1), float(dist[k])
 
 
 def object_cell_shares(
@@ -177,6 +92,7 @@ class DatasetStats:
     object_shares: Optional[np.ndarray]
     suggested: Tuple[float, float]
     distance_now: float = field(default=0.0)
+    auto: bool = False  # the config's SCALE_BASE is "auto": scale_base is the suggested value
 
 
 def compute_stats(
@@ -189,12 +105,16 @@ def compute_stats(
     strides: Sequence[int],
     size_divisibility: int,
     assignment: str = "scale",
-    scale_base: float = 56.0,
+    scale_base=56.0,
 ) -> DatasetStats:
     """The statistics of a dataset for a DeFeat config (its test-time resize, neck levels and
-    strides, ``MASK_ASSIGN`` and ``SCALE_BASE``); ``"coupled"`` has no object cells (None)."""
+    strides, ``MASK_ASSIGN`` and ``SCALE_BASE``); ``"coupled"`` has no object cells (None).
+    ``scale_base`` ``"auto"``: the suggested value, as a training run would take it."""
     images, skipped = resize_records(dicts, min_size, max_size)
     num_levels = len(strides)
+    suggested = suggest_scale_base(images, num_levels)
+    auto = scale_base == AUTO
+    scale_base = suggested[0] if auto else scale_base
     classes = torch.cat([im.classes for im in images]).numpy() if images else np.zeros(0, dtype=np.int64)
     counts = np.bincount(classes, minlength=len(class_names))
     level_counts = level_shares(images, num_levels, scale_base)
@@ -219,8 +139,9 @@ def compute_stats(
         level_counts=level_counts,
         coco_shares=coco,
         object_shares=shares,
-        suggested=suggest_scale_base(images, num_levels),
+        suggested=suggested,
         distance_now=float(np.abs(level_counts / total - coco).sum()),
+        auto=auto,
     )
 
 
@@ -269,7 +190,7 @@ def format_report(s: DatasetStats) -> str:
     total = max(1, n)
     lines += [
         "",
-        f"FPN levels under MASK_ASSIGN scale, SCALE_BASE {s.scale_base:g} "
+        f"FPN levels under MASK_ASSIGN scale, SCALE_BASE {s.scale_base:g}{' (auto)' if s.auto else ''} "
         "(level = floor(log2(sqrt(w*h) / SCALE_BASE)), clamped to the levels):",
         "  level feature stride  box side (px)      boxes  share  COCO@56  object cells ("
         + ("MASK_ASSIGN " + s.assignment + ")" if s.object_shares is not None else "coupled: none)"),
@@ -281,10 +202,15 @@ def format_report(s: DatasetStats) -> str:
             f"{int(s.level_counts[k]):>7} {100 * s.level_counts[k] / total:5.0f}% {100 * s.coco_shares[k]:7.0f}% {obj}"
         )
     base, dist = s.suggested
+    advice = (
+        "the config's MODEL.DEFEAT.NECK.SCALE_BASE auto takes it when a training run starts"
+        if s.auto
+        else "set MODEL.DEFEAT.NECK.SCALE_BASE to it, or to auto"
+    )
     lines += [
         "",
         f"suggested SCALE_BASE: {base:g} (boxes spread over the levels like COCO's at 56 on 800-px images: "
-        f"L1 distance {dist:.2f}, vs {s.distance_now:.2f} at {s.scale_base:g}); set MODEL.DEFEAT.NECK.SCALE_BASE",
+        f"L1 distance {dist:.2f}, vs {s.distance_now:.2f} at {s.scale_base:g}); {advice}",
     ]
     return "\n".join(lines)
 
@@ -343,15 +269,16 @@ def stats_figure(s: DatasetStats, path: str) -> None:
 
 def config_stats(cfg, neck, dicts: List[dict], name: str, classes: Sequence[str], scale_base: Optional[float] = None):
     """:func:`compute_stats` of ``dicts`` as a config's DeFeat student sees them: its test-time
-    resize, the ``neck`` settings' levels (with the backbone's strides and padding) and mask
-    assignment, and ``scale_base`` (default: the neck's ``SCALE_BASE``).
+    resize (:func:`defeat.data.box_levels.inference_resize`), the ``neck`` settings' levels (with the
+    backbone's strides and padding) and mask assignment, and ``scale_base`` (default: the neck's
+    ``SCALE_BASE``, which may be ``"auto"``).
 
     Raises:
         DeFeatConfigError: a level of ``NECK.IN_FEATURES`` that the backbone does not produce.
         ConfigFileError: the config's test-time augmentations have no ``ResizeShortestEdge``.
     """
-    from ..config.files import build_backbone_from_config, inference_augmentations
-    from ..errors import ConfigFileError, DeFeatConfigError
+    from ..config.files import build_backbone_from_config
+    from ..errors import DeFeatConfigError
 
     backbone = build_backbone_from_config(cfg)  # the student's levels and strides, as the distiller uses them
     shapes = backbone.output_shape()
@@ -359,15 +286,13 @@ def config_stats(cfg, neck, dicts: List[dict], name: str, classes: Sequence[str]
     missing = [f for f in features if f not in shapes]
     if missing:
         raise DeFeatConfigError(f"MODEL.DEFEAT.NECK.IN_FEATURES {missing} are not backbone outputs {sorted(shapes)}")
-    resize = next((a for a in inference_augmentations(cfg) if isinstance(a, ResizeShortestEdge)), None)
-    if resize is None:
-        raise ConfigFileError("its test-time augmentations have no ResizeShortestEdge to size boxes by")
+    min_size, max_size = inference_resize(cfg)
     return compute_stats(
         dicts,
         name,
         classes,
-        resize.short_edge_length[0],
-        resize.max_size,
+        min_size,
+        max_size,
         features,
         [shapes[f].stride for f in features],
         backbone.size_divisibility,

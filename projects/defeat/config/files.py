@@ -10,6 +10,7 @@ A YAML config becomes a ``CfgNode`` with DeFeat's keys (overrides ``KEY VALUE`` 
 never needs to know which one it was given.
 """
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -32,6 +33,7 @@ __all__ = [
     "check_config_file",
     "resolve_teacher_config_file",
     "merge_defeat_config_file",
+    "words_or_numbers",
     "configs_root",
     "get_config_file",
     "is_lazy_config",
@@ -78,6 +80,7 @@ __all__ = [
     "SavedModel",
     "saved_form",
     "saved_model_fields",
+    "saved_run_setting",
 ]
 
 Config = Union[CfgNode, DictConfig]
@@ -163,12 +166,47 @@ def floats_where_expected(cfg, opts: Sequence[str]) -> List[str]:
     return out
 
 
+@contextlib.contextmanager
+def words_or_numbers(cfg):
+    """While active, the ``MODEL.DEFEAT`` keys that take a word as well as a number (the settings
+    table's ``words``: ``NECK.SCALE_BASE: auto``) accept either from a file or an override: yacs
+    refuses a value of another type than the key's, except where the key holds None. On exit a key
+    left None gets its value back and a whole number becomes a float. A config without
+    ``MODEL.DEFEAT`` is left alone."""
+    from .validation import RULES
+
+    held = []
+    defeat = cfg.MODEL.get("DEFEAT", None) if isinstance(cfg, CfgNode) else None
+    if defeat is not None:
+        for path, rule in RULES.items():
+            if not rule.words:
+                continue
+            node = defeat
+            for key in path[:-1]:
+                node = node[key.upper()]
+            held.append((node, path[-1].upper(), node[path[-1].upper()]))
+            node[path[-1].upper()] = None
+    try:
+        yield
+    finally:
+        for node, key, before in held:
+            value = node[key]
+            if value is None:
+                node[key] = before
+            elif isinstance(value, int) and not isinstance(value, bool):
+                node[key] = float(value)
+
+
 def merge_defeat_config_file(cfg, config_file: str, opts: Sequence[str] = ()):
     """``cfg.merge_from_file(config_file)``, the teacher config path resolved
-    (:func:`resolve_teacher_config_file`), then ``cfg.merge_from_list(opts)``; returns ``cfg``."""
-    cfg.merge_from_file(config_file)
+    (:func:`resolve_teacher_config_file`), then ``cfg.merge_from_list(opts)``; returns ``cfg``.
+    ``NECK.SCALE_BASE`` takes ``auto`` in either (:func:`words_or_numbers`)."""
+    with words_or_numbers(cfg):
+        cfg.merge_from_file(config_file)
     resolve_teacher_config_file(cfg, config_file)
-    cfg.merge_from_list(floats_where_expected(cfg, opts))
+    opts = floats_where_expected(cfg, opts)
+    with words_or_numbers(cfg):
+        cfg.merge_from_list(opts)
     return cfg
 
 
@@ -256,13 +294,16 @@ def load_config(
     cfg = get_cfg()
     add_defeat_config(cfg)
     try:
-        cfg.merge_from_file(path)
+        with words_or_numbers(cfg):  # NECK.SCALE_BASE: auto
+            cfg.merge_from_file(path)
         resolve_teacher_config_file(cfg, path)  # relative to the file that sets it, as _BASE_
     except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
         raise ConfigFileError(f"cannot read config {path!r}: {type(e).__name__}: {e}") from e
     file_max_iter = cfg.SOLVER.MAX_ITER
     try:
-        cfg.merge_from_list(floats_where_expected(cfg, opts))
+        opts = floats_where_expected(cfg, opts)
+        with words_or_numbers(cfg):
+            cfg.merge_from_list(opts)
     except Exception as e:  # odd count, unknown key, wrong type
         raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
     _log_rescale(rescale_yaml(cfg, file_max_iter, opts))
@@ -609,13 +650,18 @@ def prediction_dataset_names(cfg: Config) -> List[str]:
 
 def set_defeat_setting(cfg: Config, path: Sequence[str], value: Any) -> Config:
     """Set one DeFeat setting (nested lowercase ``path``, e.g. ``("neck", "enabled")``):
-    ``MODEL.DEFEAT.NECK.ENABLED`` in a YAML config, ``model.defeat.neck.enabled`` in a LazyConfig
-    that has ``model.defeat`` (one without it takes every default). Returns the config."""
+    ``MODEL.DEFEAT.NECK.ENABLED`` in a YAML config (frozen again afterwards if it was frozen),
+    ``model.defeat.neck.enabled`` in a LazyConfig that has ``model.defeat`` (one without it takes
+    every default). Returns the config."""
     if isinstance(cfg, CfgNode):
+        frozen = cfg.is_frozen()
+        cfg.defrost()
         node = cfg.MODEL.DEFEAT
         for key in path[:-1]:
             node = node[key.upper()]
         node[path[-1].upper()] = value
+        if frozen:
+            cfg.freeze()
     elif cfg.model.get("defeat", None) is not None:
         node = cfg.model.defeat
         for key in path[:-1]:
@@ -624,6 +670,28 @@ def set_defeat_setting(cfg: Config, path: Sequence[str], value: Any) -> Config:
             node = node[key]
         node[path[-1]] = value
     return cfg
+
+
+def saved_run_setting(cfg: Config, path: Sequence[str]) -> Tuple[Any, str]:
+    """``(value, file)`` of the DeFeat setting ``path`` (nested lowercase) in the config that the
+    run of ``cfg`` saved in its output folder (``OUTPUT_DIR/config.yaml``, written at every start
+    by Detectron2's ``default_setup``; read as a config of the same kind, its settings unchecked):
+    ``MODEL.DEFEAT.<PATH>`` or ``model.defeat.<path>``. The value is None when the file is
+    missing, unreadable or lacks the key."""
+    file = os.path.join(output_dir(cfg), "config.yaml")
+    yaml_kind = isinstance(cfg, CfgNode)
+    if not os.path.isfile(file):
+        return None, file
+    try:
+        saved = load_config(file, lazy=not yaml_kind, check_settings=False)
+    except (ConfigFileError, OverrideError):
+        return None, file
+    if yaml_kind:
+        node = saved.MODEL.get("DEFEAT", None)
+        for key in path:
+            node = node.get(key.upper(), None) if isinstance(node, CfgNode) else None
+        return node, file
+    return OmegaConf.select(saved, "model.defeat." + ".".join(path), default=None), file
 
 
 def for_building(cfg: Config, device: str) -> Config:

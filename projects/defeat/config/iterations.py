@@ -18,7 +18,8 @@ the LR at the same iterations.
 After the rule, the schedule is derived from and checked against the run's one length
 (:func:`check_yaml_schedule`, :func:`settle_lazy_schedule`), before anything is written or
 built: LR steps strictly increasing and inside the run, LR and KD warm-ups no longer than the
-run, the KD schedule ending at the run's end (``model.defeat.max_iter`` is ``train.max_iter``),
+run, the KD balance's measurement (``MODEL.DEFEAT.BALANCE.ITERS``, when on) ending inside it, the KD
+schedule ending at the run's end (``model.defeat.max_iter`` is ``train.max_iter``),
 and a LazyConfig's ``MultiStepParamScheduler`` counting the run's iterations (``num_updates`` is
 ``train.max_iter``; milestones given on the command line are iterations of the run) with one value
 more than milestones. A contradiction raises ``ConfigFileError`` (the LR schedule) or
@@ -245,16 +246,32 @@ def _check_kd_warmup(warmup: Any, max_iter: int) -> None:
         )
 
 
+def _check_kd_balance(balance: Any, max_iter: int, yaml: bool) -> None:
+    """With the KD balance on, its measurement ends inside the run (the gate checks types and signs)."""
+    if not hasattr(balance, "get"):
+        return
+    target = balance.get("TARGET_RATIO" if yaml else "target_ratio", 0)
+    iters = balance.get("ITERS" if yaml else "iters", 0)
+    if isinstance(target, numbers.Real) and target > 0 and _is_int(iters) and iters >= max_iter:
+        raise DeFeatConfigError(
+            f"MODEL.DEFEAT.BALANCE.ITERS = {iters} is not shorter than the run's {max_iter} iterations "
+            f"(SOLVER.MAX_ITER; LazyConfig: model.defeat.balance.iters, train.max_iter): the KD balance factor "
+            f"would be measured to the end and never applied; give at most {max_iter - 1}, or set "
+            "MODEL.DEFEAT.BALANCE.TARGET_RATIO 0 to train without the balance"
+        )
+
+
 def check_yaml_schedule(cfg) -> None:
     """Refuse a YAML config whose iteration counts contradict its length ``SOLVER.MAX_ITER``
     (after the overrides and the rule): ``SOLVER.STEPS`` (with the multi-step LR scheduler) not
     strictly increasing or outside the run, ``SOLVER.WARMUP_ITERS`` or
-    ``MODEL.DEFEAT.WARMUP_ITERS`` longer than the run. The KD schedule's length is
+    ``MODEL.DEFEAT.WARMUP_ITERS`` longer than the run, the KD balance's measurement
+    (``MODEL.DEFEAT.BALANCE.ITERS``, when on) not ending before it. The KD schedule's length is
     ``SOLVER.MAX_ITER`` itself (``defeat.config.settings.settings_from_cfg``).
 
     Raises:
         ConfigFileError: an LR step or the LR warm-up.
-        DeFeatConfigError: the KD warm-up.
+        DeFeatConfigError: the KD warm-up or balance.
     """
     max_iter = cfg.SOLVER.MAX_ITER
     if not _is_int(max_iter) or max_iter <= 0:
@@ -278,6 +295,7 @@ def check_yaml_schedule(cfg) -> None:
     defeat = cfg.MODEL.get("DEFEAT", None)
     if defeat is not None:
         _check_kd_warmup(defeat.get("WARMUP_ITERS", 0), max_iter)
+        _check_kd_balance(defeat.get("BALANCE", None), max_iter, yaml=True)
 
 
 def settle_lazy_schedule(cfg, overrides: Sequence[str]) -> Optional[str]:
@@ -292,7 +310,8 @@ def settle_lazy_schedule(cfg, overrides: Sequence[str]) -> Optional[str]:
     than milestones, and ``warmup_length`` a fraction in [0, 1]; the scheduler is built once
     here so that any other fault is a one-line error now rather than a traceback after the model
     was built. ``model.defeat.max_iter`` must be ``train.max_iter`` and
-    ``model.defeat.warmup_iters`` at most that. Returns the line to log (None: nothing restated).
+    ``model.defeat.warmup_iters`` at most that, ``model.defeat.balance.iters`` (balance on) less.
+    Returns the line to log (None: nothing restated).
 
     Raises:
         ConfigFileError: the LR schedule (``num_updates`` overridden to another length,
@@ -314,6 +333,7 @@ def settle_lazy_schedule(cfg, overrides: Sequence[str]) -> Optional[str]:
                 "and drop any model.defeat.max_iter override"
             )
         _check_kd_warmup(defeat.get("warmup_iters", 0), max_iter)
+        _check_kd_balance(defeat.get("balance", None), max_iter, yaml=False)
     return note
 
 

@@ -116,6 +116,8 @@ DISTILLER_ARGS = (
     ("cross_enabled", ("cross_head", "enabled")),
     ("cross_obj_weight", ("cross_head", "obj_weight")),
     ("cross_bg_weight", ("cross_head", "bg_weight")),
+    ("balance_target_ratio", ("balance", "target_ratio")),
+    ("balance_iters", ("balance", "iters")),
     ("schedule", ("loss_schedule",)),
     ("warmup_iters", ("warmup_iters",)),
     ("max_iter", ("max_iter",)),

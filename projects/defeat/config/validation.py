@@ -29,6 +29,7 @@ __all__ = [
     "MASK_MODES",
     "PROPOSAL_MODES",
     "BOX_LOSSES",
+    "AUTO",
     "setting_name",
     "validate_settings",
     "CheckedSettings",
@@ -46,6 +47,9 @@ MASK_MODES = ("scale", "all", "coupled")
 PROPOSAL_MODES = ("teacher", "student")
 # The box-distillation loss: L1 on the student's box deltas, or 1 - GIoU on decoded boxes.
 BOX_LOSSES = ("l1", "giou")
+# NECK.SCALE_BASE's word: the number is computed from the training set when a training run starts
+# (defeat.data.box_levels.resolve_scale_base) and recorded in the run's config.yaml.
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Rule:
     kind: ``"bool"`` (a real bool), ``"number"`` (finite int/float), ``"int"`` (integral),
         ``"choice"`` (one of ``choices``), ``"levels"`` (a non-empty list of distinct level names)
         or ``"prefixes"`` (a list, possibly empty, of distinct module-name prefixes).
+    words: strings a ``"number"`` setting also takes (``NECK.SCALE_BASE``: ``"auto"``).
     default: the value ``add_defeat_config`` puts in a config (the package default).
     effect: what the setting changes (a loss key it scales, a count, a schedule), for the docs
         and the every-setting test; ``term``: the ``loss_defeat_*`` key a weight multiplies.
@@ -72,6 +77,7 @@ class Rule:
     hint: str = ""
     high: Optional[float] = None
     term: str = ""
+    words: Tuple[str, ...] = ()
 
 
 def _weight(term: str) -> Rule:
@@ -111,6 +117,7 @@ RULES: Dict[Tuple[str, ...], Rule] = {
         low=0.0,
         strict=True,
         hint="(box size in pixels of the first level)",
+        words=(AUTO,),
     ),
     ("head", "enabled"): Rule("bool", False, "adds loss_defeat_head_{obj,bg} (classification KL)"),
     ("head", "proposals"): Rule(
@@ -134,6 +141,17 @@ RULES: Dict[Tuple[str, ...], Rule] = {
     ("cross_head", "enabled"): Rule("bool", False, "adds loss_defeat_cross_{obj,bg} (cross-head KL)"),
     ("cross_head", "obj_weight"): _weight("loss_defeat_cross_obj"),
     ("cross_head", "bg_weight"): _weight("loss_defeat_cross_bg"),
+    # KD/detection balance (the engine's KDTargetRatioHook measures, the distiller applies the factor).
+    ("balance", "target_ratio"): Rule(
+        "number",
+        0.0,
+        "scales every loss_defeat_* term by TARGET_RATIO / the KD/detection ratio measured over BALANCE.ITERS",
+        low=0.0,
+        hint="(the wanted loss_defeat_* / detection loss ratio; 0 disables the balance)",
+    ),
+    ("balance", "iters"): Rule(
+        "int", 20, "iterations over which the KD/detection ratio is measured", low=1, hint="(at least 1)"
+    ),
     ("inherit",): Rule("prefixes", [], "student tensors copied from the teacher at a fresh start"),
     ("loss_schedule",): Rule("choice", "constant", "the KD weight over training", choices=SCHEDULES),
     ("warmup_iters",): Rule(
@@ -189,10 +207,15 @@ APPLIES: Dict[Tuple[str, ...], Callable[[Mapping], Optional[str]]] = {
     ("neck", "scale_base"): lambda s: (
         _off("neck", "the neck loss")(s)
         or (
-            f"NECK.MASK_ASSIGN is {s['neck']['mask_assign']!r}: only 'scale' places boxes by size"
+            # "auto" would read the training data for a number nothing uses: refused
+            (REFUSE if s["neck"]["scale_base"] == AUTO else "")
+            + f"NECK.MASK_ASSIGN is {s['neck']['mask_assign']!r}: only 'scale' places boxes by size"
             if s["neck"]["mask_assign"] != "scale"
             else None
         )
+    ),
+    ("balance", "iters"): lambda s: (
+        None if s["balance"]["target_ratio"] > 0 else "the KD balance is off (MODEL.DEFEAT.BALANCE.TARGET_RATIO 0)"
     ),
     ("head", "obj_weight"): _off("head", "the head loss"),
     ("head", "bg_weight"): _off("head", "the head loss"),
@@ -264,8 +287,11 @@ def _check_one(path: Tuple[str, ...], value: Any, rule: Rule) -> Any:
         return _check_names(path, value, "level names", "['p2', 'p3', 'p4', 'p5', 'p6']", empty_ok=False)
     if rule.kind == "prefixes":
         return _check_names(path, value, "module-name prefixes", "['backbone.fpn_', 'proposal_generator']", True)
+    if rule.words and isinstance(value, str) and value in rule.words:
+        return value
     if not _is_number(value):
-        raise _fail(path, value, f"must be a number, not {type(value).__name__}")
+        words = "".join(f" or {w!r}" for w in rule.words)
+        raise _fail(path, value, f"must be a number{words}, not {type(value).__name__}")
     if not math.isfinite(value):
         raise _fail(path, value, "must be finite")
     if rule.kind == "int":

@@ -121,12 +121,18 @@ def write_stamp(output_dir: str, digest: str, metrics: Optional[dict], name: str
 
 def config_digest(config_file: str, opts: Sequence[str], lazy: Optional[bool] = None) -> str:
     """A hash of a config file (with its ``_BASE_`` chain merged) plus overrides, ``OUTPUT_DIR``
-    left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest.
+    left out: a cache key. A run's saved ``config.yaml`` (no overrides) has its run's digest
+    (``NECK.SCALE_BASE: auto`` is hashed as the number a run records: its training set is read).
     ``lazy``: the file is a LazyConfig (a ``.py`` file, or the ``config.yaml`` that
     ``lazy_train_net.py`` saved); ``None`` decides from the file name."""
-    from ..config.files import config_tree, load_with_yaml_overrides
+    from ..config.files import config_tree, load_with_yaml_overrides, train_dataset_names
+    from ..data.box_levels import auto_scale_base_pending, resolve_scale_base
+    from ..data.datasets import register_provided_datasets
 
     cfg = load_with_yaml_overrides(config_file, opts, lazy=lazy)
+    if auto_scale_base_pending(cfg):  # SCALE_BASE auto: the number a run of it records in its config.yaml
+        register_provided_datasets(train_dataset_names(cfg))
+        resolve_scale_base(cfg, log=False)
     text = json.dumps(config_tree(cfg, blank=("output_dir",)), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 

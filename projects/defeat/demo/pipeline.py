@@ -355,7 +355,8 @@ def check_inputs(args) -> Plan:
 def inspect(plan: Plan, scale_base: Optional[float]) -> float:
     """Write ``inspect.txt`` and ``inspect.png`` (the training set's sizes and levels for the
     preset's DeFeat student); return the ``SCALE_BASE`` to train with: ``scale_base`` if given,
-    else the suggested one (the DeFeat config's for a preset without ``suggest_scale_base``)."""
+    else the suggested one (the number ``SCALE_BASE: auto`` would take; the DeFeat config's for a
+    preset without ``suggest_scale_base``)."""
     from detectron2.data import DatasetCatalog
 
     from ..analysis.dataset_stats import config_stats, format_report, stats_figure
@@ -364,13 +365,12 @@ def inspect(plan: Plan, scale_base: Optional[float]) -> float:
     cfg = set_run_values(load_config(plan.preset.student, plan.opts), device="cpu")
     neck = defeat_settings(load_config(plan.preset.defeat, plan.opts))["neck"]
     stats = config_stats(cfg, neck, DatasetCatalog.get(plan.train.name), plan.train.name, plan.classes, scale_base)
-    # A base above the largest box puts every box on the first level, as the largest box itself
-    # does: the suggestion is capped there (the same levels, a readable number).
-    largest = float(stats.sides.max()) if len(stats.sides) else float(stats.suggested[0])
+    # The suggestion is the rule MODEL.DEFEAT.NECK.SCALE_BASE auto resolves to when a training run
+    # starts (defeat.data.box_levels.suggest_scale_base); the configs written here hold the number.
     if scale_base is not None:
         chosen, source = float(scale_base), " (--scale-base)"
     elif plan.preset.suggest_scale_base:
-        chosen, source = round(min(float(stats.suggested[0]), largest), 2), ""
+        chosen, source = float(stats.suggested[0]), ""
     else:
         chosen, source = float(neck["scale_base"]), f" (the config's, preset {plan.preset.name})"
     text = format_report(stats) + f"\n\nSCALE_BASE used: {chosen}{source}"

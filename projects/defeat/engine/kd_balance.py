@@ -11,6 +11,20 @@ term, and their obj/bg sibling) when the KD terms are more than :data:`KD_DOMINA
 the detection terms (they then swamp the student's own training, and often end in NaN). At the
 end of training one more line compares the ratio over the first window with the ratio over the
 last one (:func:`trend_message`) and says what the change means.
+
+With ``MODEL.DEFEAT.BALANCE.TARGET_RATIO > 0`` (off by default), :class:`KDTargetRatioHook` acts
+on the same ratio: over the first ``BALANCE.ITERS`` iterations whose KD weight is above 0 it sums
+the ``loss_defeat_*`` terms divided by that iteration's schedule weight (warm-up and decay taken
+out: the terms as at full weight) and the detection terms, then sets one factor
+``TARGET_RATIO / (KD sum / detection sum)`` on the model's distiller
+(``DeFeatDistiller.set_kd_balance``), which multiplies every KD term by it for the rest of the run
+(their relative weights are kept; the schedule still applies on top). During the measured
+iterations the factor is 1: the run trains as without the balance. The factor is a buffer of the
+model, so checkpoints hold it and a resumed run keeps it without measuring again (a run resumed
+before the measurement ended measures from where it resumes). Under DDP every process counts
+the same iterations and takes the sums of the processes that logged losses (Detectron2's main
+process, which logs the losses averaged over all of them), through ``comm.all_gather``: the
+factor is the same everywhere.
 """
 
 import collections
@@ -18,6 +32,7 @@ import logging
 import math
 from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import detectron2.utils.comm as comm
 from detectron2.engine import HookBase
 
 from ..config.validation import RULES, setting_name
@@ -32,7 +47,10 @@ __all__ = [
     "STEADY_CHANGE",
     "KDBalanceHook",
     "WindowSums",
+    "KDTargetRatioHook",
+    "balance_factor",
     "balance_message",
+    "balanced_distiller",
     "loss_sums",
     "trend_message",
     "weights_advice",
@@ -233,4 +251,125 @@ class KDBalanceHook(HookBase):
 
     def _report(self):
         self.reported = balance_message(self._kd, WindowSums(self._first).det, len(self._first), self.threshold)
+        distiller = balanced_distiller(getattr(self.trainer, "model", None))
+        if distiller is not None:  # the KD balance rescales the terms: a note, not advice to act on
+            self.reported = (
+                logging.INFO,
+                self.reported[1].split(": above", 1)[0].rstrip(".")
+                + f"; MODEL.DEFEAT.BALANCE scales the KD terms to {distiller.balance_target:g}x after its "
+                f"{distiller.balance_iters} measured iterations.",
+            )
         logger.log(*self.reported)
+
+
+def balance_factor(target: float, kd: float, det: float) -> Optional[float]:
+    """``target / (kd / det)``: the factor that brings KD terms summing ``kd`` to ``target`` times
+    detection terms summing ``det``; None when the ratio cannot be measured (a sum not positive
+    or not finite)."""
+    if not (kd > 0 and det > 0 and math.isfinite(kd) and math.isfinite(det)):
+        return None
+    return target * det / kd
+
+
+def balanced_distiller(model):
+    """The ``distiller`` of a (DDP-wrapped) model whose KD balance is on
+    (``BALANCE.TARGET_RATIO > 0``); None otherwise."""
+    model = getattr(model, "module", model)
+    distiller = getattr(model, "distiller", None)
+    return distiller if getattr(distiller, "balance_target", 0) > 0 else None
+
+
+class KDTargetRatioHook(HookBase):
+    """Measures the KD/detection ratio and sets the distiller's balance factor once (see the
+    module). Does nothing for a model without the balance, or whose factor a checkpoint restored
+    (one INFO line says so). Register it before the ``PeriodicCheckpointer``, so the checkpoint of
+    the iteration that ends the measurement holds the factor."""
+
+    def __init__(self):
+        self.distiller = None
+        self._kd = 0.0  # sum over the measured iterations of the KD terms / the schedule's weight
+        self._det = 0.0
+        self._counted = 0  # iterations counted (the same on every process)
+        self._logged = 0  # of them, with losses in this process's storage
+        self._first = -1  # the first iteration counted
+        self.result: Optional[Dict[str, float]] = None  # ratio, factor, iteration once set
+
+    def before_train(self):
+        self.distiller = balanced_distiller(self.trainer.model)
+        if self.distiller is None:
+            return
+        restored = self.distiller.kd_balance()
+        if restored is not None:
+            factor, at = restored
+            if comm.is_main_process():
+                logger.info(
+                    "KD balance: factor %.4g (measured up to iteration %d) restored from the checkpoint; "
+                    "not measured again",
+                    factor,
+                    at,
+                )
+            self.distiller = None
+
+    def after_step(self):
+        d = self.distiller
+        if d is None:
+            return
+        now = self.trainer.iter
+        w = d.kd_weight_at(now)
+        if not w > 0:  # the KD terms are off at this iteration: nothing to measure
+            return
+        latest = self.trainer.storage.latest()
+        losses = {k: v for k, (v, it) in latest.items() if it == now and k.startswith("loss_")}
+        if losses:  # the main process: Detectron2 logs the losses averaged over the processes there
+            kd, det = loss_sums(losses)
+            self._kd += kd / w
+            self._det += det
+            self._logged += 1
+        if not self._counted:
+            self._first = now
+        self._counted += 1
+        if self._counted >= d.balance_iters:
+            self._apply(now)
+
+    def _apply(self, now: int) -> None:
+        d = self.distiller
+        self.distiller = None
+        gathered = comm.all_gather((self._kd, self._det, self._logged))
+        measured = [g for g in gathered if g[2] > 0]
+        kd = sum(g[0] for g in measured) / max(1, len(measured))
+        det = sum(g[1] for g in measured) / max(1, len(measured))
+        factor = balance_factor(d.balance_target, kd, det)
+        ratio = kd / det if det > 0 else math.inf
+        if factor is None:
+            if comm.is_main_process():
+                logger.warning(
+                    "KD balance: the loss_defeat_* / detection ratio over %d iterations could not be measured "
+                    "(KD sum %.4g, detection sum %.4g); the KD terms stay unscaled (factor 1)",
+                    self._counted,
+                    kd,
+                    det,
+                )
+            factor = 1.0
+        elif comm.is_main_process():
+            logger.info(
+                "KD balance: loss_defeat_* / detection losses measured at %.4g over iterations %d-%d (KD terms at "
+                "full schedule weight), target %g (MODEL.DEFEAT.BALANCE.TARGET_RATIO): every KD term scaled by "
+                "%.4g from iteration %d on",
+                ratio,
+                self._first,
+                now,
+                d.balance_target,
+                factor,
+                now + 1,
+            )
+        d.set_kd_balance(factor, now)
+        self.result = {"ratio": ratio, "factor": factor, "iteration": now}
+
+    def after_train(self):
+        if self.distiller is not None and self._counted and comm.is_main_process():
+            logger.warning(
+                "KD balance: the run ended after %d of the %d measured iterations (MODEL.DEFEAT.BALANCE.ITERS); "
+                "no factor was set",
+                self._counted,
+                self.distiller.balance_iters,
+            )

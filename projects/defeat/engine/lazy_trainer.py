@@ -1,6 +1,7 @@
 """The step loop of a LazyConfig run (``lazy_train_net.py``): Detectron2's ``common/train.py`` keys
 plus ``train.clip_gradients`` and ``train.amp`` on a CPU (bf16), with atomic checkpoints and the
-KD/detection loss balance logged (``defeat.engine.kd_balance``)."""
+KD/detection loss balance logged and, with ``model.defeat.balance.target_ratio``, set
+(``defeat.engine.kd_balance``)."""
 
 import logging
 from typing import Callable, Dict, List, Optional, Tuple
@@ -11,9 +12,10 @@ from detectron2.engine import SimpleTrainer, default_writers, hooks
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 from ..checkpoint import AtomicDetectionCheckpointer
+from ..data.box_levels import resolve_scale_base
 from ..data.datasets import preloaded_datasets
 from .ddp import create_ddp_model_any_device
-from .kd_balance import KDBalanceHook
+from .kd_balance import KDBalanceHook, KDTargetRatioHook
 from .mixed_precision import build_step_trainer
 from .nonfinite import explain_nonfinite_losses
 from .start import load_or_resume, log_teacher_quality
@@ -45,7 +47,10 @@ def build_lazy_trainer(
 ) -> Tuple[SimpleTrainer, int]:
     """``(trainer, start iteration)`` of a LazyConfig: model, optimizer, data (``train_dicts``:
     checked dicts reused instead of loading them again), hooks (``test(model)`` at
-    ``train.eval_period`` and at the end), weights loaded or resumed."""
+    ``train.eval_period`` and at the end), weights loaded or resumed. A
+    ``model.defeat.neck.scale_base = "auto"`` is resolved first (from ``train_dicts`` where given;
+    ``lazy_train_net.py`` resolves it earlier, so that the saved ``config.yaml`` holds the number)."""
+    resolve_scale_base(cfg, train_dicts)
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     log_teacher_quality(model)
@@ -63,6 +68,7 @@ def build_lazy_trainer(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            KDTargetRatioHook(),  # before the checkpointer: a checkpoint holds the factor set at its iteration
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: test(model)),
             KDBalanceHook(),  # before the writer: the ratio is written with its iteration's losses

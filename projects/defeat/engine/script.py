@@ -1,12 +1,15 @@
 """What ``train_net.py`` and ``lazy_train_net.py`` share: their command line (read without torch in
 ``defeat.engine.arguments``, re-exported here), the datasets every
 process registers, the hold on the output folder (:func:`hold_output_dir`: its lock, a failed
-start undone), the checks before anything is written or built (:func:`preflight`), the training
-sets checked after loading, the guard of a resumed run's ``config.yaml``, and the launch."""
+start undone), the checks before anything is written or built (:func:`preflight`), the settings
+read from the data (:func:`resolve_data_settings`), the training sets checked after loading, the
+guard of a resumed run's ``config.yaml``, and the launch."""
 
 import argparse
 import contextlib
 import logging
+import numbers
+import os
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import detectron2.utils.comm as comm
@@ -14,7 +17,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
-from ..config.files import key_of, output_dir
+from ..config.files import key_of, output_dir, saved_run_setting
+from ..data.box_levels import auto_scale_base_pending, resolve_scale_base
 from ..data.checks import check_training_data
 from ..data.datasets import register_provided_datasets, setup_datasets
 from .arguments import argument_parser, parse_args, take_trailing_options  # the light command line
@@ -29,6 +33,7 @@ __all__ = [
     "register_datasets",
     "load_and_check_training_data",
     "preflight",
+    "resolve_data_settings",
     "hold_output_dir",
     "take_trailing_options",
     "setup_defeat_logger",
@@ -52,6 +57,28 @@ def preflight(cfg, args: argparse.Namespace, run: Optional[RunFolder] = None) ->
         return
     target, moved = set_aside_files(output_dir(cfg), replaced)
     logging.getLogger(__name__).warning("--overwrite: the earlier run's %s moved to %s", ", ".join(moved), target)
+
+
+def resolve_data_settings(cfg, args: argparse.Namespace):
+    """The settings a training run reads from its data, put in ``cfg`` (in place) after the
+    preflight and before ``default_setup`` saves ``config.yaml``, so the saved config holds the
+    number: ``MODEL.DEFEAT.NECK.SCALE_BASE: auto`` (``defeat.data.box_levels.resolve_scale_base``).
+    Returns its ``ScaleBaseChoice`` (None: nothing to resolve), whose ``log()`` the caller calls
+    once the run's log is set up. A resumed run (``--resume`` with a ``last_checkpoint`` in the output folder)
+    takes the number its ``config.yaml`` recorded instead of reading the data again; nothing for
+    an evaluation (the plain student has no neck loss). Call it in every process.
+
+    Raises:
+        ConfigFileError, DataCheckError: see ``resolve_scale_base`` (main process).
+    """
+    if getattr(args, "eval_only", False) or not auto_scale_base_pending(cfg):
+        return None
+    saved = None
+    if getattr(args, "resume", False) and os.path.isfile(os.path.join(output_dir(cfg), "last_checkpoint")):
+        value, file = saved_run_setting(cfg, ("neck", "scale_base"))
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0:
+            saved = (float(value), file)
+    return resolve_scale_base(cfg, saved=saved, log=False)
 
 
 def hold_output_dir(cfg) -> RunFolder:

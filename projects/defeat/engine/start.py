@@ -1,11 +1,13 @@
 """The start of a training run's model: weights loaded or resumed, a fresh DeFeat student's
-inheritance from its teacher (``MODEL.DEFEAT.INHERIT``), and the teacher's recorded AP logged."""
+inheritance from its teacher (``MODEL.DEFEAT.INHERIT``) and KD balance reset, and the teacher's
+recorded AP logged."""
 
 import logging
 
 from ..checkpoint import UNREADABLE_CHECKPOINT_ERRORS, AtomicDetectionCheckpointer, unreadable_weights_error
 from ..errors import DeFeatError
 from ..modeling.meta_arch.common import TeacherMixin
+from .kd_balance import balanced_distiller
 from .metrics_file import teacher_ap_line
 
 __all__ = ["load_or_resume", "log_teacher_quality"]
@@ -22,7 +24,10 @@ def load_or_resume(
 ) -> bool:
     """Resume the run in the checkpointer's folder (``resume`` and a checkpoint there) or load
     ``path`` (named by the key ``setting``); on a fresh start a DeFeat student then copies the
-    teacher's tensors under ``MODEL.DEFEAT.INHERIT``. Returns whether the run resumed.
+    teacher's tensors under ``MODEL.DEFEAT.INHERIT`` and its KD balance factor
+    (``MODEL.DEFEAT.BALANCE``) goes back to "not measured" (``MODEL.WEIGHTS`` from another DeFeat
+    run holds that run's factor); a resumed run keeps the checkpoint's. Returns whether the run
+    resumed.
 
     Raises:
         WeightsError: ``path`` cannot be read or downloaded (truncated, not a checkpoint), naming
@@ -41,6 +46,9 @@ def load_or_resume(
     model = _unwrap(checkpointer.model)
     if not resumed and isinstance(model, TeacherMixin):
         model.inherit_from_teacher()
+        distiller = balanced_distiller(model)
+        if distiller is not None:
+            distiller.reset_kd_balance()
     return resumed
 
 

@@ -11,8 +11,9 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicDetectionCheckpointer
+from ..data.box_levels import resolve_scale_base
 from .ddp import create_ddp_model_any_device
-from .kd_balance import KDBalanceHook
+from .kd_balance import KDBalanceHook, KDTargetRatioHook
 from .mixed_precision import build_step_trainer, check_amp
 from .nonfinite import explain_nonfinite_losses
 from .start import load_or_resume, log_teacher_quality
@@ -24,8 +25,11 @@ class DeFeatTrainer(DefaultTrainer):
     """``DefaultTrainer`` with the COCO evaluator, checkpoints that a kill cannot corrupt, resumes
     that skip damaged checkpoints, multi-process training on CPU (gloo) as well as on GPUs,
     ``SOLVER.AMP.ENABLED`` on a CPU as bf16 autocast (``defeat.engine.mixed_precision``), a NaN/inf
-    loss reported with the term that went first, and the balance of the KD and detection losses
-    logged (``defeat.engine.kd_balance``).
+    loss reported with the term that went first, the balance of the KD and detection losses
+    logged and, with ``MODEL.DEFEAT.BALANCE.TARGET_RATIO``, set (``defeat.engine.kd_balance``), and
+    ``MODEL.DEFEAT.NECK.SCALE_BASE: auto`` resolved from the training set before the model is built
+    (``defeat.data.box_levels.resolve_scale_base``; ``train_net.py`` resolves it earlier, so that
+    the saved ``config.yaml`` holds the number).
 
     Its constructor is ``DefaultTrainer``'s, in the same order, with the DDP wrapper, the step loop
     and the checkpointer chosen here instead of patched in.
@@ -36,6 +40,7 @@ class DeFeatTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):  # setup_logger not yet called
             setup_logger()
         check_amp(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)
+        resolve_scale_base(cfg)  # SCALE_BASE auto -> a number (in place), before the model is built
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
@@ -63,10 +68,15 @@ class DeFeatTrainer(DefaultTrainer):
 
     def build_hooks(self):
         """``DefaultTrainer``'s hooks with :class:`KDBalanceHook` before the writer (so each row of
-        ``metrics.json`` has the ratio of its own iteration)."""
+        ``metrics.json`` has the ratio of its own iteration) and :class:`KDTargetRatioHook` before
+        the checkpointer (so a checkpoint holds the factor set at its own iteration)."""
         ret = super().build_hooks()
         writer = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
         ret.insert(writer, KDBalanceHook())
+        saver = next(
+            (i for i, h in enumerate(ret) if isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook))), writer
+        )
+        ret.insert(saver, KDTargetRatioHook())
         return ret
 
     @classmethod

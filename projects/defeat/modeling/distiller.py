@@ -5,7 +5,7 @@ and per-RoI (or per-anchor) logits; it owns the adapters, masks, losses, weights
 """
 
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from ..config.settings import (
     settings_from_cfg,
     settings_from_distiller_kwargs,
 )
-from ..config.validation import MASK_MODES, validate_settings
+from ..config.validation import AUTO, MASK_MODES, setting_name, validate_settings
 from .adapters import build_adapters
 from .align import align_to_grid
 from .losses import (
@@ -89,7 +89,15 @@ def _weighted_pair(term: str, obj: torch.Tensor, bg: torch.Tensor, weights) -> D
 class DeFeatDistiller(nn.Module):
     """Adapters + decoupled neck and head losses and the box loss, weighted and scheduled.
 
-    State: only the adapters (``adapters.<feature>``); everything else is configuration.
+    State: the adapters (``adapters.<feature>``) and, with ``BALANCE.TARGET_RATIO > 0``, the KD
+    balance (``balance_factor``, ``balance_set_at``: see :meth:`set_kd_balance`); everything else
+    is configuration.
+
+    **KD balance** (``MODEL.DEFEAT.BALANCE``): every ``loss_defeat_*`` term is multiplied by
+    ``balance_factor`` after the schedule's weight. It is 1 until the engine's
+    ``KDTargetRatioHook`` has measured the run's KD/detection ratio over ``BALANCE.ITERS``
+    iterations and called :meth:`set_kd_balance` with ``TARGET_RATIO / ratio``; the two buffers
+    are saved with the model, so a resumed run keeps the factor (and is not measured again).
     """
 
     def __init__(
@@ -148,11 +156,31 @@ class DeFeatDistiller(nn.Module):
         self.head_weights = (float(head["obj_weight"]), float(head["bg_weight"]))
         self.feature_norm = neck["feature_norm"]
         self.mask_assign = neck["mask_assign"]
-        self.scale_base = float(neck["scale_base"])
+        self.scale_base = self._scale_base(neck)
         self.temperature = float(head["temperature"])
         self.schedule = s["loss_schedule"]
         self.warmup_iters = int(s["warmup_iters"])
         self.max_iter = int(s["max_iter"])
+        self.balance_target = float(s["balance"]["target_ratio"])
+        self.balance_iters = int(s["balance"]["iters"])
+        if self.balance_target > 0:
+            self.register_buffer("balance_factor", torch.tensor(1.0))
+            self.register_buffer("balance_set_at", torch.tensor(-1, dtype=torch.int64))
+
+    def _scale_base(self, neck: Mapping) -> Optional[float]:
+        """``NECK.SCALE_BASE`` as a number; None for ``auto`` where it cannot act (the neck loss
+        off, or no level placement by size)."""
+        if neck["scale_base"] != AUTO:
+            return float(neck["scale_base"])
+        if self.neck_enabled and neck["mask_assign"] == "scale":
+            raise DeFeatConfigError(
+                f"{setting_name(('neck', 'scale_base'))} = {AUTO!r} (LazyConfig: model.defeat.neck.scale_base) is "
+                "computed from the training set when a training run starts (train_net.py, lazy_train_net.py, "
+                "DeFeatTrainer, build_lazy_trainer), which this model was built without; give the number (a run's "
+                "config.yaml records the one it used, tools/inspect_dataset.py prints it), or call "
+                "defeat.data.box_levels.resolve_scale_base(cfg) before building the model"
+            )
+        return None
 
     def _check_levels(self, student_shapes, teacher_shapes) -> None:
         for who, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
@@ -278,10 +306,49 @@ class DeFeatDistiller(nn.Module):
         loss = box_distillation_loss(student, target, weights, is_object, self.box_loss, per_entry)
         return {"loss_defeat_box": loss * self.box_weight}
 
+    def kd_weight_at(self, iteration: int) -> float:
+        """The schedule's KD weight (warm-up and decay, in [0, 1]) at ``iteration``."""
+        return kd_weight(iteration, self.max_iter, self.schedule, self.warmup_iters)
+
     def scheduled(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Multiply KD losses by the schedule's weight at the current iteration and log it."""
+        """Multiply KD losses by the schedule's weight at the current iteration (logged as
+        ``defeat/kd_weight``) and, with the KD balance on, by ``balance_factor`` (a buffer on the
+        losses' device: no host sync)."""
         iteration = get_event_storage().iter if has_event_storage() else 0
-        w = kd_weight(iteration, self.max_iter, self.schedule, self.warmup_iters)
+        w = self.kd_weight_at(iteration)
         if has_event_storage():
             get_event_storage().put_scalar("defeat/kd_weight", w, smoothing_hint=False)
+        if self.balance_target > 0:
+            return {k: v * w * self.balance_factor for k, v in losses.items()}
         return {k: v * w for k, v in losses.items()}
+
+    # ---- KD balance (MODEL.DEFEAT.BALANCE): set by defeat.engine.kd_balance.KDTargetRatioHook ----
+
+    def kd_balance(self) -> Optional[Tuple[float, int]]:
+        """``(factor, iteration)`` once :meth:`set_kd_balance` was called (in this run or in the
+        run a checkpoint was saved from); None before that and with the balance off."""
+        if self.balance_target <= 0:
+            return None
+        at = int(self.balance_set_at.item())
+        return (float(self.balance_factor.item()), at) if at >= 0 else None
+
+    def set_kd_balance(self, factor: float, iteration: int) -> None:
+        """Multiply every ``loss_defeat_*`` term by ``factor`` from the next step on; ``iteration``:
+        the last iteration of the measurement (kept for the log of a resumed run).
+
+        Raises:
+            ValueError: the balance is off (``BALANCE.TARGET_RATIO`` 0), or ``factor`` is not a
+                positive finite number.
+        """
+        if self.balance_target <= 0:
+            raise ValueError("set_kd_balance: MODEL.DEFEAT.BALANCE.TARGET_RATIO is 0 (the balance is off)")
+        if not (factor > 0 and factor < float("inf")):
+            raise ValueError(f"set_kd_balance: factor must be positive and finite, got {factor}")
+        self.balance_factor.fill_(float(factor))
+        self.balance_set_at.fill_(int(iteration))
+
+    def reset_kd_balance(self) -> None:
+        """Back to factor 1, not measured (a fresh run that loaded another run's checkpoint)."""
+        if self.balance_target > 0:
+            self.balance_factor.fill_(1.0)
+            self.balance_set_at.fill_(-1)

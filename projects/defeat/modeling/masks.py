@@ -1,27 +1,14 @@
-"""Ground-truth box masks over FPN levels (docs/algorithm.md, section 1). Pure tensor code."""
+"""Ground-truth box masks over FPN levels (docs/algorithm.md, section 1). Pure tensor code; the
+level rule itself (:func:`assign_levels`) lives with the data's box sizes (``defeat.data.box_levels``),
+where the suggested ``SCALE_BASE`` is computed by it too."""
 
 from typing import List, Sequence, Tuple
 
 import torch
 
+from ..data.box_levels import assign_levels
+
 __all__ = ["gt_masks", "assign_levels"]
-
-
-def assign_levels(boxes: torch.Tensor, num_levels: int, scale_base: float = 56.0) -> torch.Tensor:
-    """FPN level of each box: ``floor(log2(sqrt(w*h) / scale_base))`` clamped to [0, L-1].
-
-    Args:
-        boxes: ``[K, 4]`` XYXY in pixels.
-    Returns:
-        ``[K]`` int64 level indices; boxes with ``w*h <= 0`` go to level 0.
-    """
-    b = boxes.to(torch.float64)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    valid = area > 0
-    side = torch.sqrt(torch.where(valid, area, torch.ones_like(area)))
-    lvl = torch.floor(torch.log2(side / scale_base))
-    lvl = torch.where(valid, lvl, torch.zeros_like(lvl))
-    return lvl.clamp(0, num_levels - 1).to(torch.int64)
 
 
 def _box_cells(boxes: torch.Tensor, stride: int, height: int, width: int) -> Tuple[torch.Tensor, ...]:
