@@ -865,7 +865,7 @@ MUTANTS = [
     Mutant(
         "crowd_counted_in_stats",
         "the dataset inspector counts no crowd box as an object",
-        "projects/defeat/analysis/dataset_stats.py",
+        "projects/defeat/data/box_levels.py",
         'skipped["crowd"] += 1\n                continue',
         'skipped["crowd"] += 1',
         ("tests/data/test_crowd.py",),
