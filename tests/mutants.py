@@ -1249,6 +1249,30 @@ MUTANTS = [
         "None",
         ("tests/config/test_every_setting.py", "-k", "switched_off"),
     ),
+    Mutant(
+        "gpu_preset_students_side_by_side",
+        "the GPU preset's students train one after the other on the one GPU",
+        "projects/defeat/demo/pipeline.py",
+        "run_parallel(jobs, workers=min(2 if plan.preset.side_by_side else 1, len(jobs)))",
+        "run_parallel(jobs, workers=min(2, len(jobs)))",
+        ("tests/demo/test_run.py", "-k", "one_after_the_other"),
+    ),
+    Mutant(
+        "run_machine_unchecked",
+        "python -m defeat run refuses a missing CUDA device or an unreachable download before writing",
+        "projects/defeat/demo/pipeline.py",
+        "        check_machine(\n            cfg,",
+        "        (lambda *a, **k: None)(\n            cfg,",
+        ("tests/demo/test_run.py", "-k", "without_cuda_or_weights"),
+    ),
+    Mutant(
+        "gpu_preset_cpu_rule",
+        "the GPU preset's runs get its own schedule rule (24 passes, at least 1000 iterations)",
+        "projects/defeat/demo/pipeline.py",
+        "            epochs=plan.preset.epochs,\n",
+        "",
+        ("tests/demo/test_run.py", "-k", "gpu_preset_schedule"),
+    ),
 ]
 
 

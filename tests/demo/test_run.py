@@ -155,6 +155,78 @@ def test_bad_input_refused_before_anything_is_written(photos, tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path)) == ["data", "teacher.pth"]
 
 
+def test_gpu_preset_schedule_and_templates():
+    """The GPU preset trains the model-zoo templates with its own rule (24 passes, at least 1000
+    iterations at the templates' batch 16), its students one after the other."""
+    from defeat.config.presets import GPU_EPOCHS, GPU_MIN_ITERS
+
+    preset = PRESETS["gpu"]
+    assert (preset.epochs, preset.min_iters, preset.side_by_side) == (GPU_EPOCHS, GPU_MIN_ITERS, False)
+    assert (GPU_EPOCHS, GPU_MIN_ITERS) == (24, 1000)
+    teacher, student, defeat = (
+        load_config(os.path.join(REPO, f)) for f in (preset.teacher, preset.student, preset.defeat)
+    )
+    assert teacher.MODEL.RESNETS.DEPTH == 101 and student.MODEL.RESNETS.DEPTH == 50
+    assert defeat.MODEL.META_ARCHITECTURE == "DeFeatRCNN" and student.MODEL.WEIGHTS.startswith("detectron2://")
+    assert (student.SOLVER.IMS_PER_BATCH, student.SOLVER.BASE_LR, student.MODEL.DEVICE) == (16, 0.02, "cuda")
+    rule = schedule(5000, 16, 1000, epochs=preset.epochs, min_iters=preset.min_iters)
+    assert rule == Schedule(7500, [5625, 6900], 1000)  # ceil(24 * 5000 / 16)
+    small = schedule(100, 16, 1000, epochs=preset.epochs, min_iters=preset.min_iters)
+    assert small.max_iter == 1000 and small.warmup_iters == 200  # at least 1000; the warm-up a fifth of it
+    # the schedule the command writes into the GPU preset's run configs is that rule's
+    plan = type("P", (), {"preset": preset, "iters": {}, "num_images": 5000, "opts": []})()
+    assert pipeline._schedule_settings(plan, "teacher", preset.teacher) == {
+        "SOLVER.MAX_ITER": 7500,
+        "SOLVER.STEPS": "(5625, 6900)",
+        "SOLVER.WARMUP_ITERS": 1000,
+    }
+    # the CPU preset's rule is unchanged by the new arguments' defaults
+    assert schedule(40, 4, 50) == schedule(40, 4, 50, epochs=36, min_iters=200) == Schedule(360, [270, 331], 50)
+
+
+def test_gpu_preset_refused_before_anything_is_written_without_cuda_or_weights(photos, tmp_path, monkeypatch):
+    """On a machine without CUDA the GPU preset stops at the checks naming MODEL.DEVICE; told to run
+    on the CPU but offline with no cached weights, it names the MODEL.WEIGHTS download and how to
+    give a local file; nothing is written either time."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("DEFEAT_OFFLINE", "1")
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "empty_cache"))
+
+    def checks_passed(*args):
+        raise AssertionError("the checks let this input through")
+
+    monkeypatch.setattr(pipeline, "inspect", checks_passed)
+    out = tmp_path / "report"
+    _refused(_argv(photos, out, "--preset", "gpu"), "MODEL.DEVICE is 'cuda'", "MODEL.DEVICE cpu")
+    _refused(
+        _argv(photos, out, "--preset", "gpu", "MODEL.DEVICE", "cpu"),
+        "MODEL.WEIGHTS is 'detectron2://",
+        "DEFEAT_OFFLINE is set",
+        "MODEL.WEIGHTS /path/to/",
+    )
+    assert not out.exists() and not (tmp_path / "empty_cache").exists()
+
+
+def test_gpu_preset_students_train_one_after_the_other(monkeypatch):
+    """run_parallel gets one worker for the GPU preset's students, two for the CPU presets'."""
+    seen = []
+    monkeypatch.setattr(pipeline, "run_parallel", lambda jobs, workers: seen.append(workers))
+    monkeypatch.setattr(pipeline, "read_stamp", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "max_iter", lambda f: 10)
+    monkeypatch.setattr(pipeline, "_digest", lambda plan, f, extra="": "d")
+    monkeypatch.setattr(pipeline, "file_digest", lambda f: "w")
+    import defeat.analysis.run_summary as run_summary
+
+    monkeypatch.setattr(run_summary, "read_run", lambda *a: None)
+    for name, workers in (("gpu", 1), ("cpu", 2)):
+        plan = type("P", (), {"preset": PRESETS[name], "run_dir": staticmethod(lambda role: f"/x/{role}")})()
+        teacher = type("T", (), {"weights": "t.pth", "pending": None})()
+        pipeline._students(plan, {"alone": "a.yaml", "defeat": "d.yaml"}, ["alone", "defeat"], teacher)
+        assert seen[-1] == workers
+
+
 @pytest.mark.heavy(seconds=360)
 def test_report_end_to_end_and_reuse(photos, tmp_path, capsys):
     out = tmp_path / "report"

@@ -2,17 +2,24 @@
 the DeFeat student, how (teacher processes, precision, ...), and the one schedule rule that sizes
 their runs to a dataset.
 
-``cpu`` is for one's own photos: its configs get the rule's schedule and the suggested
-``SCALE_BASE``. ``demo`` and ``demo-retinanet`` (``python -m defeat demo``) train on the embedded
-dataset with the ``configs/demo`` files as they are (their own schedules and ``SCALE_BASE``),
-the teacher data-parallel in two one-thread processes, bf16 where the CPU has it; the RetinaNet
-teacher starts from the ``demo`` preset's trained teacher.
+``cpu`` is for one's own photos on a CPU: its configs get the rule's schedule and the suggested
+``SCALE_BASE``. ``gpu`` is the same on the model-zoo templates of ``configs/custom`` (an R101-FPN
+teacher fine-tuned from Detectron2's COCO model, an R50-FPN student from its ImageNet R-50, 800 px,
+batch 16 at LR 0.02) on one CUDA device, the runs one after another; a machine without CUDA, or
+weights that can be neither downloaded nor found in Detectron2's cache, are refused before anything
+is written (``defeat.engine.machine``). ``demo`` and ``demo-retinanet`` (``python -m defeat
+demo``) train on the embedded dataset with the ``configs/demo`` files as they are (their own
+schedules and ``SCALE_BASE``), the teacher data-parallel in two one-thread processes, bf16
+where the CPU has it; the RetinaNet teacher starts from the ``demo`` preset's trained teacher.
 
-The rule (:func:`schedule`): ``MAX_ITER = max(MIN_ITERS, ceil(EPOCHS * images / IMS_PER_BATCH))``,
+The rule (:func:`schedule`): ``MAX_ITER = max(min_iters, ceil(epochs * images / IMS_PER_BATCH))``,
 the LR steps at 75 % and 92 % of it, and the config's LR warm-up, at most a fifth of the run. The
-batch and the LR are the preset config's (``SOLVER.IMS_PER_BATCH``, ``SOLVER.BASE_LR``). On 40
-photographs the CPU preset's values (batch 4, LR 0.01, warm-up 50, 360 iterations) trained where
-the demo teacher's LR 0.03 with a 12-iteration warm-up diverged.
+batch and the LR are the preset config's (``SOLVER.IMS_PER_BATCH``, ``SOLVER.BASE_LR``); ``epochs``
+and ``min_iters`` the preset's. On 40 photographs the CPU preset's values (36 passes, at least 200
+iterations, batch 4, LR 0.01, warm-up 50: 360 iterations) trained where the demo teacher's LR 0.03
+with a 12-iteration warm-up diverged. The GPU preset's 24 passes (at least 1000 iterations) are
+twice Detectron2's COCO 1x schedule (12 passes), for students that start from ImageNet weights on a
+small dataset; they are not measured here (no GPU).
 """
 
 import math
@@ -20,10 +27,23 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["EPOCHS", "MIN_ITERS", "PRECISIONS", "PRESETS", "Preset", "Schedule", "schedule", "preset_configs"]
+__all__ = [
+    "EPOCHS",
+    "GPU_EPOCHS",
+    "GPU_MIN_ITERS",
+    "MIN_ITERS",
+    "PRECISIONS",
+    "PRESETS",
+    "Preset",
+    "Schedule",
+    "schedule",
+    "preset_configs",
+]
 
 EPOCHS = 36  # passes over the training images (360 iterations of 4 images on 40 photos)
 MIN_ITERS = 200  # a run shorter than this barely leaves its warm-up on a handful of images
+GPU_EPOCHS = 24  # twice Detectron2's COCO 1x (90k iterations of 16 images: 12 passes over 118k images)
+GPU_MIN_ITERS = 1000  # at least the templates' 1000-iteration LR warm-up, capped at a fifth of the run
 STEP_FRACTIONS = (0.75, 0.92)  # LR decays by 10x at these fractions of the run (the demo configs' 975/1300, 1200/1300)
 MAX_WARMUP_FRACTION = 0.2
 
@@ -59,6 +79,11 @@ class Preset:
     init_teacher: str = ""
     # Row labels of the summary by role (teacher, alone, defeat); "{iters}" is the run's iterations.
     labels: Dict[str, str] = field(default_factory=dict)
+    epochs: int = EPOCHS  # the schedule rule's passes over the training images
+    min_iters: int = MIN_ITERS  # ... and its shortest run
+    # True: the two students train side by side (one CPU thread each); False: one after the other
+    # (one GPU holds one run at the templates' batch).
+    side_by_side: bool = True
 
 
 _DEMO = dict(
@@ -112,6 +137,21 @@ PRESETS = {
         labels=_labels("RetinaNet teacher R18-FPN", "RetinaNet student slim-R18-FPN"),
         **_DEMO,
     ),
+    "gpu": Preset(
+        "gpu",
+        "configs/custom/teacher_R101_FPN.yaml",
+        "configs/custom/student_R50_FPN.yaml",
+        "configs/custom/defeat_R50_from_R101.yaml",
+        "Detectron2's model-zoo recipe on one CUDA device: R101-FPN teacher from the COCO 3x model, R50-FPN "
+        "student from ImageNet R-50, 640-800 px, batch 16, LR 0.02 (downloads both weights once)",
+        # GPU seconds per iteration at batch 16 (an estimate for the ETA of stages not started: the
+        # model zoo's R101-FPN trains 16 images in 0.29 s on 8 V100s; not measured here)
+        s_per_iter=(0.8, 0.9),
+        epochs=GPU_EPOCHS,
+        min_iters=GPU_MIN_ITERS,
+        side_by_side=False,
+        labels=_labels("teacher R101-FPN", "student R50-FPN"),
+    ),
 }
 
 
@@ -135,9 +175,17 @@ class Schedule:
         ]
 
 
-def schedule(num_images: int, ims_per_batch: int, warmup_iters: int, iters: Optional[int] = None) -> Schedule:
+def schedule(
+    num_images: int,
+    ims_per_batch: int,
+    warmup_iters: int,
+    iters: Optional[int] = None,
+    epochs: int = EPOCHS,
+    min_iters: int = MIN_ITERS,
+) -> Schedule:
     """The schedule of a run on ``num_images`` training images at batch ``ims_per_batch`` with the
-    config's LR warm-up ``warmup_iters``; ``iters`` fixes the length instead (a quick try).
+    config's LR warm-up ``warmup_iters``: ``epochs`` passes, at least ``min_iters`` iterations;
+    ``iters`` fixes the length instead (a quick try).
 
     Raises:
         ValueError: no images, a batch below 1, or ``iters`` below 1.
@@ -146,7 +194,7 @@ def schedule(num_images: int, ims_per_batch: int, warmup_iters: int, iters: Opti
         raise ValueError(f"a schedule needs images and a batch, got {num_images} images, batch {ims_per_batch}")
     if iters is not None and iters < 1:
         raise ValueError(f"iterations must be at least 1, got {iters}")
-    n = iters if iters is not None else max(MIN_ITERS, math.ceil(EPOCHS * num_images / ims_per_batch))
+    n = iters if iters is not None else max(min_iters, math.ceil(epochs * num_images / ims_per_batch))
     steps = sorted({s for s in (int(n * f) for f in STEP_FRACTIONS) if 0 < s < n})
     warmup = max(1, min(int(warmup_iters), int(n * MAX_WARMUP_FRACTION)))
     return Schedule(n, steps, warmup)

@@ -414,7 +414,14 @@ def _schedule_settings(plan: Plan, role: str, base: str) -> Dict[str, object]:
     iters = plan.iters.get(role)
     if plan.preset.schedule_rule:
         student = load_config(plan.preset.student, plan.opts)
-        rule = schedule(plan.num_images, student.SOLVER.IMS_PER_BATCH, student.SOLVER.WARMUP_ITERS, iters)
+        rule = schedule(
+            plan.num_images,
+            student.SOLVER.IMS_PER_BATCH,
+            student.SOLVER.WARMUP_ITERS,
+            iters,
+            epochs=plan.preset.epochs,
+            min_iters=plan.preset.min_iters,
+        )
         return {
             "SOLVER.MAX_ITER": rule.max_iter,
             "SOLVER.STEPS": str(tuple(rule.steps)),
@@ -479,12 +486,22 @@ def run_settings(plan: Plan, scale_base: float, teacher_config: str = "") -> Dic
 
 def check_run_configs(plan: Plan) -> None:
     """Load the configs of the runs as :func:`write_configs` will write them (the preset's teacher
-    config standing in for the one not written yet): an override or a schedule that the loader
-    refuses is refused before anything is written."""
+    config standing in for the one not written yet) and check what each needs of the machine
+    (``defeat.engine.machine.check_machine``: its device; its weights given as URLs, other than
+    those trained here): an override, a schedule, a device or a download that cannot work is
+    refused before anything is written."""
     from ..config.files import load_config
+    from ..engine.machine import check_machine
 
-    for base, settings in run_settings(plan, 1.0, os.path.abspath(plan.preset.teacher)).values():
-        load_config(base, [str(x) for kv in settings.items() for x in kv])
+    for role, (base, settings) in run_settings(plan, 1.0, os.path.abspath(plan.preset.teacher)).items():
+        cfg = load_config(base, [str(x) for kv in settings.items() for x in kv])
+        # weights trained by this command do not exist yet (the init teacher's, the teacher's); a
+        # given teacher's (--teacher-weights) may be a URL
+        check_machine(
+            cfg,
+            model_weights_used=not (role == "teacher" and plan.init_run),
+            teacher_used=role == "defeat" and bool(plan.teacher_config),
+        )
 
 
 def write_configs(plan: Plan, scale_base: float) -> Dict[str, str]:
@@ -663,7 +680,7 @@ def _students(plan: Plan, files: Dict[str, str], roles: List[str], teacher: Teac
         jobs.append(teacher.pending)
     if jobs:
         t0 = time.time()
-        run_parallel(jobs, workers=min(2, len(jobs)))
+        run_parallel(jobs, workers=min(2 if plan.preset.side_by_side else 1, len(jobs)))
         if todo:
             print(f"    students done in {elapsed(t0)}", flush=True)
     return {role: read_run(outs[role], role, f"the {role} run") for role in roles}
