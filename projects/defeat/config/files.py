@@ -459,10 +459,11 @@ def teacher_files(cfg: Config) -> Optional[Tuple[str, str]]:
 
 
 def output_dir(cfg: Config) -> str:
-    """``OUTPUT_DIR`` or ``train.output_dir``."""
+    """``OUTPUT_DIR`` or ``train.output_dir`` (``""`` for a LazyConfig's ``null``)."""
     if isinstance(cfg, CfgNode):
         return cfg.OUTPUT_DIR
-    return str(cfg.train.output_dir)
+    value = cfg.train.output_dir
+    return "" if value is None else str(value)
 
 
 def test_dataset_names(cfg: Config) -> List[str]:
