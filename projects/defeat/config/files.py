@@ -60,6 +60,7 @@ __all__ = [
     "build_model_as",
     "test_pipelines",
     "run_value",
+    "run_counts",
     "override_text",
     "masks_needed",
     "set_defeat_setting",
@@ -550,6 +551,30 @@ def run_value(cfg: Config, meaning: str) -> Any:
         except (KeyError, AttributeError, TypeError):
             return None
     return node
+
+
+def run_counts(cfg: Config) -> List[Tuple[str, Any]]:
+    """``[(key, value)]`` of the counts a training run needs to be at least 1: its length
+    (``SOLVER.MAX_ITER`` / ``train.max_iter``), its batch (``SOLVER.IMS_PER_BATCH`` /
+    ``dataloader.train.total_batch_size``) and the periods it divides the iteration by
+    (``SOLVER.CHECKPOINT_PERIOD`` / ``train.checkpointer.period``, a LazyConfig's
+    ``train.log_period``); the ones the config does not have are left out."""
+    if isinstance(cfg, CfgNode):
+        keys = ["SOLVER.MAX_ITER", "SOLVER.IMS_PER_BATCH", "SOLVER.CHECKPOINT_PERIOD"]
+    else:
+        keys = ["train.max_iter", "dataloader.train.total_batch_size", "train.checkpointer.period", "train.log_period"]
+    out = []
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            try:
+                node = node[part]
+            except (KeyError, AttributeError, TypeError):
+                node = _ABSENT
+                break
+        if node is not _ABSENT:
+            out.append((key, node))
+    return out
 
 
 def override_text(cfg: Config, key: str, value: Any) -> str:

@@ -168,7 +168,15 @@ def check_run_output(
         os.path.basename(p) for g in _RUN_RECORD_GLOBS for p in glob.glob(os.path.join(output_dir, g))
     )
     if resume:
-        if "last_checkpoint" not in present:
+        numbered = sorted(glob.glob(os.path.join(output_dir, "model_[0-9]*.pth")))
+        if "last_checkpoint" not in present and numbered:
+            logger.warning(
+                "--resume: %s holds no last_checkpoint; the run resumes from %s, the newest of its numbered "
+                "checkpoints",
+                output_dir,
+                os.path.basename(numbered[-1]),
+            )
+        elif "last_checkpoint" not in present:
             logger.warning(
                 "--resume: %s holds no checkpoint to resume (no last_checkpoint); the run starts from "
                 "the beginning (MODEL.WEIGHTS)",
