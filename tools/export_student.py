@@ -28,7 +28,13 @@ quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.e
 
 # isort: split
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input, setup_tool_logging
+from defeat.analysis.cli import (
+    ToolArgumentParser,
+    add_overwrite_argument,
+    input_file_problem,
+    overwritten_input,
+    setup_tool_logging,
+)
 from defeat.analysis.export import (
     ExportError,
     check_export_classes,
@@ -106,8 +112,9 @@ def parse_args(argv=None):
     )
     add_overwrite_argument(p)
     args = p.parse_intermixed_args(argv)
-    if not os.path.isfile(args.checkpoint):
-        p.error(f"checkpoint not found: {args.checkpoint!r}")
+    problem = input_file_problem(args.checkpoint, "checkpoint")
+    if problem:
+        p.error(problem)
     clash = overwritten_input(args.output, input_checkpoint=args.checkpoint, verify_config=args.verify_config)
     if clash:
         p.error(clash)

@@ -20,7 +20,13 @@ with warnings.catch_warnings(record=True) as _early:  # the pinned stack's impor
     from defeat.engine.quiet import quiet_logs
 quiet_logs(_early)  # hides the pinned stack's known-harmless messages (defeat.engine.quiet)
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, check_figure_output, setup_tool_logging
+from defeat.analysis.cli import (
+    ToolArgumentParser,
+    add_overwrite_argument,
+    check_figure_output,
+    input_file_problem,
+    setup_tool_logging,
+)
 from defeat.analysis.loss_figures import IMAGE_FORMATS, MIN_SIZE, loss_figure, read_metrics, save_figure
 from defeat.engine.metrics_file import split_runs
 
@@ -39,8 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--height", type=int, default=900, help=f"pixels, at least {MIN_SIZE[1]}")
     add_overwrite_argument(p)
     args = p.parse_args(argv)
-    if not os.path.isfile(args.metrics):
-        p.error(f"metrics file not found: {args.metrics!r}")
+    problem = input_file_problem(args.metrics, "metrics file")
+    if problem:
+        p.error(problem)
     if args.width < MIN_SIZE[0] or args.height < MIN_SIZE[1]:
         p.error(
             f"--width {args.width} --height {args.height}: the figure needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels"

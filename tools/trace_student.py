@@ -33,7 +33,7 @@ import cv2
 import torch
 
 from defeat.analysis import deploy
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, input_file_problem
 from defeat.analysis.export import check_export_classes, export_classes
 from defeat.checkpoint import atomic_write, load_weights_strictly
 from defeat.config.files import (
@@ -87,8 +87,9 @@ def parse_args(argv=None):
     args = take_trailing_options(p, p.parse_args(argv))
     if os.path.isdir(args.output):
         p.error(f"--output {args.output!r} is a folder; give a file path such as {args.output}/student.ts")
-    if args.image and not os.path.isfile(args.image):
-        p.error(f"--image not found: {args.image!r}")
+    problem = input_file_problem(args.image, "--image") if args.image else None
+    if problem:
+        p.error(problem)
     inputs = {"config file": args.config_file, "weights": args.weights, "sample image (--image)": args.image}
     try:
         check_output_files([args.output], inputs, args.overwrite, "--output")
