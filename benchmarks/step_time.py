@@ -39,6 +39,7 @@ import time
 import torch
 
 from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, at_least, distinct
+from defeat.engine.machine import device_problem
 from defeat.engine.outputs import check_output_files
 from defeat.errors import OutputError
 
@@ -552,6 +553,9 @@ def main(argv=None):
         p.error(str(e))
     if args.amp and args.precisions:
         p.error("--amp and --precisions both choose the precision; --precisions fp32 bf16 compares them")
+    problem = device_problem(args.device)
+    if problem:
+        p.error(f"--device {args.device!r}, {problem}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.precisions:

@@ -21,7 +21,10 @@ import os
 import sys
 import time
 
+from ..analysis.cli import at_least
 from ..engine.mixed_precision import cpu_bf16_supported
+from ..engine.outputs import check_writable
+from ..errors import OutputError
 from .experiments import (
     config_digest,
     elapsed,
@@ -155,8 +158,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=sorted(SUITES), default="rcnn", help="detector family of the demo")
     p.add_argument("--output", default="output/demo")
-    p.add_argument("--teacher-iters", type=int, default=None, help="override SOLVER.MAX_ITER of the teacher")
-    p.add_argument("--student-iters", type=int, default=None, help="override SOLVER.MAX_ITER of both students")
+    p.add_argument("--teacher-iters", type=at_least(1), default=None, help="override SOLVER.MAX_ITER of the teacher")
+    p.add_argument("--student-iters", type=at_least(1), default=None, help="override SOLVER.MAX_ITER of both students")
     p.add_argument("--fresh-teacher", action="store_true", help="retrain the teacher even if cached")
     p.add_argument(
         "--teacher-processes",
@@ -180,6 +183,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.teacher_processes < 1:
         p.error(f"--teacher-processes must be >= 1, got {args.teacher_processes}")
+    try:  # the runs and the results are written under it: refused before the first one trains
+        check_writable(args.output, "--output", folder=True)
+    except OutputError as e:
+        p.error(str(e))
     TEACHER, BASELINE, DEFEAT = SUITES[args.family]
     prior = PRIOR_S_PER_ITER[args.family]
     t_start = time.time()
