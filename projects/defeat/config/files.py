@@ -345,10 +345,11 @@ def file_is_lazy(path: str) -> bool:
         return True
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):  # the loader reports it
+            text = f.read()
+    except (OSError, UnicodeDecodeError):  # the loader reports it
         return False
-    return isinstance(data, dict) and "model" in data and "MODEL" not in data
+    top = set(re.findall(r"^([A-Za-z_]\w*):", text, re.MULTILINE))  # not parsed: objects are saved as python tags
+    return "model" in top and "MODEL" not in top
 
 
 def load_training_config(path: str, opts: Sequence[str], lazy: bool) -> Config:
