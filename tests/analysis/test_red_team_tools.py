@@ -287,8 +287,13 @@ def test_run_with_a_defeat_config_as_the_teacher_is_refused(tmp_path):
         (["--output", "FILE"], "--output 'FILE' is a file, not a folder"),
     ],
 )
-def test_demo_iterations_below_one_and_an_output_file_are_refused(tmp_path, capsys, argv, message):
+def test_demo_iterations_below_one_and_an_output_file_are_refused(tmp_path, capsys, monkeypatch, argv, message):
     from defeat.demo import runner
+
+    def trains(*args, **kwargs):
+        raise AssertionError("the demo went on to train")
+
+    monkeypatch.setattr(runner, "_ensure_teacher", trains)
 
     (tmp_path / "results.md").write_text("mine")
     argv = [str(tmp_path / "results.md") if a == "FILE" else a for a in argv]
@@ -319,7 +324,7 @@ def test_accuracy_arguments_that_runs_would_misread(tmp_path, capsys, argv, mess
 def test_step_time_device_it_cannot_use_is_refused(tmp_path, capsys, device):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    argv = ["--device", device, "--steps", "1", "--warmup", "0", "--json", str(tmp_path / "s.json")]
+    argv = ["--device", device, "--steps", "1", "--warmup", "0", "--boxes", "10", "--json", str(tmp_path / "s.json")]
     line = _usage(capsys, lambda: _bench("step_time").main(argv))
     expected = "not a device name torch reads" if device == "gpu" else "but this machine has no CUDA device"
     assert f"--device '{device}', {expected}" in line and not (tmp_path / "s.json").exists()

@@ -262,6 +262,21 @@ def test_empty_output_dir_is_refused_and_the_current_folder_kept(tmp_path, monke
     assert _listing(work) == ["mine.txt"]
 
 
+def test_a_failed_start_never_removes_a_folder_that_was_there(tmp_path, monkeypatch):
+    """Behind the path checks (rows 1-5): the folder a failed start removes is only one it created."""
+    from defeat.engine.run_folder import RunFolder
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(RunFolder, "_check_writable", lambda self: None)
+    with pytest.raises(OSError):
+        with RunFolder(""):
+            pass
+    assert _listing(work) == ["mine.txt"]
+
+
 @pytest.mark.parametrize("value", ["", "null"])
 def test_lazy_output_dir_empty_or_null_is_refused(tmp_path, monkeypatch, value):
     work = tmp_path / "work"
