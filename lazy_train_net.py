@@ -38,8 +38,7 @@ load_defeat()  # torch, Detectron2, the models registered; the pinned stack's kn
 from detectron2.engine import default_setup
 
 from defeat.analysis.evaluation import evaluate_weights, lazy_test
-from defeat.config.files import OverrideError, check_overrides, num_classes  # noqa: F401 (kept public here)
-from defeat.config.files import load_config as load_config_file
+from defeat.config.files import OverrideError, check_overrides, load_training_config, num_classes  # noqa: F401 (kept public here)
 from defeat.engine.lazy_trainer import amp_enabled, build_lazy_trainer
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (parse_args: kept public)
@@ -67,7 +66,7 @@ do_test = lazy_test  # COCO-style evaluation of a model on dataloader.test ({} w
 def load_config(args):
     """The LazyConfig of ``--config-file`` with checked ``key=value`` overrides applied and its
     DeFeat settings (``model.defeat``, if any) through the settings gate; nothing is written."""
-    return load_config_file(args.config_file, args.opts)
+    return load_training_config(args.config_file, args.opts, lazy=True)
 
 
 def setup(args, cfg=None, run=None):

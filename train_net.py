@@ -30,8 +30,7 @@ from detectron2.evaluation import verify_results
 
 from defeat.analysis.evaluation import evaluate_weights
 from defeat.checkpoint import AtomicDetectionCheckpointer
-from defeat.config.files import load_config as load_config_file
-from defeat.config.files import num_classes
+from defeat.config.files import load_training_config, num_classes
 from defeat.data.datasets import preloaded_datasets
 from defeat.engine.mixed_precision import check_amp
 from defeat.engine.script import (  # noqa: F401 (argument_parser: kept public)
@@ -54,7 +53,7 @@ Trainer = DeFeatTrainer  # the trainer lives in the package (defeat.engine.train
 
 def load_config(args):
     """The frozen config of ``--config-file`` with the command-line ``opts`` merged."""
-    cfg = load_config_file(args.config_file, args.opts)
+    cfg = load_training_config(args.config_file, args.opts, lazy=False)
     cfg.freeze()
     return cfg
 

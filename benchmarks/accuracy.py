@@ -186,6 +186,15 @@ def parse_define(spec: str, known) -> tuple:
     return name, base, extra
 
 
+# Keys each run sets itself (after --opts): an --opts value of one would be ignored or would put
+# every run into one folder.
+SET_PER_RUN = {
+    "OUTPUT_DIR": "each run has its folder under --output (named by --tag)",
+    "SEED": "each run's seed comes from --seeds",
+    "MODEL.DEFEAT.TEACHER.WEIGHTS": "give the teacher with --teacher-weights",
+}
+
+
 def parse_args(argv=None):
     p = ToolArgumentParser(prog="accuracy.py", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
@@ -259,6 +268,15 @@ def parse_args(argv=None):
             setattr(args, name, default)
     distinct(p, "--seeds", args.seeds)
     distinct(p, "--variants", args.variants)
+    if os.sep in args.tag or args.tag in (".", ".."):
+        p.error(f"--tag {args.tag!r} is a suffix of the run folders' names: it may not hold {os.sep!r} or be . or ..")
+    if len(args.opts) % 2:
+        p.error(f"--opts must be KEY VALUE pairs, got {args.opts}")
+    for key in args.opts[0::2]:
+        if key in SET_PER_RUN:
+            p.error(f"--opts {key}: {SET_PER_RUN[key]}")
+    if args.teacher_weights and os.path.isdir(args.teacher_weights):
+        p.error(f"--teacher-weights {args.teacher_weights!r} is a folder; give the weights file (e.g. model_final.pth)")
     for spec in args.define:
         try:
             name, base, extra = parse_define(spec, VARIANTS)

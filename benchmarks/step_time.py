@@ -572,6 +572,11 @@ def _zoo(name):
 def main(argv=None):
     """``argv``: the command line, or its parsed arguments (:func:`parse_args`)."""
     args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
+    from defeat.engine.machine import device_problem  # torch: after the light parse
+
+    problem = device_problem(args.device)
+    if problem:
+        raise SystemExit(f"step_time.py: error: --device {args.device!r}, {problem}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.precisions:

@@ -23,7 +23,13 @@ import sys
 
 DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, overwritten_input, setup_tool_logging
+from defeat.analysis.cli import (
+    ToolArgumentParser,
+    add_overwrite_argument,
+    input_file_problem,
+    overwritten_input,
+    setup_tool_logging,
+)
 from defeat.engine.entry import run_entry_point
 from defeat.engine.outputs import check_output_files
 from defeat.engine.quiet import load_defeat
@@ -55,8 +61,9 @@ def parse_args(argv=None):
     )
     add_overwrite_argument(p)
     args = p.parse_intermixed_args(argv)
-    if not os.path.isfile(args.checkpoint):
-        p.error(f"checkpoint not found: {args.checkpoint!r}")
+    problem = input_file_problem(args.checkpoint, "checkpoint")
+    if problem:
+        p.error(problem)
     clash = overwritten_input(args.output, input_checkpoint=args.checkpoint, verify_config=args.verify_config)
     if clash:
         p.error(clash)

@@ -23,6 +23,7 @@ from defeat.analysis.cli import (
     ToolArgumentParser,
     add_overwrite_argument,
     check_figure_output,
+    input_file_problem,
     setup_tool_logging,
 )
 from defeat.engine.entry import run_entry_point
@@ -41,8 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--height", type=int, default=900, help=f"pixels, at least {LOSS_FIGURE_MIN_SIZE[1]}")
     add_overwrite_argument(p)
     args = p.parse_args(argv)
-    if not os.path.isfile(args.metrics):
-        p.error(f"metrics file not found: {args.metrics!r}")
+    problem = input_file_problem(args.metrics, "metrics file")
+    if problem:
+        p.error(problem)
     width, height = LOSS_FIGURE_MIN_SIZE
     if args.width < width or args.height < height:
         p.error(f"--width {args.width} --height {args.height}: the figure needs at least {width}x{height} pixels")

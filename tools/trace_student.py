@@ -24,7 +24,7 @@ import sys
 
 DEFEAT_LIGHT_START = True  # `import defeat` waits for load_defeat() below (defeat/__init__.py)
 
-from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument
+from defeat.analysis.cli import ToolArgumentParser, add_overwrite_argument, input_file_problem
 from defeat.config.paths import check_config_file
 from defeat.data.datasets import check_dataset_specs
 from defeat.engine.arguments import take_trailing_options
@@ -72,8 +72,9 @@ def parse_args(argv=None):
     args = take_trailing_options(p, p.parse_args(argv))
     if os.path.isdir(args.output):
         p.error(f"--output {args.output!r} is a folder; give a file path such as {args.output}/student.ts")
-    if args.image and not os.path.isfile(args.image):
-        p.error(f"--image not found: {args.image!r}")
+    problem = input_file_problem(args.image, "--image") if args.image else None
+    if problem:
+        p.error(problem)
     inputs = {"config file": args.config_file, "weights": args.weights, "sample image (--image)": args.image}
     try:
         check_output_files([args.output], inputs, args.overwrite, "--output")

@@ -14,8 +14,9 @@ import os
 import pickle
 import re
 import zipfile
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
@@ -24,7 +25,9 @@ from .errors import ResumeError, WeightsError
 
 __all__ = [
     "AtomicDetectionCheckpointer",
+    "NotACheckpointError",
     "RecordingCheckpointer",
+    "loaded_nothing",
     "ResumeError",
     "WeightsError",
     "atomic_write",
@@ -49,6 +52,43 @@ _NUMBERED = re.compile(r"^model_(\d+)\.pth$")
 DEFEAT_KEY_PREFIXES = ("distiller.",)
 
 
+class NotACheckpointError(ValueError):
+    """A weight file that reads, but holds no model tensors by name: a pickle or ``torch.save`` of
+    another kind (a list, a dict of numbers, an optimizer's state only)."""
+
+
+def checked_load(load, filename: str) -> dict:
+    """``load(filename)`` (Detectron2's ``_load_file``), refused unless it gives a dict whose
+    ``"model"`` maps names to tensors (or Detectron's numpy arrays).
+
+    Raises:
+        NotACheckpointError: naming the file and what it holds instead.
+    """
+    try:
+        loaded = load(filename)
+    except (AttributeError, TypeError, KeyError) as e:  # Detectron2's .pkl reader on a pickle of another kind
+        raise NotACheckpointError(f"{filename} is not a checkpoint ({type(e).__name__}: {e})") from e
+    model = loaded.get("model") if isinstance(loaded, dict) else None
+    if not isinstance(model, Mapping):
+        raise NotACheckpointError(
+            f"{filename} holds a {type(model).__name__} where a checkpoint holds its tensors by name ('model')"
+        )
+    bad = next(((k, v) for k, v in model.items() if not isinstance(v, (torch.Tensor, np.ndarray))), None)
+    if bad is not None:
+        raise NotACheckpointError(
+            f"{filename} holds no model weights: its entry {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor"
+        )
+    return loaded
+
+
+def loaded_nothing(model, incompatible) -> bool:
+    """Whether a load (``incompatible``: what Detectron2's ``_load_model`` returned) left every
+    parameter of ``model`` as it was: each one missing from the file or of another shape there."""
+    params = {name for name, _ in model.named_parameters()}
+    wrong = set(incompatible.missing_keys) | {key for key, *_ in incompatible.incorrect_shapes}
+    return bool(params) and params <= wrong
+
+
 class RecordingCheckpointer(DetectionCheckpointer):
     """A ``DetectionCheckpointer`` that keeps what ``_load_model`` found incompatible
     (``incompatible``: missing keys, unexpected keys, shape mismatches; ``None`` when the file
@@ -69,6 +109,9 @@ class RecordingCheckpointer(DetectionCheckpointer):
         super().__init__(model, *args, **kwargs)
         self.drop_defeat_keys = drop_defeat_keys
         self.dropped: List[str] = []
+
+    def _load_file(self, filename):
+        return checked_load(super()._load_file, filename)
 
     def _load_model(self, checkpoint):
         if self.drop_defeat_keys and isinstance(checkpoint.get("model"), dict):
@@ -128,6 +171,8 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
         raise WeightsError(f"{setting} is empty: evaluating or predicting needs trained weights")
     checkpointer = RecordingCheckpointer(model, drop_defeat_keys=True)
     local = os.path.expanduser(weights)
+    if "://" not in local and os.path.isdir(local):
+        raise WeightsError(f"{setting}: {weights!r} is a folder; give the checkpoint file in it (e.g. model_final.pth)")
     if "://" not in local and not PathManager.isfile(local):
         raise WeightsError(f"{setting}: weights not found: {weights}")
     try:
@@ -159,8 +204,16 @@ def load_weights_strictly(model, weights: str, setting: str = "MODEL.WEIGHTS", a
 
 # What torch, pickle and fvcore raise for a checkpoint that cannot be read back: truncated
 # (``PytorchStreamReader failed reading zip archive``: a RuntimeError; EOFError), not a pickle
-# (UnpicklingError), unreadable or not downloadable (OSError, urllib's URLError among them).
-UNREADABLE_CHECKPOINT_ERRORS = (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
+# (UnpicklingError), unreadable or not downloadable (OSError, urllib's URLError among them), or a
+# pickle of another kind (NotACheckpointError).
+UNREADABLE_CHECKPOINT_ERRORS = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    NotACheckpointError,
+)
 
 
 def unreadable_weights_error(weights: str, setting: str, error: BaseException) -> WeightsError:
@@ -280,16 +333,19 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename):
         try:
-            return super()._load_file(filename)
+            return checked_load(super()._load_file, filename)
         except Exception as e:  # truncated (EOFError/RuntimeError), not a pickle, unreadable
             if getattr(self, "_resuming", False):
                 raise _Unreadable(f"{type(e).__name__}: {e}") from e
             raise
 
+    incompatible = None  # what the last load left incompatible (Detectron2's _load_model result)
+
     def _load_model(self, checkpoint):
         if getattr(self, "_resuming", False) and self.strict_resume:
             self._check_same_model(checkpoint.get("model", {}))
-        return super()._load_model(checkpoint)
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
 
     def _check_same_model(self, saved: dict) -> None:
         """Raise :class:`ResumeError` if ``saved`` (a state dict) is of another model: a tensor

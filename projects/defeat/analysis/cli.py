@@ -5,7 +5,7 @@ nor matplotlib: the tools read their arguments with it before their heavy import
 import argparse
 import logging
 import os
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 from ..engine.outputs import check_output_files, overwritten_input, same_file
 from ..engine.quiet import announce
@@ -17,6 +17,7 @@ __all__ = [
     "ToolArgumentParser",
     "add_overwrite_argument",
     "at_least",
+    "input_file_problem",
     "distinct",
     "check_figure_output",
     "same_file",
@@ -34,6 +35,16 @@ class ToolArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (--help for usage)\n")
+
+
+def input_file_problem(path: str, what: str) -> Optional[str]:
+    """Why ``path`` (named ``what`` in the message, e.g. ``"--image"``) is not a file to read, or
+    None: not found, or a folder (named as such, with the file it wants)."""
+    if os.path.isdir(path):
+        return f"{what} {path!r} is a folder; give the file in it"
+    if not os.path.isfile(path):
+        return f"{what} not found: {path!r}"
+    return None
 
 
 def at_least(low: int):

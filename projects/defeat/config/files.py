@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import logging
 import os
+import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -38,6 +39,9 @@ __all__ = [
     "get_config_file",
     "is_lazy_config",
     "load_config",
+    "load_training_config",
+    "file_is_lazy",
+    "TRAINING_SCRIPTS",
     "check_overrides",
     "num_classes",
     "output_dir",
@@ -65,6 +69,7 @@ __all__ = [
     "build_model_as",
     "test_pipelines",
     "run_value",
+    "run_counts",
     "override_text",
     "masks_needed",
     "set_defeat_setting",
@@ -291,6 +296,10 @@ def load_config(
         return cfg
     from .defaults import add_defeat_config
 
+    if _empty_yaml(path):
+        raise ConfigFileError(
+            f"config file {path!r} is empty (or only comments): a YAML config needs at least a _BASE_ or MODEL entry"
+        )
     cfg = get_cfg()
     add_defeat_config(cfg)
     try:
@@ -298,23 +307,101 @@ def load_config(
             cfg.merge_from_file(path)
         resolve_teacher_config_file(cfg, path)  # relative to the file that sets it, as _BASE_
     except Exception as e:  # yaml errors, unknown keys, bad _BASE_ paths
-        raise ConfigFileError(f"cannot read config {path!r}: {type(e).__name__}: {e}") from e
+        raise ConfigFileError(f"cannot read config {path!r}: {_reason(e)}") from e
     file_max_iter = cfg.SOLVER.MAX_ITER
     try:
         opts = floats_where_expected(cfg, opts)
         with words_or_numbers(cfg):
             cfg.merge_from_list(opts)
     except Exception as e:  # odd count, unknown key, wrong type
-        raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {type(e).__name__}: {e}") from e
+        raise ConfigFileError(f"cannot apply overrides {opts} to {path!r}: {_reason(e)}") from e
     _log_rescale(rescale_yaml(cfg, file_max_iter, opts))
     if check_settings:  # a teacher's schedule is not run
         check_yaml_schedule(cfg)
     return cfg
 
 
+def _empty_yaml(path: str) -> bool:
+    """Whether the YAML file ``path`` holds nothing (empty, or only comments)."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) is None
+    except (OSError, yaml.YAMLError):  # the merge reports it
+        return False
+
+
+# yacs's refusal of a value of another type than the config's: the old and new types, values, key.
+_MISMATCH = re.compile(
+    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)",
+    re.DOTALL,
+)
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong in a YAML merge, for a message: yacs's type mismatch as the key, the value
+    given and how to write it; anything else as ``Type: message``."""
+    m = _MISMATCH.search(str(error))
+    if not m:
+        return f"{type(error).__name__}: {error}"
+    old, new, old_value, value, key = m.groups()
+    if old == "float" and new == "int":
+        fix = f"write it with a decimal point ({value}.0)"
+    elif old == "int" and new == "float":
+        fix = "write a whole number (no decimal point or exponent)"
+    elif old == "bool":
+        fix = "write True or False"
+    elif old in ("tuple", "list"):
+        names = [n.strip(" '\"") for n in value.strip("()[] ").split(",") if n.strip(" '\"")]
+        example = "(" + ", ".join(repr(n) for n in names) + ("," if len(names) == 1 else "") + ")"
+        fix = f'write a {old} with each item quoted, e.g. {example} (on the command line in quotes: "{example}")'
+    else:
+        fix = f"give {_a(old)} like {old_value}"
+    return f"{key} = {value} is {_a(new)}, but the config holds {_a(old)} there ({old_value}): {fix}"
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _log_rescale(note: Optional[str]) -> None:
     if note:
         logger.info(note)
+
+
+TRAINING_SCRIPTS = {False: "train_net.py", True: "lazy_train_net.py"}
+
+
+def file_is_lazy(path: str) -> bool:
+    """Whether ``path`` is a LazyConfig: a ``.py`` file, or a YAML file with a lowercase ``model``
+    and no ``MODEL`` at its top level (the ``config.yaml`` a LazyConfig run saves)."""
+    if is_lazy_config(path):
+        return True
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):  # the loader reports it
+        return False
+    top = set(re.findall(r"^([A-Za-z_]\w*):", text, re.MULTILINE))  # not parsed: objects are saved as python tags
+    return "model" in top and "MODEL" not in top
+
+
+def load_training_config(path: str, opts: Sequence[str], lazy: bool) -> Config:
+    """:func:`load_config` for the training script of one kind of config (``lazy``: the
+    script is ``lazy_train_net.py``, else ``train_net.py``), which also reads a LazyConfig run's
+    saved ``config.yaml``.
+
+    Raises:
+        ConfigFileError: the file is of the other kind, naming the script that trains it.
+        (and what :func:`load_config` raises)
+    """
+    if os.path.isfile(path) and file_is_lazy(path) != lazy:
+        what = "a YAML config (Detectron2's CfgNode)" if lazy else "a LazyConfig"
+        form = "KEY VALUE pairs" if lazy else "key=value"
+        raise ConfigFileError(
+            f"{path!r} is {what}, which {TRAINING_SCRIPTS[lazy]} does not train: run "
+            f"{TRAINING_SCRIPTS[not lazy]} with it (the same options; its overrides are {form})"
+        )
+    return load_config(path, opts, lazy=lazy)
 
 
 def num_classes(cfg: Config) -> Tuple[Optional[int], str]:
@@ -494,10 +581,11 @@ def teacher_files(cfg: Config) -> Optional[Tuple[str, str]]:
 
 
 def output_dir(cfg: Config) -> str:
-    """``OUTPUT_DIR`` or ``train.output_dir``."""
+    """``OUTPUT_DIR`` or ``train.output_dir`` (``""`` for a LazyConfig's ``null``)."""
     if isinstance(cfg, CfgNode):
         return cfg.OUTPUT_DIR
-    return str(cfg.train.output_dir)
+    value = cfg.train.output_dir
+    return "" if value is None else str(value)
 
 
 def test_dataset_names(cfg: Config) -> List[str]:
@@ -584,6 +672,30 @@ def run_value(cfg: Config, meaning: str) -> Any:
         except (KeyError, AttributeError, TypeError):
             return None
     return node
+
+
+def run_counts(cfg: Config) -> List[Tuple[str, Any]]:
+    """``[(key, value)]`` of the counts a training run needs to be at least 1: its length
+    (``SOLVER.MAX_ITER`` / ``train.max_iter``), its batch (``SOLVER.IMS_PER_BATCH`` /
+    ``dataloader.train.total_batch_size``) and the periods it divides the iteration by
+    (``SOLVER.CHECKPOINT_PERIOD`` / ``train.checkpointer.period``, a LazyConfig's
+    ``train.log_period``); the ones the config does not have are left out."""
+    if isinstance(cfg, CfgNode):
+        keys = ["SOLVER.MAX_ITER", "SOLVER.IMS_PER_BATCH", "SOLVER.CHECKPOINT_PERIOD"]
+    else:
+        keys = ["train.max_iter", "dataloader.train.total_batch_size", "train.checkpointer.period", "train.log_period"]
+    out = []
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            try:
+                node = node[part]
+            except (KeyError, AttributeError, TypeError):
+                node = _ABSENT
+                break
+        if node is not _ABSENT:
+            out.append((key, node))
+    return out
 
 
 def override_text(cfg: Config, key: str, value: Any) -> str:

@@ -23,6 +23,8 @@ def is_lazy_config(path: str) -> bool:
 
 def check_config_file(path: str) -> None:
     """Raises:
-    ConfigFileError: ``path`` is not a file (``config file not found: 'path'``)."""
+    ConfigFileError: ``path`` is a folder, or not a file (``config file not found: 'path'``)."""
+    if os.path.isdir(path):
+        raise ConfigFileError(f"config file {path!r} is a folder; give the .yaml or .py config file in it")
     if not os.path.isfile(path):
         raise ConfigFileError(f"config file not found: {path!r}")

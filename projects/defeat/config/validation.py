@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..errors import DeFeatConfigError
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ AUTO = "auto"
 class Rule:
     """One setting: what it may hold, its default, what it changes and when it can act.
 
-    kind: ``"bool"`` (a real bool), ``"number"`` (finite int/float), ``"int"`` (integral),
+    kind: ``"bool"`` (a real bool, or numpy's), ``"number"`` (finite int/float), ``"int"`` (integral),
         ``"choice"`` (one of ``choices``), ``"levels"`` (a non-empty list of distinct level names)
         or ``"prefixes"`` (a list, possibly empty, of distinct module-name prefixes).
     words: strings a ``"number"`` setting also takes (``NECK.SCALE_BASE``: ``"auto"``).
@@ -276,6 +278,8 @@ def _check_range(path, value, rule: Rule) -> None:
 def _check_one(path: Tuple[str, ...], value: Any, rule: Rule) -> Any:
     """The checked (and normalised) value of one setting."""
     if rule.kind == "bool":
+        if isinstance(value, np.bool_):  # numpy's booleans (a comparison of arrays) count as booleans
+            value = bool(value)
         if not isinstance(value, bool):
             raise _fail(path, value, "must be True or False (a boolean, not a string or number)")
         return value

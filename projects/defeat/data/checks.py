@@ -71,8 +71,8 @@ def check_dataset_boxes(
     Returns:
         The number of (non-crowd) boxes that extend outside their image.
     Raises:
-        ValueError: a box has a non-finite coordinate, ``x2 < x1`` or ``y2 < y1``; the message
-            names the first such image and box, and how many there are.
+        DataCheckError: a box has a non-finite coordinate, ``x2 < x1`` or ``y2 < y1`` (a negative
+            width or height); the message names the first such image and box, and how many there are.
     """
     listed: List[str] = []
     num_outside = images_outside = 0
@@ -117,7 +117,7 @@ def check_dataset_boxes(
         images_outside += image_has_outside
     if num_invalid:
         more = f" ({num_invalid} invalid boxes in all)" if num_invalid > 1 else ""
-        raise ValueError(f"dataset {dataset_name!r}: {first_invalid}{more}; fix the annotations")
+        raise DataCheckError(f"dataset {dataset_name!r}: {first_invalid}{more}; fix the annotations")
     if num_outside:
         logger.warning(
             "dataset %r: %d box(es) in %d image(s) extend outside their image; Detectron2 clips them "
@@ -223,12 +223,16 @@ _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 def image_problem(record: Dict, mode: str) -> Optional[str]:
-    """Why the image of ``record`` cannot be trained on, or None: missing, unreadable or truncated,
-    a pixel format Detectron2 would mangle, or a size (after the EXIF orientation Detectron2
-    applies) other than the record's ``width`` x ``height``."""
+    """Why the image of ``record`` cannot be trained on, or None: missing (a folder, or a link to
+    nothing, named as such), unreadable or truncated, a pixel format Detectron2 would mangle, or a
+    size (after the EXIF orientation Detectron2 applies) other than the record's ``width`` x ``height``."""
     from PIL import Image
 
     path = record["file_name"]
+    if os.path.isdir(path):
+        return "a folder, not an image file"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"a link to {os.readlink(path)!r}, which does not exist"
     if not os.path.isfile(path):
         return "file not found"
     try:

@@ -45,6 +45,11 @@ def _positive_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
 
 
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def _load(json_file: str) -> Dict:
     try:
         with open(json_file) as f:
@@ -131,8 +136,10 @@ def check_coco_json(json_file: str, dataset_name: str = "", needs_masks: bool = 
     Checks: image ids and file names unique; each image's ``id``, ``file_name``, ``height`` and
     ``width`` present and typed; category ids unique; each annotation's ``image_id`` among the
     images (otherwise counted and warned: Detectron2 drops them), its ``category_id`` among the
-    categories, its ``bbox`` four finite numbers; a ``segmentation`` on every non-crowd
-    annotation when ``needs_masks`` (a mask model).
+    categories, its ``bbox`` four finite numbers, its polygons a list of lists; a ``segmentation``
+    on every non-crowd annotation when ``needs_masks`` (a mask model). Polygons of fewer than 3
+    points, which make Detectron2 drop the whole annotation, are refused for a mask model and
+    warned about otherwise.
     Returns:
         A :class:`CocoSummary`.
     Raises:
@@ -143,7 +150,7 @@ def check_coco_json(json_file: str, dataset_name: str = "", needs_masks: bool = 
     images = _check_images(data, where)
     cats = _check_categories(data, where)
     boxes_per_cat: Counter = Counter()
-    orphans, without_masks, with_masks = 0, 0, 0
+    orphans, without_masks, with_masks, dropped, first_dropped = 0, 0, 0, 0, ""
     annotations = data.get("annotations", [])
     for i, anno in enumerate(annotations):
         if not isinstance(anno, dict):
@@ -164,7 +171,16 @@ def check_coco_json(json_file: str, dataset_name: str = "", needs_masks: bool = 
             )
         if not anno.get("iscrowd", 0):
             boxes_per_cat[anno["category_id"]] += 1
-        if anno.get("segmentation"):
+        segm = anno.get("segmentation")
+        if isinstance(segm, (list, tuple)) and segm and not all(isinstance(p, (list, tuple)) for p in segm):
+            raise DataCheckError(
+                f"{where}: {label} has a flat 'segmentation' {_short(segm)}; COCO polygons are a list of "
+                "lists, [[x1, y1, x2, y2, x3, y3, ...], ...]: wrap it in another pair of brackets"
+            )
+        if isinstance(segm, (list, tuple)) and segm and not any(len(p) % 2 == 0 and len(p) >= 6 for p in segm):
+            dropped += 1
+            first_dropped = first_dropped or label
+        if segm:
             with_masks += 1
         elif not anno.get("iscrowd", 0):
             without_masks += 1
@@ -176,6 +192,14 @@ def check_coco_json(json_file: str, dataset_name: str = "", needs_masks: bool = 
             orphans,
             len(annotations),
         )
+    if dropped:
+        message = (
+            f"{where}: {dropped} annotations (the first {first_dropped}) have a 'segmentation' without a polygon "
+            "of 3 or more points; Detectron2 drops such annotations, their boxes included, when it loads the json"
+        )
+        if needs_masks:
+            raise DataCheckError(f"{message}: fix their polygons")
+        logger.warning("%s: fix or remove their 'segmentation' to train on those boxes", message)
     if needs_masks and without_masks:
         raise DataCheckError(
             f"{where}: {without_masks} of {without_masks + with_masks} annotations have no 'segmentation', but "

@@ -121,10 +121,19 @@ def check_dataset_files(spec: CocoDatasetSpec) -> CocoDatasetSpec:
     """``spec`` when its json is a file and its image folder a folder.
 
     Raises:
-        DatasetSpecError: naming the dataset and the missing file or folder.
+        DatasetSpecError: naming the dataset and the missing file or folder, or the folder given as
+            the json, the file given as the image folder.
     """
-    if not os.path.isfile(spec.json_file):
-        raise DatasetSpecError(f"dataset {spec.name!r}: annotation file not found: {spec.json_file}")
+    name, json_file, image_root = spec.name, spec.json_file, spec.image_root
+    if os.path.isdir(json_file):
+        raise DatasetSpecError(f"dataset {name!r}: {json_file} is a folder; give the annotation .json file in it")
+    if not os.path.isfile(json_file):
+        raise DatasetSpecError(f"dataset {name!r}: annotation file not found: {json_file}")
+    if os.path.exists(image_root) and not os.path.isdir(image_root):
+        raise DatasetSpecError(
+            f"dataset {name!r}: the image folder {image_root} is a file; give the folder the json's file_name "
+            f"entries are relative to ({name}={json_file}:IMAGE_ROOT)"
+        )
     if not os.path.isdir(spec.image_root):
         raise DatasetSpecError(
             f"dataset {spec.name!r}: image folder not found: {spec.image_root} (give it as "
@@ -141,11 +150,17 @@ def register_coco_dataset(name: str, json_file: str, image_root: Optional[str] =
         image_root: folder that the json's ``file_name`` entries are relative to; default: the
             json's folder.
     Raises:
-        DatasetSpecError: the json or the image folder is missing, or ``name`` is already
-            registered with other files (e.g. a Detectron2 builtin name).
+        DatasetSpecError: the name is empty or holds ``=`` or ``;``, the json or the image folder
+            is missing (or a folder / a file), or ``name`` is already registered with other files
+            (e.g. a Detectron2 builtin name).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "=;"):
+        raise DatasetSpecError(
+            f"dataset name {name!r}: give a non-empty name without '=' or ';' (they separate the parts and the "
+            f"specs of {NAMED_DATASETS_ENV}, where the name is passed to the processes a script starts)"
+        )
     json_file = os.path.abspath(expand_path(json_file))
     image_root = os.path.abspath(expand_path(image_root)) if image_root else os.path.dirname(json_file)
     spec = check_dataset_files(CocoDatasetSpec(name, json_file, image_root))
@@ -350,10 +365,22 @@ def check_images_under_root(dataset_dicts: Iterable[Dict], dataset_name: str, im
 def dataset_from_argument(value: str) -> str:
     """The dataset a one-dataset tool works on: ``value`` is a name already known (a Detectron2
     builtin, the demo set, one in ``$DEFEAT_COCO_DATASETS``) or a spec that names it now.
-    Registers the environment's datasets too; returns the name."""
+    Registers the environment's datasets too; returns the name.
+
+    Raises:
+        DatasetSpecError: a name that no one registered, or a spec that cannot be registered.
+    """
+    from detectron2.data import DatasetCatalog
+
     setup_datasets()
     if "=" in value:
         (spec,) = register_dataset_specs([value])
         export_dataset_specs([spec])
         return spec.name
+    register_provided_datasets([value])
+    if value not in DatasetCatalog.list():
+        raise DatasetSpecError(
+            f"dataset {value!r} is not registered (not a Detectron2 builtin, a generated demo set or one in "
+            f"${NAMED_DATASETS_ENV}); name it with its files: {value}=ANNOTATIONS.json[:IMAGE_ROOT]"
+        )
     return value

@@ -16,7 +16,9 @@ command with a demo preset on the embedded dataset. In order:
    validation set is not the training set, the output folder is not an input and can be written,
    every dataset's json (``defeat.engine.preflight.check_datasets``), the training images and boxes
    (``defeat.data.checks.check_training_data``), the validation images, a given teacher's config
-   (its classes) and weights, the preset configs with the trailing ``KEY VALUE`` overrides;
+   (its classes; not a DeFeat config) and weights, the preset configs with the trailing ``KEY VALUE``
+   overrides (not of the keys it sets for each run: ``OUTPUT_DIR``, the datasets, the number of
+   classes, the teacher), ``--score-threshold`` and ``--scale-base``;
 2. inspects the training set (``defeat.analysis.dataset_stats``; ``inspect.txt``, ``inspect.png``)
    and takes ``MODEL.DEFEAT.NECK.SCALE_BASE`` from ``--scale-base``, else the suggested one (or,
    for a preset that keeps its configs' own, the DeFeat config's);
@@ -38,6 +40,7 @@ command with a demo preset on the embedded dataset. In order:
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -46,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from ..analysis.cli import ToolArgumentParser, at_least
+from ..analysis.cli import ToolArgumentParser, at_least, input_file_problem
 from ..config.presets import PRECISIONS, PRESETS, schedule
 from ..engine.metrics_file import record_box_metrics
 from ..engine.mixed_precision import cpu_bf16_supported
@@ -74,6 +77,18 @@ CONFIG_NAMES = {
     "teacher": "teacher.yaml",
     "alone": "student.yaml",
     "defeat": "defeat.yaml",
+}
+
+
+# Keys the command sets in each run's config: a trailing override of one would break the runs (one
+# folder for three runs, another dataset or class count than the checked one, another teacher).
+SET_PER_RUN = {
+    "OUTPUT_DIR": "each run has its folder under --output",
+    "DATASETS.TRAIN": "give the training set with --train",
+    "DATASETS.TEST": "give the validation set with --val",
+    "MODEL.ROI_HEADS.NUM_CLASSES": "it is the number of categories of the --train json",
+    "MODEL.DEFEAT.TEACHER.CONFIG_FILE": "give a trained teacher with --teacher-config and --teacher-weights",
+    "MODEL.DEFEAT.TEACHER.WEIGHTS": "give a trained teacher with --teacher-config and --teacher-weights",
 }
 
 
@@ -146,14 +161,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--teacher-config and --teacher-weights go together (a trained teacher), or neither (one is trained)")
     for option in ("teacher_config", "teacher_weights"):
         path = getattr(args, option)
-        if path and not os.path.isfile(path):
-            p.error(f"--{option.replace('_', '-')} not found: {path!r}")
+        problem = input_file_problem(path, f"--{option.replace('_', '-')}") if path else None
+        if problem:
+            p.error(problem)
     if args.init_teacher_run and not preset.init_teacher:
         p.error(f"--init-teacher-run: preset {preset.name}'s teacher starts from no other teacher")
     if len(args.opts) % 2:
         p.error(f"overrides must be KEY VALUE pairs, got {args.opts}")
-    if args.scale_base is not None and not args.scale_base > 0:
-        p.error(f"--scale-base must be positive, got {args.scale_base}")
+    for key in args.opts[0::2]:
+        if key in SET_PER_RUN:
+            p.error(f"the override {key} is set by the command for each run: {SET_PER_RUN[key]}")
+    if args.scale_base is not None and not 0 < args.scale_base < math.inf:
+        p.error(f"--scale-base must be a positive number (pixels), got {args.scale_base}")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        p.error(f"--score-threshold must be a score between 0 and 1, got {args.score_threshold}")
     if not os.path.isfile("train_net.py"):
         p.error("train_net.py not found: run the command from the repository root")
     return args
@@ -297,7 +318,7 @@ def check_inputs(args) -> Plan:
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from ..config.files import load_config, num_classes
+    from ..config.files import is_defeat_config, load_config, num_classes
     from ..data.checks import check_dataset_images, check_training_data
     from ..data.datasets import setup_datasets
     from ..engine.outputs import check_output_dir
@@ -328,6 +349,11 @@ def check_inputs(args) -> Plan:
     category_ids = [k for k, _ in sorted(to_contiguous.items(), key=lambda kv: kv[1])] or list(range(len(classes)))
     if args.teacher_config:
         teacher_cfg = load_config(args.teacher_config)
+        if is_defeat_config(teacher_cfg):
+            raise RunError(
+                f"--teacher-config {args.teacher_config} is a DeFeat config (a student with its teacher): give the "
+                "config the teacher was trained with"
+            )
         num, tkey = num_classes(teacher_cfg)
         check_datasets([train.name], [val.name], num, f"{tkey} of --teacher-config {args.teacher_config}")
     data_digest = file_digest(train.json_file) + file_digest(val.json_file)

@@ -141,10 +141,28 @@ def take_trailing_options(parser: argparse.ArgumentParser, args: argparse.Namesp
     return args
 
 
+def check_launch_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (``parser.error``) process counts ``launch`` would misread: ``--num-gpus`` below 0
+    (0 runs one process, as 1 does), ``--num-machines`` below 1, ``--machine-rank`` outside
+    ``0 .. --num-machines - 1``."""
+    if args.num_gpus < 0:
+        parser.error(f"--num-gpus {args.num_gpus}: give the number of processes per machine (1 or more)")
+    if args.num_machines < 1:
+        parser.error(f"--num-machines {args.num_machines}: give the number of machines (1 or more)")
+    if not 0 <= args.machine_rank < args.num_machines:
+        parser.error(
+            f"--machine-rank {args.machine_rank}: with --num-machines {args.num_machines} it is one of "
+            f"0..{args.num_machines - 1} (this machine's place among them)"
+        )
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Command-line arguments; options are also accepted among the trailing config overrides."""
+    """Command-line arguments; options are also accepted among the trailing config overrides;
+    the process counts checked (:func:`check_launch_options`)."""
     parser = argument_parser()
-    return take_trailing_options(parser, parser.parse_args(argv))
+    args = take_trailing_options(parser, parser.parse_args(argv))
+    check_launch_options(parser, args)
+    return args
 
 
 def parse_command_line(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

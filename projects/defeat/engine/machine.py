@@ -4,8 +4,8 @@
 :func:`check_machine` is part of ``defeat.engine.preflight.check_run``. It refuses, in one line
 naming the key and the fix (:class:`~defeat.errors.MachineError`):
 
-- a ``cuda`` device where ``torch.cuda.is_available()`` is False (``MODEL.DEVICE cpu`` trains on
-  the CPU);
+- a device name torch does not read (``gpu``, ``CPU``), and a ``cuda`` device where
+  ``torch.cuda.is_available()`` is False (``MODEL.DEVICE cpu`` trains on the CPU);
 - a weight given as a URL (``detectron2://...``, ``http(s)://...``; ``MODEL.WEIGHTS`` and
   ``MODEL.DEFEAT.TEACHER.WEIGHTS``, LazyConfig ``train.init_checkpoint`` and
   ``model.teacher.weights``) that Detectron2's download cache does not hold (iopath's
@@ -28,6 +28,7 @@ __all__ = [
     "PROBE_TIMEOUT_S",
     "MachineError",
     "check_device",
+    "device_problem",
     "check_weights",
     "check_machine",
     "weight_url",
@@ -43,22 +44,35 @@ DETECTRON2_URL = "https://dl.fbaipublicfiles.com/detectron2/"  # what Detectron2
 URL_PREFIXES = ("http://", "https://")
 
 
+def device_problem(device: str) -> Optional[str]:
+    """Why ``device`` cannot run here, or None: not a device name torch reads (``gpu``, ``CPU``),
+    or a ``cuda`` device on a machine without CUDA."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        return "not a device name torch reads (cpu, cuda or cuda:N, lowercase)"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"but this machine has no CUDA device (torch {torch.__version__} finds none)"
+    return None
+
+
 def check_device(cfg) -> None:
-    """Refuse a ``cuda`` device (``MODEL.DEVICE``, ``train.device``) on a machine without CUDA.
+    """Refuse a device (``MODEL.DEVICE``, ``train.device``) that torch cannot read, or a ``cuda``
+    one on a machine without CUDA (:func:`device_problem`).
 
     Raises:
         MachineError: naming the key and ``cpu``.
     """
-    import torch
-
     device = str(model_device(cfg) or "cpu")
-    if not device.startswith("cuda") or torch.cuda.is_available():
+    problem = device_problem(device)
+    if problem is None:
         return
     key = key_of(cfg, "device")
     raise MachineError(
-        f"{key} is {device!r}, but this machine has no CUDA device (torch {torch.__version__} finds none): "
-        f"add {override_text(cfg, key, 'cpu')} to the command line to run on the CPU (docs/custom_dataset.md, "
-        "without a GPU or internet)"
+        f"{key} is {device!r}, {problem}: add {override_text(cfg, key, 'cpu')} to the command line to run on the "
+        "CPU (docs/custom_dataset.md, without a GPU or internet)"
     )
 
 

@@ -168,7 +168,15 @@ def check_run_output(
         os.path.basename(p) for g in _RUN_RECORD_GLOBS for p in glob.glob(os.path.join(output_dir, g))
     )
     if resume:
-        if "last_checkpoint" not in present:
+        numbered = sorted(glob.glob(os.path.join(output_dir, "model_[0-9]*.pth")))
+        if "last_checkpoint" not in present and numbered:
+            logger.warning(
+                "--resume: %s holds no last_checkpoint; the run resumes from %s, the newest of its numbered "
+                "checkpoints",
+                output_dir,
+                os.path.basename(numbered[-1]),
+            )
+        elif "last_checkpoint" not in present:
             logger.warning(
                 "--resume: %s holds no checkpoint to resume (no last_checkpoint); the run starts from "
                 "the beginning (MODEL.WEIGHTS)",
@@ -196,13 +204,16 @@ def earlier_run_entries(output_dir: str) -> List[str]:
 
 
 def check_writable(path: str, option: str = "--output", folder: bool = False) -> None:
-    """Refuse an output path that cannot be written: with ``folder``, an existing file; otherwise
-    an existing folder; in both cases a path under a file (a "folder" that is a file) or whose
-    nearest existing folder is not writable.
+    """Refuse an output path that cannot be written: an empty one (the current folder); with
+    ``folder``, an existing file; otherwise an existing folder; in both cases a path under a file
+    (a "folder" that is a file) or whose nearest existing folder is not writable.
 
     Raises:
         OutputError: naming ``option``, the path and what to do instead.
     """
+    if not str(path).strip():
+        what = "folder" if folder else "file"
+        raise OutputError(f"{option} is empty; give the {what} to write (an empty path would be the current folder)")
     full = os.path.abspath(path)
     if folder and os.path.exists(full) and not os.path.isdir(full):
         raise OutputError(f"{option} {path!r} is a file, not a folder; give a folder (or move the file away)")

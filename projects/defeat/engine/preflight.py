@@ -22,6 +22,7 @@ from ..config.files import (
     model_weights,
     num_classes,
     output_dir,
+    run_counts,
     run_value,
     teacher_files,
     test_dataset_names,
@@ -37,6 +38,7 @@ __all__ = [
     "check_datasets",
     "check_dataset_names",
     "check_class_count",
+    "check_run_counts",
     "check_run",
     "check_run_weights",
     "dataset_classes",
@@ -50,11 +52,23 @@ def _shown(names: Sequence[str]) -> str:
 
 
 def _summary(name: str, needs_masks: bool) -> Optional[CocoSummary]:
-    """The checks of a registered dataset's json; None for a dataset without one."""
+    """The checks of a registered dataset's json; None for a dataset without one. A builtin
+    dataset whose json is not under ``$DETECTRON2_DATASETS`` is named as such."""
     from detectron2.data import MetadataCatalog
 
     json_file = MetadataCatalog.get(name).get("json_file")
-    return check_coco_json(str(json_file), name, needs_masks) if json_file else None
+    if not json_file:
+        return None
+    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    under_root = os.path.normpath(str(json_file)).startswith(os.path.normpath(root) + os.sep)
+    if under_root and not os.path.isfile(str(json_file)):
+        raise DataCheckError(
+            f"dataset {name!r}: its annotation file {json_file} does not exist. It is one of Detectron2's builtin "
+            f"datasets, which it looks for under $DETECTRON2_DATASETS ({root!r} now; ./datasets when unset): set "
+            "DETECTRON2_DATASETS to the folder that holds it before starting (docs/coco.md), or name your own "
+            "dataset with --dataset NAME=ANNOTATIONS.json[:IMAGE_ROOT]"
+        )
+    return check_coco_json(str(json_file), name, needs_masks)
 
 
 def dataset_classes(name: str, summary: Optional[CocoSummary] = None) -> Optional[List[str]]:
@@ -152,15 +166,33 @@ def _names_key(cfg, split: str) -> str:
     return key_of(cfg, f"{split}_sets")
 
 
+def _check_listed_once(cfg, split: str, names: Sequence[str]) -> None:
+    """Refuse an empty name among others, or a name listed twice (Detectron2 would join the set
+    to itself: each image twice in a training epoch, each test set evaluated twice)."""
+    key = _names_key(cfg, split)
+    blank = [n for n in names if not str(n).strip()]
+    if blank:
+        raise DataCheckError(f"{key} = {list(names)!r} holds an empty dataset name; remove it or name the dataset")
+    repeated = sorted({str(n) for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise DataCheckError(
+            f"{key} = {list(names)!r} lists {', '.join(map(repr, repeated))} more than once; list each dataset once"
+        )
+
+
 def check_dataset_names(cfg, eval_only: bool = False) -> None:
     """Refuse a run without the datasets it needs: a training run without a training set, an
-    evaluation without a test set (the placeholders of ``configs/custom/`` left unfilled).
+    evaluation without a test set (the placeholders of ``configs/custom/`` left unfilled); and a
+    list of datasets with an empty name or a name twice.
 
     Raises:
         DataCheckError: naming the key to set and how.
     """
     split, names = ("test", test_dataset_names(cfg)) if eval_only else ("train", train_dataset_names(cfg))
     if [n for n in names if n]:
+        _check_listed_once(cfg, split, names)
+        if not eval_only:
+            _check_listed_once(cfg, "test", test_dataset_names(cfg))
         return
     key = _names_key(cfg, split)
     example = f"{key} '(\"mine_{split}\",)'" if key.startswith("DATASETS") else f"{key}=mine_{split}"
@@ -169,6 +201,19 @@ def check_dataset_names(cfg, eval_only: bool = False) -> None:
         f"{key} is empty: {what}. Name yours, e.g. {example} with --dataset mine_{split}=ANNOTATIONS.json"
         "[:IMAGE_ROOT] (docs/custom_dataset.md), or fill in the config's placeholder"
     )
+
+
+def check_run_counts(cfg) -> None:
+    """Refuse a training run whose length, batch or periods (``defeat.config.files.run_counts``)
+    are not whole numbers of at least 1: Detectron2 would fail on them at its first step or
+    schedule (a period of 0 divides by zero after the run has started).
+
+    Raises:
+        DataCheckError: naming the key and its value.
+    """
+    for key, value in run_counts(cfg):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataCheckError(f"{key} = {value!r}: a training run needs a whole number of at least 1 there")
 
 
 def check_class_count(cfg) -> None:
@@ -213,7 +258,8 @@ def check_run_weights(cfg, resume: bool = False, eval_only: bool = False) -> Non
 def check_run(cfg, args, world_size: int = 1) -> List[str]:
     """Everything a run of ``cfg`` checks before it writes or builds (main process): the datasets
     named, the device and the weights to download (``defeat.engine.machine``), the output guard
-    (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the batch, every dataset,
+    (``args``: ``config_file``, ``resume``, ``eval_only``, ``overwrite``), the run's length, batch and
+    periods, the batch against the processes, every dataset,
     the number of classes and the local weight files. Datasets must be registered already.
     Nothing is written or moved.
 
@@ -226,7 +272,7 @@ def check_run(cfg, args, world_size: int = 1) -> List[str]:
 
     eval_only = bool(getattr(args, "eval_only", False))
     check_dataset_names(cfg, eval_only)  # a config-only check: before the output guard touches anything
-    resumes = bool(getattr(args, "resume", False)) and os.path.isfile(os.path.join(output_dir(cfg), "last_checkpoint"))
+    resumes = bool(getattr(args, "resume", False)) and _resumable(output_dir(cfg))
     check_machine(cfg, model_weights_used=not resumes, teacher_used=not eval_only)  # the device, URL weights
     train_names = train_dataset_names(cfg)
     if eval_only:  # what the model was trained on, where it is known here
@@ -242,6 +288,7 @@ def check_run(cfg, args, world_size: int = 1) -> List[str]:
         setting=key_of(cfg, "output_dir"),
     )
     if not eval_only:
+        check_run_counts(cfg)
         check_batch(cfg, world_size)
     num, key = num_classes(cfg)
     check_datasets(train_names, test_names, num, key, masks_needed(cfg))  # names the count of a json

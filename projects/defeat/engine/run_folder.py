@@ -4,7 +4,8 @@ way or leaves the folder exactly as it was.
 :class:`RunFolder` is entered by ``train_net.py`` and ``lazy_train_net.py`` on the main process
 before anything is checked, written or built:
 
-- the output path must be a folder (or not exist yet) that can be written;
+- the output path must be a folder (or not exist yet) that can be written, given in full (not
+  empty, no ``~`` or ``$VARIABLE`` left unexpanded, no link to a missing folder);
 - ``OUTPUT_DIR/.defeat-run.lock`` is created with ``O_EXCL`` and holds ``pid host``: a second
   run into the folder is refused, naming the folder and the pid; a lock whose process is gone
   (same host, pid not alive) is stale, named in the log and taken over; the lock is removed when
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".defeat-run.lock"
 REPLACED_PREFIX = ".replaced-"
 # The top-level files a start writes in place (kept byte for byte until the run is under way).
+# ``~`` and ``$VAR`` / ``${VAR}`` left in a path (a shell expands them; a config does not).
+_UNEXPANDED = re.compile(r"\$(\{\w+\}|[A-Za-z_]\w*)")
 _START_WRITES = re.compile(r"^(config\.yaml|log\.txt(\.rank\d+)?|metrics\.json|last_checkpoint|\.defeat-run\.lock)$")
 
 
@@ -133,11 +136,27 @@ class RunFolder:
 
     def _check_writable(self) -> None:
         path, setting = self.folder, self.setting
+        if not path.strip():
+            raise OutputError(
+                f"{setting} is empty; set it to a folder for the run's files (e.g. output/my_run): an empty "
+                "path would be the current folder"
+            )
+        if path.startswith("~") or _UNEXPANDED.search(path):
+            raise OutputError(
+                f"{setting} {path!r} holds '~' or '$VARIABLE', which a config does not expand (the run would "
+                f"create a folder of that literal name); write the path out, e.g. "
+                f"{os.path.expandvars(os.path.expanduser(path))!r}"
+            )
         if os.path.exists(path) and not os.path.isdir(path):
             raise OutputError(f"{setting} {path!r} is a file, not a folder; set {setting} to a folder")
         existing = os.path.abspath(path)
-        while not os.path.exists(existing):
+        while not os.path.lexists(existing):
             existing = os.path.dirname(existing)
+        if os.path.islink(existing) and not os.path.exists(existing):
+            raise OutputError(
+                f"{setting} {path!r}: {existing!r} is a link to {os.readlink(existing)!r}, which does not exist; "
+                f"create that folder, or set {setting} to another folder"
+            )
         if not os.path.isdir(existing):
             raise OutputError(
                 f"{setting} {path!r} lies under the file {existing!r}, not a folder; set {setting} to a folder"
@@ -151,9 +170,10 @@ class RunFolder:
     def _note_state(self) -> None:
         if not os.path.isdir(self.folder):
             top = os.path.abspath(self.folder)
-            while not os.path.exists(os.path.dirname(top)):
+            while not os.path.lexists(os.path.dirname(top)):
                 top = os.path.dirname(top)
-            self._created = top
+            if not os.path.lexists(top):  # never an entry that was there: the rollback removes it
+                self._created = top
             return
         for name in os.listdir(self.folder):
             path = os.path.join(self.folder, name)

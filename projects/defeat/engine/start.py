@@ -4,8 +4,13 @@ recorded AP logged."""
 
 import logging
 
-from ..checkpoint import UNREADABLE_CHECKPOINT_ERRORS, AtomicDetectionCheckpointer, unreadable_weights_error
-from ..errors import DeFeatError
+from ..checkpoint import (
+    UNREADABLE_CHECKPOINT_ERRORS,
+    AtomicDetectionCheckpointer,
+    loaded_nothing,
+    unreadable_weights_error,
+)
+from ..errors import DeFeatError, WeightsError
 from ..modeling.meta_arch.common import TeacherMixin
 from .kd_balance import balanced_distiller
 from .metrics_file import teacher_ap_line
@@ -30,8 +35,9 @@ def load_or_resume(
     resumed.
 
     Raises:
-        WeightsError: ``path`` cannot be read or downloaded (truncated, not a checkpoint), naming
-            ``setting`` and the file.
+        WeightsError: ``path`` cannot be read or downloaded (truncated, not a checkpoint), or none
+            of its tensors fits the model (the checkpoint of another model: the run would start
+            from random weights), naming ``setting`` and the file.
         ResumeError: see ``AtomicDetectionCheckpointer.resume_or_load``.
     """
     resumed = resume and checkpointer.has_checkpoint()
@@ -43,6 +49,14 @@ def load_or_resume(
         if resumed:
             raise
         raise unreadable_weights_error(path, setting, e) from e
+    found = checkpointer.incompatible
+    if not resumed and path and found is not None and loaded_nothing(checkpointer.model, found):
+        raise WeightsError(
+            f"{setting}: none of the tensors of {path!r} fits the model of this config (each one is missing "
+            "there or of another shape), so the run would start from random weights: it is the checkpoint of "
+            f"another model. Give weights of this architecture (a backbone's will do), or set {setting} '' "
+            "to train from scratch"
+        )
     model = _unwrap(checkpointer.model)
     if not resumed and isinstance(model, TeacherMixin):
         model.inherit_from_teacher()
