@@ -35,6 +35,10 @@ CASES = {
     "retinanet": (["--family", "retinanet"], True),
     "retinanet-short": (["--family", "retinanet", "--teacher-iters", "6", "--student-iters", "4"], False),
 }
+# Keys the package added after the recording, at the values that leave training as it was: dropped
+# from a job's config when they hold exactly these (another value is a difference). The KD balance
+# is off at a target ratio of 0 (MODEL.DEFEAT.BALANCE, defeat.config.validation.RULES).
+ADDED_SINCE = {"MODEL.DEFEAT.BALANCE.TARGET_RATIO": 0.0, "MODEL.DEFEAT.BALANCE.ITERS": 20}
 # The teacher config's parts that a DeFeat student does not build its teacher from: the teacher's
 # own training (schedule, precision) and folder.
 NOT_BUILT = ("SOLVER", "OUTPUT_DIR")
@@ -91,6 +95,19 @@ def _set(tree, dotted, value):
     tree[leaf] = value
 
 
+def without_added(tree):
+    """``tree`` without the :data:`ADDED_SINCE` keys that hold their recorded-neutral value (and
+    without sections that this leaves empty)."""
+    for dotted, neutral in ADDED_SINCE.items():
+        *parents, last = dotted.split(".")
+        node = _get(tree, ".".join(parents))
+        if isinstance(node, dict) and last in node and node[last] == neutral:
+            del node[last]
+            if not node:
+                del _get(tree, ".".join(parents[:-1]))[parents[-1]]
+    return tree
+
+
 def canonical_jobs(calls):
     """The recorded ``calls`` as a sorted list of ``{"kind", "config", ...}`` records (see the module
     docstring); a weights path of one of the trainings becomes ``"weights of <digest>"``, the digest
@@ -108,13 +125,13 @@ def canonical_jobs(calls):
         return "weights of " + hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def tree_of(config_file, opts):
-        tree = config_tree(load_with_yaml_overrides(config_file, opts), blank=("output_dir",))
+        tree = without_added(config_tree(load_with_yaml_overrides(config_file, opts), blank=("output_dir",)))
         for key in ("MODEL.WEIGHTS", "MODEL.DEFEAT.TEACHER.WEIGHTS"):
             if isinstance(_get(tree, key), str):
                 _set(tree, key, weights_ref(_get(tree, key)))
         teacher = _get(tree, "MODEL.DEFEAT.TEACHER.CONFIG_FILE")
         if isinstance(teacher, str) and teacher:  # the teacher the student builds, wherever its file is
-            built = config_tree(load_teacher_config(teacher))
+            built = without_added(config_tree(load_teacher_config(teacher)))
             built = json.dumps({k: v for k, v in built.items() if k not in NOT_BUILT}, sort_keys=True)
             _set(tree, "MODEL.DEFEAT.TEACHER.CONFIG_FILE", "teacher " + hashlib.sha1(built.encode()).hexdigest()[:12])
         return tree
