@@ -575,8 +575,9 @@ def main(argv=None):
     from defeat.engine.machine import device_problem  # torch: after the light parse
 
     problem = device_problem(args.device)
-    if problem:
-        raise SystemExit(f"step_time.py: error: --device {args.device!r}, {problem}")
+    if problem:  # an argument error, as the parser's (one line, status 2)
+        print(f"step_time.py: error: --device {args.device!r}, {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.precisions:

@@ -52,7 +52,6 @@ from typing import Callable, Dict, List, Optional
 from ..analysis.cli import ToolArgumentParser, at_least, input_file_problem
 from ..config.presets import PRECISIONS, PRESETS, schedule
 from ..engine.metrics_file import record_box_metrics
-from ..engine.mixed_precision import cpu_bf16_supported
 from ..errors import DeFeatError
 from .experiments import (
     config_digest,
@@ -90,6 +89,14 @@ SET_PER_RUN = {
     "MODEL.DEFEAT.TEACHER.CONFIG_FILE": "give a trained teacher with --teacher-config and --teacher-weights",
     "MODEL.DEFEAT.TEACHER.WEIGHTS": "give a trained teacher with --teacher-config and --teacher-weights",
 }
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 natively (``defeat.engine.mixed_precision``, imported on use:
+    this module imports without torch, so that ``--help`` answers at once)."""
+    from ..engine.mixed_precision import cpu_bf16_supported as supported
+
+    return supported()
 
 
 class RunError(DeFeatError, ValueError):
@@ -267,20 +274,12 @@ def dataset_spec(text: str, option: str):
     return CocoDatasetSpec(text, meta.json_file, meta.image_root), True
 
 
-def _check_pair_and_output(args, train, val) -> None:
-    """The validation set is another dataset and json than the training set; the output folder is
-    no input, not a file, and can be written."""
-    if train.name == val.name:
-        raise RunError(f"--train and --val both name the dataset {train.name!r}; give the validation set another name")
-    if os.path.realpath(train.json_file) == os.path.realpath(val.json_file):
-        raise RunError(
-            f"--val {val.json_file} is the training json: evaluating on the training images measures nothing; "
-            "give a validation json of other images"
-        )
+def _check_output(args, json_files) -> None:
+    """The output folder is no input (``json_files``: the jsons known so far; the teacher's files),
+    not a file, and can be written."""
     output = os.path.abspath(args.output)
     inputs = {
-        "training annotations (--train)": train.json_file,
-        "validation annotations (--val)": val.json_file,
+        **json_files,
         "teacher config (--teacher-config)": args.teacher_config,
         "teacher weights (--teacher-weights)": args.teacher_weights,
     }
@@ -294,10 +293,25 @@ def _check_pair_and_output(args, train, val) -> None:
         raise RunError(f"--output {args.output!r} cannot be written: {problem}; choose a folder you can write")
 
 
+def _check_pair_and_output(args, train, val) -> None:
+    """The validation set is another dataset and json than the training set; :func:`_check_output`."""
+    if train.name == val.name:
+        raise RunError(f"--train and --val both name the dataset {train.name!r}; give the validation set another name")
+    if os.path.realpath(train.json_file) == os.path.realpath(val.json_file):
+        raise RunError(
+            f"--val {val.json_file} is the training json: evaluating on the training images measures nothing; "
+            "give a validation json of other images"
+        )
+    _check_output(
+        args, {"training annotations (--train)": train.json_file, "validation annotations (--val)": val.json_file}
+    )
+
+
 def check_arguments(args) -> None:
     """The checks of :func:`check_inputs` that need no torch (the command runs them before its heavy
-    imports): each dataset spec and its files, and, when neither names a dataset this package
-    provides (known only once generated and registered), :func:`_check_pair_and_output`."""
+    imports, and before a dataset this package provides is generated): each dataset spec and its
+    files, the output folder (:func:`_check_output`), and, when neither names a provided dataset
+    (known only once generated and registered), :func:`_check_pair_and_output`."""
     from ..data.datasets import check_dataset_files, parse_dataset_spec
 
     specs = [None if _is_provided(text) else parse_dataset_spec(text) for text in (args.train, args.val)]
@@ -306,6 +320,9 @@ def check_arguments(args) -> None:
             check_dataset_files(spec)  # the json files and image folders exist
     if None not in specs:
         _check_pair_and_output(args, *specs)
+    else:
+        option = {0: "training annotations (--train)", 1: "validation annotations (--val)"}
+        _check_output(args, {option[i]: spec.json_file for i, spec in enumerate(specs) if spec is not None})
 
 
 def check_inputs(args) -> Plan:
