@@ -78,12 +78,13 @@ def test_teacher_log_names_config_and_weights_and_the_engine_logs_its_ap(
     student = Student()
     object.__setattr__(student, "teacher", teacher)
     assert teacher.teacher_iteration == 7  # read once, when the teacher was loaded
-    import defeat.engine.metrics_file as metrics_file
+    import defeat.checkpoint
 
     def reread(path):
         raise AssertionError(f"{path} loaded a second time")
 
-    monkeypatch.setattr(metrics_file, "checkpoint_iteration", reread)
+    # engine.metrics_file imports it on use (it stays light for the commands' start)
+    monkeypatch.setattr(defeat.checkpoint, "checkpoint_iteration", reread)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="defeat.engine.start"):
         log_teacher_quality(student)
