@@ -1630,6 +1630,14 @@ MUTANTS = [
         "problem = None",
         ("tests/analysis/test_red_team_tools.py", "-k", "step_time_device"),
     ),
+    Mutant(
+        "teacher_ap_checkpoint_read_twice",
+        "the engine logs the teacher's AP from the iteration build_teacher read, without loading its weights again",
+        "projects/defeat/engine/start.py",
+        'teacher_ap_line(weights, getattr(teacher, "teacher_iteration", None))',
+        "teacher_ap_line(weights, None)",
+        ("tests/modeling/test_teacher_quality.py", "-k", "engine_logs_its_ap"),
+    ),
 ]
 
 
