@@ -1,6 +1,7 @@
 """Fixtures (a saved random teacher, the tiny dataset, the quiet logs and the working folder of
 every test) and the order of the test files; shared helpers are in ``helpers.py``."""
 
+import logging
 import os
 
 import pytest
@@ -34,6 +35,31 @@ def _known_warnings_hidden():
     from defeat.engine import quiet
 
     quiet.install()
+
+
+# Loggers that the scripts and tools run in-process configure (``logging.basicConfig`` on the root,
+# Detectron2's ``setup_logger`` on ``defeat``, ``detectron2``, ``d2``, ``fvcore``).
+CONFIGURED_LOGGERS = ("", "defeat", "detectron2", "d2", "fvcore")
+
+
+@pytest.fixture(autouse=True)
+def _logging_handlers_restored():
+    """The handlers, levels and propagation of :data:`CONFIGURED_LOGGERS` as before the test: a
+    tool run in-process binds its handlers to the test's captured stdout/stderr, which pytest
+    closes after the test; left in place, a later test's log records would fail on them
+    (``--- Logging error ---`` in that test's output)."""
+    loggers = [logging.getLogger(name) for name in CONFIGURED_LOGGERS]
+    before = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in before:
+        for h in lg.handlers:
+            if h not in handlers:
+                lg.removeHandler(h)
+        for h in handlers:
+            if h not in lg.handlers:
+                lg.addHandler(h)
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 @pytest.fixture(autouse=True)
