@@ -7,6 +7,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 
 CLASSES = ("square", "bar")
 
@@ -90,3 +91,39 @@ def tool_exit(name, *argv) -> str:
     with pytest.raises(SystemExit) as e:
         tool_main(name, *argv)
     return str(e.value.code)
+
+
+def load_benchmark(name):
+    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(repo, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def usage_error_line(capsys, call):
+    """The one line an argument error of ``call()`` prints on stderr (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        call()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def tiny_student_files(folder, num_images=2, **coco):
+    """Random weights of the 2-class tiny student, saved as ``<folder>/model_final.pth`` by
+    ``DetectionCheckpointer``, and a COCO dataset of ``num_images`` files under ``<folder>/data``
+    (``coco``: more arguments of :func:`write_coco`): ``(weights, json, image folder)``."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+    from helpers import CONFIGS, make_cfg
+
+    torch.manual_seed(0)
+    model = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 2))
+    DetectionCheckpointer(model, str(folder)).save("model_final")
+    json_file, images = write_coco(os.path.join(str(folder), "data"), num_images=num_images, **coco)
+    return os.path.join(str(folder), "model_final.pth"), json_file, images

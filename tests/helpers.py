@@ -182,3 +182,42 @@ def worker_raising(index, kind, message):
     import defeat.errors
 
     raise (KeyError if kind == "KeyError" else getattr(defeat.errors, kind))(message)
+
+
+def script_run_argv(config, dataset, out, iters, *extra, flags=()):
+    """Arguments of ``train_net.py`` (a ``.yaml`` ``config``) or ``lazy_train_net.py`` (a ``.py``
+    one) for a 2-class training run of ``iters`` iterations on ``dataset`` = ``(name, --dataset
+    spec)`` into ``out``, evaluating on nothing (YAML) or on the same set (LazyConfig); ``flags``
+    go before the overrides, ``extra`` overrides after them."""
+    name, spec = dataset[0], dataset[1]
+    head = ["--config-file", str(config), "--dataset", spec, *flags]
+    if str(config).endswith(".py"):
+        return head + [
+            f"train.output_dir={out}",
+            f"dataloader.train.dataset.names={name}",
+            f"dataloader.test.dataset.names={name}",
+            "model.roi_heads.num_classes=2",
+            f"train.max_iter={iters}",
+            *[str(e) for e in extra],
+        ]
+    return head + [
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "2",
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.MAX_ITER",
+        str(iters),
+        *[str(e) for e in extra],
+    ]
+
+
+def script_main(script, argv):
+    """``main(parse_args(argv))`` of the entry-point module ``script`` (e.g. ``"train_net"``)."""
+    import importlib
+
+    module = importlib.import_module(script)
+    return module.main(module.parse_args(argv))

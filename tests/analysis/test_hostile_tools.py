@@ -2,7 +2,6 @@
 outputs that would replace inputs or earlier files, and figures that would show what is not so.
 Each is fed to the tool and the one-line error (or the handling) is seen."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -11,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from coco_files import load_tool, write_coco
-from helpers import CONFIGS, make_cfg
+from coco_files import load_benchmark, load_tool, tiny_student_files, usage_error_line, write_coco
+from helpers import CONFIGS
 
 from defeat.engine.metrics_file import last_run, measured_box_ap, recorded_box_ap, split_runs
 
@@ -20,33 +19,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _bench(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(REPO, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def _usage_error(capsys, call):
-    """The one-line argparse-style error of ``call()`` (exit status 2)."""
-    with pytest.raises(SystemExit) as e:
-        call()
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
+    return usage_error_line(capsys, call)
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 2))
-    out = tmp_path_factory.mktemp("hostile_student")
-    DetectionCheckpointer(model, str(out)).save("model_final")
-    json_file, images = write_coco(str(out / "data"), num_images=2)
-    return str(out / "model_final.pth"), json_file, images
+    return tiny_student_files(tmp_path_factory.mktemp("hostile_student"))
 
 
 def _predict(weights, images, out, *extra):

@@ -10,22 +10,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from coco_files import CLASSES, load_tool, tool_exit, write_coco
+from coco_files import CLASSES, load_tool, tiny_student_files, tool_exit, write_coco
 from helpers import CONFIGS, make_cfg
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     """Weights of the tiny student (2 classes) covering every parameter, and a few images."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 2))
-    out = tmp_path_factory.mktemp("student")
-    DetectionCheckpointer(model, str(out)).save("model_final")
-    json_file, images = write_coco(str(out / "data"), num_images=3, category_ids=(3, 7))
-    return str(out / "model_final.pth"), json_file, images
+    return tiny_student_files(tmp_path_factory.mktemp("student"), num_images=3, category_ids=(3, 7))
 
 
 def _run(*argv):

@@ -7,9 +7,8 @@ import json
 import os
 
 import pytest
-import torch
-from coco_files import load_tool, write_coco
-from helpers import CONFIGS, make_cfg
+from coco_files import load_tool, tiny_student_files, write_coco
+from helpers import CONFIGS
 
 from defeat.data.datasets import DatasetsVariableError, check_images_under_root, setup_datasets
 from defeat.engine.outputs import check_output_dir, check_output_files, check_writable
@@ -28,15 +27,7 @@ def _refusal(capsys, call):
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(make_cfg(f"{CONFIGS}/tiny_base.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 2))
-    out = tmp_path_factory.mktemp("outputs_student")
-    DetectionCheckpointer(model, str(out)).save("model_final")
-    json_file, images = write_coco(str(out / "data"), num_images=2)
-    return str(out / "model_final.pth"), json_file, images
+    return tiny_student_files(tmp_path_factory.mktemp("outputs_student"))
 
 
 def test_check_writable_names_the_file_the_folder_and_permissions(tmp_path, monkeypatch):

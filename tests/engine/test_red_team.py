@@ -99,7 +99,7 @@ import numpy as np
 import pytest
 import torch
 from coco_files import write_coco
-from helpers import CONFIGS, defeat_cfg, make_cfg
+from helpers import CONFIGS, defeat_cfg, make_cfg, script_main, script_run_argv
 
 from defeat.engine.entry import run_entry_point
 from defeat.engine.run_folder import LOCK_NAME
@@ -141,41 +141,11 @@ def _dataset(tmp_path, change=None, **kw):
 
 
 def _yaml_argv(out, ds, *extra, config=YAML, flags=()):
-    name, spec = ds[0], ds[1]
-    return [
-        "--config-file",
-        str(config),
-        "--dataset",
-        spec,
-        *flags,
-        "DATASETS.TRAIN",
-        f"('{name}',)",
-        "DATASETS.TEST",
-        "()",
-        "MODEL.ROI_HEADS.NUM_CLASSES",
-        "2",
-        "OUTPUT_DIR",
-        str(out),
-        "SOLVER.MAX_ITER",
-        "2",
-        *[str(e) for e in extra],
-    ]
+    return script_run_argv(config, ds, out, 2, *extra, flags=flags)
 
 
 def _lazy_argv(out, ds, *extra, config=LAZY, flags=()):
-    return [
-        "--config-file",
-        str(config),
-        "--dataset",
-        ds[1],
-        *flags,
-        f"train.output_dir={out}",
-        f"dataloader.train.dataset.names={ds[0]}",
-        f"dataloader.test.dataset.names={ds[0]}",
-        "model.roi_heads.num_classes=2",
-        "train.max_iter=2",
-        *extra,
-    ]
+    return script_run_argv(config, ds, out, 2, *extra, flags=flags)
 
 
 def _script(name):
@@ -183,8 +153,7 @@ def _script(name):
 
 
 def _main(script, argv):
-    module = _script(script)
-    return module.main(module.parse_args(argv))
+    return script_main(script, argv)
 
 
 def _setup(script, argv):

@@ -21,7 +21,7 @@ import zipfile
 import pytest
 import torch
 from coco_files import write_coco
-from helpers import CONFIGS, REPO, save_random_weights
+from helpers import CONFIGS, REPO, save_random_weights, script_main, script_run_argv
 
 from defeat.checkpoint import check_weights_file
 from defeat.engine import run_folder
@@ -72,49 +72,15 @@ def _dataset(tmp_path):
 
 
 def _train_argv(tmp_path, out, *extra, flags=()):
-    name, spec = _dataset(tmp_path)
-    return [
-        "--config-file",
-        f"{CONFIGS}/tiny_base.yaml",
-        "--dataset",
-        spec,
-        *flags,
-        "DATASETS.TRAIN",
-        f"('{name}',)",
-        "DATASETS.TEST",
-        "()",
-        "MODEL.ROI_HEADS.NUM_CLASSES",
-        "2",
-        "OUTPUT_DIR",
-        str(out),
-        "SOLVER.MAX_ITER",
-        "1",
-        *[str(e) for e in extra],
-    ]
+    return script_run_argv(f"{CONFIGS}/tiny_base.yaml", _dataset(tmp_path), out, 1, *extra, flags=flags)
 
 
 def _lazy_argv(tmp_path, out, *extra, flags=()):
-    name, spec = _dataset(tmp_path)
-    return [
-        "--config-file",
-        f"{CONFIGS}/tiny_base.py",
-        "--dataset",
-        spec,
-        *flags,
-        f"train.output_dir={out}",
-        f"dataloader.train.dataset.names={name}",
-        f"dataloader.test.dataset.names={name}",
-        "model.roi_heads.num_classes=2",
-        "train.max_iter=1",
-        *extra,
-    ]
+    return script_run_argv(f"{CONFIGS}/tiny_base.py", _dataset(tmp_path), out, 1, *extra, flags=flags)
 
 
 def _main(script, argv):
-    import importlib
-
-    module = importlib.import_module(script)
-    return module.main(module.parse_args(argv))
+    return script_main(script, argv)
 
 
 def junk_zip(path):
