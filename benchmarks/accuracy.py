@@ -188,6 +188,20 @@ def parse_define(spec: str, known) -> tuple:
 
 # Keys each run sets itself (after --opts): an --opts value of one would be ignored or would put
 # every run into one folder.
+TEACHER_SCHEDULE = "teacher"  # --iters: the students train as long as the teacher config does
+CONFIG_SCHEDULE = "config"  # --iters: each student config's own SOLVER.MAX_ITER
+
+
+def student_iters(text: str):
+    """An argparse ``type`` for ``--iters``: an integer >= 1, or ``teacher`` or ``config``."""
+    if text in (TEACHER_SCHEDULE, CONFIG_SCHEDULE):
+        return text
+    try:
+        return at_least(1)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (or {TEACHER_SCHEDULE!r} or {CONFIG_SCHEDULE!r})") from None
+
+
 SET_PER_RUN = {
     "OUTPUT_DIR": "each run has its folder under --output (named by --tag)",
     "SEED": "each run's seed comes from --seeds",
@@ -240,9 +254,11 @@ def parse_args(argv=None):
     p.add_argument("--test-set", default=None)
     p.add_argument(
         "--iters",
-        type=at_least(1),
-        default=None,
-        help="SOLVER.MAX_ITER of the students (their LR steps and warm-ups scale with it: docs/configs.md)",
+        type=student_iters,
+        default=TEACHER_SCHEDULE,
+        help=f"SOLVER.MAX_ITER of the students: a number, {TEACHER_SCHEDULE!r} (default: as long as the "
+        f"teacher config trains) or {CONFIG_SCHEDULE!r} (the student configs' own, e.g. the demo's 500); "
+        "their LR steps and warm-ups scale with it (docs/configs.md)",
     )
     p.add_argument("--output", default="output/bench_accuracy")
     p.add_argument("--tag", default="", help="suffix of run folders, to keep sweeps apart")
@@ -303,7 +319,36 @@ if __name__ == "__main__":  # --help, a bad argument, a missing file: answered b
 load_defeat()  # torch, Detectron2, the models registered; the pinned stack's known-harmless messages hidden
 
 # isort: split
-from defeat.config.files import defeat_settings, load_with_yaml_overrides
+from defeat.config.files import defeat_settings, load_with_yaml_overrides, saved_model_fields
+
+
+def teacher_schedule(args, common) -> tuple:
+    """``(iterations, where from)`` of the teacher's training: ``SOLVER.MAX_ITER`` (or
+    ``train.max_iter``) of the ``config.yaml`` its run saved beside ``--teacher-weights``, else of
+    ``--teacher-config`` with ``common`` (the overrides it trains with here)."""
+    import yaml
+
+    saved = os.path.join(os.path.dirname(args.teacher_weights), "config.yaml")
+    if os.path.isfile(args.teacher_weights) and os.path.isfile(saved):
+        try:
+            with open(saved) as f:
+                fields = saved_model_fields(yaml.safe_load(f) or {})
+        except (OSError, yaml.YAMLError):
+            fields = None
+        if fields is not None and fields.max_iter:
+            return fields.max_iter, f"the teacher's run, {saved}"
+    return max_iter(args.teacher_config, common), f"the teacher config, {args.teacher_config}"
+
+
+def students_schedule(args, common) -> tuple:
+    """``(SOLVER.MAX_ITER of the students, where from)`` for ``--iters`` (``common``: the
+    overrides of every run): the number given, the teacher's schedule, or the DeFeat config's own."""
+    if args.iters == TEACHER_SCHEDULE:
+        n, source = teacher_schedule(args, common)
+        return n, f"as long as the teacher: {source}"
+    if args.iters == CONFIG_SCHEDULE:
+        return max_iter(args.defeat, common), f"the student configs' own, {args.defeat}"
+    return args.iters, "--iters"
 
 
 def main(argv=None):
@@ -335,7 +380,9 @@ def main(argv=None):
             teacher_note = "as its training run evaluated these weights (metrics.json)"
     shown = "?" if teacher_ap is None else f"{teacher_ap:.2f}"
     print(f"teacher: {args.teacher_config}, weights {args.teacher_weights}, AP {shown} ({teacher_note})", flush=True)
-    common += iters_opts(args.iters)
+    n_student, schedule_source = students_schedule(args, common)
+    print(f"students: {n_student} iterations ({schedule_source})", flush=True)
+    common += iters_opts(n_student)
     planned, todo = [], []
     progress = Progress(workers=args.jobs)  # each run's iteration and the ETA of all of them
     for seed in args.seeds:
@@ -380,8 +427,8 @@ def main(argv=None):
         }
     base = summary.get("baseline", {}).get("mean", {}).get("AP")
     lines = [
-        f"seeds {args.seeds}; teacher {args.teacher_config}, weights {args.teacher_weights}, "
-        f"AP {shown} ({teacher_note})",
+        f"seeds {args.seeds}; students {n_student} iterations ({schedule_source}); teacher "
+        f"{args.teacher_config}, weights {args.teacher_weights}, AP {shown} ({teacher_note})",
         "",
         "| variant | AP (mean +- std) | AP50 | AP75 | gain | gap closed | per seed |",
         "|---|---|---|---|---|---|---|",
@@ -400,7 +447,9 @@ def main(argv=None):
     table = "\n".join(lines)
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "accuracy.json"), "w") as f:
-        json.dump({"teacher_AP": teacher_ap, "summary": summary, "args": vars(args)}, f, indent=2)
+        json.dump(
+            {"teacher_AP": teacher_ap, "student_iters": n_student, "summary": summary, "args": vars(args)}, f, indent=2
+        )
     with open(os.path.join(args.output, "accuracy.md"), "w") as f:
         f.write(table + "\n")
     print(table)

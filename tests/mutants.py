@@ -1638,6 +1638,22 @@ MUTANTS = [
         "teacher_ap_line(weights, None)",
         ("tests/modeling/test_teacher_quality.py", "-k", "engine_logs_its_ap"),
     ),
+    Mutant(
+        "accuracy_students_config_schedule",
+        "accuracy.py trains the students as long as their teacher by default",
+        "benchmarks/accuracy.py",
+        "    if args.iters == TEACHER_SCHEDULE:\n        n, source = teacher_schedule(args, common)",
+        "    if args.iters == TEACHER_SCHEDULE:\n        n, source = max_iter(args.defeat, common), ''",
+        ("tests/demo/test_benchmarks.py", "-k", "schedule_iters_names"),
+    ),
+    Mutant(
+        "accuracy_teacher_run_schedule_ignored",
+        "the teacher's schedule is the one its run saved beside its weights",
+        "benchmarks/accuracy.py",
+        "        if fields is not None and fields.max_iter:",
+        "        if False:",
+        ("tests/demo/test_benchmarks.py", "-k", "schedule_iters_names"),
+    ),
 ]
 
 

@@ -481,3 +481,68 @@ def test_accuracy_defines_the_settings_that_read_the_data(tmp_path):
     assert config_digest(str(tmp_path / "config.yaml"), []) == config_digest(f"{CONFIGS}/tiny_defeat.yaml", opts)
     other = opts[:2] + ["MODEL.DEFEAT.NECK.SCALE_BASE", str(value + 1.0)]
     assert config_digest(str(tmp_path / "config.yaml"), []) != config_digest(f"{CONFIGS}/tiny_defeat.yaml", other)
+
+
+@pytest.mark.parametrize(
+    "data, iters, saved, expected",
+    [
+        ("shapes", None, None, 1300),  # the default: as long as the teacher config (1300 for the shapes pair)
+        ("glyphs", None, 3900, 3900),  # ... or as the teacher's run says it trained (beside its weights)
+        ("glyphs", None, "junk", 1300),  # an unreadable saved config: the teacher config's schedule
+        ("shapes", "config", 3900, 500),  # the student configs' own (the demo's) schedule
+        ("shapes", "7", 3900, 7),
+        ("shapes", "opts", None, 11),  # --opts SOLVER.MAX_ITER 11 shortens the teacher's schedule, and so the students'
+    ],
+)
+def test_accuracy_students_train_the_schedule_iters_names(tmp_path, monkeypatch, data, iters, saved, expected):
+    """Every student run gets SOLVER.MAX_ITER from --iters, the teacher's schedule by default, and
+    the tables record it."""
+    from defeat.config.files import load_config
+
+    acc = _load("accuracy")
+    weights = tmp_path / "teacher" / "model_final.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"never read: no evaluation, no training")
+    if saved == "junk":
+        (weights.parent / "config.yaml").write_text("MODEL: [unclosed\n")
+    elif saved is not None:
+        text = f"MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\nSOLVER:\n  MAX_ITER: {saved}\n"
+        (weights.parent / "config.yaml").write_text(text)
+    argv = ["--data", data, "--variants", "baseline", "defaults", "--seeds", "0", "--no-eval-teacher"]
+    argv += ["--teacher-weights", str(weights), "--output", str(tmp_path / "out"), "--jobs", "1"]
+    if iters == "opts":
+        argv, iters = argv + ["--opts", "SOLVER.MAX_ITER", "11"], None
+    args = acc.parse_args(argv + ([] if iters is None else ["--iters", iters]))
+    started = []
+    monkeypatch.setattr(acc, "run_parallel", lambda jobs, workers: started.extend(jobs))
+
+    def read_box_metrics(out):  # no run before run_parallel; each one's metrics after it
+        if not started:
+            raise FileNotFoundError(out)
+        return {k: 1.0 for k in acc.METRICS}
+
+    monkeypatch.setattr(acc, "read_box_metrics", read_box_metrics)
+    acc.main(args)
+    assert len(started) == 2
+    for job in started:
+        opts = job["opts"]
+        last = len(opts) - 1 - opts[::-1].index("SOLVER.MAX_ITER")  # the one that counts
+        assert opts[last + 1] == str(expected)
+        assert load_config(job["config_file"], opts).SOLVER.MAX_ITER == expected
+    with open(tmp_path / "out" / "accuracy.json") as f:
+        assert json.load(f)["student_iters"] == expected
+    assert f"students {expected} iterations" in (tmp_path / "out" / "accuracy.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--iters", "half"], "--iters: must be an integer, got 'half' (or 'teacher' or 'config')"),
+        (["--iters", "0"], "--iters: must be at least 1, got 0 (or 'teacher' or 'config')"),
+    ],
+)
+def test_accuracy_refuses_a_schedule_it_cannot_follow(capsys, argv, message):
+    acc = _load("accuracy")
+    with pytest.raises(SystemExit) as e:
+        acc.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
