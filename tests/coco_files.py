@@ -70,13 +70,18 @@ def write_coco(
     return json_path, images_root
 
 
-def load_tool(name):
-    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+def _load_script(folder, name, prefix):
+    """The module of ``<folder>/<name>.py`` of this repository (scripts, not a package)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(repo, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{name}", os.path.join(repo, folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_tool(name):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+    return _load_script("tools", name, "tool")
 
 
 def tool_main(name, *argv):
@@ -95,11 +100,7 @@ def tool_exit(name, *argv) -> str:
 
 def load_benchmark(name):
     """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(repo, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("benchmarks", name, "bench")
 
 
 def usage_error_line(capsys, call):
