@@ -186,9 +186,7 @@ def parse_define(spec: str, known) -> tuple:
     return name, base, extra
 
 
-# Keys each run sets itself (after --opts): an --opts value of one would be ignored or would put
-# every run into one folder.
-TEACHER_SCHEDULE = "teacher"  # --iters: the students train as long as the teacher config does
+TEACHER_SCHEDULE = "teacher"  # --iters: the students train as long as the teacher did
 CONFIG_SCHEDULE = "config"  # --iters: each student config's own SOLVER.MAX_ITER
 
 
@@ -202,6 +200,8 @@ def student_iters(text: str):
         raise argparse.ArgumentTypeError(f"{e} (or {TEACHER_SCHEDULE!r} or {CONFIG_SCHEDULE!r})") from None
 
 
+# Keys each run sets itself (after --opts): an --opts value of one would be ignored or would put
+# every run into one folder.
 SET_PER_RUN = {
     "OUTPUT_DIR": "each run has its folder under --output (named by --tag)",
     "SEED": "each run's seed comes from --seeds",
@@ -257,7 +257,8 @@ def parse_args(argv=None):
         type=student_iters,
         default=TEACHER_SCHEDULE,
         help=f"SOLVER.MAX_ITER of the students: a number, {TEACHER_SCHEDULE!r} (default: as long as the "
-        f"teacher config trains) or {CONFIG_SCHEDULE!r} (the student configs' own, e.g. the demo's 500); "
+        "teacher trained: its run's saved config.yaml, else --teacher-config) or "
+        f"{CONFIG_SCHEDULE!r} (the student configs' own, e.g. the demo's 500); "
         "their LR steps and warm-ups scale with it (docs/configs.md)",
     )
     p.add_argument("--output", default="output/bench_accuracy")
