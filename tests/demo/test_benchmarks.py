@@ -1,19 +1,16 @@
 """The speed benchmark runs and writes well-formed JSON (its timings are not asserted)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 import torch
+from coco_files import load_benchmark
 from helpers import REPO
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark(name)
 
 
 def _student_graph_bytes(boxes):
